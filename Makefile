@@ -1,0 +1,61 @@
+# mlebench-hpc: every entry point a user needs. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+RUN      ?=
+DATA_DIR ?=
+AGENT    ?= dummy
+BUILDER  ?= auto
+
+.PHONY: help install test test-python test-bats lint demo grade sif cluster-up cluster-down bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(STAMP) ## create .venv with the package and its test tools (idempotent)
+
+test: $(STAMP) ## install what is needed (and, as root, bring up the local Slurm + Apptainer), run every test
+	bash tests/run_all.sh
+
+test-python: $(STAMP) ## pytest only
+	$(BIN)/pytest -q
+
+test-bats: $(STAMP) ## bats only
+	bash tests/run_all.sh --bats-only
+
+lint: $(STAMP) ## shellcheck + ruff
+	bash tests/lint.sh
+
+demo: $(STAMP) ## run the heterogeneous job on a demo competition (Slurm + Apptainer when present)
+	bash scripts_hpc/demo.sh
+
+grade: $(STAMP) ## grade a run or run group: make grade RUN=dir [DATA_DIR=dir]
+	@[ -n "$(RUN)" ] || { echo "usage: make grade RUN=<run dir or group dir> [DATA_DIR=<dir>]" >&2; exit 2; }
+	$(BIN)/mlebench-hpc grade "$(RUN)" $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
+
+sif: $(STAMP) ## build images: make sif [AGENT=dummy|aide] [BUILDER=auto|docker|apptainer]
+	bash scripts_hpc/build_images.sh --agent "$(AGENT)" --builder "$(BUILDER)"
+
+cluster-up: ## (root) install and start a local Slurm + Apptainer for development and CI
+	bash scripts_hpc/provision/cluster_up.sh
+
+cluster-down: ## (root) stop the local Slurm
+	bash scripts_hpc/provision/cluster_down.sh
+
+bench: $(STAMP) ## benchmarks that print their figures
+	$(BIN)/python bench/validate_bench.py
+
+clean: ## remove .venv and .demo (images and caches live outside the checkout)
+	rm -rf $(VENV) .demo

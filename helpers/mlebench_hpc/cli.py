@@ -1,0 +1,50 @@
+"""The one `mlebench-hpc` command. Sub-commands live in their own modules and are imported
+lazily, so `mlebench-hpc discover-url` in an sbatch script does not pay for pandas."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# name -> "module:attribute" of a click.Command
+COMMANDS: dict[str, str] = {
+    "prepare-demo": "mlebench_hpc.demo:prepare_demo_cmd",
+    "serve": "mlebench_hpc.server:serve_cmd",
+    "grade": "mlebench_hpc.grading.grade_cli:grade_cmd",
+    "discover-url": "mlebench_hpc.discovery:discover_url_cmd",
+    "overlay": "mlebench_hpc.overlay:overlay_cmd",
+    "wait-ready": "mlebench_hpc.readiness:wait_ready_cmd",
+    "check-config": "mlebench_hpc.config:check_config_cmd",
+    "run-metadata": "mlebench_hpc.run_metadata:run_metadata_cmd",
+    "doctor": "mlebench_hpc.doctor:doctor_cmd",
+    "status": "mlebench_hpc.sweep:status_cmd",
+    "sweep-plan": "mlebench_hpc.sweep:sweep_plan_cmd",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name in COMMANDS if self._importable(name))
+
+    @staticmethod
+    def _importable(name: str) -> bool:
+        module = COMMANDS[name].split(":")[0]
+        return importlib.util.find_spec(module) is not None
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None or not self._importable(cmd_name):
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="mlebench-hpc")
+def main() -> None:
+    """MLE-bench on Slurm + Apptainer: grading server, URL discovery, overlays, grading."""
+
+
+if __name__ == "__main__":
+    main()
