@@ -1,0 +1,264 @@
+"""`mlebench-hpc discover-url`: turn `http://host:port` or `auto:JOBID` into the grading
+server's base URL.
+
+For `auto:JOBID` the grading job is looked up with `scontrol show job -o` (hetjob: component
+0). While it is pending we wait (bounded); once it runs, the URL comes from the server's URL
+file (STATE_DIR/<comp>_<jobid>/url, written atomically after the server listens) or else from
+the last complete `GRADING_SERVER_URL=...` line of the job's output file.
+
+Which competition a job serves is checked from every source we have, and any one naming a
+different competition is a hard error: the job's --comment (`competition=<C>`, set by
+slurm_grading_server.sh and slurm_hetjob.sh), the script arguments in its Command (the first
+argument of those two scripts is the competition), and the state directories named
+<comp>_<jobid>. When no source names a competition (a job submitted by hand) we go on: the
+final word is `wait-ready`, which requires /health to name the expected competition.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import click
+
+from mlebench_hpc import slurm_query
+from mlebench_hpc.slurm_query import HelperError, JobInfo, SlurmError
+
+URL_MARK = "GRADING_SERVER_URL="
+_URL_IN_LINE = re.compile(rb"GRADING_SERVER_URL=(https?://[^\s'\"<>]+)")
+_COMMENT_COMP = re.compile(r"(?:^|[\s,;])competition=([A-Za-z0-9._-]+)")
+_SCRIPT_COMP = re.compile(r"(?:^|/)(?:slurm_grading_server|slurm_hetjob)\.sh\s+([A-Za-z0-9._-]+)")
+POLL_SECS = 2.0
+PROGRESS_SECS = 30.0
+# A URL file older than the job's StartTime by more than this is a previous run's (requeue).
+STALE_SLACK_SECS = 30.0
+READ_CHUNK = 64 * 1024
+
+
+def normalize_url(url: str) -> str:
+    """Validate `http(s)://host[:port][/path]` and drop a trailing slash; raise ValueError."""
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http://host:port URL")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port") from None
+    if port == 0 or parts.query or parts.fragment or parts.username or any(c.isspace() for c in url):
+        raise ValueError(f"{url!r} is not a plain http://host:port URL")
+    return url.rstrip("/")
+
+
+def last_url_in_file(path: Path) -> str | None:
+    """The URL of the last complete line carrying GRADING_SERVER_URL= (a line still being
+    written, without its newline, is ignored). Reads backwards so a large log costs little."""
+    try:
+        f = path.open("rb")
+    except OSError:
+        return None
+    with f:
+        end = f.seek(0, os.SEEK_END)
+        pos, tail = end, b""
+        first_block = True
+        while pos > 0:
+            step = min(READ_CHUNK, pos)
+            pos -= step
+            f.seek(pos)
+            buf = f.read(step) + tail
+            lines = buf.split(b"\n")
+            if first_block:
+                lines.pop()  # after the last newline: empty, or a partial line
+                first_block = False
+            # lines[0] may be cut at the block start unless we are at the file start
+            tail = lines.pop(0) if pos > 0 else b""
+            for line in reversed(lines):
+                url = _url_from_line(line)
+                if url:
+                    return url
+        if tail:
+            return _url_from_line(tail)
+    return None
+
+
+def _url_from_line(line: bytes) -> str | None:
+    if URL_MARK.encode() not in line:
+        return None
+    matches = _URL_IN_LINE.findall(line)
+    for raw in reversed(matches):
+        try:
+            return normalize_url(raw.decode("ascii", "strict"))
+        except (UnicodeDecodeError, ValueError):
+            continue
+    return None
+
+
+def read_url_file(path: Path, not_before: float | None = None) -> str | None:
+    try:
+        st = path.stat()
+        if not_before is not None and st.st_mtime < not_before - STALE_SLACK_SECS:
+            return None  # written by an earlier run of a requeued job
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+        return normalize_url(text.splitlines()[0]) if text else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def expand_output_path(raw: str, job: JobInfo, job_id: str) -> Path | None:
+    """scontrol already expands %j, %x, ... in StdOut; expand the common ones if it did not."""
+    if not raw:
+        return None
+    base = job_id.split("+")[0].split("_")[0]
+    subs = {
+        "%%": "%", "%j": job.job_id, "%A": job.get("ArrayJobId", base), "%a": job.get("ArrayTaskId", "0"),
+        "%x": job.name, "%u": job.get("UserId", "").split("(")[0], "%N": job.get("BatchHost"),
+    }
+    if "%" in raw:
+        raw = re.sub(r"%%|%[jAaxuN]", lambda m: subs[m.group(0)], raw)
+    path = Path(raw)
+    if not path.is_absolute() and job.get("WorkDir"):
+        path = Path(job.get("WorkDir")) / path
+    return path
+
+
+def _start_epoch(job: JobInfo) -> float | None:
+    try:
+        return time.mktime(time.strptime(job.get("StartTime"), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+
+
+def _job_ids(job: JobInfo, job_id: str) -> list[str]:
+    ids = [job_id.split("+")[0], job.job_id, job.get("HetJobId")]
+    return [i for i in dict.fromkeys(ids) if i]
+
+
+def state_dir_competitions(state_dir: Path | None, job_ids: list[str]) -> dict[str, Path]:
+    """competition -> its state directory <comp>_<jobid> for these job ids."""
+    found: dict[str, Path] = {}
+    if state_dir is None or not state_dir.is_dir():
+        return found
+    for jid in job_ids:
+        for d in state_dir.glob(f"*_{jid}"):
+            if d.is_dir():
+                found[d.name[: -len(jid) - 1]] = d
+    return found
+
+
+def competition_claims(job: JobInfo, state_comps: dict[str, Path]) -> list[tuple[str, str]]:
+    """(competition, where it was seen) from the job's comment, command line and state dirs."""
+    claims: list[tuple[str, str]] = []
+    m = _COMMENT_COMP.search(job.get("Comment"))
+    if m:
+        claims.append((m.group(1), f"its --comment says competition={m.group(1)}"))
+    m = _SCRIPT_COMP.search(job.get("Command"))
+    if m:
+        claims.append((m.group(1), f"its command is {job.get('Command')}"))
+    for comp, d in state_comps.items():
+        claims.append((comp, f"its state directory is {d}"))
+    return claims
+
+
+def default_state_dir() -> Path | None:
+    for var in ("MLEBENCH_HPC_STATE_DIR", "MH_STATE_BASE"):
+        if os.environ.get(var):
+            return Path(os.environ[var])
+    try:
+        from mlebench_hpc.config import config_value
+
+        base = config_value("OUTPUT_BASE")
+    except Exception:  # noqa: BLE001 - a broken config must not stop discovery from the job output
+        base = None
+    return Path(base) / ".state" if base else None
+
+
+def find_url(job: JobInfo, job_id: str, competition: str, state_dir: Path | None) -> str | None:
+    not_before = _start_epoch(job)
+    if state_dir is not None:
+        for jid in _job_ids(job, job_id):
+            url = read_url_file(state_dir / f"{competition}_{jid}" / "url", not_before)
+            if url:
+                return url
+    out = expand_output_path(job.get("StdOut"), job, job_id)
+    return last_url_in_file(out) if out else None
+
+
+def _progress(msg: str) -> None:
+    click.echo(f"discover-url: {msg}", err=True)
+
+
+def resolve_auto(job_id: str, competition: str, timeout: float, state_dir: Path | None) -> str:
+    if not slurm_query.slurm_available():
+        raise HelperError(f"auto:{job_id} needs Slurm, but scontrol is not on PATH: pass the grading "
+                          "server's URL (http://host:port) instead")
+    if not slurm_query.valid_job_id(job_id):
+        raise HelperError(f"auto:{job_id}: {job_id!r} is not a Slurm job id (e.g. auto:12345)")
+    start = time.monotonic()
+    deadline = start + timeout
+    next_progress = start + PROGRESS_SECS
+    checked = False
+    while True:
+        try:
+            job = slurm_query.main_record(job_id)
+        except SlurmError as exc:
+            raise HelperError(str(exc)) from None
+        if job is None:
+            gone = state_dir_competitions(state_dir, [job_id.split("+")[0]])
+            hint = (f" (a state directory {next(iter(gone.values()))} exists, so it probably ended and "
+                    "Slurm has forgotten it)") if gone else ""
+            raise HelperError(f"job {job_id} not found{hint}: check the id with squeue -u $USER")
+        if not checked:
+            claims = competition_claims(job, state_dir_competitions(state_dir, _job_ids(job, job_id)))
+            for comp, where in claims:
+                if comp != competition:
+                    raise HelperError(f"grading job {job_id} serves competition {comp}, not {competition} "
+                                      f"({where}): pass the job id of a {competition} grading server")
+            checked = True
+        state = job.state
+        out = expand_output_path(job.get("StdOut"), job, job_id)
+        if state in slurm_query.ENDED_STATES:
+            ended = job.get("EndTime", "unknown time")
+            raise HelperError(
+                f"grading job {job_id} is {state} (ended {ended}; output {out}): start a new one with "
+                f"sbatch scripts_hpc/slurm_grading_server.sh {competition}")
+        if state in slurm_query.WAITING_STATES:
+            waiting = f"job {job_id} is {state} (reason: {job.get('Reason', 'none')})"
+        else:  # RUNNING (or a state this version does not list): the URL may be there already
+            url = find_url(job, job_id, competition, state_dir)
+            if url:
+                return url
+            waiting = f"job {job_id} is {state} but has not published its URL yet (output {out})"
+        now = time.monotonic()
+        if now >= deadline:
+            raise HelperError(f"gave up after {timeout:.0f}s: {waiting}; raise --timeout or look at "
+                              f"squeue -j {job_id}")
+        if now >= next_progress:
+            _progress(f"waiting {now - start:.0f}s/{timeout:.0f}s: {waiting}")
+            next_progress = now + PROGRESS_SECS
+        time.sleep(max(0.0, min(POLL_SECS, deadline - now)))
+
+
+@click.command("discover-url")
+@click.argument("spec")
+@click.option("--competition", required=True, help="Competition the grading server must serve.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="Seconds to wait while the grading job is pending or starting.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory holding <comp>_<jobid>/url (default: $MLEBENCH_HPC_STATE_DIR, "
+                   "$MH_STATE_BASE, else OUTPUT_BASE/.state from the config).")
+def discover_url_cmd(spec: str, competition: str, timeout: float, state_dir: Path | None) -> None:
+    """Print the grading server's base URL. SPEC: http://host:port or auto:JOBID."""
+    if spec.startswith("auto:"):
+        url = resolve_auto(spec[len("auto:"):].strip(), competition, timeout,
+                           state_dir if state_dir is not None else default_state_dir())
+    else:
+        try:
+            url = normalize_url(spec)
+        except ValueError as exc:
+            raise HelperError(f"{exc}: pass http://host:port or auto:JOBID") from None
+    click.echo(url)
+    sys.stdout.flush()

@@ -1,0 +1,117 @@
+"""`mlebench-hpc grade`: grade a run, a run group, or upstream's submissions.jsonl.
+
+Exit status: 0 when at least one run could be graded (missing or invalid submissions are
+results, not failures; runs whose competition could not be loaded are reported with their error
+and a warning); 2 when nothing could be graded (no runs found, or every run hit a setup error
+such as an unprepared competition) or on a usage error; 1 with --strict when any run hit a
+setup error. The report is written in every case where runs were found.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mlebench_hpc.grading.report import (
+    REPORT_NAME,
+    DirResolver,
+    RunSpecError,
+    aggregate,
+    default_jobs,
+    format_table,
+    format_totals,
+    grade_runs,
+    specs_from_dir,
+    specs_from_jsonl,
+    write_json_atomic,
+)
+
+
+def _warn(msg: str) -> None:
+    click.echo(f"warning: {msg}", err=True)
+
+
+@click.command("grade")
+@click.argument("run_dir", required=False, type=click.Path(path_type=Path, file_okay=False))
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Prepared data (default: run metadata data_dir, else config DATA_DIR, "
+                   "else ~/.cache/mle-bench/data).")
+@click.option("--mlebench-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Upstream MLE-bench checkout for leaderboards (default: $MLEBENCH_DIR, else config).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: min(cpus, runs)).")
+@click.option("--submissions", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Upstream submissions JSONL (competition_id, submission_path per line).")
+@click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Where the report goes with --submissions (default: the JSONL file's directory).")
+@click.option("--summary/--no-summary", default=True, show_default=True,
+              help="Also write summary.csv, summary.md and summary.png.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@click.option("--strict", is_flag=True, help="Exit 1 when any run could not be graded (setup error).")
+def grade_cmd(
+    run_dir: Path | None,
+    data_dir: Path | None,
+    mlebench_dir: Path | None,
+    jobs: int | None,
+    submissions: Path | None,
+    output_dir: Path | None,
+    summary: bool,
+    progress: bool,
+    strict: bool,
+) -> None:
+    """Grade RUN_DIR (a run directory, or any directory holding run directories at any depth)
+    and write RUN_DIR/grading_report.json with upstream MLE-bench's keys, plus summaries."""
+    from mlebench_hpc.config import ConfigError
+
+    if (run_dir is None) == (submissions is None):
+        raise click.UsageError("give either RUN_DIR or --submissions FILE (with --output-dir)")
+    dirs = DirResolver(data_dir=data_dir, mlebench_dir=mlebench_dir)
+    try:
+        if submissions is not None:
+            out_dir = output_dir or submissions.parent
+            specs = specs_from_jsonl(submissions, dirs)
+            root = None
+            source = str(submissions)
+        else:
+            assert run_dir is not None
+            if not run_dir.is_dir():
+                raise click.ClickException(f"{run_dir} is not a directory: give a run or run-group directory")
+            out_dir = output_dir or run_dir
+            root = run_dir
+            specs = specs_from_dir(run_dir, dirs, _warn)
+            source = str(run_dir)
+    except (RunSpecError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not specs:
+        click.echo(f"error: no runs found in {source} (a run directory holds metadata.json with "
+                   "competition_id and submission/submission.csv)", err=True)
+        sys.exit(2)
+
+    from mlebench_hpc.grading import backend_info
+
+    n_jobs = jobs or default_jobs(len(specs))
+    results = grade_runs(specs, jobs=n_jobs, progress=progress)
+    reports = [r.report for r in results]
+    group = aggregate(reports, backend_info())
+    report_path = out_dir / REPORT_NAME
+    write_json_atomic(report_path, group)
+
+    click.echo(format_table(reports, root))
+    click.echo("")
+    click.echo(format_totals(group))
+    written = [report_path]
+    if summary:
+        from mlebench_hpc.summary import write_summaries
+
+        written += write_summaries(reports, out_dir, title=(root or out_dir).resolve().name, warn=_warn)
+    for path in written:
+        click.echo(f"wrote {path}")
+
+    failed = [r for r in results if not r.graded]
+    if failed:
+        _warn(f"{len(failed)} of {len(results)} runs could not be graded (see errors above)")
+    if len(failed) == len(results):
+        sys.exit(2)
+    if strict and failed:
+        sys.exit(1)

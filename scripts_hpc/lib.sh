@@ -1,0 +1,317 @@
+# shellcheck shell=bash
+# mlebench-hpc: the one library every sbatch script sources. Config loading, logging, cleanup,
+# and the apptainer command lines: binds and flags live here and nowhere else, so the grading
+# job, the agent job, the hetjob, the sweep and the leak tests all start containers alike.
+# Callers: set -euo pipefail; export MH_SCRIPTS=<dir of this file>; source it.
+
+# ------------------------------------------------------------------ logging
+mh_log() { printf '[mlebench-hpc %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# One line that says what is wrong and what to do; exit 2 (config/usage errors).
+mh_die() { printf 'mlebench-hpc: error: %s\n' "$*" >&2; exit 2; }
+
+# ------------------------------------------------------------------ project + CLI
+# MH_ROOT: checkout; MH_CLI: the mlebench-hpc command (the checkout's venv first).
+mh_init() {
+    MH_ROOT=$(cd "$MH_SCRIPTS/.." && pwd)
+    if [[ -x $MH_ROOT/.venv/bin/mlebench-hpc ]]; then
+        MH_CLI=$MH_ROOT/.venv/bin/mlebench-hpc
+    elif command -v mlebench-hpc >/dev/null 2>&1; then
+        MH_CLI=$(command -v mlebench-hpc)
+    else
+        mh_die "the mlebench-hpc helpers are not installed: run 'make install' in $MH_ROOT"
+    fi
+    export MH_ROOT MH_CLI
+}
+
+# ------------------------------------------------------------------ config
+# Finds the config as the README says, validates it with the Python checker (unknown keys,
+# missing images, unprepared competitions: one line each), then sources it.
+# Usage: mh_load_config [--need KEY]... [--competition C]...
+mh_load_config() {
+    local path
+    path=$("$MH_CLI" check-config --print-path) || exit 2
+    "$MH_CLI" check-config "$@" || exit 2
+    set -a
+    # shellcheck disable=SC1090
+    source "$path"
+    set +a
+    MH_CONFIG=$path
+    : "${DATA_DIR:=$HOME/.cache/mle-bench/data}" "${OUTPUT_BASE:=$HOME/mlebench-runs}"
+    : "${RUN_GROUP:=default}" "${TIME_LIMIT_SECS:=86400}" "${STEP_LIMIT:=500}" "${TIME_MARGIN_SECS:=300}"
+    : "${AGENT_CMD:=/home/agent/start.sh}" "${GRADING_IDLE_TIMEOUT:=0}" "${UPLOAD_LIMIT_MB:=1024}"
+    : "${APPTAINER_EXTRA_FLAGS:=}" "${AGENT_ENV_FILE:=}" "${SCRATCH_DIR:=}" "${MLEBENCH_DIR:=}"
+    export MH_CONFIG DATA_DIR OUTPUT_BASE RUN_GROUP TIME_LIMIT_SECS STEP_LIMIT TIME_MARGIN_SECS
+    MH_STATE_BASE=$OUTPUT_BASE/.state
+    export MH_STATE_BASE
+}
+
+# ------------------------------------------------------------------ runtime
+# apptainer (default when installed) or none (no isolation: demo fallback, said loudly).
+mh_runtime() {
+    case ${MLEBENCH_HPC_RUNTIME:-auto} in
+        apptainer) command -v apptainer >/dev/null 2>&1 \
+            || mh_die "MLEBENCH_HPC_RUNTIME=apptainer but apptainer is not on PATH: module load apptainer"
+            echo apptainer ;;
+        none) echo none ;;
+        auto) if command -v apptainer >/dev/null 2>&1; then echo apptainer; else echo none; fi ;;
+        *) mh_die "MLEBENCH_HPC_RUNTIME must be apptainer, none or auto, not '${MLEBENCH_HPC_RUNTIME}'" ;;
+    esac
+}
+
+mh_warn_no_isolation() {
+    mh_log "WARNING: ######################################################################"
+    mh_log "WARNING: running WITHOUT containers: isolation is OFF, the agent could read the answers."
+    mh_log "WARNING: fine for a demo; never for results you publish (install apptainer)."
+    mh_log "WARNING: ######################################################################"
+}
+
+# Job id of this run: Slurm's, else a local one (same code path without Slurm).
+mh_job_id() {
+    if [[ -n ${MH_JOB_ID:-} ]]; then echo "$MH_JOB_ID"
+    elif [[ -n ${SLURM_HET_JOB_ID:-} ]]; then echo "$SLURM_HET_JOB_ID"
+    elif [[ -n ${SLURM_JOB_ID:-} ]]; then echo "$SLURM_JOB_ID"
+    else echo "local-$(date +%Y%m%d%H%M%S)-$$"; fi
+}
+
+mh_require_prepared() {
+    local comp=$1 part=$2
+    [[ -d $DATA_DIR/$comp/prepared/$part ]] \
+        || mh_die "competition $comp is not prepared in $DATA_DIR ($part/ missing): run 'mlebench prepare -c $comp'"
+}
+
+# ------------------------------------------------------------------ container command lines
+# Grading server: only this competition's private dir, read-only, at the upstream layout.
+# Fills MH_CMD. Args: comp state_dir
+mh_grading_cmd() {
+    local comp=$1 state=$2 runtime
+    runtime=$(mh_runtime)
+    local server_args=(--competition-id "$comp" --host 0.0.0.0 --port 0
+        --idle-timeout "$GRADING_IDLE_TIMEOUT" --max-upload-mb "$UPLOAD_LIMIT_MB")
+    if [[ $runtime == apptainer ]]; then
+        local binds=(--bind "$DATA_DIR/$comp/prepared/private:/private/data/$comp/prepared/private:ro"
+            --bind "$state:/state")
+        if [[ -n $MLEBENCH_DIR ]]; then binds+=(--bind "$MLEBENCH_DIR:/opt/mle-bench:ro"); fi
+        # shellcheck disable=SC2206 # extra flags are meant to split
+        local extra=($APPTAINER_EXTRA_FLAGS)
+        MH_CMD=(apptainer exec --contain --cleanenv --no-home --pwd / "${binds[@]}" "${extra[@]}"
+            "$GRADING_SIF" python3 /opt/mlebench-hpc/run_grading_server.py
+            "${server_args[@]}" --data-dir /private/data --url-file /state/url)
+    else
+        MH_CMD=("$MH_ROOT/.venv/bin/python" "$MH_ROOT/environment/run_grading_server.py"
+            "${server_args[@]}" --data-dir "$DATA_DIR" --url-file "$state/url")
+    fi
+}
+
+# Agent: public data read-only, the run's submission/logs/code writable, overlays read-only over
+# the image's localhost:5000 files, scratch on disk (--workdir: /tmp is not the 64 MiB tmpfs),
+# its own PID namespace, a clean environment and no host home. Fills MH_CMD and MH_BINDS.
+# Args: comp run_dir url
+mh_agent_cmd() {
+    local comp=$1 run=$2 url=$3 runtime host_file ctr_path
+    runtime=$(mh_runtime)
+    local envs=(COMPETITION_ID="$comp" TIME_LIMIT_SECS="$MH_AGENT_SECS" STEP_LIMIT="$STEP_LIMIT"
+        GRADING_SERVER="$url")
+    if [[ $runtime == apptainer ]]; then
+        local scratch=${SCRATCH_DIR:-$run/.scratch}
+        mkdir -p "$scratch"
+        MH_BINDS=("$DATA_DIR/$comp/prepared/public:/home/data:ro"
+            "$run/submission:/home/submission" "$run/logs:/home/logs" "$run/code:/home/code")
+        if [[ -f $run/overlay/overlays.tsv ]]; then
+            while IFS=$'\t' read -r host_file ctr_path; do
+                [[ -n $host_file ]] && MH_BINDS+=("$host_file:$ctr_path:ro")
+            done <"$run/overlay/overlays.tsv"
+        fi
+        local flags=(--contain --cleanenv --no-home --pid --workdir "$scratch" --pwd /home)
+        local b e
+        for b in "${MH_BINDS[@]}"; do flags+=(--bind "$b"); done
+        for e in "${envs[@]}"; do flags+=(--env "$e"); done
+        # API keys: from a 0600 file, never on a command line that ps shows
+        if [[ -n $AGENT_ENV_FILE ]]; then flags+=(--env-file "$AGENT_ENV_FILE"); fi
+        if [[ -n ${SLURM_JOB_GPUS:-${SLURM_STEP_GPUS:-${CUDA_VISIBLE_DEVICES:-}}} ]]; then flags+=(--nv); fi
+        # shellcheck disable=SC2206
+        local extra=($APPTAINER_EXTRA_FLAGS)
+        MH_CMD=(apptainer exec "${flags[@]}" "${extra[@]}" "$AGENT_SIF"
+            /opt/mlebench-hpc/entrypoint_hpc.sh "$AGENT_CMD")
+        MH_AGENT_FLAGS=("${flags[@]}" "${extra[@]}")
+    else
+        # No container: the staged image root (mh_stage_local_image) with the overlays copied over
+        # it; AGENT_HOME prefixes every /home path in the agent's scripts.
+        local home=$run/overlay/.src/home d
+        ln -sfn "$DATA_DIR/$comp/prepared/public" "$home/data"
+        for d in submission logs code; do ln -sfn "$run/$d" "$home/$d"; done
+        if [[ -f $run/overlay/overlays.tsv ]]; then
+            while IFS=$'\t' read -r host_file ctr_path; do
+                [[ -n $host_file ]] && cp -f "$host_file" "$home/${ctr_path#/home/}"
+            done <"$run/overlay/overlays.tsv"
+        fi
+        MH_CMD=(env -i PATH="$PATH" HOME="$home" AGENT_HOME="$home" "${envs[@]}"
+            bash "$MH_ROOT/environment/entrypoint_hpc.sh" bash "$home/agent/start.sh")
+        mh_warn_no_isolation
+        MH_AGENT_FLAGS=()
+    fi
+}
+
+# The agent's wall-clock budget: TIME_LIMIT_SECS, cut so that it ends TIME_MARGIN_SECS before
+# Slurm's own limit (time to copy logs and write metadata). Sets MH_AGENT_SECS.
+mh_agent_budget() {
+    MH_AGENT_SECS=$TIME_LIMIT_SECS
+    local left
+    if [[ -n ${SLURM_JOB_ID:-} ]] && command -v squeue >/dev/null 2>&1; then
+        left=$(squeue -h -j "$SLURM_JOB_ID" -o %L 2>/dev/null | head -n1 || true)
+        left=$(mh_slurm_secs "$left")
+        if [[ -n $left ]] && (( left - TIME_MARGIN_SECS < MH_AGENT_SECS )); then
+            MH_AGENT_SECS=$(( left > TIME_MARGIN_SECS * 2 ? left - TIME_MARGIN_SECS : left / 2 ))
+            mh_log "agent budget cut to ${MH_AGENT_SECS}s to end ${TIME_MARGIN_SECS}s before the Slurm limit"
+        fi
+    fi
+    export MH_AGENT_SECS
+}
+
+# Slurm time ([[D-]HH:]MM:SS) -> seconds; empty for UNLIMITED/unknown.
+mh_slurm_secs() {
+    local t=$1 d=0 h=0 m=0 s=0
+    [[ $t =~ ^[0-9:-]+$ ]] || return 0
+    if [[ $t == *-* ]]; then d=${t%%-*}; t=${t#*-}; fi
+    IFS=: read -r -a p <<<"$t"
+    case ${#p[@]} in
+        3) h=${p[0]}; m=${p[1]}; s=${p[2]} ;;
+        2) m=${p[0]}; s=${p[1]} ;;
+        1) s=${p[0]} ;;
+    esac
+    echo $(( 10#$d * 86400 + 10#$h * 3600 + 10#$m * 60 + 10#$s ))
+}
+
+# ------------------------------------------------------------------ runs
+# OUTPUT_BASE/<group>/<comp>_<jobid>/ with submission/ logs/ code/ overlay/. Prints the path.
+mh_make_run_dir() {
+    local comp=$1 job=$2 group=${MH_GROUP:-$RUN_GROUP} run
+    run=$OUTPUT_BASE/$group/${comp}_$job
+    mkdir -p "$run"/{submission,logs,code,overlay}
+    echo "$run"
+}
+
+mh_meta() { "$MH_CLI" run-metadata "$@" >/dev/null; }
+
+mh_now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+
+# Print where the results are, the last lines of every agent job.
+mh_print_outro() {
+    local run=$1
+    echo "run directory: $run"
+    echo "grade it with: make -C $MH_ROOT grade RUN=$run"
+    echo "MLEBENCH_RUN_DIR=$run"
+}
+
+# ------------------------------------------------------------------ processes
+# Stop a background process and everything it started: TERM, bounded wait, KILL.
+mh_stop_pid() {
+    local pid=$1 waited=0
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null && (( waited < 100 )); do sleep 0.1; waited=$((waited + 1)); done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# Run a command as a step of het component GROUP inside a heterogeneous job, else directly:
+# the hetjob script has one code path with and without Slurm.
+mh_step() {
+    local group=$1; shift
+    if [[ -n ${SLURM_HET_JOB_ID:-} ]]; then
+        srun --het-group="$group" --ntasks=1 --kill-on-bad-exit=1 "$@"
+    else
+        "$@"
+    fi
+}
+
+# Wait (bounded) for the grading server's URL file while its process lives. Prints the URL.
+mh_wait_url_file() {
+    local file=$1 pid=$2 timeout=${3:-300} start=$SECONDS
+    while [[ ! -s $file ]]; do
+        kill -0 "$pid" 2>/dev/null || mh_die "the grading server exited before publishing its URL: see the lines above"
+        (( SECONDS - start < timeout )) || mh_die "the grading server published no URL within ${timeout}s: see the lines above"
+        sleep 0.5
+    done
+    cat "$file"
+}
+
+# ------------------------------------------------------------------ the agent run
+# Everything slurm_agent.sh does, shared by the standalone agent job and the hetjob's agent step:
+# resolve the URL, wait until the server answers for this competition, make the run dir,
+# rewrite the image's localhost:5000 files to the real URL, run the agent under its budget,
+# record metadata whatever happens. Args: comp spec(url|auto:JOBID)
+mh_run_agent() {
+    local comp=$1 spec=$2 runtime job run url grading_job=${MH_GRADING_JOB:-}
+    runtime=$(mh_runtime)
+    local need=()
+    [[ $runtime == apptainer ]] && need=(--need AGENT_SIF)
+    mh_load_config "${need[@]}" --competition "$comp"
+    mh_require_prepared "$comp" public
+    [[ $runtime == none ]] && mh_warn_no_isolation
+    [[ $spec == auto:* ]] && grading_job=${spec#auto:}
+
+    url=$("$MH_CLI" discover-url "$spec" --competition "$comp" --state-dir "$MH_STATE_BASE") || exit 2
+    "$MH_CLI" wait-ready "$url" --competition "$comp" ${grading_job:+--job "$grading_job"} --timeout 300 || exit 2
+
+    job=$(mh_job_id)
+    run=$(mh_make_run_dir "$comp" "$job")
+    mh_log "run directory: $run"
+    local started
+    started=$(mh_now)
+    mh_meta "$run" --set competition_id="$comp" --set group="${MH_GROUP:-$RUN_GROUP}" \
+        --set agent_job_id="$job" --set grading_job_id="${grading_job:-}" \
+        --set agent_node="$(hostname)" --set grading_server_url="$url" --set runtime="$runtime" \
+        --set data_dir="$DATA_DIR" --set config="$MH_CONFIG" --set seed="${MH_SEED:-}" \
+        --set time_limit_secs="$TIME_LIMIT_SECS" --set start="$started" --set status=running \
+        --set network_access="host network: the agent can reach whatever this node reaches"
+
+    if [[ $runtime == apptainer ]]; then
+        "$MH_CLI" overlay --image "$AGENT_SIF" --url "$url" --out "$run/overlay" >/dev/null || exit 2
+        mh_meta "$run" --set agent_sif="$AGENT_SIF" --set grading_sif="${GRADING_SIF:-}" \
+            --sha256 agent_sif_sha256="$AGENT_SIF" \
+            ${GRADING_SIF:+--sha256 grading_sif_sha256="$GRADING_SIF"}
+    else
+        mh_stage_local_image "$run/overlay/.src"
+        "$MH_CLI" overlay --from-dir "$run/overlay/.src" --url "$url" --out "$run/overlay" >/dev/null || exit 2
+    fi
+
+    mh_agent_budget
+    mh_agent_cmd "$comp" "$run" "$url"
+    mh_meta "$run" --set agent_budget_secs="$MH_AGENT_SECS" \
+        --set-json apptainer_flags="$(mh_json_array "${MH_AGENT_FLAGS[@]}")"
+
+    local agent_pid="" rc=0
+    # Whatever ends us (scancel, time limit, the agent itself), the run keeps what it wrote and says how it ended.
+    trap 'mh_stop_pid "$agent_pid"' EXIT
+    trap 'mh_log "stop requested (signal)"; mh_stop_pid "$agent_pid"; mh_meta "$run" --set end="$(mh_now)" --set exit_code=143 --set status=cancelled; mh_print_outro "$run"; exit 143' TERM INT
+    trap 'mh_log "Slurm time limit near (USR1)"; mh_stop_pid "$agent_pid"; mh_meta "$run" --set end="$(mh_now)" --set exit_code=124 --set status=timeout; mh_print_outro "$run"; exit 124' USR1
+    mh_log "starting the agent for $comp (budget ${MH_AGENT_SECS}s, runtime $runtime)"
+    # A hard outer bound in case the agent ignores the entrypoint's own time-out.
+    timeout --signal=TERM --kill-after=30 "$(( MH_AGENT_SECS + 60 ))" "${MH_CMD[@]}" &
+    agent_pid=$!
+    wait "$agent_pid" || rc=$?
+    agent_pid=""
+    local status=finished
+    (( rc == 0 )) || status=failed
+    (( rc == 124 )) && status=timeout
+    mh_meta "$run" --set end="$(mh_now)" --set exit_code="$rc" --set status="$status" \
+        --set submission_exists="$([[ -f $run/submission/submission.csv ]] && echo true || echo false)"
+    mh_log "agent exited with code $rc ($status)"
+    mh_print_outro "$run"
+    return "$rc"
+}
+
+# For the no-container path: lay out the files the agent image would hold, so that the same
+# overlay code rewrites them. Arg: dir (becomes the image's "/").
+mh_stage_local_image() {
+    local root=$1 agent=${AGENT_NAME:-dummy}
+    mkdir -p "$root/home/agent"
+    cp -f "$MH_ROOT/environment/instructions.txt" "$MH_ROOT/environment/instructions_obfuscated.txt" \
+        "$MH_ROOT/environment/validate_submission.sh" "$root/home/"
+    cp -f "$MH_ROOT/agents/$agent/"* "$root/home/agent/" 2>/dev/null || true
+}
+
+# JSON array of strings (for metadata), via python to get the quoting right.
+mh_json_array() {
+    python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@"
+}

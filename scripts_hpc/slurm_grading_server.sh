@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Grading server for one competition, in the grading container, on a free port.
+# usage: sbatch scripts_hpc/slurm_grading_server.sh <competition>
+#        bash   scripts_hpc/slurm_grading_server.sh <competition>      (no Slurm: same code path)
+# Publishes GRADING_SERVER_URL=http://<host>:<port> in the job output and in
+# OUTPUT_BASE/.state/<competition>_<jobid>/url once it listens; agents find it with auto:<jobid>.
+#SBATCH --job-name=mlebench-grade
+#SBATCH --output=%x-%j.out
+#SBATCH --cpus-per-task=2
+#SBATCH --mem=8G
+#SBATCH --time=1-02:00:00
+set -euo pipefail
+# sbatch runs a spool copy of this file: find the checkout's scripts_hpc/ (lib.sh) from Slurm's record.
+d=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+[[ -f $d/lib.sh ]] || d=$(dirname "$(scontrol show job -o "${SLURM_JOB_ID:-0}" 2>/dev/null | grep -o 'Command=[^ ]*' | cut -d= -f2)")
+[[ -f $d/lib.sh ]] || d=${SLURM_SUBMIT_DIR:-.}/scripts_hpc
+[[ -f $d/lib.sh ]] || { echo "mlebench-hpc: error: cannot find scripts_hpc/lib.sh: submit from the checkout" >&2; exit 2; }
+export MH_SCRIPTS=$d
+# shellcheck source=scripts_hpc/lib.sh
+source "$MH_SCRIPTS/lib.sh"
+
+comp=${1:-}
+[[ -n $comp ]] || mh_die "usage: sbatch scripts_hpc/slurm_grading_server.sh <competition>"
+mh_init
+runtime=$(mh_runtime)
+need=()
+[[ $runtime == apptainer ]] && need=(--need GRADING_SIF)
+mh_load_config "${need[@]}" --competition "$comp"
+mh_require_prepared "$comp" private
+[[ $runtime == none ]] && mh_warn_no_isolation
+
+job=$(mh_job_id)
+state=$MH_STATE_BASE/${comp}_$job
+mkdir -p "$state"
+rm -f "$state/url"
+# Let auto:<jobid> check the competition from Slurm's record too (the state dir name is the other check).
+if [[ -n ${SLURM_JOB_ID:-} && -z ${SLURM_HET_JOB_ID:-} ]]; then
+    scontrol update JobId="$SLURM_JOB_ID" Comment="competition=$comp" >/dev/null 2>&1 || true
+fi
+
+mh_grading_cmd "$comp" "$state"
+server_pid=""
+cleanup() { mh_stop_pid "$server_pid"; rm -f "$state/url"; }
+trap cleanup EXIT
+trap 'mh_log "stop requested"; exit 143' TERM INT
+mh_log "grading server for $comp (job $job, runtime $runtime) on $(hostname)"
+"${MH_CMD[@]}" &
+server_pid=$!
+rc=0
+wait "$server_pid" || rc=$?
+server_pid=""
+mh_log "grading server exited with code $rc"
+exit "$rc"

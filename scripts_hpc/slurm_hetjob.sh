@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One heterogeneous job: component 0 (CPU) runs the grading server, component 1 (GPU) the agent.
+# usage: sbatch scripts_hpc/slurm_hetjob.sh <competition>
+#        bash   scripts_hpc/slurm_hetjob.sh <competition>      (no Slurm: same code path)
+# Per-component options on the command line: sbatch -p cpu : -p gpu scripts_hpc/slurm_hetjob.sh C
+# The server is stopped when the agent ends, whatever happened; the job's exit code is the agent's.
+#SBATCH --job-name=mlebench-het
+#SBATCH --output=%x-%j.out
+#SBATCH --time=1-01:00:00
+#SBATCH --cpus-per-task=1
+#SBATCH --mem=4G
+#SBATCH hetjob
+#SBATCH --time=1-01:00:00
+#SBATCH --cpus-per-task=2
+#SBATCH --mem=8G
+#SBATCH --gres=gpu:1
+set -euo pipefail
+# sbatch runs a spool copy of this file: find the checkout's scripts_hpc/ (lib.sh) from Slurm's record.
+d=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+[[ -f $d/lib.sh ]] || d=$(dirname "$(scontrol show job -o "${SLURM_JOB_ID:-0}" 2>/dev/null | grep -o 'Command=[^ ]*' | cut -d= -f2)")
+[[ -f $d/lib.sh ]] || d=${SLURM_SUBMIT_DIR:-.}/scripts_hpc
+[[ -f $d/lib.sh ]] || { echo "mlebench-hpc: error: cannot find scripts_hpc/lib.sh: submit from the checkout" >&2; exit 2; }
+export MH_SCRIPTS=$d
+# shellcheck source=scripts_hpc/lib.sh
+source "$MH_SCRIPTS/lib.sh"
+
+comp=${1:-}
+[[ -n $comp ]] || mh_die "usage: sbatch scripts_hpc/slurm_hetjob.sh <competition>"
+mh_init
+runtime=$(mh_runtime)
+need=()
+[[ $runtime == apptainer ]] && need=(--need GRADING_SIF --need AGENT_SIF)
+mh_load_config "${need[@]}" --competition "$comp"
+# Both steps use this id for the state and run directories.
+MH_JOB_ID=$(mh_job_id)
+export MH_JOB_ID
+state=$MH_STATE_BASE/${comp}_$MH_JOB_ID
+
+server_pid=""
+cleanup() { mh_stop_pid "$server_pid"; }
+trap cleanup EXIT
+trap 'mh_log "stop requested"; exit 143' TERM INT
+mh_step 0 bash "$MH_SCRIPTS/slurm_grading_server.sh" "$comp" &
+server_pid=$!
+url=$(mh_wait_url_file "$state/url" "$server_pid" 300)
+mh_log "grading server is at $url"
+rc=0
+MH_GRADING_JOB=$MH_JOB_ID mh_step 1 bash "$MH_SCRIPTS/slurm_agent.sh" "$comp" "$url" || rc=$?
+mh_log "agent exited with code $rc; stopping the grading server"
+exit "$rc"
