@@ -62,26 +62,26 @@ def last_url_in_file(path: Path) -> str | None:
     except OSError:
         return None
     with f:
-        end = f.seek(0, os.SEEK_END)
-        pos, tail = end, b""
-        first_block = True
+        pos = f.seek(0, os.SEEK_END)
+        carry = b""  # the front of the current block: maybe the end of an earlier line
+        seen_newline = False
         while pos > 0:
             step = min(READ_CHUNK, pos)
             pos -= step
             f.seek(pos)
-            buf = f.read(step) + tail
-            lines = buf.split(b"\n")
-            if first_block:
-                lines.pop()  # after the last newline: empty, or a partial line
-                first_block = False
-            # lines[0] may be cut at the block start unless we are at the file start
-            tail = lines.pop(0) if pos > 0 else b""
-            for line in reversed(lines):
+            parts = (f.read(step) + carry).split(b"\n")
+            carry, complete = parts[0], parts[1:]
+            if not seen_newline:
+                if not complete:
+                    continue  # still inside the unterminated last line
+                complete = complete[:-1]  # drop what follows the file's last newline
+                seen_newline = True
+            for line in reversed(complete):
                 url = _url_from_line(line)
                 if url:
                     return url
-        if tail:
-            return _url_from_line(tail)
+        if seen_newline and carry:
+            return _url_from_line(carry)
     return None
 
 

@@ -119,7 +119,7 @@ for n in "${node_names[@]}"; do
 done
 for d in /proc/[0-9]*; do
     pid=${d#/proc/}
-    env=$(tr '\0' '\n' <"$d/environ" 2>/dev/null) || continue
+    env=$(tr '\0' '\n' 2>/dev/null <"$d/environ") || continue
     if grep -qxF "SLURM_CONF=$CONF" <<<"$env"; then
         [[ $(cat "$d/comm" 2>/dev/null) == slurmstepd ]] && victims[$pid]=1
         grep -q '^SLURM_JOB_ID=' <<<"$env" && victims[$pid]=1

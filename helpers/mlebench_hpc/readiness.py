@@ -1,0 +1,115 @@
+"""`mlebench-hpc wait-ready`: wait, bounded and with backoff, until the grading server's
+/health answers 200 and names the expected competition.
+
+Fails at once (exit 2) when a server answers for another competition, when something that is
+not our grading server answers on that port, or when the grading job (--job) or local server
+process (--pid) is gone; fails at the deadline with the last error seen."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import click
+import requests
+
+from mlebench_hpc import slurm_query
+from mlebench_hpc.discovery import expand_output_path, normalize_url
+from mlebench_hpc.slurm_query import HelperError, SlurmError
+
+FIRST_DELAY = 0.2
+MAX_DELAY = 5.0
+
+
+def check_job_alive(job_id: str) -> None:
+    """Raise HelperError when the grading job is unknown to Slurm or has ended."""
+    try:
+        job = slurm_query.main_record(job_id)
+    except SlurmError as exc:
+        raise HelperError(f"cannot check grading job {job_id}: {exc}") from None
+    if job is None:
+        raise HelperError(f"grading job {job_id} ended (no longer known to Slurm): see its output file")
+    if job.state in slurm_query.ENDED_STATES:
+        out = expand_output_path(job.get("StdOut"), job, job_id)
+        raise HelperError(f"grading job {job_id} ended ({job.state}): see its output {out}")
+
+
+def check_pid_alive(pid: int) -> None:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        raise HelperError(f"grading server process {pid} exited: see its log") from None
+    except PermissionError:
+        pass  # exists, owned by someone else
+    # a zombie child of ours counts as gone
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            if f.read().rsplit(")", 1)[-1].split()[0] == "Z":
+                raise HelperError(f"grading server process {pid} exited: see its log")
+    except OSError:
+        pass
+
+
+def probe(session: requests.Session, url: str, competition: str, timeout: float) -> str | None:
+    """None when ready; else the reason it is not (yet). Raises HelperError for a wrong server."""
+    try:
+        resp = session.get(f"{url}/health", timeout=timeout)
+    except requests.RequestException as exc:
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    if resp.status_code != 200:
+        return f"HTTP {resp.status_code} from {url}/health"
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or "competition" not in body:
+        raise HelperError(f"{url}/health answered 200 without naming a competition ({resp.text[:80]!r}): "
+                          "that is not an mlebench-hpc grading server; check the URL")
+    if body["competition"] != competition:
+        raise HelperError(f"grading server at {url} serves {body['competition']}, not {competition}: "
+                          f"point the agent at a {competition} grading server")
+    return None
+
+
+def wait_ready(url: str, competition: str, timeout: float, job: str | None, pid: int | None) -> float:
+    start = time.monotonic()
+    deadline = start + timeout
+    delay = FIRST_DELAY
+    last = "no attempt made"
+    with requests.Session() as session:
+        session.trust_env = False  # an http_proxy from the environment must not intercept this
+        while True:
+            if job:
+                check_job_alive(job)
+            if pid:
+                check_pid_alive(pid)
+            remaining = deadline - time.monotonic()
+            reason = probe(session, url, competition, max(0.1, min(MAX_DELAY, remaining)))
+            if reason is None:
+                return time.monotonic() - start
+            last = reason
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise HelperError(f"grading server at {url} not ready after {timeout:.0f}s; last error: {last}")
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, MAX_DELAY)
+
+
+@click.command("wait-ready")
+@click.argument("url")
+@click.option("--competition", required=True, help="Competition /health must name.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              help="Give up after this many seconds.")
+@click.option("--job", default=None, help="Grading job id: fail at once when it ends (needs scontrol).")
+@click.option("--pid", type=int, default=None, help="Local grading server PID: fail at once when it exits.")
+def wait_ready_cmd(url: str, competition: str, timeout: float, job: str | None, pid: int | None) -> None:
+    """Wait until URL/health answers 200 for COMPETITION (backoff 0.2 s doubling to 5 s)."""
+    try:
+        url = normalize_url(url)
+    except ValueError as exc:
+        raise HelperError(str(exc)) from None
+    job = job or None
+    if job and not slurm_query.slurm_available():
+        raise HelperError(f"--job {job} needs Slurm's scontrol, which is not on PATH: drop --job")
+    elapsed = wait_ready(url, competition, timeout, job, pid)
+    click.echo(f"wait-ready: {url} serves {competition}, ready after {elapsed:.2f}s", err=True)

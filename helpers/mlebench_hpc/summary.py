@@ -1,0 +1,246 @@
+"""Summaries of a graded run group: summary.csv, summary.md and summary.png.
+
+Overall rates follow upstream's experiments/aggregate_grading_reports.py: runs are grouped by
+seed, each seed's rate is the percentage of the group's competitions with a medal (a competition
+without a run in that seed counts as a failure, as upstream's --pad-missing), and the reported
+figure is the mean over seeds +- the standard error of the mean (sd with ddof=1 / sqrt(n_seeds)).
+With a single seed the standard error is not available (upstream prints 0.0; we print n/a).
+Runs without a seed in their metadata are numbered per competition in run-directory order, which
+is how upstream pairs reports into seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlebench_hpc.grading.report import fmt_num, sort_key
+
+# (label, report field) of the overall lines, in the order printed.
+OVERALL_METRICS: tuple[tuple[str, str], ...] = (
+    ("Any medal", "any_medal"),
+    ("Gold medal", "gold_medal"),
+    ("Above median", "above_median"),
+    ("Valid submission", "valid_submission"),
+    ("Submission made", "submission_exists"),
+)
+THRESHOLD_NAMES: tuple[str, ...] = ("gold", "silver", "bronze", "median")
+
+
+@dataclass(frozen=True)
+class MeanSE:
+    mean: float
+    se: float | None  # None with fewer than two values
+    n: int
+
+    def text(self, digits: int = 2, unit: str = "") -> str:
+        se = "n/a" if self.se is None else f"{self.se:.{digits}f}{unit}"
+        return f"{self.mean:.{digits}f}{unit} ± {se}"
+
+
+def mean_se(values: Iterable[float]) -> MeanSE | None:
+    vals = [float(v) for v in values]
+    if not vals:
+        return None
+    n = len(vals)
+    mean = sum(vals) / n
+    if n < 2:
+        return MeanSE(mean, None, n)
+    var = sum((v - mean) ** 2 for v in vals) / (n - 1)
+    return MeanSE(mean, math.sqrt(var) / math.sqrt(n), n)
+
+
+@dataclass
+class Summary:
+    per_competition: pd.DataFrame
+    overall: dict[str, MeanSE]
+    competitions: list[str]
+    seeds: list[str]
+    per_seed: pd.DataFrame  # one row per seed: its rate (%) for each overall metric
+    notes: list[str] = field(default_factory=list)
+
+
+def seed_keys(reports: list[dict[str, Any]]) -> list[str]:
+    """The seed each report belongs to: its metadata seed, else run<k> in run-directory order."""
+    keys: list[str] = [""] * len(reports)
+    seedless: dict[str, int] = {}
+    for i in sorted(range(len(reports)), key=lambda i: str(reports[i].get("run_dir") or
+                                                            reports[i]["submission_path"])):
+        r = reports[i]
+        if r.get("seed") is not None and str(r["seed"]) != "":
+            keys[i] = str(r["seed"])
+        else:
+            k = seedless.get(r["competition_id"], 0)
+            seedless[r["competition_id"]] = k + 1
+            keys[i] = f"run{k}"
+    return keys
+
+
+def _natural(s: str) -> tuple[int, int | str]:
+    return (0, int(s)) if s.lstrip("-").isdigit() else (1, s)
+
+
+def summarize(reports: list[dict[str, Any]]) -> Summary:
+    keys = seed_keys(reports)
+    competitions = sorted({str(r["competition_id"]) for r in reports})
+    seeds = sorted(set(keys), key=_natural)
+    notes: list[str] = []
+
+    rows = []
+    for comp in competitions:
+        rs = [r for r in reports if r["competition_id"] == comp]
+        scores = [float(r["score"]) for r in rs if r["valid_submission"] and r["score"] is not None]
+        ms = mean_se(scores)
+        with_th = next((r for r in rs if r.get("gold_threshold") is not None), rs[0])
+        lower = next((r["is_lower_better"] for r in rs if r.get("is_lower_better") is not None), None)
+        rows.append({
+            "competition_id": comp,
+            "runs": len(rs),
+            "submissions": sum(bool(r["submission_exists"]) for r in rs),
+            "valid": sum(bool(r["valid_submission"]) for r in rs),
+            "gold": sum(bool(r["gold_medal"]) for r in rs),
+            "silver": sum(bool(r["silver_medal"]) for r in rs),
+            "bronze": sum(bool(r["bronze_medal"]) for r in rs),
+            "any_medal": sum(bool(r["any_medal"]) for r in rs),
+            "above_median": sum(bool(r["above_median"]) for r in rs),
+            "score_mean": ms.mean if ms else None,
+            "score_se": ms.se if ms else None,
+            "scores_n": len(scores),
+            "gold_threshold": with_th.get("gold_threshold"),
+            "silver_threshold": with_th.get("silver_threshold"),
+            "bronze_threshold": with_th.get("bronze_threshold"),
+            "median_threshold": with_th.get("median_threshold"),
+            "is_lower_better": lower,
+            "thresholds_source": with_th.get("thresholds_source"),
+            "errors": sum(bool(r.get("error")) and not r["valid_submission"] for r in rs),
+        })
+    per_comp = pd.DataFrame(rows)
+
+    # One report per (competition, seed); duplicates (e.g. a rerun kept next to the original) would
+    # turn the rate into best-of-k, so only the first in run order counts.
+    cell: dict[tuple[str, str], dict[str, Any]] = {}
+    for i in sorted(range(len(reports)), key=lambda i: sort_key(reports[i])):
+        k = (str(reports[i]["competition_id"]), keys[i])
+        if k in cell:
+            notes.append(f"{k[0]} seed {k[1]}: more than one run; only the first counts in the overall rates")
+            continue
+        cell[k] = reports[i]
+    seed_rows = []
+    for s in seeds:
+        row: dict[str, Any] = {"seed": s, "competitions_run": sum((c, s) in cell for c in competitions)}
+        for _, fld in OVERALL_METRICS:
+            hits = sum(bool(cell[(c, s)][fld]) for c in competitions if (c, s) in cell)
+            row[fld] = 100.0 * hits / len(competitions) if competitions else 0.0
+        seed_rows.append(row)
+    per_seed = pd.DataFrame(seed_rows)
+    overall = {}
+    for _, fld in OVERALL_METRICS:
+        ms = mean_se(per_seed[fld]) if len(per_seed) else None
+        if ms is not None:
+            overall[fld] = ms
+    missing = sum(len(competitions) - r["competitions_run"] for r in seed_rows)
+    if missing:
+        notes.append(f"{missing} (competition, seed) pairs have no run; they count as failures")
+    return Summary(per_comp, overall, competitions, seeds, per_seed, notes)
+
+
+# ---------------------------------------------------------------- files
+
+
+def to_csv(summary: Summary, path: Path) -> None:
+    """One row per competition, then an OVERALL row: counts summed, rates as mean and s.e. (%)."""
+    df = summary.per_competition.copy()
+    total: dict[str, Any] = {"competition_id": "OVERALL"}
+    for col in ("runs", "submissions", "valid", "gold", "silver", "bronze", "any_medal", "above_median",
+                "scores_n", "errors"):
+        total[col] = int(df[col].sum()) if len(df) else 0
+    total["n_seeds"] = len(summary.seeds)
+    total["n_competitions"] = len(summary.competitions)
+    for _, fld in OVERALL_METRICS:
+        ms = summary.overall.get(fld)
+        total[f"{fld}_pct_mean"] = ms.mean if ms else None
+        total[f"{fld}_pct_se"] = ms.se if ms else None
+    out = pd.concat([df, pd.DataFrame([total])], ignore_index=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    out.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def _md_cell(x: Any) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else str(x)
+
+
+def to_markdown(summary: Summary, title: str, backend: str | None) -> str:
+    lines = [f"# Grading summary: {title}", ""]
+    n_runs = int(summary.per_competition["runs"].sum()) if len(summary.per_competition) else 0
+    lines.append(f"{n_runs} runs, {len(summary.competitions)} competitions, {len(summary.seeds)} seeds"
+                 + (f"; graded by {backend}" if backend else "") + ".")
+    lines += ["", "## Overall (mean ± s.e. over seeds)", ""]
+    lines.append(f"Per seed: percentage of the {len(summary.competitions)} competitions; a competition "
+                 "with no run in a seed counts as a failure; s.e. = sd(ddof=1)/sqrt(seeds).")
+    lines.append("")
+    for label, fld in OVERALL_METRICS:
+        ms = summary.overall.get(fld)
+        if ms is not None:
+            lines.append(f"- **{label}: {ms.text(2, '%')}** ({ms.n} seeds)")
+    lines += ["", "## Per competition", ""]
+    header = ["competition", "runs", "valid", "gold", "silver", "bronze", "any medal", "above median",
+              "score (mean ± s.e.)", "gold thr.", "silver thr.", "bronze thr.", "median", "better",
+              "thresholds from"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|")
+    for row in summary.per_competition.to_dict("records"):
+        if row["score_mean"] is None or (isinstance(row["score_mean"], float) and math.isnan(row["score_mean"])):
+            score = "-"
+        else:
+            se = row["score_se"]
+            se_txt = "n/a" if se is None or (isinstance(se, float) and math.isnan(se)) else fmt_num(se)
+            score = f"{fmt_num(row['score_mean'])} ± {se_txt} (n={row['scores_n']})"
+        better = {True: "lower", False: "higher"}.get(row["is_lower_better"], "?")
+        cells = [row["competition_id"], row["runs"], row["valid"], row["gold"], row["silver"], row["bronze"],
+                 row["any_medal"], row["above_median"], score, fmt_num(row["gold_threshold"]),
+                 fmt_num(row["silver_threshold"]), fmt_num(row["bronze_threshold"]),
+                 fmt_num(row["median_threshold"]), better, _md_cell(row["thresholds_source"])]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    lines += ["", "## Per seed (%)", ""]
+    seed_header = ["seed", "competitions run"] + [label.lower() for label, _ in OVERALL_METRICS]
+    lines.append("| " + " | ".join(seed_header) + " |")
+    lines.append("|" + "|".join("---:" if i else "---" for i in range(len(seed_header))) + "|")
+    for row in summary.per_seed.to_dict("records"):
+        cells = [row["seed"], row["competitions_run"]] + [f"{row[f]:.2f}" for _, f in OVERALL_METRICS]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    if summary.notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in summary.notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_summaries(
+    reports: list[dict[str, Any]], out_dir: Path, title: str, warn: Callable[[str], None]
+) -> list[Path]:
+    """summary.csv, summary.md and (with matplotlib) summary.png in out_dir; returns the paths."""
+    summary = summarize(reports)
+    backend = next((f"{r['grading_backend']} ({r['grading_backend_version']})" for r in reports
+                    if r.get("grading_backend")), None)
+    written = []
+    csv_path = out_dir / "summary.csv"
+    to_csv(summary, csv_path)
+    written.append(csv_path)
+    md_path = out_dir / "summary.md"
+    tmp = md_path.with_name(".summary.md.tmp")
+    tmp.write_text(to_markdown(summary, title, backend))
+    tmp.replace(md_path)
+    written.append(md_path)
+    png_path = out_dir / "summary.png"
+    try:
+        from mlebench_hpc.summary_plot import plot_summary
+    except ImportError:
+        warn("matplotlib is not installed (pip install 'mlebench-hpc[report]'): summary.png skipped")
+        return written
+    plot_summary(reports, seed_keys(reports), png_path, title=title)
+    written.append(png_path)
+    return written
