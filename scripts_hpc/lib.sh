@@ -131,7 +131,7 @@ mh_agent_cmd() {
         # shellcheck disable=SC2206
         local extra=($APPTAINER_EXTRA_FLAGS)
         MH_CMD=(apptainer exec "${flags[@]}" "${extra[@]}" "$AGENT_SIF"
-            /opt/mlebench-hpc/entrypoint_hpc.sh "$AGENT_CMD")
+            /opt/mlebench-hpc/entrypoint_hpc.sh bash -c "$AGENT_CMD")
         MH_AGENT_FLAGS=("${flags[@]}" "${extra[@]}")
     else
         # No container: the staged image root (mh_stage_local_image) with the overlays copied over
@@ -145,7 +145,7 @@ mh_agent_cmd() {
             done <"$run/overlay/overlays.tsv"
         fi
         MH_CMD=(env -i PATH="$PATH" HOME="$home" AGENT_HOME="$home" "${envs[@]}"
-            bash "$MH_ROOT/environment/entrypoint_hpc.sh" bash "$home/agent/start.sh")
+            bash "$MH_ROOT/environment/entrypoint_hpc.sh" bash -c "${AGENT_CMD//\/home\//$home/}")
         mh_warn_no_isolation
         MH_AGENT_FLAGS=()
     fi

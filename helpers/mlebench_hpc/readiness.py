@@ -90,7 +90,8 @@ def wait_ready(url: str, competition: str, timeout: float, job: str | None, pid:
             last = reason
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise HelperError(f"grading server at {url} not ready after {timeout:.0f}s; last error: {last}")
+                raise HelperError(
+                    f"grading server at {url} not ready after {timeout:.0f}s; last error: {last}")
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, MAX_DELAY)
 

@@ -95,7 +95,8 @@ def show_job(job_id: str) -> list[JobInfo] | None:
         err = (proc.stderr or proc.stdout).strip()
         if "Invalid job id" in err:
             return None
-        raise SlurmError(f"scontrol show job {job_id} failed: {err.splitlines()[-1] if err else proc.returncode}")
+        why = err.splitlines()[-1] if err else f"exit {proc.returncode}"
+        raise SlurmError(f"scontrol show job {job_id} failed: {why}")
     records = parse_scontrol_output(proc.stdout)
     if not records:
         return None

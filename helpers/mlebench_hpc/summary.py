@@ -11,6 +11,7 @@ is how upstream pairs reports into seeds.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -195,7 +196,7 @@ def to_markdown(summary: Summary, title: str, backend: str | None) -> str:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|")
     for row in summary.per_competition.to_dict("records"):
-        if row["score_mean"] is None or (isinstance(row["score_mean"], float) and math.isnan(row["score_mean"])):
+        if _md_cell(row["score_mean"]) == "-":
             score = "-"
         else:
             se = row["score_se"]
@@ -236,11 +237,127 @@ def write_summaries(
     tmp.replace(md_path)
     written.append(md_path)
     png_path = out_dir / "summary.png"
-    try:
-        from mlebench_hpc.summary_plot import plot_summary
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:
         warn("matplotlib is not installed (pip install 'mlebench-hpc[report]'): summary.png skipped")
         return written
-    plot_summary(reports, seed_keys(reports), png_path, title=title)
+    plot_summary(reports, png_path, title=title)
     written.append(png_path)
     return written
+
+
+# ---------------------------------------------------------------- plot
+
+MEDAL_COLOURS = {"gold": "#d4a017", "silver": "#8c8c8c", "bronze": "#b0702f", "median": "#3b6ea8"}
+POINT_COLOURS = {"gold": "#d4a017", "silver": "#8c8c8c", "bronze": "#b0702f", "above median": "#3b6ea8",
+                 "below median": "#333333", "no medal": "#333333"}
+
+
+def _point_class(r: dict[str, Any]) -> str:
+    for name in ("gold", "silver", "bronze"):
+        if r.get(f"{name}_medal"):
+            return name
+    if r.get("median_threshold") is None:
+        return "no medal"
+    return "above median" if r.get("above_median") else "below median"
+
+
+def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
+    """One panel per competition: each seed's score as a point on a row of its own, against
+    vertical lines at the medal thresholds, labelled on the axis itself. Better is always to the
+    right (the axis is reversed for lower-is-better metrics, and the panel title says so)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.transforms import blended_transform_factory
+
+    keys = seed_keys(reports)
+    competitions = sorted({str(r["competition_id"]) for r in reports})
+    per_comp: dict[str, list[tuple[str, dict[str, Any]]]] = {c: [] for c in competitions}
+    for key, r in zip(keys, reports, strict=True):
+        per_comp[str(r["competition_id"])].append((key, r))
+    heights = [1.3 + 0.42 * len({k for k, _ in per_comp[c]}) for c in competitions]
+    fig, axes = plt.subplots(len(competitions), 1, figsize=(10, sum(heights) + 0.6),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    fig.suptitle(f"{title}: score per seed against medal thresholds", fontsize=13, x=0.02, ha="left")
+
+    for ax, comp in zip(axes[:, 0], competitions, strict=True):
+        runs = sorted(per_comp[comp], key=lambda kr: _natural(kr[0]))
+        seeds = sorted({k for k, _ in runs}, key=_natural)
+        ypos = {s: i for i, s in enumerate(seeds)}
+        ref = next((r for _, r in runs if r.get("gold_threshold") is not None), runs[0])
+        lower = next((r["is_lower_better"] for _, r in runs if r.get("is_lower_better") is not None), None)
+        th = {n: ref.get(f"{n}_threshold") for n in THRESHOLD_NAMES if ref.get(f"{n}_threshold") is not None}
+        scores = [float(r["score"]) for _, r in runs if r["valid_submission"] and r["score"] is not None]
+
+        # x range: thresholds and scores, with far outliers clipped to the edge (value still printed)
+        anchor = list(th.values()) or scores or [0.0, 1.0]
+        a_lo, a_hi = min(anchor), max(anchor)
+        span = (a_hi - a_lo) or (abs(a_hi) * 0.1 or 1.0)
+        lim_lo, lim_hi = a_lo - 2.0 * span, a_hi + 2.0 * span
+        shown = [min(max(s, lim_lo), lim_hi) for s in scores]
+        lo, hi = min([a_lo, *shown]), max([a_hi, *shown])
+        pad = (hi - lo) * 0.12 or span * 0.5
+        lo, hi = lo - pad, hi + pad
+        ax.set_xlim((hi, lo) if lower else (lo, hi))
+        ax.set_ylim(-0.8, len(seeds) - 0.2)
+        better_edge = lo if lower else hi
+
+        # medal zones, shaded from each threshold towards the better side
+        zone_from = [("gold", better_edge), ("silver", th.get("gold")), ("bronze", th.get("silver"))]
+        for name, edge in zone_from:
+            if name in th and edge is not None:
+                ax.axvspan(min(th[name], edge), max(th[name], edge), color=MEDAL_COLOURS[name],
+                           alpha=0.13, lw=0)
+        trans = blended_transform_factory(ax.transData, ax.transAxes)
+        placed: list[float] = []
+        width = hi - lo
+        for name in ("median", "bronze", "silver", "gold"):
+            if name not in th:
+                continue
+            x = th[name]
+            ax.axvline(x, color=MEDAL_COLOURS[name], lw=1.6, ls="--" if name == "median" else "-")
+            # stagger labels of close thresholds so that they never overlap
+            level = sum(abs(x - p) < 0.16 * width for p in placed)
+            placed.append(x)
+            ax.text(x, 1.02 + 0.16 * level, f"{name} {fmt_num(x)}", transform=trans, ha="center",
+                    va="bottom", fontsize=8.5, color=MEDAL_COLOURS[name], fontweight="bold", clip_on=False)
+
+        for key, r in runs:
+            y = ypos[key]
+            if r["valid_submission"] and r["score"] is not None:
+                s = float(r["score"])
+                x = min(max(s, lim_lo), lim_hi)
+                cls = _point_class(r)
+                marker = "o" if x == s else (">" if (x > s) == bool(lower) else "<")
+                ax.plot([x], [y], marker=marker, ms=10, color=POINT_COLOURS[cls], mec="black", mew=0.7,
+                        zorder=3)
+                ax.annotate(f"{fmt_num(s)}  {cls}", (x, y), xytext=(8, 7), textcoords="offset points",
+                            fontsize=8.5, va="bottom", ha="left" if not lower else "right",
+                            color="#222222")
+            else:
+                why = "no submission" if not r["submission_exists"] else "invalid submission"
+                ax.text(0.005, y, f"✗ {why}", transform=blended_transform_factory(ax.transAxes, ax.transData),
+                        va="center", ha="left", fontsize=8.5, color="#b22222", zorder=4,
+                        bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.5})
+
+        ax.set_yticks(range(len(seeds)), [f"seed {s}" for s in seeds], fontsize=9)
+        ax.grid(axis="x", color="#dddddd", lw=0.6)
+        ax.tick_params(axis="x", labelsize=8.5)
+        ax.set_xlabel("score", fontsize=8.5, labelpad=1)
+        if lower is None:
+            direction = "direction unknown"
+        else:
+            direction = "lower is better, axis reversed" if lower else "higher is better"
+        note = "" if th else "; thresholds unknown, no medal claimed"
+        levels = max((sum(abs(a - b) < 0.16 * width for b in placed[:i]) for i, a in enumerate(placed)),
+                     default=-1)
+        ax.set_title(f"{comp}  ({direction}; better →{note})", loc="left", fontsize=10.5,
+                     pad=6 + 14 * (levels + 1))
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)

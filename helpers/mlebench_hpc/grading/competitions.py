@@ -67,74 +67,162 @@ def _upstream_specs() -> list[CompetitionSpec]:
         _spec("spaceship-titanic", "test.csv", "PassengerId", ("Transported",), "accuracy", False, "bool"),
         _spec("aerial-cactus-identification", "test.csv", "id", ("has_cactus",), **auc),
         _spec(
-            "aptos2019-blindness-detection", "test.csv", "id_code", ("diagnosis",),
-            "quadratic_weighted_kappa", False, "int_label", labels=(0, 1, 2, 3, 4),
+            "aptos2019-blindness-detection",
+            "test.csv",
+            "id_code",
+            ("diagnosis",),
+            "quadratic_weighted_kappa",
+            False,
+            "int_label",
+            labels=(0, 1, 2, 3, 4),
         ),  # fmt: skip
         _spec(
-            "denoising-dirty-documents", "answers.csv", "id", ("value",), "rmse", True, "real",
+            "denoising-dirty-documents",
+            "answers.csv",
+            "id",
+            ("value",),
+            "rmse",
+            True,
+            "real",
             sample_submission="sampleSubmission.csv",
             note="pixel ids; upstream only checks that values parse as floats, so any finite number",
         ),  # fmt: skip
         _spec(
-            "dog-breed-identification", "test.csv", "id", _classes("dog-breed-identification"),
-            "log_loss", True, "simplex",
+            "dog-breed-identification",
+            "test.csv",
+            "id",
+            _classes("dog-breed-identification"),
+            "log_loss",
+            True,
+            "simplex",
         ),  # fmt: skip
         _spec(
-            "dogs-vs-cats-redux-kernels-edition", "answers.csv", "id", ("label",), "binary_log_loss",
-            True, "probability",
+            "dogs-vs-cats-redux-kernels-edition",
+            "answers.csv",
+            "id",
+            ("label",),
+            "binary_log_loss",
+            True,
+            "probability",
         ),  # fmt: skip
         _spec("histopathologic-cancer-detection", "answers.csv", "id", ("label",), **auc),
         _spec(
-            "jigsaw-toxic-comment-classification-challenge", "test.csv", "id", JIGSAW,
-            "mean_columnwise_roc_auc", False, "probability", drop_answer_rows_all_minus_one=True,
+            "jigsaw-toxic-comment-classification-challenge",
+            "test.csv",
+            "id",
+            JIGSAW,
+            "mean_columnwise_roc_auc",
+            False,
+            "probability",
+            drop_answer_rows_all_minus_one=True,
             note="upstream scores the submission's own column order; we select the classes by name",
         ),  # fmt: skip
         _spec(
-            "leaf-classification", "test.csv", "id", _classes("leaf-classification"), "log_loss", True,
-            "simplex", extra_columns_ok=False,
+            "leaf-classification",
+            "test.csv",
+            "id",
+            _classes("leaf-classification"),
+            "log_loss",
+            True,
+            "simplex",
+            extra_columns_ok=False,
         ),  # fmt: skip
         _spec("mlsp-2013-birds", "answers.csv", "Id", ("Probability",), **auc),
         _spec(
-            "new-york-city-taxi-fare-prediction", "test.csv", "key", ("fare_amount",), "rmse", True,
-            "nonneg", note="upstream sorts by key without checking it and accepts negative fares",
+            "new-york-city-taxi-fare-prediction",
+            "test.csv",
+            "key",
+            ("fare_amount",),
+            "rmse",
+            True,
+            "nonneg",
+            note="upstream sorts by key without checking it and accepts negative fares",
         ),  # fmt: skip
         _spec(
-            "nomad2018-predict-transparent-conductors", "test.csv", "id",
-            ("formation_energy_ev_natom", "bandgap_energy_ev"), "mean_columnwise_rmsle", True, "nonneg",
+            "nomad2018-predict-transparent-conductors",
+            "test.csv",
+            "id",
+            ("formation_energy_ev_natom", "bandgap_energy_ev"),
+            "mean_columnwise_rmsle",
+            True,
+            "nonneg",
             note="upstream never compares ids and relies on row order",
         ),  # fmt: skip
         _spec(
-            "plant-pathology-2020-fgvc7", "test.csv", "image_id", PLANT, "mean_columnwise_roc_auc", False,
-            "probability", extra_columns_ok=False,
-        ),  # fmt: skip
-        _spec(
-            "random-acts-of-pizza", "test.csv", "request_id", ("requester_received_pizza",), **auc,
-            sample_submission="sampleSubmission.csv",
-        ),  # fmt: skip
-        _spec(
-            "ranzcr-clip-catheter-line-classification", "test.csv", "StudyInstanceUID", RANZCR,
-            "mean_columnwise_roc_auc", False, "probability",
-        ),  # fmt: skip
-        _spec("siim-isic-melanoma-classification", "test.csv", "image_name", ("target",), **auc),
-        _spec(
-            "spooky-author-identification", "test.csv", "id", SPOOKY, "log_loss", True, "simplex",
+            "plant-pathology-2020-fgvc7",
+            "test.csv",
+            "image_id",
+            PLANT,
+            "mean_columnwise_roc_auc",
+            False,
+            "probability",
             extra_columns_ok=False,
         ),  # fmt: skip
         _spec(
-            "tabular-playground-series-dec-2021", "test.csv", "Id", ("Cover_Type",), "accuracy", False,
-            "int_label", labels=(1, 2, 3, 4, 5, 6, 7),
+            "random-acts-of-pizza",
+            "test.csv",
+            "request_id",
+            ("requester_received_pizza",),
+            **auc,
+            sample_submission="sampleSubmission.csv",
+        ),  # fmt: skip
+        _spec(
+            "ranzcr-clip-catheter-line-classification",
+            "test.csv",
+            "StudyInstanceUID",
+            RANZCR,
+            "mean_columnwise_roc_auc",
+            False,
+            "probability",
+        ),  # fmt: skip
+        _spec("siim-isic-melanoma-classification", "test.csv", "image_name", ("target",), **auc),
+        _spec(
+            "spooky-author-identification",
+            "test.csv",
+            "id",
+            SPOOKY,
+            "log_loss",
+            True,
+            "simplex",
+            extra_columns_ok=False,
+        ),  # fmt: skip
+        _spec(
+            "tabular-playground-series-dec-2021",
+            "test.csv",
+            "Id",
+            ("Cover_Type",),
+            "accuracy",
+            False,
+            "int_label",
+            labels=(1, 2, 3, 4, 5, 6, 7),
         ),  # fmt: skip
         _spec("tabular-playground-series-may-2022", "test.csv", "id", ("target",), **auc),
         _spec(
-            "text-normalization-challenge-english-language", "answers.csv", "id", ("after",), "accuracy",
-            False, "text", sample_submission="../private/sample_submission.csv",
+            "text-normalization-challenge-english-language",
+            "answers.csv",
+            "id",
+            ("after",),
+            "accuracy",
+            False,
+            "text",
+            sample_submission="../private/sample_submission.csv",
         ),  # fmt: skip
         _spec(
-            "text-normalization-challenge-russian-language", "answers.csv", "id", ("after",), "accuracy",
-            False, "text", sample_submission="../private/sample_submission.csv",
+            "text-normalization-challenge-russian-language",
+            "answers.csv",
+            "id",
+            ("after",),
+            "accuracy",
+            False,
+            "text",
+            sample_submission="../private/sample_submission.csv",
         ),  # fmt: skip
         _spec(
-            "the-icml-2013-whale-challenge-right-whale-redux", "test.csv", "clip", ("probability",), **auc,
+            "the-icml-2013-whale-challenge-right-whale-redux",
+            "test.csv",
+            "clip",
+            ("probability",),
+            **auc,
             sample_submission="sampleSubmission.csv",
         ),  # fmt: skip
     ]

@@ -8,6 +8,7 @@ and reuses them for every run of that competition it grades.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -74,7 +75,8 @@ class GradedRun:
 def one_line(text: object, limit: int = _ERROR_MAX) -> str:
     """Collapse a message to one line, dropping upstream's fixed 'Submission invalid!' preamble."""
     s = str(text).strip()
-    prefix = "Submission invalid! The attempt to grade the submission has resulted in the following error message:"
+    prefix = ("Submission invalid! The attempt to grade the submission has resulted in the "
+              "following error message:")
     if s.startswith(prefix):
         s = "Submission invalid: " + s[len(prefix):].strip()
     s = " ".join(s.split())
@@ -250,7 +252,7 @@ def _metadata_only(spec: RunSpec) -> Any:
 
     try:
         return load_competition(spec.competition_id, spec.data_dir, spec.mlebench_dir, need_answers=False)
-    except Exception:  # noqa: BLE001 - best effort only; the real error is already reported
+    except Exception:  # best effort only; the real error is already reported
         return None
 
 
@@ -310,10 +312,8 @@ def grade_run(spec: RunSpec) -> GradedRun:
             meta = _metadata_only(spec)
             if meta is not None:
                 report["is_lower_better"] = bool(meta.is_lower_better)
-                try:
+                with contextlib.suppress(Exception):  # thresholds are informative here only
                     _fill_thresholds(report, meta.thresholds())
-                except Exception:  # noqa: BLE001 - thresholds are informative here only
-                    pass
             return GradedRun(report, graded=False)
 
         report["grading_backend"] = comp.backend
@@ -332,7 +332,7 @@ def grade_run(spec: RunSpec) -> GradedRun:
                 score = float(comp.score(sub))
             except InvalidSubmission as exc:
                 report["error"] = one_line(exc)
-            except Exception as exc:  # noqa: BLE001 - upstream's Grader also counts any error as invalid
+            except Exception as exc:  # upstream's Grader also counts any error as invalid
                 report["error"] = one_line(f"grader error ({type(exc).__name__}): {exc}")
         report["score"] = score
         report["valid_submission"] = score is not None
@@ -342,7 +342,7 @@ def grade_run(spec: RunSpec) -> GradedRun:
         if th_error and not report["error"]:
             report["error"] = f"thresholds unavailable: {th_error}"
         return GradedRun(report, graded=True)
-    except Exception as exc:  # noqa: BLE001 - one broken run must not lose the others
+    except Exception as exc:  # one broken run must not lose the others
         report["error"] = one_line(f"internal error ({type(exc).__name__}): {exc}")
         return GradedRun(report, graded=False)
 
@@ -405,7 +405,7 @@ def grade_runs(specs: list[RunSpec], jobs: int | None = None, progress: bool = T
                     i = futures[fut]
                     try:
                         results[i] = fut.result()
-                    except (BrokenProcessPool, Exception) as exc:  # noqa: BLE001 - e.g. a worker OOM-killed
+                    except (BrokenProcessPool, Exception) as exc:  # e.g. a worker OOM-killed
                         report = empty_report(specs[i])
                         report["error"] = one_line(f"grading worker failed ({type(exc).__name__}): {exc}")
                         results[i] = GradedRun(report, graded=False)

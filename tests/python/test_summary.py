@@ -1,0 +1,119 @@
+"""Summary numbers (mean +- s.e. over seeds) against hand-computed values, and the written files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from mlebench_hpc.summary import mean_se, seed_keys, summarize, to_markdown, write_summaries
+
+
+def rep(comp: str, seed: Any, score: float | None, medal: str | None = None, *, exists: bool = True,
+        lower: bool = False, run_dir: str | None = None) -> dict[str, Any]:
+    """A report dict as grade writes it (only the fields the summary reads matter)."""
+    return {
+        "competition_id": comp, "score": score, "gold_threshold": 0.9, "silver_threshold": 0.8,
+        "bronze_threshold": 0.7, "median_threshold": 0.5, "any_medal": medal is not None,
+        "gold_medal": medal == "gold", "silver_medal": medal == "silver", "bronze_medal": medal == "bronze",
+        "above_median": score is not None and score > 0.5, "submission_exists": exists,
+        "valid_submission": score is not None, "is_lower_better": lower, "created_at": "2026-01-01T00:00:00",
+        "submission_path": f"/runs/{comp}_{seed}/submission/submission.csv",
+        "grading_backend": "builtin", "grading_backend_version": "test", "thresholds_source": "hand",
+        "run_dir": run_dir or f"/runs/{comp}_{seed}", "seed": seed,
+        "error": None if score is not None else "invalid", "isolation": None,
+    }
+
+
+# Two competitions x three seeds.
+#   seed 0: a gold (0.95), b bronze (0.72)   -> any medal 100 %, valid 100 %
+#   seed 1: a silver (0.85), b invalid       -> any medal  50 %, valid  50 %
+#   seed 2: a no medal (0.60), b missing     -> any medal   0 %, valid  50 %
+REPORTS = [
+    rep("a", 0, 0.95, "gold"), rep("b", 0, 0.72, "bronze"),
+    rep("a", 1, 0.85, "silver"), rep("b", 1, None),
+    rep("a", 2, 0.60), rep("b", 2, None, exists=False),
+]
+
+
+def test_mean_se_by_hand() -> None:
+    ms = mean_se([100.0, 50.0, 0.0])
+    assert ms is not None
+    assert ms.mean == pytest.approx(50.0)
+    # sd(ddof=1) = sqrt(((50)^2 + 0 + (50)^2) / 2) = 50; s.e. = 50 / sqrt(3)
+    assert ms.se == pytest.approx(50.0 / math.sqrt(3))
+    assert ms.text(2, "%") == "50.00% ± 28.87%"
+    one = mean_se([42.0])
+    assert one is not None and one.se is None and one.text() == "42.00 ± n/a"
+    assert mean_se([]) is None
+
+
+def test_overall_rates_over_seeds() -> None:
+    s = summarize(REPORTS)
+    assert s.competitions == ["a", "b"]
+    assert s.seeds == ["0", "1", "2"]
+    assert list(s.per_seed["any_medal"]) == [100.0, 50.0, 0.0]
+    assert list(s.per_seed["valid_submission"]) == [100.0, 50.0, 50.0]
+    assert s.overall["any_medal"].mean == pytest.approx(50.0)
+    assert s.overall["any_medal"].se == pytest.approx(50.0 / math.sqrt(3))
+    # valid: 100, 50, 50 -> mean 66.667, sd = sqrt((33.33^2 + 16.67^2 * 2) / 2) = 28.868, se = 16.667
+    assert s.overall["valid_submission"].mean == pytest.approx(200.0 / 3)
+    assert s.overall["valid_submission"].se == pytest.approx(50.0 / 3)
+    # gold: 50, 0, 0 -> mean 16.667, se = sd(ddof=1)/sqrt(3) = 28.868/1.732 = 16.667
+    assert s.overall["gold_medal"].mean == pytest.approx(50.0 / 3)
+    assert s.overall["gold_medal"].se == pytest.approx(50.0 / 3)
+
+
+def test_per_competition_rows() -> None:
+    df = summarize(REPORTS).per_competition.set_index("competition_id")
+    a, b = df.loc["a"], df.loc["b"]
+    assert (a["runs"], a["valid"], a["gold"], a["silver"], a["bronze"], a["any_medal"]) == (3, 3, 1, 1, 0, 2)
+    assert a["above_median"] == 3
+    # scores 0.95, 0.85, 0.60: mean 0.8, sd = sqrt((0.15^2 + 0.05^2 + 0.2^2)/2) = 0.18028, se = 0.10408
+    assert a["score_mean"] == pytest.approx(0.8)
+    assert a["score_se"] == pytest.approx(math.sqrt((0.15**2 + 0.05**2 + 0.2**2) / 2) / math.sqrt(3))
+    assert (b["runs"], b["submissions"], b["valid"], b["bronze"], b["any_medal"]) == (3, 2, 1, 1, 1)
+    assert b["score_mean"] == pytest.approx(0.72) and pd.isna(b["score_se"])  # one score: no s.e.
+    assert a["gold_threshold"] == 0.9 and a["median_threshold"] == 0.5
+
+
+def test_single_seed_has_no_standard_error() -> None:
+    s = summarize([rep("a", 7, 0.95, "gold"), rep("b", 7, 0.1)])
+    assert s.overall["any_medal"].mean == 50.0 and s.overall["any_medal"].se is None
+    assert "50.00% ± n/a" in to_markdown(s, "g", None)
+
+
+def test_missing_pair_counts_as_failure_and_duplicates_count_once() -> None:
+    reports = [rep("a", 0, 0.95, "gold"), rep("b", 0, 0.95, "gold"), rep("a", 1, 0.95, "gold"),
+               rep("a", 1, 0.1, run_dir="/runs/a_1_rerun")]
+    s = summarize(reports)
+    # seed 1 has no run of b: 1 of 2 competitions -> 50 %; the second run of (a, 1) is ignored
+    assert list(s.per_seed["any_medal"]) == [100.0, 50.0]
+    assert any("no run" in n for n in s.notes) and any("more than one run" in n for n in s.notes)
+
+
+def test_seedless_runs_are_numbered_per_competition_in_run_order() -> None:
+    reports = [rep("a", None, 0.9, "gold", run_dir="/g/a_2"), rep("a", None, 0.1, run_dir="/g/a_1"),
+               rep("b", None, 0.1, run_dir="/g/b_1")]
+    assert seed_keys(reports) == ["run1", "run0", "run0"]
+
+
+def test_written_files(tmp_path: Path) -> None:
+    warnings: list[str] = []
+    paths = write_summaries(REPORTS, tmp_path, title="hand-built", warn=warnings.append)
+    assert [p.name for p in paths] == ["summary.csv", "summary.md", "summary.png"] and not warnings
+    csv = pd.read_csv(tmp_path / "summary.csv")
+    assert list(csv["competition_id"]) == ["a", "b", "OVERALL"]
+    overall = csv.set_index("competition_id").loc["OVERALL"]
+    assert overall["runs"] == 6 and overall["n_seeds"] == 3 and overall["n_competitions"] == 2
+    assert overall["any_medal_pct_mean"] == pytest.approx(50.0)
+    assert overall["any_medal_pct_se"] == pytest.approx(28.8675, abs=1e-4)
+    md = (tmp_path / "summary.md").read_text()
+    assert "**Any medal: 50.00% ± 28.87%** (3 seeds)" in md
+    assert "**Valid submission: 66.67% ± 16.67%** (3 seeds)" in md
+    assert "| a | 3 | 3 | 1 | 1 | 0 | 2 | 3 | 0.8 ± 0.10408 (n=3) | 0.9 | 0.8 | 0.7 | 0.5 | higher |" in md
+    png = (tmp_path / "summary.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
