@@ -315,3 +315,120 @@ mh_stage_local_image() {
 mh_json_array() {
     python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@"
 }
+
+# --- integrity
+# The agent's exact container command (MH_CMD from mh_agent_cmd) with its final command replaced:
+# fills MH_SWAPPED. Everything before the image (flags, binds, env) stays as the agent gets it.
+# Usage: mh_agent_cmd_replace [EXTRA_FLAG]... -- CMD [ARG]...   (extra flags go before the image,
+# e.g. the read-only bind of the checker script; nothing else changes)
+mh_agent_cmd_replace() {
+    local extra=() i sif_at=-1
+    while (( $# )) && [[ $1 != -- ]]; do extra+=("$1"); shift; done
+    [[ ${1:-} == -- ]] || mh_die "mh_agent_cmd_replace: missing -- before the command"
+    shift
+    for i in "${!MH_CMD[@]}"; do
+        if [[ ${MH_CMD[$i]} == "$AGENT_SIF" ]]; then sif_at=$i; break; fi
+    done
+    (( sif_at > 0 )) || mh_die "mh_agent_cmd_replace: AGENT_SIF ($AGENT_SIF) is not in MH_CMD: call mh_agent_cmd first"
+    MH_SWAPPED=("${MH_CMD[@]:0:sif_at}" "${extra[@]}" "$AGENT_SIF" "$@")
+}
+
+# Host identity (device:inode) of a path, as integrity_check.sh compares it.
+mh_path_identity() { stat -c %d:%i "$1" 2>/dev/null; }
+
+# Run environment/integrity_check.sh inside the agent container with exactly the agent's flags (the
+# checker script bound read-only for this one run only) just before the agent starts, and store its
+# JSON with the apptainer version, flags and binds in RUN/metadata.json as `integrity`.
+# Needs MH_CMD, MH_AGENT_FLAGS and MH_BINDS from mh_agent_cmd. Returns 1 when a leak was seen
+# (MLEBENCH_HPC_INTEGRITY=warn: log it and return 0). Args: comp run_dir url
+mh_integrity_check() {
+    local comp=$1 run=$2 url=$3 runtime
+    runtime=$(mh_runtime)
+    if [[ $runtime != apptainer ]]; then
+        mh_meta "$run" --set-json integrity='{"ok": false, "runtime": "none", "reason": "no container: no isolation"}'
+        return 0
+    fi
+    local checker=$MH_ROOT/environment/integrity_check.sh ctr=/opt/mlebench-hpc-check/integrity_check.sh
+    [[ -f $checker ]] || mh_die "integrity checker $checker is missing: restore the checkout"
+    local args=() p id name
+    # Host paths the agent must not reach, each with its host identity.
+    for p in "$DATA_DIR/$comp/prepared/private" "$DATA_DIR" "$MH_STATE_BASE" "$OUTPUT_BASE" "$HOME" \
+             "$HOME/.kaggle" ${MLEBENCH_DIR:+"$MLEBENCH_DIR"}; do
+        id=$(mh_path_identity "$p") && args+=(-p "$id:$p")
+    done
+    # No bind may come from these (the run dirs under $HOME are bound on purpose, so not $HOME itself).
+    for p in "$DATA_DIR/$comp/prepared/private" "$MH_STATE_BASE" "$HOME/.kaggle" ${MLEBENCH_DIR:+"$MLEBENCH_DIR"}; do
+        args+=(-m "$p")
+    done
+    if [[ -n ${AGENT_ENV_FILE:-} && -r $AGENT_ENV_FILE ]]; then
+        while IFS= read -r name; do args+=(-e "$name"); done < <(
+            sed -n 's/^[[:space:]]*\(export[[:space:]]\+\)\{0,1\}\([A-Za-z_][A-Za-z0-9_]*\)=.*/\2/p' "$AGENT_ENV_FILE")
+    fi
+    # This shell is a host process of the job: the agent must not see it (--pid).
+    local start canary
+    start=$(sed 's/.*) //' "/proc/$$/stat" | awk '{print $20}')
+    args+=(-s "$$:$start" -c run_grading_server)
+    canary=MLEBENCH_HPC_CANARY_$RANDOM$RANDOM
+    args+=(-k "$canary")
+
+    mh_agent_cmd_replace --bind "$checker:$ctr:ro" -- sh "$ctr" "${args[@]}"
+    local out rc=0 version
+    version=$(apptainer --version 2>/dev/null || echo unknown)
+    out=$(env "$canary=leak" timeout 120 "${MH_SWAPPED[@]}" 2>"$run/logs/integrity_check.stderr") || rc=$?
+    local record
+    record=$(python3 - "$out" "$rc" "$version" "$(mh_json_array "${MH_AGENT_FLAGS[@]}")" \
+        "$(mh_json_array "${MH_BINDS[@]}")" "$(mh_now)" "$url" <<'PY'
+import json, sys
+out, rc, version, flags, binds, when, url = sys.argv[1:8]
+try:
+    rec = json.loads(out.strip().splitlines()[-1])
+    if not isinstance(rec, dict) or "ok" not in rec:
+        raise ValueError("no ok key")
+except (ValueError, IndexError) as exc:
+    rec = {"ok": False, "error": f"checker exit {rc}, unreadable output ({exc}): see logs/integrity_check.stderr"}
+rec.update(apptainer_version=version, apptainer_flags=json.loads(flags), binds=json.loads(binds),
+           checked_at=when, grading_server_url=url)
+print(json.dumps(rec, sort_keys=True))
+PY
+)
+    mh_meta "$run" --set-json integrity="$record" --set apptainer_version="$version"
+    [[ -s $run/logs/integrity_check.stderr ]] || rm -f "$run/logs/integrity_check.stderr"
+    if [[ $record == *'"ok": true'* ]]; then
+        mh_log "integrity check passed (private paths, host env and host processes out of reach)"
+        return 0
+    fi
+    mh_log "INTEGRITY CHECK FAILED: the agent could reach something it must not: see 'integrity' in $run/metadata.json"
+    [[ ${MLEBENCH_HPC_INTEGRITY:-enforce} == warn ]] && return 0
+    return 1
+}
+
+# --- sweeps
+# Stop a process group (a pair started with setsid: its leader's pid is the group id) and
+# everything in it: TERM, bounded wait for the leader, then KILL the group. Args: pgid [secs]
+mh_stop_group() {
+    local pgid=$1 secs=${2:-20} waited=0
+    [[ -n $pgid ]] && kill -0 "$pgid" 2>/dev/null || return 0
+    kill -TERM -- "-$pgid" 2>/dev/null || true
+    while kill -0 "$pgid" 2>/dev/null && (( waited < secs * 10 )); do sleep 0.1; waited=$((waited + 1)); done
+    kill -KILL -- "-$pgid" 2>/dev/null || true
+    wait "$pgid" 2>/dev/null || true
+}
+
+# One key of RUN/metadata.json (empty when absent). Args: run_dir key
+mh_sweep_meta_get() {
+    python3 - "$1/metadata.json" "$2" <<'PY' 2>/dev/null || true
+import json, sys
+try:
+    v = json.load(open(sys.argv[1])).get(sys.argv[2], "")
+except (OSError, ValueError):
+    v = ""
+print("" if v is None else v)
+PY
+}
+
+# How many times this run was requeued so far (metadata requeue_count, 0 when absent).
+mh_sweep_requeue_count() {
+    local n
+    n=$(mh_sweep_meta_get "$1" requeue_count)
+    [[ $n =~ ^[0-9]+$ ]] && echo "$n" || echo 0
+}

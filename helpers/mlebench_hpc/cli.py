@@ -4,6 +4,7 @@ lazily, so `mlebench-hpc discover-url` in an sbatch script does not pay for pand
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import click
 

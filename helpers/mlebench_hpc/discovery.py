@@ -31,7 +31,8 @@ from mlebench_hpc.slurm_query import HelperError, JobInfo, SlurmError
 URL_MARK = "GRADING_SERVER_URL="
 _URL_IN_LINE = re.compile(rb"GRADING_SERVER_URL=(https?://[^\s'\"<>]+)")
 _COMMENT_COMP = re.compile(r"(?:^|[\s,;])competition=([A-Za-z0-9._-]+)")
-_SCRIPT_COMP = re.compile(r"(?:^|/)(?:slurm_grading_server|slurm_hetjob)\.sh\s+([A-Za-z0-9._-]+)")
+_SCRIPT_COMP = re.compile(
+    r"(?:^|/)(?:slurm_grading_server|slurm_hetjob)\.sh\s+([A-Za-z0-9][A-Za-z0-9._-]*)(?:\s|$)")
 POLL_SECS = 2.0
 PROGRESS_SECS = 30.0
 # A URL file older than the job's StartTime by more than this is a previous run's (requeue).

@@ -107,28 +107,39 @@ def scan_dir(root: Path, extra: tuple[str, ...]) -> list[Found]:
     return list(found.values())
 
 
-# One exec: list the candidates, then stream "mode size path\0" + the bytes of each match.
+# One exec: list the candidates, keep those that mention the address, then stream
+# "mode size path\0" + the bytes of each. GNU grep matches past NUL bytes in one bulk call;
+# other greps (busybox) stop a line at a NUL, so there each file goes through tr first.
 _SCAN_SCRIPT = r"""
 set -u
-{
-  for p in "$@"; do
+cands() {
+  for p in "$@" @GLOBS@; do
     if [ -f "$p" ]; then printf '%s\n' "$p"
     elif [ -d "$p" ]; then find "$p" -type f 2>/dev/null
     fi
   done
-} | while IFS= read -r f; do
-  if grep -qF -e 'localhost:5000' -e '127.0.0.1:5000' -- "$f" 2>/dev/null; then
-    printf '%s %s %s\0' "$(stat -L -c %a -- "$f")" "$(wc -c < "$f" | tr -d ' ')" "$f"
-    cat -- "$f"
-  fi
+}
+E1=localhost:5000 E2=127.0.0.1:5000
+if grep --version 2>/dev/null | grep -q GNU; then
+  matches() { cands "$@" | tr '\n' '\000' | xargs -0 -r grep -lF -e "$E1" -e "$E2" -- 2>/dev/null; }
+else
+  matches() {
+    cands "$@" | while IFS= read -r f; do
+      tr '\000' '\n' < "$f" 2>/dev/null | grep -qF -e "$E1" -e "$E2" && printf '%s\n' "$f"
+    done
+  }
+fi
+matches "$@" | while IFS= read -r f; do
+  printf '%s %s %s\0' "$(stat -L -c %a -- "$f")" "$(wc -c < "$f" | tr -d ' ')" "$f"
+  cat -- "$f"
 done
 """
 
 
 def scan_image(apptainer: str, image: Path, extra: tuple[str, ...]) -> list[Found]:
     """Find the files in the image: the same rules as scan_dir, run inside the container."""
-    globs = " ".join(SCAN_GLOBS)  # expanded by the container's sh, unquoted on purpose
-    script = _SCAN_SCRIPT.replace('for p in "$@"; do', f'for p in "$@" {globs}; do')
+    # the globs are expanded by the container's sh: unquoted on purpose
+    script = _SCAN_SCRIPT.replace("@GLOBS@", " ".join(SCAN_GLOBS))
     argv = [apptainer, "exec", "--contain", "--cleanenv", "--no-home", str(image),
             "sh", "-c", script, "overlay-scan", *KNOWN_PATHS, *SCAN_DIRS, *extra]
     try:

@@ -21,6 +21,10 @@ FIRST_DELAY = 0.2
 MAX_DELAY = 5.0
 
 
+# job id -> its output file, remembered in case Slurm forgets the job between two rounds
+_outputs: dict[str, str] = {}
+
+
 def check_job_alive(job_id: str) -> None:
     """Raise HelperError when the grading job is unknown to Slurm or has ended."""
     try:
@@ -28,10 +32,11 @@ def check_job_alive(job_id: str) -> None:
     except SlurmError as exc:
         raise HelperError(f"cannot check grading job {job_id}: {exc}") from None
     if job is None:
-        raise HelperError(f"grading job {job_id} ended (no longer known to Slurm): see its output file")
+        out = _outputs.get(job_id, "file")
+        raise HelperError(f"grading job {job_id} ended (no longer known to Slurm): see its output {out}")
+    _outputs[job_id] = str(expand_output_path(job.get("StdOut"), job, job_id))
     if job.state in slurm_query.ENDED_STATES:
-        out = expand_output_path(job.get("StdOut"), job, job_id)
-        raise HelperError(f"grading job {job_id} ended ({job.state}): see its output {out}")
+        raise HelperError(f"grading job {job_id} ended ({job.state}): see its output {_outputs[job_id]}")
 
 
 def check_pid_alive(pid: int) -> None:

@@ -66,7 +66,9 @@ class _UploadRequest(Request):
     """werkzeug Request whose file parts go to our own temporary files (never memory), so they can
     be validated in place and always deleted."""
 
-    max_form_memory_size = 64 * 1024  # plain (non-file) fields: we use none
+    # Bounds plain (non-file) fields, and werkzeug's parser buffer, which holds a 64 KiB read plus
+    # a tail: so it must stay well above 64 KiB or every upload over ~128 KiB is refused.
+    max_form_memory_size = 1 * MIB
     max_form_parts = 16
 
     def __init__(self, environ: dict[str, Any], upload_dir: Path, max_bytes: int) -> None:
@@ -378,6 +380,7 @@ def serve(
     token: str | None = None,
     threads: int = 16,
     mlebench_dir: Path | None = None,
+    tmp_dir: Path | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT or --idle-timeout; returns the exit code."""
     stop = threading.Event()
@@ -402,9 +405,11 @@ def serve(
     except GradingSetupError as exc:
         _stderr_line(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
         return 2
-    _warm_up(competition, data_dir / competition_id / "prepared" / "public" / "sample_submission.csv")
+    sample = getattr(getattr(competition, "spec", None), "sample_submission", "sample_submission.csv")
+    _warm_up(competition, data_dir / competition_id / "prepared" / "public" / sample)
 
-    upload_dir = Path(tempfile.mkdtemp(prefix="mlebench-grading-uploads-"))  # mode 0700
+    # Private (0700) directory for this process's uploads, removed at exit.
+    upload_dir = Path(tempfile.mkdtemp(prefix="mlebench-grading-uploads-", dir=tmp_dir))
     app = GradingApp(
         competition_id,
         competition.validate,
@@ -423,14 +428,22 @@ def serve(
     )
     published = False
     try:
-        server.prepare()  # bind + listen
+        try:
+            server.prepare()  # bind + listen
+        except OSError as exc:
+            _stderr_line(f"error: cannot listen on {host}:{port} ({exc}); use --port 0 for a free port")
+            return 2
         worker = threading.Thread(target=server.serve, name="cheroot-serve", daemon=True)
         worker.start()
         bound_port = int(server.bind_addr[1])
         url = format_url(published_host(host), bound_port)
         if not stop.is_set():
             if url_file is not None:
-                write_url_file(url_file, url)
+                try:
+                    write_url_file(url_file, url)
+                except OSError as exc:
+                    _stderr_line(f"error: cannot write the URL file {url_file} ({exc}); check --url-file")
+                    return 2
                 published = True
             print(f"{URL_MARKER}{url}", flush=True)
             backend = getattr(competition, "backend", "?")
@@ -510,6 +523,13 @@ def _warm_up(competition: Any, sample: Path) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Upstream MLE-bench checkout (leaderboards), if any.",
 )
+@click.option(
+    "--tmp-dir",
+    envvar="GRADING_TMP_DIR",
+    default=None,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Where uploads are streamed (default: $TMPDIR or /tmp). Needs room for --max-upload-mb.",
+)
 def serve_cmd(
     competition_id: str,
     data_dir: Path,
@@ -521,6 +541,7 @@ def serve_cmd(
     token: str | None,
     threads: int,
     mlebench_dir: Path | None,
+    tmp_dir: Path | None,
 ) -> None:
     """Serve GET /health and POST /validate for one competition; print GRADING_SERVER_URL=... once
     listening."""
@@ -535,5 +556,6 @@ def serve_cmd(
         token=token,
         threads=threads,
         mlebench_dir=mlebench_dir,
+        tmp_dir=tmp_dir,
     )
     sys.exit(code)

@@ -118,7 +118,6 @@ def summarize(reports: list[dict[str, Any]]) -> Summary:
             "median_threshold": with_th.get("median_threshold"),
             "is_lower_better": lower,
             "thresholds_source": with_th.get("thresholds_source"),
-            "errors": sum(bool(r.get("error")) and not r["valid_submission"] for r in rs),
         })
     per_comp = pd.DataFrame(rows)
 
@@ -158,7 +157,7 @@ def to_csv(summary: Summary, path: Path) -> None:
     df = summary.per_competition.copy()
     total: dict[str, Any] = {"competition_id": "OVERALL"}
     for col in ("runs", "submissions", "valid", "gold", "silver", "bronze", "any_medal", "above_median",
-                "scores_n", "errors"):
+                "scores_n"):
         total[col] = int(df[col].sum()) if len(df) else 0
     total["n_seeds"] = len(summary.seeds)
     total["n_competitions"] = len(summary.competitions)
@@ -276,16 +275,19 @@ def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
     per_comp: dict[str, list[tuple[str, dict[str, Any]]]] = {c: [] for c in competitions}
     for key, r in zip(keys, reports, strict=True):
         per_comp[str(r["competition_id"])].append((key, r))
-    heights = [1.3 + 0.42 * len({k for k, _ in per_comp[c]}) for c in competitions]
-    fig, axes = plt.subplots(len(competitions), 1, figsize=(10, sum(heights) + 0.6),
+    n_rows = {c: len({k for k, _ in per_comp[c]}) for c in competitions}
+    compact = max(n_rows.values()) > 12  # many seeds: thinner rows, no per-point labels
+    row_h = 0.2 if compact else 0.42
+    heights = [1.3 + row_h * n_rows[c] for c in competitions]
+    fig, axes = plt.subplots(len(competitions), 1, figsize=(10, sum(heights) + 0.5), layout="constrained",
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
-    fig.suptitle(f"{title}: score per seed against medal thresholds", fontsize=13, x=0.02, ha="left")
+    fig.suptitle(f"{title}: score per seed against medal thresholds", fontsize=13, x=0.01, ha="left")
 
     for ax, comp in zip(axes[:, 0], competitions, strict=True):
         runs = sorted(per_comp[comp], key=lambda kr: _natural(kr[0]))
         seeds = sorted({k for k, _ in runs}, key=_natural)
         ypos = {s: i for i, s in enumerate(seeds)}
-        ref = next((r for _, r in runs if r.get("gold_threshold") is not None), runs[0])
+        ref = next((r for _, r in runs if r.get("gold_threshold") is not None), runs[0][1])
         lower = next((r["is_lower_better"] for _, r in runs if r.get("is_lower_better") is not None), None)
         th = {n: ref.get(f"{n}_threshold") for n in THRESHOLD_NAMES if ref.get(f"{n}_threshold") is not None}
         scores = [float(r["score"]) for _, r in runs if r["valid_submission"] and r["score"] is not None]
@@ -310,18 +312,25 @@ def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
                 ax.axvspan(min(th[name], edge), max(th[name], edge), color=MEDAL_COLOURS[name],
                            alpha=0.13, lw=0)
         trans = blended_transform_factory(ax.transData, ax.transAxes)
-        placed: list[float] = []
         width = hi - lo
+        # each label's (centre, half width) in axes fractions; 0.0072 ~ one 8.5pt character
+        placed: list[tuple[float, float, int]] = []
         for name in ("median", "bronze", "silver", "gold"):
             if name not in th:
                 continue
             x = th[name]
+            label = f"{name} {fmt_num(x)}"
             ax.axvline(x, color=MEDAL_COLOURS[name], lw=1.6, ls="--" if name == "median" else "-")
-            # stagger labels of close thresholds so that they never overlap
-            level = sum(abs(x - p) < 0.16 * width for p in placed)
-            placed.append(x)
-            ax.text(x, 1.02 + 0.16 * level, f"{name} {fmt_num(x)}", transform=trans, ha="center",
-                    va="bottom", fontsize=8.5, color=MEDAL_COLOURS[name], fontweight="bold", clip_on=False)
+            centre, half = (x - lo) / width, len(label) * 0.0072 / 2 + 0.008
+            # stagger labels that would overlap a label already placed on the same level
+            level = 0
+            while any(lv == level and abs(centre - c) < half + h for c, h, lv in placed):
+                level += 1
+            placed.append((centre, half, level))
+            ax.annotate(label, xy=(x, 1.0), xycoords=trans, xytext=(0, 3 + 12 * level),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=8.5,
+                        color=MEDAL_COLOURS[name], fontweight="bold", annotation_clip=False)
+        levels = max((lv for _, _, lv in placed), default=-1)
 
         for key, r in runs:
             y = ypos[key]
@@ -330,33 +339,39 @@ def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
                 x = min(max(s, lim_lo), lim_hi)
                 cls = _point_class(r)
                 marker = "o" if x == s else (">" if (x > s) == bool(lower) else "<")
-                ax.plot([x], [y], marker=marker, ms=10, color=POINT_COLOURS[cls], mec="black", mew=0.7,
-                        zorder=3)
-                ax.annotate(f"{fmt_num(s)}  {cls}", (x, y), xytext=(8, 7), textcoords="offset points",
-                            fontsize=8.5, va="bottom", ha="left" if not lower else "right",
+                ax.plot([x], [y], marker=marker, ms=6 if compact else 10, color=POINT_COLOURS[cls],
+                        mec="black", mew=0.7, zorder=3)
+                if compact and x == s:
+                    continue
+                # label towards the middle of the panel, so it never runs into the seed names
+                frac = (x - lo) / (hi - lo)
+                on_right = (1 - frac if lower else frac) > 0.6
+                dx = -8 if on_right else 8
+                ax.annotate(f"{fmt_num(s)}  {cls}", (x, y), xytext=(dx, 0 if compact else 7),
+                            textcoords="offset points", fontsize=7 if compact else 8.5,
+                            va="center" if compact else "bottom", ha="right" if on_right else "left",
                             color="#222222")
             else:
                 why = "no submission" if not r["submission_exists"] else "invalid submission"
                 ax.text(0.005, y, f"✗ {why}", transform=blended_transform_factory(ax.transAxes, ax.transData),
-                        va="center", ha="left", fontsize=8.5, color="#b22222", zorder=4,
+                        va="center", ha="left", fontsize=7 if compact else 8.5, color="#b22222", zorder=4,
                         bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.5})
 
-        ax.set_yticks(range(len(seeds)), [f"seed {s}" for s in seeds], fontsize=9)
+        ax.set_yticks(range(len(seeds)), [f"seed {s}" for s in seeds], fontsize=7 if compact else 9)
         ax.grid(axis="x", color="#dddddd", lw=0.6)
         ax.tick_params(axis="x", labelsize=8.5)
         ax.set_xlabel("score", fontsize=8.5, labelpad=1)
+        if not th and not scores:
+            ax.set_xticks([])  # nothing graded: an axis of made-up numbers would mislead
         if lower is None:
             direction = "direction unknown"
         else:
             direction = "lower is better, axis reversed" if lower else "higher is better"
         note = "" if th else "; thresholds unknown, no medal claimed"
-        levels = max((sum(abs(a - b) < 0.16 * width for b in placed[:i]) for i, a in enumerate(placed)),
-                     default=-1)
         ax.set_title(f"{comp}  ({direction}; better →{note})", loc="left", fontsize=10.5,
                      pad=6 + 14 * (levels + 1))
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=120)
     plt.close(fig)

@@ -94,7 +94,7 @@ unpack_and_patch() {  # $1 = dir with the .debs
   rm -rf "$STAGE/usr/share/doc" "$STAGE/usr/share/man" "$STAGE/usr/share/lintian" "$STAGE/etc/ld.so.conf.d"
   local ld="$PREFIX/$ARCHLIB/ld-linux-x86-64.so.2"
   for f in "$STAGE/usr/bin/apptainer" "$STAGE/$ARCHLIB"/apptainer/bin/*; do
-    [[ -f "$f" ]] && head -c4 "$f" | grep -q ELF || continue
+    if [[ ! -f "$f" ]] || ! head -c4 "$f" | grep -q ELF; then continue; fi
     # --force-rpath: DT_RPATH (not RUNPATH) so the private glibc wins for every dependency
     patchelf --set-interpreter "$ld" --force-rpath --set-rpath "$PREFIX/$ARCHLIB" "$f"
     log "patched $(basename "$f") -> $ld"

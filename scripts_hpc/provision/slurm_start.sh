@@ -188,12 +188,28 @@ EOF
 
 same_conf=1
 for f in "${CONF_FILES[@]}"; do cmp -s "$NEW/$f" "$BASE/etc/$f" || same_conf=0; done
-all_alive=1
-pid_alive "$MUNGE_DIR/run/munged.pid" || all_alive=0
-pid_alive "$BASE/run/slurmctld.pid" || all_alive=0
-for n in "${NODE_ARR[@]}"; do pid_alive "$BASE/run/slurmd-$n.pid" || all_alive=0; done
 
 # ----------------------------------------------------------------------------------- start
+# Daemons of another cluster (or orphans whose pid files are gone) on our ports would answer our
+# clients and make a broken start look healthy.
+check_ports_free() {
+    local port
+    for ((port = CTLD_PORT; port <= CTLD_PORT + ${#NODE_ARR[@]}; port++)); do
+        if (: </dev/tcp/127.0.0.1/"$port") 2>/dev/null; then
+            die "port $port is already in use (another Slurm? see: ss -ltnp | grep $port);" \
+                "stop it or set MLEBENCH_SLURM_PORT"
+        fi
+    done
+}
+
+# True when every daemon named by our pid files runs.
+daemons_alive() {
+    local n
+    pid_alive "$MUNGE_DIR/run/munged.pid" || return 1
+    pid_alive "$BASE/run/slurmctld.pid" || return 1
+    for n in "${NODE_ARR[@]}"; do pid_alive "$BASE/run/slurmd-$n.pid" || return 1; done
+}
+
 start_daemons() {
     local t0=$EPOCHREALTIME n f
     # The stop script takes the same lock: hand it our descriptor's lock by running it inline.
@@ -206,6 +222,7 @@ start_daemons() {
     mkdir -p "$BASE/state"
     for n in "${NODE_ARR[@]}"; do mkdir -p "$BASE/spool/slurmd-$n"; done
     chmod 755 "$BASE" "$BASE/etc"   # clients of any user read slurm.conf through /etc/slurm
+    check_ports_free
 
     if [[ ! -s $MUNGE_DIR/key/munge.key ]]; then
         if [[ -s /etc/munge/munge.key ]]; then
@@ -219,17 +236,18 @@ start_daemons() {
     chmod 700 "$MUNGE_DIR/key" "$MUNGE_DIR/lib"
     chmod 400 "$MUNGE_DIR/key/munge.key"
     rm -f "$MUNGE_SOCK" "$MUNGE_SOCK.lock" "$MUNGE_DIR/run/munged.pid"
+    # 9>&-: daemons must not inherit the provisioning lock (it would stay held forever).
     runuser -u munge -- /usr/sbin/munged --socket="$MUNGE_SOCK" \
         --key-file="$MUNGE_DIR/key/munge.key" --pid-file="$MUNGE_DIR/run/munged.pid" \
-        --log-file="$MUNGE_DIR/lib/munged.log" --seed-file="$MUNGE_DIR/lib/munged.seed" ||
+        --log-file="$MUNGE_DIR/lib/munged.log" --seed-file="$MUNGE_DIR/lib/munged.seed" 9>&- ||
         die "munged did not start: $(tail -n 1 "$MUNGE_DIR/lib/munged.log" 2>/dev/null)"
     munge -n --socket="$MUNGE_SOCK" | unmunge --socket="$MUNGE_SOCK" >/dev/null ||
         die "munge round trip failed; see $MUNGE_DIR/lib/munged.log"
 
-    /usr/sbin/slurmctld ||
+    /usr/sbin/slurmctld 9>&- ||
         die "slurmctld did not start: $(tail -n 1 "$BASE/log/slurmctld.log" 2>/dev/null)"
     for n in "${NODE_ARR[@]}"; do
-        /usr/sbin/slurmd -N "$n" ||
+        /usr/sbin/slurmd -N "$n" 9>&- ||
             die "slurmd $n did not start: $(tail -n 1 "$BASE/log/slurmd-$n.log" 2>/dev/null)"
     done
     log "daemons started in $(since "$t0") s (proctrack/$proctrack)"
@@ -265,7 +283,7 @@ wait_nodes() {
 }
 
 link_etc
-if ((same_conf && all_alive)); then
+if ((same_conf)) && daemons_alive; then
     log "cluster already running with this config; checking health"
     # A node that went down (e.g. slurmd restarted) comes back with RESUME.
     down=$(sinfo -h -N -t down,drain,fail -o '%N' 2>/dev/null | sort -u | paste -sd, || true)
@@ -289,4 +307,5 @@ if ! wait_nodes "$ready" "$WAIT"; then
     tail -n 15 "$BASE/log/slurmctld.log" >&2 || true
     die "nodes not ready after ${WAIT} s; logs in $BASE/log"
 fi
+daemons_alive || die "a daemon of ours exited after start; logs in $BASE/log"
 log "cluster ready in $(since "$T_START") s: nodes ${NODE_ARR[*]}, partition debug, SLURM_CONF=$CONF"

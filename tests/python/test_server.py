@@ -104,11 +104,14 @@ def spawn(data_dir: Path, workdir: Path, *extra: str, competition: str = COMP) -
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=workdir)
 
 
-def start_server(data_dir: Path, workdir: Path, *extra: str) -> ServerProc:
-    proc = spawn(data_dir, workdir, *extra)
+def start_server(data_dir: Path, workdir: Path, *extra: str, competition: str = COMP) -> ServerProc:
+    proc = spawn(data_dir, workdir, *extra, competition=competition)
     line = read_line(proc, timeout=120)
     # Connect at once: the line may only appear once the socket listens.
-    assert line.startswith("GRADING_SERVER_URL=http://127.0.0.1:"), (line, (workdir / "server.err").read_text())
+    assert line.startswith("GRADING_SERVER_URL=http://127.0.0.1:"), (
+        line,
+        (workdir / "server.err").read_text(),
+    )
     url = line.strip().split("=", 1)[1]
     host, port = url.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=5):
@@ -192,6 +195,16 @@ def test_valid_submission(server: ServerProc, answers: pd.DataFrame) -> None:
     guess = answers.assign(Transported=~answers["Transported"])  # all wrong is still valid
     response = validate(server.url, submission_bytes(guess))
     assert response.status_code == 200
+    assert response.json() == {"result": VALID_MESSAGE, "valid": True}
+
+
+def test_valid_submission_just_under_the_limit(server: ServerProc, answers: pd.DataFrame) -> None:
+    # Padded with an extra column (ignored by the grader) to ~0.95 MiB, under the 1 MiB limit.
+    pad = "x" * (int(0.95 * 1024 * 1024) // len(answers) - 20)
+    content = submission_bytes(answers.assign(Note=pad))
+    assert 0.9 * 1024 * 1024 < len(content) < 1024 * 1024 - 1024
+    response = validate(server.url, content)
+    assert response.status_code == 200, response.text
     assert response.json() == {"result": VALID_MESSAGE, "valid": True}
 
 
@@ -286,6 +299,26 @@ def test_oversized_upload_is_refused(server: ServerProc) -> None:
     assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
 
 
+def test_chunked_upload_is_validated(server: ServerProc, answers: pd.DataFrame) -> None:
+    boundary = b"cHuNkEd"
+    content = submission_bytes(answers)
+
+    def chunks() -> Iterator[bytes]:
+        yield b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="s.csv"\r\n\r\n'
+        for start in range(0, len(content), 10_000):
+            yield content[start : start + 10_000]
+        yield b"\r\n--" + boundary + b"--\r\n"
+
+    response = requests.post(
+        f"{server.url}/validate",
+        data=chunks(),
+        headers={"Content-Type": "multipart/form-data; boundary=cHuNkEd"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"result": VALID_MESSAGE, "valid": True}
+
+
 def test_huge_declared_length_refused_before_body(server: ServerProc) -> None:
     host, port = server.url.removeprefix("http://").rsplit(":", 1)
     started = time.monotonic()
@@ -309,7 +342,11 @@ def read_http_reply(sock: socket.socket) -> bytes:
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     length = next(
-        (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
         0,
     )
     while len(body) < length:
@@ -401,15 +438,23 @@ def test_concurrent_uploads_each_get_their_own_verdict(server: ServerProc, answe
     assert server.upload_files() == [], "temporary upload files left behind"
 
 
-def test_every_request_logged_and_no_tempfiles_after_disconnect(server: ServerProc) -> None:
+def test_every_request_logged_and_no_tempfiles_after_disconnect(
+    server: ServerProc, answers: pd.DataFrame
+) -> None:
+    assert validate(server.url, submission_bytes(answers)).json()["valid"] is True
+    assert validate(server.url, submission_bytes(answers.iloc[1:])).json()["valid"] is False
     host, port = server.url.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(
             b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-            b"Content-Length: 500000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; "
-            b'filename="s.csv"\r\n\r\nPassengerId,Transported\n' + b"0001_01,True\n" * 1000
+            b'Content-Length: 500000\r\n\r\n--b\r\nContent-Disposition: form-data; name="file"; '
+            b'filename="s.csv"\r\n\r\nPassengerId,Transported\n' + b"0001_01,True\n" * 20_000
         )
-        time.sleep(0.3)
+        # Mid-body, the upload is being streamed into its own file on disk (not held in memory).
+        deadline = time.monotonic() + 10
+        while not server.upload_files() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(server.upload_files()) == 1
     deadline = time.monotonic() + 10
     while server.upload_files() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -432,7 +477,10 @@ def test_token_required_when_set(data_dir: Path, tmp_path: Path, answers: pd.Dat
         ok = validate(srv.url, content, headers={"X-Grading-Token": "s3cret-token"})
         assert ok.status_code == 200 and ok.json()["valid"] is True
         ok = requests.post(
-            f"{srv.url}/validate", params={"token": "s3cret-token"}, files={"file": ("s.csv", content)}, timeout=30
+            f"{srv.url}/validate",
+            params={"token": "s3cret-token"},
+            files={"file": ("s.csv", content)},
+            timeout=30,
         )
         assert ok.status_code == 200 and ok.json()["valid"] is True
         assert requests.get(f"{srv.url}/health", timeout=10).status_code == 200

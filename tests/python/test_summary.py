@@ -8,7 +8,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-
 from mlebench_hpc.summary import mean_se, seed_keys, summarize, to_markdown, write_summaries
 
 

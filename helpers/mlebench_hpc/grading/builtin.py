@@ -8,6 +8,7 @@ mutable and can run from many threads at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,8 @@ def engine_version() -> str:
 @dataclass(frozen=True)
 class _Answers:
     ids: np.ndarray  # file order, as strings
-    index: pd.Index  # id -> file position (hash table built at load)
+    index: pd.Index  # id -> file position, for describing mismatches
+    position: dict[str, int]  # id -> file position; read-only after load, so safe across threads
     sort_order: np.ndarray  # file positions in id order
     targets: np.ndarray  # in id order; 1-d for one target, else (n, k)
     keep: np.ndarray | None  # rows (in id order) that are scored
@@ -73,7 +75,7 @@ class BuiltinCompetition:
         if not self.answers_path.is_file():
             raise CompetitionNotPrepared(
                 f"competition {cid} is not prepared: {self.answers_path} is missing; "
-                f"run `mlebench prepare -c {cid}` (or `mlebench-hpc prepare-demo` for demo-*) with this data dir"
+                f"run `mlebench prepare -c {cid}` (demo-*: `mlebench-hpc prepare-demo`) with this data dir"
             )
         table = read_csv(self.answers_path, text_columns=self._text, str_columns=(spec.id_column,))
         missing = [c for c in (spec.id_column, *spec.targets) if c not in table.columns]
@@ -86,6 +88,7 @@ class BuiltinCompetition:
         if not index.is_unique or table[spec.id_column].isna().any():
             raise GradingSetupError(f"answers of {cid} ({self.answers_path}) have missing or repeated ids")
         index.get_indexer(ids[:1])  # build the hash table now, not lazily inside a request thread
+        position = dict(zip(ids.tolist(), range(len(ids)), strict=True))
         sort_order = np.argsort(ids, kind="stable")
         targets = self._answer_targets(table)[sort_order]
         keep = None
@@ -93,7 +96,7 @@ class BuiltinCompetition:
             keep = np.atleast_2d(targets.T).T.sum(axis=1) >= 0
         for arr in (ids, sort_order, targets):
             arr.flags.writeable = False  # shared by all threads: make accidental writes fail loudly
-        return _Answers(ids, index, sort_order, targets, keep)
+        return _Answers(ids, index, position, sort_order, targets, keep)
 
     def _answer_targets(self, table: pd.DataFrame) -> np.ndarray:
         cols = list(self.spec.targets)
@@ -149,6 +152,15 @@ class BuiltinCompetition:
         # Fast path: the submission lists the ids in the answers' order (the sample submission's).
         if np.array_equal(sub_ids, ans.ids):
             return np.arange(n)
+        if n > 1:
+            # Usual case: every id known. itemgetter does all dict lookups in one C loop.
+            try:
+                position = np.fromiter(itemgetter(*sub_ids)(ans.position), dtype=np.intp, count=n)
+            except (KeyError, TypeError):
+                pass
+            else:
+                if np.bincount(position, minlength=n).max() == 1:
+                    return position
         position = ans.index.get_indexer(sub_ids)
         found = position[position >= 0]
         counts = np.bincount(found, minlength=n)
@@ -193,9 +205,8 @@ class BuiltinCompetition:
                 )
             return values
         if kind == "nonneg" and (values < 0).any():
-            raise InvalidSubmission(
-                f"Submission target columns must be non-negative; {int((values < 0).any(axis=1).sum())} rows are not."
-            )
+            n_bad = int((values < 0).any(axis=1).sum())
+            raise InvalidSubmission(f"Submission target columns must be non-negative; {n_bad} rows are not.")
         return values[:, 0] if len(cols) == 1 else values
 
     # ---- public API --------------------------------------------------------------------------

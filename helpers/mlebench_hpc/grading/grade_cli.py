@@ -69,6 +69,7 @@ def grade_cmd(
     dirs = DirResolver(data_dir=data_dir, mlebench_dir=mlebench_dir)
     try:
         if submissions is not None:
+            submissions = submissions.absolute()
             out_dir = output_dir or submissions.parent
             specs = specs_from_jsonl(submissions, dirs)
             root = None
@@ -77,6 +78,7 @@ def grade_cmd(
             assert run_dir is not None
             if not run_dir.is_dir():
                 raise click.ClickException(f"{run_dir} is not a directory: give a run or run-group directory")
+            run_dir = run_dir.absolute()  # reports name absolute paths, usable wherever they are read
             out_dir = output_dir or run_dir
             root = run_dir
             specs = specs_from_dir(run_dir, dirs, _warn)
@@ -104,7 +106,10 @@ def grade_cmd(
     if summary:
         from mlebench_hpc.summary import write_summaries
 
-        written += write_summaries(reports, out_dir, title=(root or out_dir).resolve().name, warn=_warn)
+        try:
+            written += write_summaries(reports, out_dir, title=(root or out_dir).resolve().name, warn=_warn)
+        except Exception as exc:  # the report is already written; a plotting problem must not hide it
+            _warn(f"summaries not written ({type(exc).__name__}: {exc})")
     for path in written:
         click.echo(f"wrote {path}")
 

@@ -378,6 +378,13 @@ class _Progress:
             self._bar.close()
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def default_jobs(n_runs: int) -> int:
     return max(1, min(os.cpu_count() or 1, n_runs))
 
@@ -396,9 +403,10 @@ def grade_runs(specs: list[RunSpec], jobs: int | None = None, progress: bool = T
         else:
             import mlebench_hpc.grading  # noqa: F401 - imported before forking, paid once
 
-            # Runs of one competition are submitted together so that workers mostly reuse
-            # the answers they already parsed.
-            order = sorted(range(n), key=lambda i: _key(specs[i]))
+            # Largest submissions first (longest-processing-time scheduling): the group then
+            # takes about its slowest run, the small ones filling the other workers meanwhile.
+            # Each worker caches the answers it parsed, so each is parsed at most once per worker.
+            order = sorted(range(n), key=lambda i: (-_size(specs[i].submission_path), _key(specs[i])))
             with ProcessPoolExecutor(max_workers=jobs) as pool:
                 futures: dict[Future[GradedRun], int] = {pool.submit(grade_run, specs[i]): i for i in order}
                 for fut in as_completed(futures):

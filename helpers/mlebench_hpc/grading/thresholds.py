@@ -80,7 +80,8 @@ def read_leaderboard(path: Path, competition_id: str) -> list[float]:
         ) from e
     if head == LFS_POINTER_PREFIX.encode():
         raise GradingSetupError(
-            f"leaderboard for {competition_id} is a Git LFS pointer: run `git lfs pull` in MLEBENCH_DIR ({path})"
+            f"leaderboard for {competition_id} is a Git LFS pointer: "
+            f"run `git lfs pull` in MLEBENCH_DIR ({path})"
         )
     try:
         table = pd.read_csv(path)

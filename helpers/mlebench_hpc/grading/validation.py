@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
+# Upstream reads with float_precision="round_trip"; pandas >= 3 parses floats exactly that way by
+# default and deprecates the option (test_pandas_compat checks the equivalence).
+ROUND_TRIP: dict = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+
 VALID_MESSAGE = "Submission is valid."
 INVALID_PREFIX = (
     "Submission invalid! The attempt to grade the submission has resulted in the following error message:\n"
@@ -27,7 +31,7 @@ def read_csv(
     str_columns: read as strings (ids: matched textually, no numeric inference).
     """
     dtype = dict.fromkeys((*str_columns, *text_columns), str)
-    kwargs: dict = {"float_precision": "round_trip", "dtype": dtype or None}
+    kwargs: dict = {**ROUND_TRIP, "dtype": dtype or None}
     if text_columns:
         kwargs["keep_default_na"] = False
     try:

@@ -1,0 +1,310 @@
+"""`mlebench-hpc doctor`: check a machine before anything is submitted.
+
+One line per check, `PASS`, `WARN` or `FAIL`, and for every failure the fix on the same line.
+Exit status 1 when any check FAILs. Nothing here changes the machine: it reads files, asks
+`apptainer --version`/`buildcfg` and `sinfo`, and hashes the images (cached like run-metadata)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from mlebench_hpc.config import UPSTREAM_DEFAULT_DATA_DIR, ConfigError, find_config_path, load_config
+from mlebench_hpc.run_metadata import sha256_file
+
+LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
+DEFAULT_IMAGE_DIR = Path("~/.cache/mlebench-hpc/images").expanduser()
+PROBE_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class Check:
+    status: str  # PASS | WARN | FAIL
+    name: str
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.status:<4}  {self.name:<12} {self.detail}"
+        return f"{text}  -> fix: {self.fix}" if self.fix and self.status != "PASS" else text
+
+
+def _run(argv: list[str]) -> tuple[int, str]:
+    """Run a probe; (rc, stdout+stderr). rc 127 when the program cannot be started or hangs."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 127, str(exc)
+    return proc.returncode, (proc.stdout + proc.stderr).strip()
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+# ------------------------------------------------------------------ apptainer
+
+
+def check_apptainer() -> tuple[Check, str | None]:
+    exe = shutil.which("apptainer") or shutil.which("singularity")
+    if exe is None:
+        return Check("FAIL", "apptainer", "apptainer not found on PATH",
+                     "`module load apptainer` on a cluster, or (root, Debian 12) "
+                     "`bash scripts_hpc/provision/install_apptainer.sh`"), None
+    rc, out = _run([exe, "--version"])
+    if rc != 0:
+        return Check("FAIL", "apptainer", f"{exe} --version failed: {out[:120]}",
+                     "reinstall apptainer or load a working module"), None
+    return Check("PASS", "apptainer", f"{out.splitlines()[0] if out else '?'} ({exe})"), exe
+
+
+def _buildcfg(exe: str | None) -> dict[str, str]:
+    if exe is None:
+        return {}
+    rc, out = _run([exe, "buildcfg"])
+    if rc != 0:
+        return {}
+    pairs = (line.partition("=") for line in out.splitlines())
+    return {k.strip(): v.strip() for k, sep, v in pairs if sep}
+
+
+USERNS_FILE = Path("/proc/sys/user/max_user_namespaces")
+
+
+def check_namespaces(exe: str | None, userns_file: Path = USERNS_FILE) -> Check:
+    """Unprivileged apptainer needs user namespaces; a setuid install does not."""
+    try:
+        max_ns = int(userns_file.read_text().strip())
+    except (OSError, ValueError):
+        max_ns = -1
+    if max_ns > 0:
+        return Check("PASS", "userns", f"user namespaces enabled (max_user_namespaces={max_ns})")
+    cfg = _buildcfg(exe)
+    starter = Path(cfg.get("LIBEXECDIR", "/usr/libexec")) / "apptainer" / "bin" / "starter-suid"
+    suid = cfg.get("APPTAINER_SUID_INSTALL") == "1" or (
+        starter.is_file() and bool(starter.stat().st_mode & stat.S_ISUID)
+    )
+    if suid:
+        return Check("PASS", "userns", "user namespaces off, but apptainer is installed setuid")
+    what = "disabled (max_user_namespaces=0)" if max_ns == 0 else f"unknown ({userns_file} unreadable)"
+    return Check("FAIL", "userns", f"user namespaces {what} and no setuid apptainer",
+                 "ask the admins for `sysctl user.max_user_namespaces=15000` or a setuid apptainer install")
+
+
+def _subid_has(path: Path, user: str, uid: int) -> bool:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.strip().split(":")
+        if len(fields) == 3 and fields[0] in (user, str(uid)) and fields[2].isdigit() and int(fields[2]) > 0:
+            return True
+    return False
+
+
+def check_fakeroot(images_missing: bool, subuid: Path = Path("/etc/subuid"),
+                   subgid: Path = Path("/etc/subgid")) -> Check:
+    """`apptainer build --fakeroot` maps the user to root through /etc/subuid and /etc/subgid."""
+    uid = os.getuid()
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(uid)
+    missing = [p.name for p in (subuid, subgid) if not _subid_has(p, user, uid)]
+    if not missing:
+        return Check("PASS", "fakeroot",
+                     f"{user} has ranges in /etc/subuid and /etc/subgid: build --fakeroot works")
+    fix = (f"ask the admins for `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}`, "
+           "or `make sif BUILDER=docker` where Docker is, or copy SIFs built elsewhere")
+    files = " and ".join("/etc/" + m for m in missing)
+    detail = f"no range for {user} in {files}: `make sif BUILDER=apptainer` fails"
+    # Only needed to build images: when they exist already, running works without it.
+    return Check("FAIL" if images_missing else "WARN", "fakeroot", detail, fix)
+
+
+def check_fuse(dev: Path = Path("/dev/fuse")) -> Check:
+    """Unprivileged apptainer mounts SIFs with squashfuse, which needs /dev/fuse read/write."""
+    fix = "add --unsquash to APPTAINER_EXTRA_FLAGS in the config (SIF unpacked to a sandbox per run, slower)"
+    if not dev.exists():
+        return Check("WARN", "fuse", f"{dev} does not exist: SIFs cannot be mounted with squashfuse", fix)
+    mode = stat.filemode(dev.stat().st_mode)
+    if os.access(dev, os.R_OK | os.W_OK):
+        return Check("PASS", "fuse", f"{dev} usable ({mode})")
+    return Check("WARN", "fuse", f"{dev} not read/writable by you ({mode})", fix)
+
+
+# ------------------------------------------------------------------ images and data
+
+
+def check_images(cfg: dict[str, str]) -> list[Check]:
+    image_dir = Path(cfg.get("IMAGE_DIR") or DEFAULT_IMAGE_DIR)
+    wanted = {
+        "GRADING_SIF": cfg.get("GRADING_SIF") or str(image_dir / "mlebench-grading.sif"),
+        "AGENT_SIF": cfg.get("AGENT_SIF") or str(image_dir / "agent-dummy.sif"),
+    }
+    checks = []
+    for key, raw in wanted.items():
+        path = Path(raw)
+        if not path.is_file():
+            checks.append(Check("FAIL", "image", f"{key}={path} missing",
+                                "run `make sif` (AGENT=dummy|aide), or fix the path in the config"))
+            continue
+        size = path.stat().st_size
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            checks.append(Check("FAIL", "image", f"{key}={path} unreadable: {exc.strerror}",
+                                "fix its permissions"))
+            continue
+        checks.append(Check("PASS", "image", f"{key}={path} {human_size(size)} sha256:{digest}"))
+    return checks
+
+
+def check_data(data_dir: Path, competitions: Iterable[str]) -> list[Check]:
+    comps = list(competitions)
+    if not data_dir.is_dir():
+        return [Check("FAIL", "data", f"DATA_DIR={data_dir} does not exist",
+                      "set DATA_DIR in the config, or `mlebench prepare` / `mlebench-hpc prepare-demo "
+                      f"--data-dir {data_dir}`")]
+    if not comps:
+        return [Check("PASS", "data", f"DATA_DIR={data_dir} exists (no --competitions file: none checked)")]
+    checks = []
+    for comp in comps:
+        prepared = data_dir / comp / "prepared"
+        missing = [part for part in ("public", "private") if not (prepared / part).is_dir()]
+        empty = [part for part in ("public", "private")
+                 if part not in missing and not any((prepared / part).iterdir())]
+        if missing or empty:
+            what = ", ".join([f"{p}/ missing" for p in missing] + [f"{p}/ empty" for p in empty])
+            checks.append(Check("FAIL", "data", f"{comp}: {what} in {prepared}",
+                                f"`mlebench prepare -c {comp} --data-dir {data_dir}` (demo competitions: "
+                                f"`mlebench-hpc prepare-demo --data-dir {data_dir}`)"))
+        else:
+            checks.append(Check("PASS", "data", f"{comp}: prepared (public/ and private/)"))
+    return checks
+
+
+def is_lfs_pointer(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(len(LFS_POINTER_PREFIX)) == LFS_POINTER_PREFIX
+
+
+def check_leaderboards(mlebench_dir: str | None, competitions: Iterable[str]) -> list[Check]:
+    if not mlebench_dir:
+        return [Check("PASS", "leaderboard", "MLEBENCH_DIR not set: medal thresholds from shipped data "
+                      "(or unknown, no medal claimed)")]
+    root = Path(mlebench_dir) / "mlebench" / "competitions"
+    if not root.is_dir():
+        return [Check("FAIL", "leaderboard", f"MLEBENCH_DIR={mlebench_dir} has no mlebench/competitions/",
+                      "point MLEBENCH_DIR at a clone of github.com/openai/mle-bench, or leave it empty")]
+    comps = list(competitions)
+    files = [root / c / "leaderboard.csv" for c in comps] if comps else sorted(root.glob("*/leaderboard.csv"))
+    fix = (f"`git -C {mlebench_dir} lfs fetch --all && git -C {mlebench_dir} lfs checkout` "
+           "(install git-lfs first)")
+    checks = []
+    pointers, missing = [], []
+    for f in files:
+        if not f.is_file():
+            missing.append(f.parent.name)
+        elif is_lfs_pointer(f):
+            pointers.append(f.parent.name)
+    if pointers:
+        shown = ", ".join(pointers[:5]) + (f" and {len(pointers) - 5} more" if len(pointers) > 5 else "")
+        checks.append(Check("FAIL", "leaderboard",
+                            f"{len(pointers)} leaderboard.csv are Git LFS pointers: {shown}", fix))
+    if missing:
+        checks.append(Check("WARN", "leaderboard", f"no leaderboard.csv for {', '.join(missing)} in {root}",
+                            "check the competition ids, or update the MLE-bench checkout"))
+    if not pointers and not missing:
+        checks.append(Check("PASS", "leaderboard",
+                            f"{len(files)} leaderboard.csv in {root} are real CSV files"))
+    return checks
+
+
+# ------------------------------------------------------------------ slurm
+
+
+def check_slurm() -> Check:
+    sbatch, sinfo = shutil.which("sbatch"), shutil.which("sinfo")
+    if sbatch is None or sinfo is None:
+        return Check("WARN", "slurm", "sbatch/sinfo not on PATH: only the local path "
+                     "(`bash scripts_hpc/slurm_hetjob.sh C`) works here",
+                     "`module load slurm` on a cluster login node")
+    rc, out = _run([sinfo, "-h", "-o", "%P %a %D"])
+    if rc != 0:
+        return Check("FAIL", "slurm", f"sinfo failed: {out.splitlines()[-1][:160] if out else rc}",
+                     "check SLURM_CONF and that slurmctld is up (`scontrol ping`)")
+    parts = [line.split()[0] for line in out.splitlines() if line.strip()]
+    return Check("PASS", "slurm", f"sbatch at {sbatch}; partitions: {' '.join(parts) or '(none)'}")
+
+
+# ------------------------------------------------------------------ all together
+
+
+def read_competitions(path: Path | None) -> list[str]:
+    if path is None:
+        return []
+    comps = []
+    for line in path.read_text().splitlines():
+        word = line.split("#", 1)[0].strip()
+        if word:
+            comps.append(word)
+    return comps
+
+
+def run_checks(config_path: str | None, competitions: list[str]) -> list[Check]:
+    checks: list[Check] = []
+    cfg: dict[str, str] = {}
+    path = find_config_path(config_path)
+    if path is None:
+        checks.append(Check("WARN", "config", "no config file: using the defaults",
+                            "cp scripts_hpc/config.example.env ~/.config/mlebench-hpc/config.env; edit it"))
+    else:
+        try:
+            cfg = load_config(path)
+            checks.append(Check("PASS", "config", f"{path.resolve()}"))
+        except ConfigError as exc:
+            checks.append(Check("FAIL", "config", str(exc), "fix the line named above"))
+    app, exe = check_apptainer()
+    checks.append(app)
+    checks.append(check_namespaces(exe))
+    images = check_images(cfg)
+    checks.append(check_fakeroot(images_missing=any(c.status == "FAIL" for c in images)))
+    checks.append(check_fuse())
+    checks.extend(images)
+    checks.extend(check_data(Path(cfg.get("DATA_DIR") or UPSTREAM_DEFAULT_DATA_DIR), competitions))
+    checks.extend(check_leaderboards(cfg.get("MLEBENCH_DIR"), competitions))
+    checks.append(check_slurm())
+    return checks
+
+
+@click.command("doctor")
+@click.option("--competitions", "competitions_file",
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="File of competition ids (one a line, # comments) whose data must be prepared.")
+@click.option("--config", "config_path", help="Config file (default: the one in force).")
+def doctor_cmd(competitions_file: Path | None, config_path: str | None) -> None:
+    """Check this machine: apptainer, namespaces, fakeroot, fuse, images, data, leaderboards, Slurm."""
+    checks = run_checks(config_path, read_competitions(competitions_file))
+    for c in checks:
+        click.echo(c.line())
+    fails = sum(c.status == "FAIL" for c in checks)
+    warns = sum(c.status == "WARN" for c in checks)
+    click.echo(f"doctor: {len(checks) - fails - warns} pass, {warns} warn, {fails} fail")
+    if fails:
+        sys.exit(1)

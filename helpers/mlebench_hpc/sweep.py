@@ -1,0 +1,450 @@
+"""Sweeps: competitions x seeds as one Slurm array (scripts_hpc/submit_sweep.sh).
+
+`mlebench-hpc sweep-plan` validates the competition list, decides which (competition, seed)
+pairs still need a run (the resume rule below), writes the array's task list and records each
+submission in GROUP/sweep.json. `mlebench-hpc status GROUP` prints one line per pair.
+
+Resume rule: a pair is done when one of its runs has an agent that exited (finished, failed or
+at its time limit) with a submission present, or when two of its runs failed. A pair whose
+latest array task is still pending or running in Slurm is not submitted again. Runs are found
+by their metadata.json (competition_id, seed, status, exit_code, submission_exists)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlebench_hpc.slurm_query import HelperError, slurm_available
+
+SWEEP_JSON = "sweep.json"
+SWEEP_DIR = ".sweep"
+MAX_FAILURES = 2
+# Run statuses written by the agent job / sweep task (lib.sh mh_run_agent, slurm_sweep_task.sh).
+EXITED = frozenset({"finished", "failed", "timeout"})
+FAILED = frozenset({"failed", "timeout"})
+# Slurm states in which an array task may still run its script (again).
+ACTIVE = frozenset({
+    "PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+    "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD",
+})
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+SQUEUE_TIMEOUT = 30.0
+
+
+# ------------------------------------------------------------------ competition list
+def read_competition_list(path: Path) -> tuple[list[str], list[str]]:
+    """One id per line; blanks and `#` comments ignored (upstream split files work as they are).
+    Returns (ids without duplicates, problems)."""
+    if not path.is_file():
+        return [], [f"competition list {path} not found"]
+    ids: list[str] = []
+    problems: list[str] = []
+    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if not _ID.match(line):
+            problems.append(f"{path}:{lineno}: {line!r} is not one competition id (one id per line)")
+        elif line not in ids:
+            ids.append(line)
+    if not ids and not problems:
+        problems.append(f"competition list {path} holds no competition id")
+    return ids, problems
+
+
+def competition_problems(ids: list[str], data_dir: Path) -> list[str]:
+    """Every unknown or unprepared competition, one line each (nothing is submitted then)."""
+    from mlebench_hpc.grading import GradingSetupError, load_competition
+
+    problems: list[str] = []
+    for cid in ids:
+        prepared = data_dir / cid / "prepared"
+        try:
+            load_competition(cid, data_dir, need_answers=False)
+        except GradingSetupError as exc:
+            problems.append(f"{cid}: {exc}")
+            continue
+        missing = [p for p in ("public", "private") if not (prepared / p).is_dir()]
+        if missing:
+            problems.append(
+                f"{cid}: not prepared in {data_dir} ({'/, '.join(missing)}/ missing): run "
+                f"`mlebench prepare -c {cid}` (demo competitions: "
+                f"`mlebench-hpc prepare-demo --data-dir {data_dir}`)"
+            )
+    return problems
+
+
+# ------------------------------------------------------------------ runs on disk
+@dataclass(frozen=True)
+class Run:
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def competition(self) -> str:
+        return str(self.meta.get("competition_id", ""))
+
+    @property
+    def seed(self) -> int | None:
+        try:
+            return int(self.meta.get("seed"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def status(self) -> str:
+        return str(self.meta.get("status", ""))
+
+    @property
+    def exit_code(self) -> int | None:
+        try:
+            return int(self.meta.get("exit_code"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def has_submission(self) -> bool:
+        flag = str(self.meta.get("submission_exists", "")).lower() == "true"
+        return flag or (self.path / "submission" / "submission.csv").is_file()
+
+    @property
+    def requeue_count(self) -> int:
+        try:
+            return int(self.meta.get("requeue_count", 0))
+        except (TypeError, ValueError):
+            return 0
+
+    @property
+    def done(self) -> bool:
+        """The agent exited (not stopped by us) and left a submission."""
+        return self.status in EXITED and self.has_submission
+
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILED and not self.has_submission
+
+
+def scan_runs(group_dir: Path) -> list[Run]:
+    runs: list[Run] = []
+    for meta_path in sorted(group_dir.glob("*/metadata.json")):
+        if meta_path.parent.name.startswith("."):
+            continue
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            continue  # being written or broken: the run is not counted as done
+        if isinstance(meta, dict):
+            runs.append(Run(meta_path.parent, meta))
+    return runs
+
+
+@dataclass
+class PairState:
+    competition: str
+    seed: int
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return any(r.done for r in self.runs)
+
+    @property
+    def failures(self) -> int:
+        return sum(r.failed for r in self.runs)
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more to run: done, or failed MAX_FAILURES times."""
+        return self.done or self.failures >= MAX_FAILURES
+
+
+def pair_states(pairs: list[tuple[str, int]], runs: list[Run]) -> dict[tuple[str, int], PairState]:
+    states = {p: PairState(*p) for p in pairs}
+    for run in runs:
+        key = (run.competition, run.seed)
+        if key in states:
+            states[key].runs.append(run)  # type: ignore[index]
+    return states
+
+
+# ------------------------------------------------------------------ sweep.json
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def load_sweep(group_dir: Path) -> dict[str, Any]:
+    path = group_dir / SWEEP_JSON
+    if not path.is_file():
+        return {"submissions": [], "tasks": []}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError:
+        raise HelperError(f"{path} is not valid JSON: fix or move it away") from None
+    data.setdefault("submissions", [])
+    data.setdefault("tasks", [])
+    return data
+
+
+def save_sweep(group_dir: Path, data: dict[str, Any]) -> None:
+    """Atomic: a concurrent `status` never reads half a file."""
+    group_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=group_dir, prefix=f".{SWEEP_JSON}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, group_dir / SWEEP_JSON)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def latest_tasks(data: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    """The most recent array task of every pair (later submissions win)."""
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for task in data.get("tasks", []):
+        out[(str(task["competition"]), int(task["seed"]))] = task
+    return out
+
+
+# ------------------------------------------------------------------ Slurm
+@dataclass(frozen=True)
+class TaskState:
+    state: str
+    node: str
+    reason: str
+
+
+def slurm_task_states(array_job_ids: list[str]) -> dict[str, TaskState] | None:
+    """`<arrayjob>_<index>` -> state for every task Slurm still knows; None without Slurm."""
+    if not slurm_available():
+        return None
+    out: dict[str, TaskState] = {}
+    for job in sorted(set(array_job_ids)):
+        try:
+            proc = subprocess.run(
+                ["squeue", "-h", "-r", "-t", "all", "-j", job, "-o", "%i|%T|%N|%r"],
+                capture_output=True, text=True, timeout=SQUEUE_TIMEOUT, check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if proc.returncode != 0:
+            if "Invalid job id" in (proc.stderr + proc.stdout):
+                continue  # purged from Slurm's memory: the runs on disk tell the rest
+            return None
+        for line in proc.stdout.splitlines():
+            parts = line.split("|")
+            if len(parts) == 4:
+                out[parts[0].strip()] = TaskState(parts[1].strip(), parts[2].strip(), parts[3].strip())
+    return out
+
+
+def task_job_id(task: dict[str, Any]) -> str:
+    return f"{task['array_job_id']}_{task['array_index']}"
+
+
+# ------------------------------------------------------------------ sweep-plan
+def plan_pairs(
+    competitions: list[str], seeds: int, group_dir: Path, slurm: dict[str, TaskState] | None
+) -> tuple[list[tuple[str, int]], dict[str, int]]:
+    pairs = [(c, s) for c in competitions for s in range(seeds)]
+    states = pair_states(pairs, scan_runs(group_dir))
+    latest = latest_tasks(load_sweep(group_dir))
+    todo: list[tuple[str, int]] = []
+    counts = {"pairs": len(pairs), "done": 0, "failed_twice": 0, "active": 0, "to_submit": 0}
+    for pair in pairs:
+        st = states[pair]
+        if st.done:
+            counts["done"] += 1
+            continue
+        if st.failures >= MAX_FAILURES:
+            counts["failed_twice"] += 1
+            continue
+        task = latest.get(pair)
+        if task is not None and slurm is not None:
+            ts = slurm.get(task_job_id(task))
+            if ts is not None and ts.state in ACTIVE:
+                counts["active"] += 1
+                continue
+        todo.append(pair)
+    counts["to_submit"] = len(todo)
+    return todo, counts
+
+
+def record_submission(
+    group_dir: Path, array_job_id: str, tasks_file: Path, asked: dict[str, Any], command: str
+) -> dict[str, Any]:
+    data = load_sweep(group_dir)
+    rows = read_tasks_file(tasks_file)
+    n = len(data["submissions"]) + 1
+    data.update({"group": group_dir.name, "group_dir": str(group_dir.resolve()), "asked": asked})
+    data["submissions"].append({
+        "n": n, "array_job_id": array_job_id, "submitted": now_iso(), "tasks_file": str(tasks_file),
+        "n_tasks": len(rows), "command": command, "asked": asked,
+    })
+    for index, comp, seed in rows:
+        data["tasks"].append({
+            "competition": comp, "seed": seed, "array_job_id": array_job_id, "array_index": index,
+            "job_id": f"{array_job_id}_{index}", "submission": n,
+            "run_dir": str(group_dir.resolve() / f"{comp}_{array_job_id}_{index}"),
+        })
+    save_sweep(group_dir, data)
+    return data
+
+
+def write_tasks_file(path: Path, todo: list[tuple[str, int]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{i}\t{c}\t{s}\n" for i, (c, s) in enumerate(todo)))
+    os.replace(tmp, path)
+
+
+def read_tasks_file(path: Path) -> list[tuple[int, str, int]]:
+    rows: list[tuple[int, str, int]] = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            index, comp, seed = line.split("\t")
+            rows.append((int(index), comp, int(seed)))
+    return rows
+
+
+@click.command("sweep-plan")
+@click.option("--group-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--competitions", "list_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Competition list: one id per line, # comments and blank lines ignored.")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Prepared data (DATA_DIR of the config).")
+@click.option("--tasks-out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the pairs to run here (index<TAB>competition<TAB>seed).")
+@click.option("--no-slurm", is_flag=True, help="Do not ask Slurm which tasks are still queued.")
+@click.option("--check-only", is_flag=True, help="Only validate the competition list.")
+@click.option("--record", "record_job", metavar="ARRAY_JOB_ID",
+              help="Record a submitted array (with --tasks) in GROUP_DIR/sweep.json.")
+@click.option("--tasks", "tasks_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--max-parallel", type=int, default=0)
+@click.option("--command", "command", default="", help="The sbatch command line (recorded).")
+def sweep_plan_cmd(group_dir: Path, list_file: Path | None, seeds: int, data_dir: Path | None,
+                   tasks_out: Path | None, no_slurm: bool, record_job: str | None,
+                   tasks_file: Path | None, max_parallel: int, command: str, check_only: bool) -> None:
+    """Validate the list and print how many pairs still need a run (writing them to --tasks-out),
+    or, with --record, record a submitted array in sweep.json."""
+    asked = {"competitions_file": str(list_file.resolve()) if list_file else None, "seeds": seeds,
+             "max_parallel": max_parallel}
+    if record_job:
+        if tasks_file is None or not tasks_file.is_file():
+            raise HelperError("--record needs --tasks FILE (the task list that was submitted)")
+        if list_file is not None:
+            asked["competitions"], _ = read_competition_list(list_file)
+        record_submission(group_dir, record_job, tasks_file, asked, command)
+        return
+    if list_file is None or data_dir is None:
+        raise HelperError("sweep-plan needs --competitions FILE and --data-dir DIR")
+    ids, problems = read_competition_list(list_file)
+    if not problems:
+        problems = competition_problems(ids, data_dir)
+    if problems:
+        for p in problems:
+            click.echo(f"sweep error: {p}", err=True)
+        raise HelperError(f"{len(problems)} problem(s) in {list_file}: fix the list (nothing was submitted)")
+    if check_only:
+        return
+    slurm = None
+    if not no_slurm:
+        tasks = load_sweep(group_dir).get("tasks", [])
+        slurm = slurm_task_states([str(t["array_job_id"]) for t in tasks]) if tasks else {}
+        if slurm is None:
+            click.echo("sweep: warning: cannot ask Slurm which tasks are queued; "
+                       "pairs still queued may be submitted twice", err=True)
+    todo, counts = plan_pairs(ids, seeds, group_dir, slurm)
+    click.echo(
+        f"sweep: {counts['pairs']} pairs ({len(ids)} competitions x {seeds} seeds): {counts['done']} done, "
+        f"{counts['failed_twice']} failed twice, {counts['active']} queued or running, "
+        f"{counts['to_submit']} to submit", err=True)
+    if tasks_out is not None:
+        write_tasks_file(tasks_out, todo)
+    click.echo(str(len(todo)))
+
+
+# ------------------------------------------------------------------ status
+def _log_error(group_dir: Path, job_id: str) -> str:
+    """The last `error:` line of the task's output file, for a failure reason."""
+    log = group_dir / SWEEP_DIR / "logs" / f"{job_id}.out"
+    with contextlib.suppress(OSError):
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if "error:" in ln]
+        if lines:
+            return lines[-1][:200]
+    return ""
+
+
+def describe_task(task: dict[str, Any], run: Run | None, slurm: dict[str, TaskState] | None,
+                  group_dir: Path) -> str:
+    job = task_job_id(task)
+    ts = slurm.get(job) if slurm is not None else None
+    requeued = run.requeue_count if run is not None else 0
+    prefix = f"requeued {requeued} time{'s' if requeued != 1 else ''}, " if requeued else ""
+    if ts is not None and ts.state in ("RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING"):
+        return f"{prefix}running on {ts.node or '?'}"
+    if ts is not None and ts.state in ACTIVE:
+        reason = f" ({ts.reason})" if ts.reason and ts.reason != "None" else ""
+        return f"{prefix}pending{reason}"
+    if run is None:
+        why = _log_error(group_dir, job)
+        if ts is None:
+            return f"unknown: no run directory and Slurm no longer knows {job}" + (f": {why}" if why else "")
+        if ts.state == "CANCELLED":
+            return "cancelled before it started"
+        return f"failed before the agent started (Slurm {ts.state})" + (f": {why}" if why else "")
+    sub = "submission present" if run.has_submission else "no submission"
+    if run.done:
+        end = "at its time limit" if run.status == "timeout" else f"exit {run.exit_code}"
+        return f"{prefix}finished ({end}, {sub})"
+    if run.status in FAILED:
+        why = _log_error(group_dir, job)
+        return f"{prefix}failed (exit {run.exit_code}, {sub})" + (f": {why}" if why else "")
+    if run.status == "cancelled":
+        return f"{prefix}cancelled ({sub})"
+    if run.status == "requeued":
+        return f"{prefix}stopped for requeue, but Slurm no longer holds the job ({sub}): re-run the sweep"
+    ended = f"Slurm {ts.state}" if ts is not None else "the job is gone"
+    return f"{prefix}failed: {ended} while the run said '{run.status or 'starting'}' (killed?)"
+
+
+def status_lines(group_dir: Path, use_slurm: bool = True) -> list[tuple[str, str, str, str]]:
+    data = load_sweep(group_dir)
+    if not data["tasks"]:
+        raise HelperError(f"{group_dir} has no {SWEEP_JSON} with tasks: is it a sweep group directory?")
+    latest = latest_tasks(data)
+    slurm = slurm_task_states([str(t["array_job_id"]) for t in latest.values()]) if use_slurm else None
+    runs = {r.path.name: r for r in scan_runs(group_dir)}
+    rows: list[tuple[str, str, str, str]] = []
+    for (comp, seed), task in sorted(latest.items()):
+        run = runs.get(f"{comp}_{task_job_id(task)}")
+        rows.append((comp, str(seed), task_job_id(task), describe_task(task, run, slurm, group_dir)))
+    return rows
+
+
+@click.command("status")
+@click.argument("group_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--no-slurm", is_flag=True, help="Use only sweep.json and the run directories.")
+def status_cmd(group_dir: Path, no_slurm: bool) -> None:
+    """One line per (competition, seed) of a sweep: pending, running on NODE, finished,
+    failed with reason, requeued n times."""
+    rows = status_lines(group_dir, use_slurm=not no_slurm)
+    header = ("competition", "seed", "job", "state")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    for row in [header, *rows]:
+        click.echo("  ".join(v.ljust(widths[i]) for i, v in enumerate(row[:3])) + "  " + row[3])

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# One task of a sweep array (submitted by submit_sweep.sh, not by hand): runs the grading server
+# and the agent of one (competition, seed) pair in this one allocation (the hetjob script in its
+# non-heterogeneous mode; Slurm cannot make arrays of heterogeneous jobs).
+# usage: sbatch --array=0-N%K scripts_hpc/slurm_sweep_task.sh <tasks.tsv> <group>
+#        MH_TASK_INDEX=i bash scripts_hpc/slurm_sweep_task.sh <tasks.tsv> <group>   (no Slurm)
+# Run dir: OUTPUT_BASE/<group>/<competition>_<arrayjob>_<task>/ (the same after a requeue).
+# Time limit near (USR1) or preemption (TERM): the agent is stopped, the run is marked requeued
+# and the task requeued into the same run dir, keeping what the agent wrote.
+#SBATCH --job-name=mlebench-sweep
+#SBATCH --output=mlebench-sweep-%A_%a.out
+#SBATCH --open-mode=append
+#SBATCH --time=1-01:00:00
+#SBATCH --cpus-per-task=4
+#SBATCH --mem=32G
+#SBATCH --gres=gpu:1
+#SBATCH --requeue
+#SBATCH --signal=B:USR1@600
+set -euo pipefail
+# sbatch runs a spool copy of this file: find the checkout's scripts_hpc/ (lib.sh) from Slurm's record.
+# submit_sweep.sh passes its own directory (scontrol shows every task of an array under one id).
+d=${MH_SWEEP_SCRIPTS:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
+[[ -f $d/lib.sh ]] || d=$(dirname "$(scontrol show job -o "${SLURM_JOB_ID:-0}" 2>/dev/null | grep -o 'Command=[^ ]*' | head -n1 | cut -d= -f2)")
+[[ -f $d/lib.sh ]] || d=${SLURM_SUBMIT_DIR:-.}/scripts_hpc
+[[ -f $d/lib.sh ]] || { echo "mlebench-hpc: error: cannot find scripts_hpc/lib.sh: submit from the checkout" >&2; exit 2; }
+export MH_SCRIPTS=$d
+# shellcheck source=scripts_hpc/lib.sh
+source "$MH_SCRIPTS/lib.sh"
+
+tasks=${1:-}
+group=${2:-}
+[[ -f $tasks && -n $group ]] || mh_die "usage: sbatch --array=... scripts_hpc/slurm_sweep_task.sh <tasks.tsv> <group> (use submit_sweep.sh)"
+index=${SLURM_ARRAY_TASK_ID:-${MH_TASK_INDEX:-}}
+[[ $index =~ ^[0-9]+$ ]] || mh_die "no array index: run through sbatch --array or set MH_TASK_INDEX"
+IFS=$'\t' read -r _ comp seed < <(awk -F'\t' -v i="$index" '$1 == i { print; exit }' "$tasks") || true
+[[ -n ${comp:-} && -n ${seed:-} ]] || mh_die "task $index is not in $tasks"
+mh_init
+mh_load_config
+MH_GROUP=$group
+MH_SEED=$seed
+# The same id (and so the same run dir) after a requeue: array job id + index, not the task's own id.
+if [[ -n ${SLURM_ARRAY_JOB_ID:-} ]]; then MH_JOB_ID=${SLURM_ARRAY_JOB_ID}_$index; else MH_JOB_ID=$(mh_job_id)_$index; fi
+export MH_GROUP MH_SEED MH_JOB_ID
+max_requeues=${MH_MAX_REQUEUES:-5}
+
+run=$(mh_make_run_dir "$comp" "$MH_JOB_ID")
+# Written before the pair starts, so that a task that fails early still counts as a failed run.
+mh_meta "$run" --set competition_id="$comp" --set seed="$seed" --set group="$group" \
+    --set sweep_array_job_id="${SLURM_ARRAY_JOB_ID:-}" --set sweep_task_index="$index" \
+    --set sweep_task_job_id="${SLURM_JOB_ID:-}" --set status=starting --set attempt_start="$(mh_now)" \
+    --set-json slurm_restart_count="${SLURM_RESTART_COUNT:-0}"
+mh_log "sweep task $index: $comp seed $seed, run directory $run (restart ${SLURM_RESTART_COUNT:-0})"
+
+pair_pid=""
+requeueing=0
+stop_pair() { mh_stop_group "$pair_pid" 20; }
+mark_requeued() {
+    local n
+    n=$(mh_sweep_requeue_count "$run")
+    mh_meta "$run" --set status=requeued --set end="$(mh_now)" --set-json requeue_count="$((n + 1))"
+}
+on_usr1() {
+    local n
+    n=$(mh_sweep_requeue_count "$run")
+    if (( n >= max_requeues )); then
+        mh_log "time limit near, but this run was requeued $n times already (limit $max_requeues): letting it end"
+        return 0
+    fi
+    mh_log "time limit near (USR1): stopping the agent and requeueing into $run"
+    requeueing=1
+    stop_pair
+    mark_requeued
+    scontrol requeue "${SLURM_JOB_ID:?}" || mh_log "scontrol requeue failed: the pair will be resubmitted by the next submit_sweep.sh"
+    exit 0
+}
+on_term() {
+    (( requeueing )) && exit 0   # our own requeue ends this allocation
+    local state=""
+    if [[ -n ${SLURM_JOB_ID:-} ]]; then
+        state=$(scontrol show job -o "$SLURM_JOB_ID" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2 || true)
+    fi
+    stop_pair
+    # scancel and the time limit end the job; anything else (preemption, an admin's requeue) brings it back.
+    case $state in
+        CANCELLED|TIMEOUT|"") mh_log "stopped (${state:-signal}): run left as the agent recorded it" ;;
+        *) mh_log "stopped by Slurm ($state): marking the run requeued"; mark_requeued ;;
+    esac
+    exit 143
+}
+trap stop_pair EXIT
+trap on_usr1 USR1
+trap on_term TERM INT
+# Its own process group, so that one signal reaches the server, the agent and their children.
+setsid bash "$MH_SCRIPTS/slurm_hetjob.sh" "$comp" &
+pair_pid=$!
+rc=0
+while :; do
+    # wait returns early when a trapped signal arrives; go on waiting while the pair lives
+    if wait "$pair_pid"; then rc=0; else rc=$?; fi
+    kill -0 "$pair_pid" 2>/dev/null || break
+done
+pair_pid=""
+status=$(mh_sweep_meta_get "$run" status)
+if [[ $status == starting ]]; then
+    # The pair failed before the agent started (server, discovery, readiness): a failed run.
+    mh_meta "$run" --set status=failed --set end="$(mh_now)" --set exit_code="$rc" --set submission_exists=false
+fi
+mh_log "sweep task $index ($comp seed $seed) ended with code $rc"
+exit "$rc"

@@ -1,0 +1,92 @@
+# shellcheck shell=bash
+# Shared bats setup. In every tests/bats/*.bats file: `load helpers`.
+#
+# Gives: bats-support, bats-assert and bats-file; REPO_ROOT; skips that say why
+# (`require_slurm`, `require_apptainer`, `require_root`); Slurm job helpers that keep tests
+# bounded and leave no job behind (`sbatch_track` + `cancel_tracked_jobs` in teardown,
+# `slurm_job_field`, `slurm_wait_job`).
+#
+# MLEBENCH_REQUIRE_SLURM=1 / MLEBENCH_REQUIRE_APPTAINER=1 (set by tests/run_all.sh after it
+# brought the cluster up as root) turn those skips into failures: CI must run these tests.
+
+# Debian installs the libraries under /usr/lib/bats; the npm fallback of run_all.sh sets its own.
+export BATS_LIB_PATH=${BATS_LIB_PATH:-/usr/lib/bats:/usr/local/lib/bats}
+bats_load_library bats-support
+bats_load_library bats-assert
+bats_load_library bats-file
+
+REPO_ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
+export REPO_ROOT
+
+# _unavailable WHAT REQUIRE_VAR REASON: skip with REASON, or fail when REQUIRE_VAR=1.
+_unavailable() {
+    if [[ ${!2:-0} == 1 ]]; then
+        echo "$1 required ($2=1) but unavailable: $3" >&2
+        return 1
+    fi
+    skip "$3"
+}
+
+require_slurm() {
+    command -v sbatch >/dev/null ||
+        _unavailable Slurm MLEBENCH_REQUIRE_SLURM "no Slurm: sbatch not on PATH (as root: make cluster-up)"
+    timeout 15 sinfo -h -o '%P' >/dev/null 2>&1 ||
+        _unavailable Slurm MLEBENCH_REQUIRE_SLURM \
+            "no Slurm: sinfo cannot reach a controller (as root: make cluster-up)"
+}
+
+require_apptainer() {
+    command -v apptainer >/dev/null ||
+        _unavailable Apptainer MLEBENCH_REQUIRE_APPTAINER \
+            "no Apptainer: apptainer not on PATH (as root: make cluster-up)"
+    timeout 30 apptainer version >/dev/null 2>&1 ||
+        _unavailable Apptainer MLEBENCH_REQUIRE_APPTAINER "no Apptainer: 'apptainer version' fails"
+}
+
+require_root() {
+    [[ $(id -u) == 0 ]] || skip "needs root"
+}
+
+# sbatch_track SBATCH_ARGS...: submit with --parsable, print the job id, remember it for
+# cancel_tracked_jobs. Use `timeout` around --wait submissions so a stuck job cannot hang CI.
+sbatch_track() {
+    local out id
+    out=$(sbatch --parsable "$@") || return
+    id=${out%%;*}
+    echo "$id" >>"$BATS_TEST_TMPDIR/.slurm_jobs"
+    echo "$id"
+}
+
+# cancel_tracked_jobs: teardown helper; cancels whatever sbatch_track submitted in this test.
+cancel_tracked_jobs() {
+    local ids
+    [[ -s $BATS_TEST_TMPDIR/.slurm_jobs ]] || return 0
+    mapfile -t ids <"$BATS_TEST_TMPDIR/.slurm_jobs"
+    scancel "${ids[@]}" 2>/dev/null || true
+}
+
+# slurm_job_field JOBID FIELD: a field of `scontrol show job` (first component of a hetjob),
+# e.g. JobState, ExitCode, NodeList. Finished jobs stay visible for MinJobAge (600 s here).
+slurm_job_field() {
+    scontrol -o show job "$1" 2>/dev/null | head -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+
+# slurm_wait_job JOBID [SECONDS]: wait until the job has ended; print its final state.
+# Fails (after printing the last state) when it is still not over after SECONDS (default 120).
+slurm_wait_job() {
+    local id=$1 secs=${2:-120} state deadline
+    deadline=$((SECONDS + secs))
+    while :; do
+        state=$(slurm_job_field "$id" JobState)
+        case $state in
+            PENDING | RUNNING | CONFIGURING | COMPLETING | SUSPENDED | REQUEUED | RESIZING | "") ;;
+            *) echo "$state"; return 0 ;;
+        esac
+        if ((SECONDS >= deadline)); then
+            echo "${state:-UNKNOWN}"
+            echo "job $id not finished after ${secs}s (state ${state:-unknown})" >&2
+            return 1
+        fi
+        sleep 0.5
+    done
+}

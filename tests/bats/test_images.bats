@@ -1,0 +1,293 @@
+#!/usr/bin/env bats
+# The images, built for real with `apptainer build --fakeroot` (BUILDER=apptainer, no Docker, no
+# image registry) or reused when their inputs did not change, and run with real Apptainer: the
+# grading server in the grading image, the dummy agent in the agent image, validating over HTTP.
+# Also the Docker path without Docker: a hand-made `docker save` archive converted with
+# `apptainer build x.sif docker-archive://x.tar`.
+
+# Temporary local helpers (tests/bats/helpers.bash, owned by the harness, did not exist yet).
+img_require_apptainer() {
+    command -v apptainer >/dev/null 2>&1 \
+        || skip "apptainer not installed: as root run scripts_hpc/provision/install_apptainer.sh"
+}
+
+# Free TCP port on 127.0.0.1 (for a server that must be unreachable: nobody listens on it).
+img_free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Files of a SIF's root filesystem, listed from the image itself (not from a running container,
+# whose binds and tmpfs would hide or add paths). One path per line, relative to /.
+img_list_files() {
+    local sif=$1 part id
+    id=$(apptainer sif list "$sif" | awk -F'|' '/Squashfs/ {gsub(/ /, "", $1); print $1; exit}')
+    [[ -n $id ]] || { echo "no squashfs partition in $sif" >&2; return 1; }
+    part=$BATS_FILE_TMPDIR/$(basename "$sif").sqfs
+    apptainer sif dump "$id" "$sif" >"$part"
+    unsquashfs -lc "$part" | sed -n 's|^squashfs-root||p'
+    rm -f "$part"
+}
+
+setup_file() {
+    img_require_apptainer
+    export ROOT
+    ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
+    export T=$BATS_FILE_TMPDIR
+    export IMAGES=${MH_TEST_IMAGE_DIR:-$HOME/.cache/mlebench-hpc/images}
+    export GRADING=$IMAGES/mlebench-grading.sif AGENT=$IMAGES/agent-dummy.sif
+    local t0=$SECONDS
+    bash "$ROOT/scripts_hpc/build_images.sh" --agent dummy --builder apptainer --image-dir "$IMAGES" \
+        >"$T/build.out" 2>"$T/build.err" || { cat "$T/build.err" >&2; return 1; }
+    echo "# images ready in $((SECONDS - t0)) s" >&3
+    "$ROOT/.venv/bin/python" -c 'from mlebench_hpc.demo import prepare_demo_cmd; prepare_demo_cmd()' \
+        --data-dir "$T/data" >"$T/comps"
+    export COMP
+    COMP=$(head -n1 "$T/comps")
+    [[ -n $COMP ]]
+
+    # The real grading server in the real grading image, as the sbatch scripts start it.
+    mkdir -p "$T/state"
+    apptainer exec --contain --cleanenv --no-home --pid --pwd / \
+        --bind "$T/data/$COMP/prepared/private:/private/data/$COMP/prepared/private:ro" \
+        --bind "$T/state:/state" "$GRADING" \
+        python3 /opt/mlebench-hpc/run_grading_server.py --competition-id "$COMP" \
+        --data-dir /private/data --host 127.0.0.1 --port 0 --url-file /state/url >"$T/server.log" 2>&1 &
+    echo $! >"$T/server.pid"
+    local i
+    for i in $(seq 1 150); do [[ -s $T/state/url ]] && break; sleep 0.2; done
+    [[ -s $T/state/url ]] || { cat "$T/server.log" >&2; return 1; }
+    export URL
+    URL=$(cat "$T/state/url")
+    # What the overlay helper does for the agent: the image's localhost:5000 file, rewritten.
+    sed "s|http://localhost:5000|$URL|g" "$ROOT/environment/validate_submission.sh" >"$T/validate_submission.sh"
+}
+
+teardown_file() {
+    if [[ -f $BATS_FILE_TMPDIR/server.pid ]]; then
+        local pid
+        pid=$(cat "$BATS_FILE_TMPDIR/server.pid")
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+}
+
+# A fresh run directory; runs the agent image with the agent flags of scripts_hpc/lib.sh.
+# Usage: run_agent RUN_DIR [--env K=V]... -- COMMAND...
+run_agent() {
+    local run=$1; shift
+    local extra=()
+    while (($#)) && [[ $1 != -- ]]; do extra+=("$1"); shift; done
+    [[ ${1:-} == -- ]] && shift
+    mkdir -p "$run"/{submission,logs,code,scratch}
+    apptainer exec --contain --cleanenv --no-home --pid --workdir "$run/scratch" --pwd /home \
+        --bind "$T/data/$COMP/prepared/public:/home/data:ro" \
+        --bind "$run/submission:/home/submission" --bind "$run/logs:/home/logs" \
+        --bind "$run/code:/home/code" --bind "$T/validate_submission.sh:/home/validate_submission.sh:ro" \
+        --env COMPETITION_ID="$COMP" --env STEP_LIMIT=5 --env GRADING_SERVER="$URL" "${extra[@]}" \
+        "$AGENT" /opt/mlebench-hpc/entrypoint_hpc.sh "$@"
+}
+
+@test "make sif prints each image's size and sha256, and the hash beside each SIF matches" {
+    local sif
+    for sif in "$GRADING" "$AGENT"; do
+        grep -E "^$sif	[0-9.]+[KMG]iB	sha256:[0-9a-f]{64}$" "$T/build.out"
+        [[ $(sha256sum "$sif" | cut -d' ' -f1) == "$(cat "$sif.sha256")" ]]
+        [[ -s $sif.inputs ]]
+    done
+}
+
+@test "a second build with unchanged inputs rebuilds nothing" {
+    run bash "$ROOT/scripts_hpc/build_images.sh" --agent dummy --builder apptainer --image-dir "$IMAGES"
+    [ "$status" -eq 0 ]
+    [[ $output == *"mlebench-grading.sif is up to date"* ]]
+    [[ $output == *"agent-dummy.sif is up to date"* ]]
+    [[ $output != *"building "* ]]
+}
+
+@test "build_images.sh refuses bad arguments with one line" {
+    run bash "$ROOT/scripts_hpc/build_images.sh" --agent nosuchagent
+    [ "$status" -eq 2 ]
+    [[ $output == *"no agent 'nosuchagent'"* ]]
+    run bash "$ROOT/scripts_hpc/build_images.sh" --builder podman
+    [ "$status" -eq 2 ]
+    [[ $output == *"--builder must be auto, docker or apptainer"* ]]
+}
+
+@test "grading image: Python 3.11, pandas >= 2.2 from PyPI, the package and server import, no ML stack" {
+    run apptainer exec --contain --cleanenv --no-home "$GRADING" python3 -c '
+import importlib.util, sys
+import pandas, numpy, click, requests, cheroot, werkzeug
+import mlebench_hpc, mlebench_hpc.server, mlebench_hpc.grading
+major, minor = (int(x) for x in pandas.__version__.split(".")[:2])
+assert (major, minor) >= (2, 2), pandas.__version__
+heavy = [m for m in ("sklearn", "torch", "tensorflow", "scipy") if importlib.util.find_spec(m)]
+assert not heavy, heavy
+print(sys.version.split()[0], pandas.__version__)'
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ $output == 3.11.* ]]
+    run apptainer exec --contain --cleanenv --no-home "$GRADING" python3 /opt/mlebench-hpc/run_grading_server.py --help
+    [ "$status" -eq 0 ]
+}
+
+@test "no answers in the images: no /private, no data files, csv only inside installed Python packages" {
+    local sif listing bad
+    for sif in "$GRADING" "$AGENT"; do
+        listing=$BATS_TEST_TMPDIR/$(basename "$sif").files
+        img_list_files "$sif" >"$listing"
+        [ "$(wc -l <"$listing")" -gt 1000 ]  # the listing is real, not empty
+        ! grep -E '^/private(/|$)' "$listing"
+        # /home/data is an empty mount point in the image
+        ! grep -E '^/home/data/.' "$listing"
+        bad=$(grep -iE '\.(csv|parquet|feather|jsonl)(\.gz|\.zip)?$' "$listing" \
+            | grep -vE '^/usr/(local/)?lib/python3[^/]*/(site|dist)-packages/' || true)
+        [ -z "$bad" ] || { echo "data files in $sif: $bad"; false; }
+    done
+    # the project's own package ships only the data files that are in the checkout
+    local shipped
+    shipped=$(grep -E '/(site|dist)-packages/mlebench_hpc/.*\.csv$' "$BATS_TEST_TMPDIR/mlebench-grading.sif.files" \
+        | sed 's|.*/mlebench_hpc/||' || true)
+    for f in $shipped; do [ -f "$ROOT/helpers/mlebench_hpc/$f" ]; done
+    # and nothing of this run's private answers, by content
+    local answers
+    answers=$(sha256sum "$T/data/$COMP/prepared/private/"* | cut -d' ' -f1)
+    run apptainer exec --contain --cleanenv --no-home "$GRADING" sh -c \
+        'find / -xdev -type f -size -50M 2>/dev/null | xargs -r sha256sum 2>/dev/null | cut -d" " -f1'
+    for h in $answers; do ! grep -qx "$h" <<<"$output"; done
+}
+
+@test "agent image holds upstream's files, with localhost:5000 for the overlays to rewrite" {
+    run apptainer exec --contain --cleanenv --no-home "$AGENT" sh -c \
+        'cat /home/validate_submission.sh; test -x /home/agent/start.sh; test -x /opt/mlebench-hpc/entrypoint_hpc.sh;
+         cmp /home/instructions.txt /dev/stdin' <"$ROOT/environment/instructions.txt"
+    [ "$status" -eq 0 ]
+    [[ $output == *'SERVER_URL="http://localhost:5000/validate"'* ]]
+    run apptainer exec --contain --cleanenv --no-home "$AGENT" grep -c 'http://localhost:5000' \
+        /home/instructions.txt /home/instructions_obfuscated.txt
+    [[ $output == *"instructions.txt:1"* && $output == *"instructions_obfuscated.txt:1"* ]]
+}
+
+@test "dummy agent in the container: valid submission, verdict recorded, files in code/ and logs/" {
+    local run=$BATS_TEST_TMPDIR/run
+    run run_agent "$run" --env TIME_LIMIT_SECS=120 --
+    echo "$output"
+    [ "$status" -eq 0 ]
+    cmp "$run/submission/submission.csv" "$T/data/$COMP/prepared/public/sample_submission.csv"
+    grep -q '"valid": true' "$run/logs/validation_verdict.json"
+    grep -q 'Submission is valid.' "$run/logs/validation_verdict.json"
+    [ -s "$run/code/solution.sh" ]
+    grep -q 'verdict: valid' "$run/logs/dummy_agent.log"
+    grep -q 'grading server healthy' "$run/logs/entrypoint.log"
+    grep -q 'agent exited with code 0' "$run/logs/entrypoint.log"
+    # the server saw the validation
+    grep -q 'POST /validate 200' "$T/server.log"
+}
+
+@test "dummy agent exits non-zero when the server says invalid" {
+    local run=$BATS_TEST_TMPDIR/run
+    mkdir -p "$BATS_TEST_TMPDIR/baddata"
+    cp -r "$T/data/$COMP/prepared/public/." "$BATS_TEST_TMPDIR/baddata/"
+    head -n 3 "$T/data/$COMP/prepared/public/sample_submission.csv" >"$BATS_TEST_TMPDIR/baddata/sample_submission.csv"
+    mkdir -p "$run"/{submission,logs,code,scratch}
+    run apptainer exec --contain --cleanenv --no-home --pid --workdir "$run/scratch" --pwd /home \
+        --bind "$BATS_TEST_TMPDIR/baddata:/home/data:ro" --bind "$run/submission:/home/submission" \
+        --bind "$run/logs:/home/logs" --bind "$run/code:/home/code" \
+        --bind "$T/validate_submission.sh:/home/validate_submission.sh:ro" \
+        --env COMPETITION_ID="$COMP" --env GRADING_SERVER="$URL" "$AGENT" /opt/mlebench-hpc/entrypoint_hpc.sh
+    [ "$status" -eq 1 ]
+    grep -q '"valid": false' "$run/logs/validation_verdict.json"
+    grep -q 'verdict: invalid' "$run/logs/dummy_agent.log"
+}
+
+@test "entrypoint_hpc.sh exits with the agent's exit code" {
+    run run_agent "$BATS_TEST_TMPDIR/run" --env TIME_LIMIT_SECS=60 -- sh -c 'echo hello-from-agent; exit 7'
+    [ "$status" -eq 7 ]
+    grep -q 'agent exited with code 7' "$BATS_TEST_TMPDIR/run/logs/entrypoint.log"
+    grep -q 'hello-from-agent' "$BATS_TEST_TMPDIR/run/logs/agent_output.log"
+}
+
+@test "entrypoint_hpc.sh stops an agent at TIME_LIMIT_SECS with 124 and says so" {
+    local start=$SECONDS
+    run run_agent "$BATS_TEST_TMPDIR/run" --env TIME_LIMIT_SECS=2 -- sh -c 'sleep 60 & sleep 60'
+    [ "$status" -eq 124 ]
+    (( SECONDS - start < 30 ))
+    grep -q 'TIMED OUT' "$BATS_TEST_TMPDIR/run/logs/entrypoint.log"
+}
+
+@test "entrypoint_hpc.sh gives up on an unreachable server within its bound, with a clear message" {
+    local port start=$SECONDS
+    port=$(img_free_port)
+    mkdir -p "$BATS_TEST_TMPDIR/run"/{submission,logs,code}
+    run apptainer exec --contain --cleanenv --no-home --pid \
+        --bind "$BATS_TEST_TMPDIR/run/logs:/home/logs" \
+        --env GRADING_SERVER="http://127.0.0.1:$port" --env HEALTH_TIMEOUT_SECS=3 \
+        "$AGENT" /opt/mlebench-hpc/entrypoint_hpc.sh sh -c 'echo agent-ran'
+    [ "$status" -eq 3 ]
+    (( SECONDS - start < 30 ))
+    [[ $output == *"did not answer within 3s"* ]]
+    [[ $output != *agent-ran* ]]
+    run apptainer exec --contain --cleanenv --no-home --bind "$BATS_TEST_TMPDIR/run/logs:/home/logs" \
+        "$AGENT" /opt/mlebench-hpc/entrypoint_hpc.sh true
+    [ "$status" -eq 2 ]
+    [[ $output == *"GRADING_SERVER is not set"* ]]
+}
+
+@test "entrypoint_hpc.sh refuses a server that serves another competition" {
+    run run_agent "$BATS_TEST_TMPDIR/run" --env COMPETITION_ID=some-other-competition -- true
+    [ "$status" -eq 3 ]
+    [[ $output == *"serves another competition"* ]]
+}
+
+@test "as an ordinary user: the agent runs, writes only its bound dirs, the image stays read-only" {
+    [[ $(id -u) == 0 ]] || skip "needs root to switch to an ordinary user"
+    local run=$BATS_TEST_TMPDIR/userrun
+    mkdir -p "$run"/{submission,logs,code,scratch}
+    chmod -R 0777 "$run"
+    chmod 0755 "$BATS_TEST_TMPDIR"
+    run runuser -u nobody -- apptainer exec --contain --cleanenv --no-home --pid --workdir "$run/scratch" \
+        --bind "$run/submission:/home/submission" --bind "$run/logs:/home/logs" --bind "$run/code:/home/code" \
+        --env GRADING_SERVER="$URL" --env TIME_LIMIT_SECS=30 "$AGENT" /opt/mlebench-hpc/entrypoint_hpc.sh sh -c '
+            id -u; echo x > /home/submission/ok.txt; echo y > /tmp/ok.txt
+            for p in /home/agent/x /home/x /opt/x /x; do (echo z > "$p") 2>/dev/null && echo "WROTE $p"; done; true'
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ $output == *65534* ]]
+    [[ $output != *WROTE* ]]
+    [ -f "$run/submission/ok.txt" ]
+    [ "$(stat -c %u "$run/logs/entrypoint.log")" = 65534 ]
+}
+
+@test "dummy agent without a container (AGENT_HOME), against the containerised server" {
+    local home=$BATS_TEST_TMPDIR/home
+    mkdir -p "$home"/{submission,logs,code,agent}
+    ln -s "$T/data/$COMP/prepared/public" "$home/data"
+    cp "$T/validate_submission.sh" "$home/validate_submission.sh"
+    run env -i PATH="$PATH" AGENT_HOME="$home" COMPETITION_ID="$COMP" GRADING_SERVER="$URL" TIME_LIMIT_SECS=60 \
+        bash "$ROOT/environment/entrypoint_hpc.sh" bash "$ROOT/agents/dummy/start.sh"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ -f "$home/submission/submission.csv" ]
+    grep -q '"valid": true' "$home/logs/validation_verdict.json"
+    [ -f "$home/logs/entrypoint.log" ]
+}
+
+@test "docker-archive path without Docker: hand-made docker save tar -> apptainer build -> run" {
+    # a small root filesystem from the host's own dash and its libraries (no download)
+    local rootfs=$BATS_TEST_TMPDIR/rootfs lib
+    mkdir -p "$rootfs"/{bin,etc,tmp}
+    cp /bin/dash "$rootfs/bin/sh"
+    for lib in $(ldd /bin/dash | grep -oE '/[^ ]+'); do
+        mkdir -p "$rootfs$(dirname "$lib")"
+        cp -L "$lib" "$rootfs$lib"
+    done
+    echo "archive-ok" >"$rootfs/etc/marker"
+    run "$ROOT/.venv/bin/python" -m mlebench_hpc.docker_archive "$rootfs" "$BATS_TEST_TMPDIR/x.tar" \
+        --tag local/bats:1 --env MARKER=from-image-config
+    [ "$status" -eq 0 ]
+    tar -tf "$BATS_TEST_TMPDIR/x.tar" | grep -qx manifest.json
+    run apptainer build --force "$BATS_TEST_TMPDIR/x.sif" "docker-archive://$BATS_TEST_TMPDIR/x.tar"
+    [ "$status" -eq 0 ]
+    run apptainer exec --contain --no-home "$BATS_TEST_TMPDIR/x.sif" sh -c 'read -r m </etc/marker; echo "$m $MARKER"'
+    [ "$status" -eq 0 ]
+    [ "$output" = "archive-ok from-image-config" ]
+}

@@ -1,0 +1,122 @@
+"""Shared pytest fixtures and markers.
+
+Markers (registered in pyproject.toml, and here too if missing):
+  @pytest.mark.slurm      needs a Slurm controller that answers (as root: `make cluster-up`)
+  @pytest.mark.apptainer  needs a working `apptainer`
+A marked test is skipped with the reason when that is unavailable, or fails when
+MLEBENCH_REQUIRE_SLURM=1 / MLEBENCH_REQUIRE_APPTAINER=1 (tests/run_all.sh sets them after
+bringing the cluster up as root: CI must run those tests, not skip them).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+_MARKERS = {
+    "slurm": "needs the local Slurm test cluster",
+    "apptainer": "needs a real apptainer",
+}
+
+
+def _probe(cmd: list[str], timeout: float) -> str | None:
+    """Run cmd; None when it succeeds, else one line saying why not."""
+    if shutil.which(cmd[0]) is None:
+        return f"{cmd[0]} not on PATH"
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return f"'{' '.join(cmd)}' timed out after {timeout:.0f}s"
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"'{' '.join(cmd)}' failed: {last}"
+    return None
+
+
+@functools.cache
+def slurm_unavailable() -> str | None:
+    """Why Slurm cannot be used here, or None when a controller answers."""
+    why = _probe(["sinfo", "-h", "-o", "%P"], timeout=15)
+    return None if why is None else f"no Slurm: {why} (as root: make cluster-up)"
+
+
+@functools.cache
+def apptainer_unavailable() -> str | None:
+    """Why Apptainer cannot be used here, or None when it works."""
+    why = _probe(["apptainer", "version"], timeout=30)
+    return None if why is None else f"no Apptainer: {why} (as root: make cluster-up)"
+
+
+_REQUIREMENTS: dict[str, tuple[Callable[[], str | None], str]] = {
+    "slurm": (slurm_unavailable, "MLEBENCH_REQUIRE_SLURM"),
+    "apptainer": (apptainer_unavailable, "MLEBENCH_REQUIRE_APPTAINER"),
+}
+
+
+def _require(name: str) -> None:
+    """Skip (or fail, when required by the environment) if `name` is unavailable."""
+    probe, env_var = _REQUIREMENTS[name]
+    why = probe()
+    if why is None:
+        return
+    if os.environ.get(env_var) == "1":
+        pytest.fail(f"{why}, but {env_var}=1 requires it", pytrace=False)
+    pytest.skip(why)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    known = {line.split(":", 1)[0].strip() for line in config.getini("markers")}
+    for name, text in _MARKERS.items():
+        if name not in known:
+            config.addinivalue_line("markers", f"{name}: {text}")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for name in _REQUIREMENTS:
+        if item.get_closest_marker(name) is not None:
+            _require(name)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The checkout's root directory."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def python_exe() -> str:
+    """The interpreter running the tests (the venv's), for subprocesses."""
+    return sys.executable
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (prefer --port 0 where the program supports it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def slurm() -> None:
+    """Use in a test that needs Slurm but is not marked: skips or fails like the marker."""
+    _require("slurm")
+
+
+@pytest.fixture
+def apptainer() -> str:
+    """Path of a working apptainer (skips or fails like the marker)."""
+    _require("apptainer")
+    path = shutil.which("apptainer")
+    assert path is not None
+    return path

@@ -1,0 +1,261 @@
+"""`mlebench-hpc grade` and `make grade` as real processes on real prepared demo data."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+CLI = str(BIN / "mlebench-hpc")
+REPORT_FIELDS = [
+    "competition_id", "score", "gold_threshold", "silver_threshold", "bronze_threshold",
+    "median_threshold", "any_medal", "gold_medal", "silver_medal", "bronze_medal", "above_median",
+    "submission_exists", "valid_submission", "is_lower_better", "created_at", "submission_path",
+    "grading_backend", "grading_backend_version", "thresholds_source", "run_dir", "seed", "error",
+    "isolation",
+]
+GROUP_KEYS = [
+    "total_runs", "total_runs_with_submissions", "total_valid_submissions", "total_medals",
+    "total_gold_medals", "total_silver_medals", "total_bronze_medals", "total_above_median",
+    "competition_reports", "created_at", "grading_backend", "grading_backend_version",
+]
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.getbasetemp() / "demo-data"  # shared with test_report (prepare is idempotent)
+    out = subprocess.run([CLI, "prepare-demo", "--data-dir", str(data)], check=True, capture_output=True,
+                         text=True).stdout.split()
+    assert {"demo-breast-cancer", "demo-diabetes"} <= set(out)
+    return data
+
+
+@pytest.fixture()
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    """No config in force and a private HOME, so that only what a test sets decides the data dir."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLEBENCH_HPC_CONFIG", "MLEBENCH_DIR")}
+    env["HOME"] = str(tmp_path / "home")
+    return env
+
+
+def grade(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, "grade", "--no-progress", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)
+
+
+def answers(data: Path, comp: str) -> pd.DataFrame:
+    return pd.read_csv(data / comp / "prepared" / "private" / "test.csv")[["id", "target"]]
+
+
+def thresholds(data: Path, comp: str) -> tuple[float, float, float, float]:
+    scores = pd.read_csv(data / comp / "leaderboard.csv")["score"].tolist()
+    n = len(scores)
+    pos = [max(1, int(n * f)) for f in (0.1, 0.2, 0.4)]  # upstream's rule, n < 100
+    return scores[pos[0] - 1], scores[pos[1] - 1], scores[pos[2] - 1], float(np.median(scores))
+
+
+def make_run(root: Path, name: str, meta: dict[str, Any], sub: pd.DataFrame | None) -> Path:
+    run = root / name
+    (run / "submission").mkdir(parents=True)
+    (run / "logs").mkdir()
+    (run / "metadata.json").write_text(json.dumps(meta))
+    if sub is not None:
+        sub.to_csv(run / "submission" / "submission.csv", index=False)
+    return run
+
+
+def load_report(path: Path) -> tuple[dict[str, Any], dict[tuple[str, Any], dict[str, Any]]]:
+    group = json.loads(path.read_text())
+    return group, {(r["competition_id"], r["seed"]): r for r in group["competition_reports"]}
+
+
+def test_group_with_missing_invalid_and_valid(
+    demo_data: Path, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    group = tmp_path / "group"
+    bc, db = answers(demo_data, "demo-breast-cancer"), answers(demo_data, "demo-diabetes")
+    integrity = {"passed": True, "apptainer": "1.3", "flags": ["--contain", "--cleanenv"]}
+    d = str(demo_data)
+    make_run(group, "demo-breast-cancer_101", {"competition_id": "demo-breast-cancer", "seed": 0,
+                                              "integrity": integrity},
+             bc.assign(target=bc["target"].astype(float)))  # perfect probabilities: AUC 1
+    make_run(group, "demo-breast-cancer_102", {"competition_id": "demo-breast-cancer", "seed": 1},
+             bc.iloc[:-5])  # invalid: rows missing
+    make_run(group, "demo-breast-cancer_103", {"competition_id": "demo-breast-cancer", "seed": 2}, None)
+    make_run(group, "demo-diabetes_201", {"competition_id": "demo-diabetes", "seed": 0, "data_dir": d},
+             db.assign(target=150.0))
+    proc = grade([str(group), "--data-dir", d, "--jobs", "2"], clean_env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+    report, by = load_report(group / "grading_report.json")
+    assert list(report) == GROUP_KEYS
+    assert all(list(r) == REPORT_FIELDS for r in report["competition_reports"])
+    assert (report["total_runs"], report["total_runs_with_submissions"], report["total_valid_submissions"]) \
+        == (4, 3, 2)
+    assert (report["total_medals"], report["total_gold_medals"], report["total_silver_medals"],
+            report["total_bronze_medals"]) == (1, 1, 0, 0)
+    assert report["grading_backend"] == "builtin"
+
+    gold, silver, bronze, median = thresholds(demo_data, "demo-breast-cancer")
+    valid = by[("demo-breast-cancer", 0)]
+    assert valid["score"] == 1.0 and valid["valid_submission"] and valid["gold_medal"] and valid["any_medal"]
+    assert valid["above_median"] is (median < 1.0)
+    assert (valid["gold_threshold"], valid["silver_threshold"], valid["bronze_threshold"],
+            valid["median_threshold"]) == pytest.approx((gold, silver, bronze, median))
+    assert valid["is_lower_better"] is False and valid["isolation"] == integrity and valid["error"] is None
+    assert valid["submission_path"] == str(group / "demo-breast-cancer_101" / "submission" / "submission.csv")
+    assert valid["run_dir"] == str(group / "demo-breast-cancer_101")
+
+    invalid = by[("demo-breast-cancer", 1)]
+    assert invalid["submission_exists"] and not invalid["valid_submission"] and invalid["score"] is None
+    assert not invalid["any_medal"] and not invalid["above_median"] and "rows" in invalid["error"]
+
+    missing = by[("demo-breast-cancer", 2)]
+    assert not missing["submission_exists"] and not missing["valid_submission"] and missing["score"] is None
+    assert missing["error"].startswith("no submission")
+
+    _, _, dbronze, dmedian = thresholds(demo_data, "demo-diabetes")
+    rmse = round(math.sqrt(float(((db["target"] - 150.0) ** 2).mean())), 5)
+    reg = by[("demo-diabetes", 0)]
+    assert reg["score"] == pytest.approx(rmse, abs=1e-5) and reg["is_lower_better"] is True
+    assert reg["any_medal"] is (rmse <= dbronze) and reg["above_median"] is (rmse < dmedian)
+
+    out = proc.stdout
+    rows = [line.split() for line in out.splitlines() if line.startswith("demo-")]
+    assert [r[:4] for r in rows] == [
+        ["demo-breast-cancer", "0", "demo-breast-cancer_101", "yes"],
+        ["demo-breast-cancer", "1", "demo-breast-cancer_102", "no"],
+        ["demo-breast-cancer", "2", "demo-breast-cancer_103", "missing"],
+        ["demo-diabetes", "0", "demo-diabetes_201", "yes"],
+    ]
+    assert rows[0][4:6] == ["1", "gold"]
+    assert "runs 4, with submission 3, valid 2, medals 1" in out
+    for name in ("summary.csv", "summary.md", "summary.png"):
+        assert (group / name).stat().st_size > 0
+    # grading again (reports and summaries now sit in the group dir) gives the same runs
+    again = grade([str(group), "--data-dir", d, "--no-summary"], clean_env, tmp_path)
+    assert again.returncode == 0 and load_report(group / "grading_report.json")[0]["total_runs"] == 4
+
+
+def test_nested_group_dirs(demo_data: Path, tmp_path: Path, clean_env: dict[str, str]) -> None:
+    root = tmp_path / "sweeps"
+    db = answers(demo_data, "demo-diabetes")
+    meta = {"competition_id": "demo-diabetes", "data_dir": str(demo_data)}
+    make_run(root, "lite/g1/demo-diabetes_1", {**meta, "seed": 0}, db)
+    deep = make_run(root, "lite/g2/x/y/demo-diabetes_2", {**meta, "seed": 1}, db)
+    (deep / "code").mkdir()
+    (deep / "code" / "metadata.json").write_text(json.dumps(meta))  # agent's own file: not a run
+    (root / "notes").mkdir()
+    (root / "notes" / "metadata.json").write_text("{not json")
+    proc = grade([str(root), "--no-summary"], clean_env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report, by = load_report(root / "grading_report.json")
+    assert report["total_runs"] == 2 and report["total_gold_medals"] == 2
+    assert by[("demo-diabetes", 1)]["run_dir"] == str(deep)
+    assert "notes/metadata.json" in proc.stderr and "not readable JSON" in proc.stderr
+    # one run directory on its own
+    single = grade([str(deep), "--no-summary"], clean_env, tmp_path)
+    assert single.returncode == 0 and load_report(deep / "grading_report.json")[0]["total_runs"] == 1
+
+
+def test_submissions_jsonl(demo_data: Path, tmp_path: Path, clean_env: dict[str, str]) -> None:
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    answers(demo_data, "demo-diabetes").to_csv(subs / "db.csv", index=False)
+    answers(demo_data, "demo-breast-cancer").iloc[:3].to_csv(subs / "bc.csv", index=False)
+    jsonl = subs / "submission.jsonl"
+    jsonl.write_text("\n".join([
+        '{"competition_id": "demo-diabetes", "submission_path": "db.csv"}',
+        "# commented out",
+        f'{{"competition_id": "demo-breast-cancer", "submission_path": "{subs / "bc.csv"}"}}',
+        '{"competition_id": "demo-diabetes", "submission_path": "absent.csv"}',
+    ]) + "\n")
+    out = tmp_path / "out"
+    proc = grade(["--submissions", str(jsonl), "--output-dir", str(out), "--data-dir", str(demo_data)],
+                 clean_env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "grading_report.json").read_text())
+    assert list(report) == GROUP_KEYS
+    rs = report["competition_reports"]
+    assert [(r["competition_id"], r["valid_submission"], r["submission_exists"]) for r in rs] == [
+        ("demo-diabetes", True, True), ("demo-breast-cancer", False, True), ("demo-diabetes", False, False)]
+    assert rs[0]["submission_path"] == str(subs / "db.csv") and rs[0]["run_dir"] is None
+    assert rs[0]["gold_medal"] and rs[0]["score"] == 0.0
+    assert (out / "summary.md").is_file()
+    bad = grade(["--submissions", str(jsonl), str(tmp_path)], clean_env, tmp_path)
+    assert bad.returncode == 2 and "either RUN_DIR or --submissions" in bad.stderr
+
+
+def test_data_dir_resolution(demo_data: Path, tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """--data-dir > metadata data_dir > config DATA_DIR > ~/.cache/mle-bench/data."""
+    empty = tmp_path / "empty-data"
+    empty.mkdir()
+    sub = answers(demo_data, "demo-diabetes")
+    with_meta = make_run(tmp_path, "m/demo-diabetes_1", {"competition_id": "demo-diabetes",
+                                                       "data_dir": str(empty)}, sub)
+    no_meta = make_run(tmp_path, "n/demo-diabetes_2", {"competition_id": "demo-diabetes"}, sub)
+
+    def graded(run: Path, args: list[str], env: dict[str, str]) -> tuple[int, str | None]:
+        proc = grade([str(run), "--no-summary", *args], env, tmp_path)
+        r = json.loads((run / "grading_report.json").read_text())["competition_reports"][0]
+        return proc.returncode, r["error"]
+
+    # metadata names an unprepared dir: error names it, exit 2 (nothing graded); --data-dir wins
+    rc, err = graded(with_meta, [], clean_env)
+    assert rc == 2 and err is not None and str(empty) in err and "not prepared" in err
+    assert graded(with_meta, ["--data-dir", str(demo_data)], clean_env) == (0, None)
+
+    cfg = tmp_path / "cfg.env"
+    env = {**clean_env, "MLEBENCH_HPC_CONFIG": str(cfg)}
+    cfg.write_text(f"DATA_DIR={demo_data}\n")
+    assert graded(no_meta, [], env) == (0, None)  # config DATA_DIR
+    rc, err = graded(with_meta, [], env)  # metadata beats the config
+    assert rc == 2 and err is not None and str(empty) in err
+    cfg.write_text(f"DATA_DIR={empty}\n")
+    rc, err = graded(no_meta, [], env)
+    assert rc == 2 and err is not None and str(empty) in err
+
+    # no config at all: upstream's default under $HOME
+    rc, err = graded(no_meta, [], clean_env)
+    assert rc == 2 and err is not None and f"{clean_env['HOME']}/.cache/mle-bench/data" in err
+
+
+def test_exit_codes(demo_data: Path, tmp_path: Path, clean_env: dict[str, str]) -> None:
+    group = tmp_path / "g"
+    db = answers(demo_data, "demo-diabetes")
+    make_run(group, "ok", {"competition_id": "demo-diabetes", "data_dir": str(demo_data)}, db)
+    make_run(group, "unknown", {"competition_id": "no-such-comp", "data_dir": str(demo_data)}, db)
+    proc = grade([str(group), "--no-summary"], clean_env, tmp_path)
+    assert proc.returncode == 0 and "1 of 2 runs could not be graded" in proc.stderr
+    assert "no-such-comp" in proc.stdout  # its error is printed under the table
+    strict = grade([str(group), "--no-summary", "--strict"], clean_env, tmp_path)
+    assert strict.returncode == 1
+    report = json.loads((group / "grading_report.json").read_text())
+    assert report["total_runs"] == 2 and report["total_valid_submissions"] == 1
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    none = grade([str(empty)], clean_env, tmp_path)
+    assert none.returncode == 2 and "no runs found" in none.stderr
+
+
+def test_make_grade(demo_data: Path, tmp_path: Path, clean_env: dict[str, str]) -> None:
+    group = tmp_path / "mg"
+    make_run(group, "demo-diabetes_7", {"competition_id": "demo-diabetes", "seed": 0},
+             answers(demo_data, "demo-diabetes"))
+    # -o: never rebuild the venv from inside a test
+    proc = subprocess.run(["make", "-s", "-C", str(ROOT), "-o", ".venv/.installed", "grade",
+                           f"RUN={group}", f"DATA_DIR={demo_data}"], capture_output=True, text=True,
+                          env=clean_env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "demo-diabetes_7" in proc.stdout and (group / "grading_report.json").is_file()
+    assert json.loads((group / "grading_report.json").read_text())["total_gold_medals"] == 1

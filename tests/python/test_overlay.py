@@ -1,0 +1,214 @@
+"""overlay: real files laid out like an agent image (--from-dir), and a real SIF built with
+apptainer from a static busybox when both are available."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUNNER = "from mlebench_hpc.overlay import overlay_cmd as c; c(prog_name='mlebench-hpc overlay')"
+URL = "http://node7:43121"
+BLOB = b"\x00\x01\xff\xfe binary \x80\x81 http://localhost:5000/validate \x00 tail \xc3\x28\n"
+
+# container path -> (content, mode)
+TREE: dict[str, tuple[bytes, int]] = {
+    "/home/instructions.txt": (b"Validate at http://localhost:5000/validate please.\n", 0o644),
+    "/home/instructions_obfuscated.txt": (b"endpoint `http://localhost:5000/validate`\n", 0o444),
+    "/home/validate_submission.sh": (
+        b'#!/bin/bash\nSERVER_URL="http://localhost:5000/validate"\n'
+        b'curl -F "file=@$1" "$SERVER_URL"\n', 0o755),
+    "/home/agent/additional_notes.txt": (b"The grader lives at localhost:5000 (POST /validate).\n", 0o600),
+    "/home/agent/tools/check.py": (b'URL = "http://127.0.0.1:5000/validate"\n', 0o750),
+    "/home/agent/blob.bin": (BLOB, 0o640),
+    "/home/notes.sh": (b"echo localhost:5000\n", 0o700),
+    "/home/agent/unrelated.txt": (b"nothing to see: localhost:5001\n", 0o644),
+    "/home/agent/__pycache__/check.cpython-311.pyc": (b"\x00\x00pyc http://127.0.0.1:5000/validate", 0o644),
+    "/etc/not-scanned.conf": (b"http://localhost:5000\n", 0o644),
+    "/opt/extra/conf.ini": (b"server=http://localhost:5000\n", 0o644),
+}
+EXPECTED = {
+    "/home/instructions.txt", "/home/instructions_obfuscated.txt", "/home/validate_submission.sh",
+    "/home/agent/additional_notes.txt", "/home/agent/tools/check.py", "/home/agent/blob.bin",
+    "/home/notes.sh",
+}
+
+
+def overlay(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", RUNNER, *args], capture_output=True, timeout=300, env=env)
+
+
+def make_root(root: Path) -> Path:
+    for ctr, (data, mode) in TREE.items():
+        p = root / ctr.lstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        os.chmod(p, mode)
+    return root
+
+
+def manifest(out: Path) -> dict[str, Path]:
+    lines = (out / "overlays.tsv").read_text().splitlines()
+    pairs = [line.split("\t") for line in lines]
+    assert all(len(p) == 2 for p in pairs)
+    return {ctr: Path(host) for host, ctr in pairs}
+
+
+def expected_bytes(data: bytes, url: str = URL) -> bytes:
+    netloc = url.split("://", 1)[1].encode()
+    for old in (b"http://localhost:5000", b"http://127.0.0.1:5000"):
+        data = data.replace(old, url.encode())
+    return data.replace(b"localhost:5000", netloc)
+
+
+def check_output(out: Path, url: str = URL) -> dict[str, Path]:
+    found = manifest(out)
+    assert set(found) == EXPECTED
+    for ctr, host in found.items():
+        data, mode = TREE[ctr]
+        assert host.is_absolute() and host.is_relative_to(out.resolve())
+        assert host.read_bytes() == expected_bytes(data, url), ctr
+        assert b"localhost:5000" not in host.read_bytes() and b"127.0.0.1:5000" not in host.read_bytes()
+        assert stat.S_IMODE(host.stat().st_mode) == mode | 0o400, ctr
+    return found
+
+
+def test_from_dir_finds_and_rewrites_every_file(tmp_path: Path) -> None:
+    root = make_root(tmp_path / "root")
+    out = tmp_path / "out"
+    res = overlay("--from-dir", str(root), "--url", URL, "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.decode().strip() == str((out / "overlays.tsv").resolve())
+    assert b"7 file(s) rewritten" in res.stderr
+    assert b"__pycache__" in res.stderr  # named as skipped, not silently dropped
+    found = check_output(out)
+    # binary-safe: NUL bytes and invalid UTF-8 survive, the /validate suffix is kept
+    assert found["/home/agent/blob.bin"].read_bytes() == BLOB.replace(
+        b"http://localhost:5000/validate", URL.encode() + b"/validate")
+    assert os.access(found["/home/validate_submission.sh"], os.X_OK)
+    assert (found["/home/agent/additional_notes.txt"].read_text()
+            == "The grader lives at node7:43121 (POST /validate).\n")
+
+
+def test_idempotent_and_no_double_rewrite(tmp_path: Path) -> None:
+    root = make_root(tmp_path / "root")
+    out = tmp_path / "out"
+    assert overlay("--from-dir", str(root), "--url", URL, "--out", str(out)).returncode == 0
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    res = overlay("--from-dir", str(root), "--url", URL, "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    assert after == before  # same files, same bytes, not even rewritten
+    # a new URL (requeued server): rewritten from the originals, never from the previous copy
+    url2 = "http://node8:40000"
+    assert overlay("--from-dir", str(root), "--url", url2, "--out", str(out)).returncode == 0
+    check_output(out, url2)
+    assert not any(b"node7" in p.read_bytes() for p in out.rglob("*") if p.is_file())
+
+
+def test_stale_overlay_removed_when_file_no_longer_matches(tmp_path: Path) -> None:
+    root = make_root(tmp_path / "root")
+    out = tmp_path / "out"
+    assert overlay("--from-dir", str(root), "--url", URL, "--out", str(out)).returncode == 0
+    (root / "home/notes.sh").write_bytes(b"echo nothing\n")
+    assert overlay("--from-dir", str(root), "--url", URL, "--out", str(out)).returncode == 0
+    assert "/home/notes.sh" not in manifest(out)
+    assert not (out / "home/notes.sh").exists()
+
+
+def test_extra_paths(tmp_path: Path) -> None:
+    root = make_root(tmp_path / "root")
+    out = tmp_path / "out"
+    res = overlay("--from-dir", str(root), "--url", URL, "--out", str(out), "--paths", "/opt/extra")
+    assert res.returncode == 0, res.stderr
+    found = manifest(out)
+    assert set(found) == EXPECTED | {"/opt/extra/conf.ini"}
+    assert found["/opt/extra/conf.ini"].read_bytes() == f"server={URL}\n".encode()
+    assert "/etc/not-scanned.conf" not in found
+    assert overlay("--from-dir", str(root), "--url", URL, "--out", str(out), "--paths", "rel").returncode == 2
+
+
+def test_no_file_found_is_suspicious(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "home/agent").mkdir(parents=True)
+    (root / "home/agent/start.sh").write_text("echo hi\n")
+    res = overlay("--from-dir", str(root), "--url", URL, "--out", str(tmp_path / "out"))
+    assert res.returncode == 2
+    assert b"localhost:5000" in res.stderr and b"--allow-none" in res.stderr
+    res = overlay("--from-dir", str(root), "--url", URL, "--out", str(tmp_path / "out"), "--allow-none")
+    assert res.returncode == 0
+    assert (tmp_path / "out/overlays.tsv").read_text() == ""
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    root = make_root(tmp_path / "root")
+    assert overlay("--from-dir", str(root), "--url", "node7:1", "--out", str(tmp_path / "o")).returncode == 2
+    res = overlay("--image", str(tmp_path / "missing.sif"), "--url", URL, "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and b"make sif" in res.stderr
+    sif = tmp_path / "x.sif"
+    sif.write_bytes(b"not an image")
+    res = overlay("--image", str(sif), "--url", URL, "--out", str(tmp_path / "o"),
+                  "--apptainer", str(tmp_path / "no-apptainer"))
+    assert res.returncode == 2 and b"apptainer not found" in res.stderr
+
+
+# --------------------------------------------------------------------------- real apptainer
+def _static_busybox() -> str | None:
+    bb = shutil.which("busybox")
+    if bb is None:
+        return None
+    ldd = subprocess.run(["ldd", bb], capture_output=True, text=True)
+    return bb if ldd.returncode != 0 or "not a dynamic" in ldd.stdout + ldd.stderr else None
+
+
+@pytest.mark.apptainer
+@pytest.mark.skipif(shutil.which("apptainer") is None or _static_busybox() is None,
+                    reason="needs apptainer and a static busybox to build a test image")
+def test_real_image_scan(tmp_path: Path) -> None:
+    root = make_root(tmp_path / "root")
+    (root / "bin").mkdir()
+    shutil.copy2(_static_busybox(), root / "bin/busybox")
+    for tool in ("sh", "find", "grep", "stat", "wc", "tr", "cat"):
+        (root / "bin" / tool).symlink_to("busybox")
+    sif = tmp_path / "agent.sif"
+    build = subprocess.run(["apptainer", "build", str(sif), str(root)], capture_output=True, text=True,
+                           timeout=600)
+    assert build.returncode == 0, build.stderr[-2000:]
+    out = tmp_path / "out"
+    res = overlay("--image", str(sif), "--url", URL, "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    check_output(out)
+    # and the manifest is what the bash library binds: the agent sees the rewritten files
+    binds = [a for ctr, host in manifest(out).items() for a in ("--bind", f"{host}:{ctr}:ro")]
+    shown = subprocess.run(["apptainer", "exec", "--contain", "--cleanenv", "--no-home", *binds, str(sif),
+                            "cat", "/home/validate_submission.sh", "/home/agent/blob.bin"],
+                           capture_output=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout == expected_bytes(TREE["/home/validate_submission.sh"][0]) + expected_bytes(BLOB)
+
+
+def _gnu_image() -> Path | None:
+    """One of the project's Debian-based images (GNU grep inside), if built."""
+    image_dir = Path(os.environ.get("IMAGE_DIR") or Path.home() / ".cache/mlebench-hpc/images")
+    for name in ("agent-dummy.sif", "mlebench-grading.sif"):
+        if (image_dir / name).is_file():
+            return image_dir / name
+    return None
+
+
+@pytest.mark.apptainer
+@pytest.mark.skipif(shutil.which("apptainer") is None or _gnu_image() is None,
+                    reason="needs apptainer and a built project image (make sif)")
+def test_real_image_scan_with_gnu_grep(tmp_path: Path) -> None:
+    # the test tree bound over the image's /home (APPTAINER_BIND is read by apptainer itself)
+    root = make_root(tmp_path / "root")
+    out = tmp_path / "out"
+    env = {**os.environ, "APPTAINER_BIND": f"{root}/home:/home"}
+    res = overlay("--image", str(_gnu_image()), "--url", URL, "--out", str(out), env=env)
+    assert res.returncode == 0, res.stderr
+    check_output(out)

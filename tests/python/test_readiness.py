@@ -1,0 +1,188 @@
+"""wait-ready against real HTTP servers (a tiny one in a thread), closed ports and a server that
+never answers; the --job case submits real Slurm jobs when the local cluster is up."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+RUNNER = "from mlebench_hpc.readiness import wait_ready_cmd as c; c(prog_name='mlebench-hpc wait-ready')"
+
+
+def wait_ready(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", RUNNER, *args], capture_output=True, text=True,
+                         timeout=timeout)
+    return res, time.monotonic() - t0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Health:
+    """A /health endpoint whose answer the test controls."""
+
+    def __init__(self, port: int = 0, body: object | None = None, status: int = 200) -> None:
+        self.body, self.status, self.hits = body, status, 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                outer.hits += 1
+                payload = (outer.body if isinstance(outer.body, bytes)
+                           else json.dumps(outer.body).encode())
+                self.send_response(outer.status if self.path == "/health" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def health() -> Iterator[Health]:
+    h = Health(body={"status": "running", "competition": "comp-a"})
+    yield h
+    h.close()
+
+
+def test_ready_against_live_server(health: Health) -> None:
+    res, secs = wait_ready(health.url, "--competition", "comp-a", "--timeout", "10")
+    assert res.returncode == 0, res.stderr
+    assert "ready after" in res.stderr
+    assert res.stdout == ""
+    assert health.hits >= 1
+
+
+def test_server_that_starts_late_is_waited_for() -> None:
+    port = free_port()
+    holder: list[Health] = []
+    timer = threading.Timer(1.5, lambda: holder.append(
+        Health(port=port, body={"status": "running", "competition": "comp-a"})))
+    timer.start()
+    try:
+        res, secs = wait_ready(f"http://127.0.0.1:{port}", "--competition", "comp-a", "--timeout", "20")
+        assert res.returncode == 0, res.stderr
+        assert 1.4 < secs < 10
+    finally:
+        timer.join()
+        for h in holder:
+            h.close()
+
+
+def test_503_then_ready(health: Health) -> None:
+    health.status = 503
+    threading.Timer(1.0, lambda: setattr(health, "status", 200)).start()
+    res, secs = wait_ready(health.url, "--competition", "comp-a", "--timeout", "20")
+    assert res.returncode == 0, res.stderr
+    assert health.hits >= 2
+
+
+def test_wrong_competition_fails_fast(health: Health) -> None:
+    res, secs = wait_ready(health.url, "--competition", "comp-b", "--timeout", "60")
+    assert res.returncode == 2
+    assert "comp-a" in res.stderr and "comp-b" in res.stderr
+    assert secs < 10  # not the 60 s timeout
+    assert health.hits == 1
+
+
+def test_not_a_grading_server_fails_fast(health: Health) -> None:
+    health.body = {"status": "running"}  # upstream's Flask answer: no competition named
+    res, secs = wait_ready(health.url, "--competition", "comp-a", "--timeout", "60")
+    assert res.returncode == 2 and secs < 10
+    assert "competition" in res.stderr
+
+
+def test_closed_port_is_bounded() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    res, secs = wait_ready(url, "--competition", "comp-a", "--timeout", "3")
+    assert res.returncode == 2
+    assert 2.8 < secs < 8, secs
+    assert "not ready after 3s" in res.stderr and "ConnectionError" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_server_that_never_answers_is_bounded() -> None:
+    # accepts connections (kernel backlog) but never replies
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        res, secs = wait_ready(url, "--competition", "comp-a", "--timeout", "2")
+    assert res.returncode == 2
+    assert 1.8 < secs < 8, secs
+    assert "Timeout" in res.stderr
+
+
+def test_dead_local_server_pid_fails_fast() -> None:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    url = f"http://127.0.0.1:{free_port()}"
+    res, secs = wait_ready(url, "--competition", "comp-a", "--timeout", "60", "--pid", str(proc.pid))
+    assert res.returncode == 2 and secs < 10
+    assert "exited" in res.stderr
+
+
+def test_bad_url() -> None:
+    res, _ = wait_ready("localhost:5000", "--competition", "comp-a")
+    assert res.returncode == 2 and "URL" in res.stderr
+
+
+# --------------------------------------------------------------------------- real Slurm
+def _cluster_up() -> bool:
+    if shutil.which("sbatch") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not _cluster_up(), reason="no local Slurm cluster (make cluster-up)")
+def test_ended_grading_job_fails_fast(tmp_path: Path, health: Health) -> None:
+    def submit(cmd: str) -> str:
+        return subprocess.run(["sbatch", "--parsable", f"--output={tmp_path}/%j.out", "--wrap", cmd],
+                              capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+
+    done = submit("true")
+    deadline = time.monotonic() + 60
+    while "JobState=COMPLETED" not in subprocess.run(["scontrol", "show", "job", "-o", done],
+                                                     capture_output=True, text=True).stdout:
+        assert time.monotonic() < deadline, "job never completed"
+        time.sleep(0.3)
+    url = f"http://127.0.0.1:{free_port()}"
+    res, secs = wait_ready(url, "--competition", "comp-a", "--timeout", "60", "--job", done)
+    assert res.returncode == 2 and secs < 15
+    assert f"grading job {done} ended (COMPLETED)" in res.stderr and f"{done}.out" in res.stderr
+
+    alive = submit("sleep 60")
+    try:
+        res, _ = wait_ready(health.url, "--competition", "comp-a", "--timeout", "30", "--job", alive)
+        assert res.returncode == 0, res.stderr
+    finally:
+        subprocess.run(["scancel", alive], capture_output=True, timeout=60)

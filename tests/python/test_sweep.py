@@ -1,0 +1,148 @@
+"""sweep-plan's resume rule and sweep.json bookkeeping, on hand-built run directories.
+(The Slurm side — arrays, concurrency cap, requeue — is tested for real in tests/bats/test_sweep.bats.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from mlebench_hpc.demo import prepare_demo
+from mlebench_hpc.sweep import (
+    TaskState,
+    load_sweep,
+    plan_pairs,
+    read_competition_list,
+    read_tasks_file,
+    record_submission,
+    status_cmd,
+    status_lines,
+    sweep_plan_cmd,
+    write_tasks_file,
+)
+
+
+def make_run(group: Path, name: str, comp: str, seed: int, status: str, exit_code: int | None,
+             submission: bool, **extra: object) -> Path:
+    run = group / name
+    (run / "submission").mkdir(parents=True)
+    meta: dict[str, object] = {"competition_id": comp, "seed": str(seed), "status": status, **extra}
+    if exit_code is not None:
+        meta["exit_code"] = str(exit_code)
+        meta["submission_exists"] = "true" if submission else "false"
+    if submission:
+        (run / "submission" / "submission.csv").write_text("id,target\n1,0.5\n")
+    (run / "metadata.json").write_text(json.dumps(meta))
+    return run
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("data")
+    prepare_demo(d)
+    return d
+
+
+def test_list_file_comments_blanks_duplicates(tmp_path: Path) -> None:
+    f = tmp_path / "lite.txt"
+    f.write_text("# lite split\nspaceship-titanic\n\n  demo-diabetes  # inline note\nspaceship-titanic\n")
+    ids, problems = read_competition_list(f)
+    assert ids == ["spaceship-titanic", "demo-diabetes"]
+    assert problems == []
+
+
+def test_list_file_bad_lines_all_reported(tmp_path: Path) -> None:
+    f = tmp_path / "bad.txt"
+    f.write_text("a b\nok-id\nc/d\n")
+    ids, problems = read_competition_list(f)
+    assert ids == ["ok-id"]
+    assert len(problems) == 2 and "bad.txt:1" in problems[0] and "bad.txt:3" in problems[1]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n\n")
+    assert "no competition id" in read_competition_list(empty)[1][0]
+
+
+def test_resume_rule(tmp_path: Path) -> None:
+    g = tmp_path / "group"
+    make_run(g, "a_1_0", "a", 0, "finished", 0, True)            # done
+    make_run(g, "a_1_1", "a", 1, "failed", 1, False)             # failed once -> again
+    make_run(g, "b_1_2", "b", 0, "failed", 2, False)
+    make_run(g, "b_2_0", "b", 0, "timeout", 124, False)          # failed twice -> skip
+    make_run(g, "b_1_3", "b", 1, "cancelled", 143, True)         # stopped by us: partial -> again
+    make_run(g, "c_1_4", "c", 0, "timeout", 124, True)           # ran out of time with a submission: done
+    make_run(g, "c_1_5", "c", 1, "requeued", None, True, requeue_count=2)  # interrupted -> again
+    make_run(g, "d_1_6", "d", 0, "failed", 1, True)              # exited non-zero but submitted: done
+    make_run(g, "d_1_7", "d", 1, "running", None, False)         # still running per disk, Slurm below
+    make_run(g, "x_1_8", "x", 0, "finished", 0, True)            # not in this sweep: ignored
+    (g / ".sweep").mkdir()
+    todo, counts = plan_pairs(["a", "b", "c", "d"], 2, g, slurm=None)
+    assert todo == [("a", 1), ("b", 1), ("c", 1), ("d", 1)]
+    assert counts == {"pairs": 8, "done": 3, "failed_twice": 1, "active": 0, "to_submit": 4}
+
+
+def test_queued_pairs_are_not_resubmitted(tmp_path: Path) -> None:
+    g = tmp_path / "group"
+    g.mkdir()
+    tasks = g / ".sweep" / "tasks-1.tsv"
+    write_tasks_file(tasks, [("a", 0), ("a", 1), ("b", 0)])
+    record_submission(g, "77", tasks, {"seeds": 2}, "sbatch ...")
+    slurm = {"77_0": TaskState("RUNNING", "node1", "None"),
+             "77_1": TaskState("PENDING", "", "JobArrayTaskLimit"),
+             "77_2": TaskState("CANCELLED", "", "None")}
+    todo, counts = plan_pairs(["a", "b"], 2, g, slurm)
+    # a/0 runs, a/1 waits: both kept; b/0 was cancelled and b/1 never submitted: both planned
+    assert todo == [("b", 0), ("b", 1)]
+    assert counts["active"] == 2
+
+
+def test_record_submission_and_status(tmp_path: Path) -> None:
+    g = tmp_path / "group"
+    t1 = g / ".sweep" / "tasks-1.tsv"
+    write_tasks_file(t1, [("a", 0), ("a", 1)])
+    assert read_tasks_file(t1) == [(0, "a", 0), (1, "a", 1)]
+    record_submission(g, "10", t1, {"seeds": 2}, "sbatch one")
+    t2 = g / ".sweep" / "tasks-2.tsv"
+    write_tasks_file(t2, [("a", 1)])
+    data = record_submission(g, "11", t2, {"seeds": 2}, "sbatch two")
+    assert [s["array_job_id"] for s in data["submissions"]] == ["10", "11"]
+    assert [t["job_id"] for t in data["tasks"]] == ["10_0", "10_1", "11_0"]
+    assert load_sweep(g) == data
+    assert not list(g.glob(".sweep.json.*"))  # no temporary file left behind
+    make_run(g, "a_10_0", "a", 0, "finished", 0, True, requeue_count=1)
+    make_run(g, "a_11_0", "a", 1, "failed", 3, False)
+    (g / ".sweep" / "logs").mkdir()
+    (g / ".sweep" / "logs" / "11_0.out").write_text("x\nmlebench-hpc: error: the grading server exited\n")
+    rows = status_lines(g, use_slurm=False)
+    assert rows[0][:3] == ("a", "0", "10_0")
+    assert rows[0][3] == "requeued 1 time, finished (exit 0, submission present)"
+    assert rows[1][:3] == ("a", "1", "11_0")  # the latest task of the pair, not the first
+    assert rows[1][3].startswith("failed (exit 3, no submission)") and "grading server exited" in rows[1][3]
+    out = CliRunner().invoke(status_cmd, [str(g), "--no-slurm"])
+    assert out.exit_code == 0 and len(out.output.splitlines()) == 3
+
+
+def test_sweep_plan_cli_validates_whole_list(tmp_path: Path, data_dir: Path) -> None:
+    f = tmp_path / "list.txt"
+    f.write_text("demo-diabetes\nno-such-comp\nspaceship-titanic\n")  # unknown, and known but unprepared
+    res = CliRunner().invoke(sweep_plan_cmd, ["--group-dir", str(tmp_path / "g"), "--competitions", str(f),
+                                              "--data-dir", str(data_dir), "--no-slurm"])
+    assert res.exit_code == 2
+    assert "no-such-comp" in res.output and "spaceship-titanic" in res.output
+    assert "demo-diabetes:" not in res.output
+    assert not (tmp_path / "g").exists()
+
+
+def test_sweep_plan_cli_writes_tasks(tmp_path: Path, data_dir: Path) -> None:
+    f = tmp_path / "demo.txt"
+    f.write_text("demo-diabetes\ndemo-breast-cancer\n")
+    g = tmp_path / "g"
+    make_run(g, "demo-diabetes_5_0", "demo-diabetes", 0, "finished", 0, True)
+    out = tmp_path / "tasks.tsv"
+    args = ["--group-dir", str(g), "--competitions", str(f), "--seeds", "2", "--data-dir", str(data_dir),
+            "--tasks-out", str(out), "--no-slurm"]
+    res = CliRunner().invoke(sweep_plan_cmd, args)
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == "3"
+    assert read_tasks_file(out) == [(0, "demo-diabetes", 1), (1, "demo-breast-cancer", 0),
+                                    (2, "demo-breast-cancer", 1)]
