@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -72,16 +73,26 @@ def build_group(
     return large_dirs
 
 
-def time_grade(target: Path, extra: list[str], repeat: int) -> float:
-    """Median wall time of `repeat` real `mlebench-hpc grade` processes (start-up included)."""
-    times = []
+CPU_USED: dict[str, float] = {}
+
+
+def time_grade(target: Path, extra: list[str], repeat: int, label: str) -> float:
+    """Median wall time of `repeat` real `mlebench-hpc grade` processes (start-up included).
+
+    Also records the median CPU seconds (user + sys, worker processes included) under `label`:
+    on a shared, loaded machine wall times wander, CPU times much less."""
+    times, cpus = [], []
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         proc = subprocess.run([*CLI, "grade", str(target), "--no-progress", *extra],
                               capture_output=True, text=True)
         times.append(time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         if proc.returncode != 0:
             raise SystemExit(f"grade {target} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    CPU_USED[label] = statistics.median(cpus)
     return statistics.median(times)
 
 
@@ -95,6 +106,7 @@ def time_grade(target: Path, extra: list[str], repeat: int) -> float:
 def main(runs: int, large: int, large_rows: int, jobs: int | None, repeat: int, keep: bool) -> None:
     work = Path(tempfile.mkdtemp(prefix="grade-bench-"))
     try:
+        load_before = os.getloadavg()[0]
         data_dir = work / "data"
         comps = prepare(data_dir)
         group = work / "group"
@@ -102,19 +114,23 @@ def main(runs: int, large: int, large_rows: int, jobs: int | None, repeat: int, 
         size_mb = sum(f.stat().st_size for f in group.rglob("submission.csv")) / 2**20
         extra = ["--jobs", str(jobs)] if jobs else []
         small = sorted(d for d in group.iterdir() if d not in large_dirs)[0]
-        singles = {d.name: time_grade(d, ["--no-summary"], repeat) for d in [*large_dirs, small]}
+        singles = {d.name: time_grade(d, ["--no-summary"], repeat, d.name) for d in [*large_dirs, small]}
         slowest = max(singles.values())
-        group_no_summary = time_grade(group, ["--no-summary", *extra], repeat)
-        group_full = time_grade(group, extra, repeat)
+        group_no_summary = time_grade(group, ["--no-summary", *extra], repeat, "group")
+        group_full = time_grade(group, extra, repeat, "group+summaries")
         print(f"cpus {os.cpu_count()}, runs {runs} over {len(comps)} competitions, {large} large "
               f"submissions of {large_rows} rows, {size_mb:.1f} MiB of submissions; medians of {repeat}")
+        print(f"load average before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f} "
+              "(wall times are only meaningful when it is below the cpu count)")
         for name, secs in singles.items():
-            print(f"  single run {name:<32} {secs:6.2f} s")
+            print(f"  single run {name:<32} {secs:6.2f} s   cpu {CPU_USED[name]:5.2f} s")
         print(f"slowest single run           {slowest:6.2f} s")
         print(f"group, report only           {group_no_summary:6.2f} s   "
-              f"(overhead {group_no_summary - slowest:+.2f} s, ratio {group_no_summary / slowest:.2f}x)")
+              f"(overhead {group_no_summary - slowest:+.2f} s, ratio {group_no_summary / slowest:.2f}x)"
+              f"   cpu {CPU_USED['group']:5.2f} s")
         print(f"group, report + summaries    {group_full:6.2f} s   "
-              f"(overhead {group_full - slowest:+.2f} s, ratio {group_full / slowest:.2f}x)")
+              f"(overhead {group_full - slowest:+.2f} s, ratio {group_full / slowest:.2f}x)"
+              f"   cpu {CPU_USED['group+summaries']:5.2f} s")
     finally:
         if keep:
             print(f"kept {work}")

@@ -37,10 +37,10 @@ json_str() { # a JSON string literal (paths and names: no control characters exp
 
 identity() { # DEV:INO of a path, or :INO where stat is missing (busybox-less images)
     if command -v stat >/dev/null 2>&1; then
-        stat -c %d:%i "$1" 2>/dev/null && return 0
+        stat -L -c %d:%i "$1" 2>/dev/null && return 0
     fi
     # shellcheck disable=SC2012 # ls is the fallback where stat is missing
-    ino=$(ls -di "$1" 2>/dev/null | awk '{print $1}')
+    ino=$(ls -diL "$1" 2>/dev/null | awk '{print $1}')
     [ -n "$ino" ] && echo ":$ino"
 }
 

@@ -10,7 +10,8 @@
 #   auto       docker when `docker info` answers, else apptainer
 # Base of the apptainer builds (--base, env IMAGE_BASE):
 #   local   (default) a Debian bookworm rootfs made once by debootstrap from the Debian mirror
-#           (no image registry), cached in $CACHE/rootfs/bookworm-python; needs root the first time
+#           (no image registry), cached in ~/.cache/mlebench-hpc/rootfs/bookworm-python
+#           (MLEBENCH_HPC_CACHE moves it); needs root the first time
 #   docker  Bootstrap: docker from $BASE_DOCKER_IMAGE (default docker.io/library/debian:bookworm-slim),
 #           what a cluster with registry access uses
 # Images go to IMAGE_DIR (env, else the config in force, else ~/.cache/mlebench-hpc/images):
@@ -82,7 +83,9 @@ pick_builder() {
         || mh_die "apptainer is not on PATH: as root run scripts_hpc/provision/install_apptainer.sh (or module load apptainer)"
     if [[ $BUILDER == docker ]]; then
         timeout 20 docker info >/dev/null 2>&1 || mh_die "docker daemon not reachable: start it or use --builder apptainer"
-    elif [[ $(id -u) != 0 ]] && ! grep -q "^$(id -un):" /etc/subuid 2>/dev/null; then
+    elif [[ $(id -u) != 0 ]] && ! grep -q "^$(id -un):" /etc/subuid 2>/dev/null \
+        && ! command -v fakeroot >/dev/null 2>&1; then
+        # Without a subuid range apptainer can only fake root through the `fakeroot` program.
         mh_die "apptainer build --fakeroot needs a subuid/subgid range for $(id -un): ask an admin to run 'apptainer config fakeroot --add $(id -un)', or build with --builder docker elsewhere and copy the SIFs into $IMAGE_DIR"
     fi
 }
@@ -235,7 +238,10 @@ main() {
     parse_args "$@"
     IMAGE_DIR=${IMAGE_DIR_ARG:-${IMAGE_DIR:-$(config_get IMAGE_DIR)}}
     IMAGE_DIR=${IMAGE_DIR:-$HOME/.cache/mlebench-hpc/images}
-    mkdir -p "$IMAGE_DIR" "$CACHE"
+    ((BASE_ONLY)) || pick_builder
+    if ! mkdir -p "$IMAGE_DIR" "$CACHE" 2>/dev/null || [[ ! -w $IMAGE_DIR || ! -w $CACHE ]]; then
+        mh_die "cannot write $IMAGE_DIR or $CACHE: set IMAGE_DIR (config) and MLEBENCH_HPC_CACHE to writable directories"
+    fi
     # Two builds at once (tests, demo, a user) would race on the cache and the SIFs.
     exec 9>"$CACHE/.build.lock"
     flock -w 3600 9 || mh_die "another image build holds $CACHE/.build.lock for over an hour: check 'ps'"
@@ -246,8 +252,7 @@ main() {
         echo "$BASE_ROOTFS"
         return 0
     fi
-    pick_builder
-    [[ $BUILDER == apptainer && $BASE == local ]] && ensure_base_rootfs
+    if [[ $BUILDER == apptainer && $BASE == local ]]; then ensure_base_rootfs; fi
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/mlebench-hpc-build.XXXXXX")
     stage_grading "$WORK/grading"
     build_image mlebench-grading "$WORK/grading" grading.def Dockerfile

@@ -136,7 +136,7 @@ mh_agent_cmd() {
     else
         # No container: the staged image root (mh_stage_local_image) with the overlays copied over
         # it; AGENT_HOME prefixes every /home path in the agent's scripts.
-        local home=$run/overlay/.src/home d
+        local home=$run/.agent-root/home d
         ln -sfn "$DATA_DIR/$comp/prepared/public" "$home/data"
         for d in submission logs code; do ln -sfn "$run/$d" "$home/$d"; done
         if [[ -f $run/overlay/overlays.tsv ]]; then
@@ -251,7 +251,8 @@ mh_run_agent() {
     [[ $spec == auto:* ]] && grading_job=${spec#auto:}
 
     url=$("$MH_CLI" discover-url "$spec" --competition "$comp" --state-dir "$MH_STATE_BASE") || exit 2
-    "$MH_CLI" wait-ready "$url" --competition "$comp" ${grading_job:+--job "$grading_job"} --timeout 300 || exit 2
+    "$MH_CLI" wait-ready "$url" --competition "$comp" ${grading_job:+--job "$grading_job"} \
+        ${MH_GRADING_PID:+--pid "$MH_GRADING_PID"} --timeout 300 || exit 2
 
     job=$(mh_job_id)
     run=$(mh_make_run_dir "$comp" "$job")
@@ -262,7 +263,7 @@ mh_run_agent() {
         --set agent_job_id="$job" --set grading_job_id="${grading_job:-}" \
         --set agent_node="$(hostname)" --set grading_server_url="$url" --set runtime="$runtime" \
         --set data_dir="$DATA_DIR" --set config="$MH_CONFIG" --set seed="${MH_SEED:-}" \
-        --set time_limit_secs="$TIME_LIMIT_SECS" --set start="$started" --set status=running \
+        --set-json time_limit_secs="$TIME_LIMIT_SECS" --set start="$started" --set status=running \
         --set network_access="host network: the agent can reach whatever this node reaches"
 
     if [[ $runtime == apptainer ]]; then
@@ -271,30 +272,39 @@ mh_run_agent() {
             --sha256 agent_sif_sha256="$AGENT_SIF" \
             ${GRADING_SIF:+--sha256 grading_sif_sha256="$GRADING_SIF"}
     else
-        mh_stage_local_image "$run/overlay/.src"
-        "$MH_CLI" overlay --from-dir "$run/overlay/.src" --url "$url" --out "$run/overlay" >/dev/null || exit 2
+        mh_stage_local_image "$run/.agent-root"
+        "$MH_CLI" overlay --from-dir "$run/.agent-root" --url "$url" --out "$run/overlay" >/dev/null || exit 2
     fi
 
     mh_agent_budget
     mh_agent_cmd "$comp" "$run" "$url"
-    mh_meta "$run" --set agent_budget_secs="$MH_AGENT_SECS" \
+    mh_meta "$run" --set-json agent_budget_secs="$MH_AGENT_SECS" \
         --set-json apptainer_flags="$(mh_json_array "${MH_AGENT_FLAGS[@]}")"
 
-    local agent_pid="" rc=0
+    # Before the agent starts: prove, from inside a container with exactly its flags, that no
+    # private path, host variable or server process is reachable; the record goes into metadata.
+    if ! mh_integrity_check "$comp" "$run" "$url"; then
+        mh_meta "$run" --set end="$(mh_now)" --set-json exit_code=3 --set status=integrity_failed
+        mh_print_outro "$run"
+        return 3
+    fi
+    local rc=0
+    MH_AGENT_PID=""
+    MH_RUN=$run
     # Whatever ends us (scancel, time limit, the agent itself), the run keeps what it wrote and says how it ended.
-    trap 'mh_stop_pid "$agent_pid"' EXIT
-    trap 'mh_log "stop requested (signal)"; mh_stop_pid "$agent_pid"; mh_meta "$run" --set end="$(mh_now)" --set exit_code=143 --set status=cancelled; mh_print_outro "$run"; exit 143' TERM INT
-    trap 'mh_log "Slurm time limit near (USR1)"; mh_stop_pid "$agent_pid"; mh_meta "$run" --set end="$(mh_now)" --set exit_code=124 --set status=timeout; mh_print_outro "$run"; exit 124' USR1
+    trap 'mh_stop_pid "${MH_AGENT_PID:-}"' EXIT
+    trap 'mh_log "stop requested (signal)"; mh_stop_pid "${MH_AGENT_PID:-}"; mh_meta "$MH_RUN" --set end="$(mh_now)" --set-json exit_code=143 --set status=cancelled; mh_print_outro "$MH_RUN"; exit 143' TERM INT
+    trap 'mh_log "Slurm time limit near (USR1)"; mh_stop_pid "${MH_AGENT_PID:-}"; mh_meta "$MH_RUN" --set end="$(mh_now)" --set-json exit_code=124 --set status=timeout; mh_print_outro "$MH_RUN"; exit 124' USR1
     mh_log "starting the agent for $comp (budget ${MH_AGENT_SECS}s, runtime $runtime)"
     # A hard outer bound in case the agent ignores the entrypoint's own time-out.
     timeout --signal=TERM --kill-after=30 "$(( MH_AGENT_SECS + 60 ))" "${MH_CMD[@]}" &
-    agent_pid=$!
-    wait "$agent_pid" || rc=$?
-    agent_pid=""
+    MH_AGENT_PID=$!
+    wait "${MH_AGENT_PID:-}" || rc=$?
+    MH_AGENT_PID=""
     local status=finished
     (( rc == 0 )) || status=failed
     (( rc == 124 )) && status=timeout
-    mh_meta "$run" --set end="$(mh_now)" --set exit_code="$rc" --set status="$status" \
+    mh_meta "$run" --set end="$(mh_now)" --set-json exit_code="$rc" --set status="$status" \
         --set submission_exists="$([[ -f $run/submission/submission.csv ]] && echo true || echo false)"
     mh_log "agent exited with code $rc ($status)"
     mh_print_outro "$run"
@@ -334,7 +344,7 @@ mh_agent_cmd_replace() {
 }
 
 # Host identity (device:inode) of a path, as integrity_check.sh compares it.
-mh_path_identity() { stat -c %d:%i "$1" 2>/dev/null; }
+mh_path_identity() { stat -L -c %d:%i "$1" 2>/dev/null; }
 
 # Run environment/integrity_check.sh inside the agent container with exactly the agent's flags (the
 # checker script bound read-only for this one run only) just before the agent starts, and store its
@@ -358,7 +368,7 @@ mh_integrity_check() {
     done
     # No bind may come from these (the run dirs under $HOME are bound on purpose, so not $HOME itself).
     for p in "$DATA_DIR/$comp/prepared/private" "$MH_STATE_BASE" "$HOME/.kaggle" ${MLEBENCH_DIR:+"$MLEBENCH_DIR"}; do
-        args+=(-m "$p")
+        args+=(-m "$(readlink -m "$p")")   # mountinfo shows resolved paths
     done
     if [[ -n ${AGENT_ENV_FILE:-} && -r $AGENT_ENV_FILE ]]; then
         while IFS= read -r name; do args+=(-e "$name"); done < <(

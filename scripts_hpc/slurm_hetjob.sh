@@ -45,6 +45,8 @@ server_pid=$!
 url=$(mh_wait_url_file "$state/url" "$server_pid" 300)
 mh_log "grading server is at $url"
 rc=0
-MH_GRADING_JOB=$MH_JOB_ID mh_step 1 bash "$MH_SCRIPTS/slurm_agent.sh" "$comp" "$url" || rc=$?
+# The agent's readiness wait also watches the server: by job id under Slurm, by pid without.
+if [[ -n ${SLURM_HET_JOB_ID:-} ]]; then export MH_GRADING_JOB=$MH_JOB_ID; else export MH_GRADING_PID=$server_pid; fi
+mh_step 1 bash "$MH_SCRIPTS/slurm_agent.sh" "$comp" "$url" || rc=$?
 mh_log "agent exited with code $rc; stopping the grading server"
 exit "$rc"

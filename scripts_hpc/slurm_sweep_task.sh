@@ -43,7 +43,16 @@ if [[ -n ${SLURM_ARRAY_JOB_ID:-} ]]; then MH_JOB_ID=${SLURM_ARRAY_JOB_ID}_$index
 export MH_GROUP MH_SEED MH_JOB_ID
 max_requeues=${MH_MAX_REQUEUES:-5}
 
+slurm_task=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_$index}
+slurm_task=${slurm_task:-${SLURM_JOB_ID:-}}
+
 run=$(mh_make_run_dir "$comp" "$MH_JOB_ID")
+prev=$(mh_sweep_meta_get "$run" status)
+if [[ $prev == finished || $prev == timeout ]] && [[ -f $run/submission/submission.csv ]]; then
+    # requeued (e.g. preempted) after the agent had already finished: nothing left to do
+    mh_log "sweep task $index: $run already finished ($prev): not running it again"
+    exit 0
+fi
 # Written before the pair starts, so that a task that fails early still counts as a failed run.
 mh_meta "$run" --set competition_id="$comp" --set seed="$seed" --set group="$group" \
     --set sweep_array_job_id="${SLURM_ARRAY_JOB_ID:-}" --set sweep_task_index="$index" \
@@ -55,7 +64,10 @@ pair_pid=""
 requeueing=0
 stop_pair() { mh_stop_group "$pair_pid" 20; }
 mark_requeued() {
-    local n
+    local n status
+    status=$(mh_sweep_meta_get "$run" status)
+    # an agent that already exited keeps its verdict (a requeued rerun then skips it, below)
+    [[ $status == finished || $status == failed || $status == timeout ]] && return 0
     n=$(mh_sweep_requeue_count "$run")
     mh_meta "$run" --set status=requeued --set end="$(mh_now)" --set-json requeue_count="$((n + 1))"
 }
@@ -75,16 +87,19 @@ on_usr1() {
 }
 on_term() {
     (( requeueing )) && exit 0   # our own requeue ends this allocation
-    local state=""
+    # Preemption and an admin's requeue count a restart before they signal us; scancel and the
+    # time limit do not (the job state reads COMPLETING in every case, so it cannot tell).
+    local restarts=""
     if [[ -n ${SLURM_JOB_ID:-} ]]; then
-        state=$(scontrol show job -o "$SLURM_JOB_ID" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2 || true)
+        restarts=$(scontrol show job -o "$slurm_task" 2>/dev/null | grep -o 'Restarts=[0-9]*' | head -n1 | cut -d= -f2 || true)
     fi
     stop_pair
-    # scancel and the time limit end the job; anything else (preemption, an admin's requeue) brings it back.
-    case $state in
-        CANCELLED|TIMEOUT|"") mh_log "stopped (${state:-signal}): run left as the agent recorded it" ;;
-        *) mh_log "stopped by Slurm ($state): marking the run requeued"; mark_requeued ;;
-    esac
+    if [[ -n $restarts ]] && (( restarts > ${SLURM_RESTART_COUNT:-0} )); then
+        mh_log "stopped by Slurm for a requeue (restart $restarts): marking the run requeued"
+        mark_requeued
+    else
+        mh_log "stopped (scancel or time limit): the run keeps the status the agent recorded"
+    fi
     exit 143
 }
 trap stop_pair EXIT

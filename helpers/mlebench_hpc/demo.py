@@ -93,7 +93,7 @@ def _baselines(task: str) -> list[tuple[str, Callable[[], Any]]]:
         for c in (0.0001, 0.001, 0.01, 0.1, 1.0, 10.0):
             out.append((f"logistic C={c:g}", lambda c=c: scaled(LogisticRegression(C=c, max_iter=5000))))
         for d in (1, 2, 3, 5, 8, None):
-            out.append((f"tree depth={d}", lambda d=d: DecisionTreeClassifier(max_depth=d, random_state=SEED)))
+            out.append((f"tree depth={d}", lambda d=d: DecisionTreeClassifier(max_depth=d, random_state=0)))
     else:
         out.append(("constant mean", lambda: DummyRegressor(strategy="mean")))
         out.append(("constant median", lambda: DummyRegressor(strategy="median")))
@@ -102,7 +102,7 @@ def _baselines(task: str) -> list[tuple[str, Callable[[], Any]]]:
         for a in (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0):
             out.append((f"ridge alpha={a:g}", lambda a=a: scaled(Ridge(alpha=a))))
         for d in (1, 2, 3, 5, 8, None):
-            out.append((f"tree depth={d}", lambda d=d: DecisionTreeRegressor(max_depth=d, random_state=SEED)))
+            out.append((f"tree depth={d}", lambda d=d: DecisionTreeRegressor(max_depth=d, random_state=0)))
     return out
 
 

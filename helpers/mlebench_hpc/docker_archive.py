@@ -25,11 +25,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -59,21 +59,22 @@ class ArchiveInfo:
     skipped_devices: tuple[str, ...]
 
 
-class _HashingWriter(io.RawIOBase):
-    """File wrapper that hashes everything written through it (the layer's diff_id)."""
+class _HashingWriter:
+    """Write-only file object that hashes what passes through (the layer's diff_id) while it
+    streams to disk, so a large rootfs never sits in memory."""
 
-    def __init__(self, fh: io.BufferedWriter) -> None:
+    def __init__(self, fh: BinaryIO) -> None:
         self._fh = fh
         self.sha = hashlib.sha256()
         self.size = 0
 
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+    def write(self, b: bytes) -> int:
         self.sha.update(b)
         self.size += len(b)
         return self._fh.write(b)
+
+    def tell(self) -> int:
+        return self.size
 
 
 def _layer_filter(own_uid: int, own_gid: int, skipped: list[str]):
@@ -151,7 +152,9 @@ def write_docker_archive(rootfs: Path, out: Path, spec: ImageSpec | None = None)
         config_hex = hashlib.sha256(config).hexdigest()
         layer_id = diff_hex  # any 64-hex id works; the diff_id keeps it stable
         repo, version = spec.repo_and_version()
-        manifest = [{"Config": f"{config_hex}.json", "RepoTags": [spec.tag], "Layers": [f"{layer_id}/layer.tar"]}]
+        manifest = [
+            {"Config": f"{config_hex}.json", "RepoTags": [spec.tag], "Layers": [f"{layer_id}/layer.tar"]}
+        ]
         layer_json = {"id": layer_id, "created": image_config(spec, diff_hex)["created"], "os": "linux"}
         partial = Path(tmp) / "archive.tar"
         with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:

@@ -11,7 +11,6 @@ is how upstream pairs reports into seeds.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -236,7 +235,9 @@ def write_summaries(
     tmp.replace(md_path)
     written.append(md_path)
     png_path = out_dir / "summary.png"
-    if importlib.util.find_spec("matplotlib") is None:
+    try:
+        import matplotlib  # noqa: F401 - optional (report extra)
+    except ImportError:
         warn("matplotlib is not installed (pip install 'mlebench-hpc[report]'): summary.png skipped")
         return written
     plot_summary(reports, png_path, title=title)
@@ -296,7 +297,7 @@ def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
         anchor = list(th.values()) or scores or [0.0, 1.0]
         a_lo, a_hi = min(anchor), max(anchor)
         span = (a_hi - a_lo) or (abs(a_hi) * 0.1 or 1.0)
-        lim_lo, lim_hi = a_lo - 2.0 * span, a_hi + 2.0 * span
+        lim_lo, lim_hi = a_lo - 6.0 * span, a_hi + 6.0 * span
         shown = [min(max(s, lim_lo), lim_hi) for s in scores]
         lo, hi = min([a_lo, *shown]), max([a_hi, *shown])
         pad = (hi - lo) * 0.12 or span * 0.5
@@ -341,13 +342,14 @@ def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
                 marker = "o" if x == s else (">" if (x > s) == bool(lower) else "<")
                 ax.plot([x], [y], marker=marker, ms=6 if compact else 10, color=POINT_COLOURS[cls],
                         mec="black", mew=0.7, zorder=3)
-                if compact and x == s:
+                off = "" if x == s else " (off scale)"
+                if compact and not off:
                     continue
                 # label towards the middle of the panel, so it never runs into the seed names
                 frac = (x - lo) / (hi - lo)
                 on_right = (1 - frac if lower else frac) > 0.6
                 dx = -8 if on_right else 8
-                ax.annotate(f"{fmt_num(s)}  {cls}", (x, y), xytext=(dx, 0 if compact else 7),
+                ax.annotate(f"{fmt_num(s)}{off}  {cls}", (x, y), xytext=(dx, 0 if compact else 7),
                             textcoords="offset points", fontsize=7 if compact else 8.5,
                             va="center" if compact else "bottom", ha="right" if on_right else "left",
                             color="#222222")

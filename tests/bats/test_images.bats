@@ -28,6 +28,8 @@ img_list_files() {
     rm -f "$part"
 }
 
+bats_require_minimum_version 1.5.0
+
 setup_file() {
     img_require_apptainer
     export ROOT
@@ -53,8 +55,8 @@ setup_file() {
         python3 /opt/mlebench-hpc/run_grading_server.py --competition-id "$COMP" \
         --data-dir /private/data --host 127.0.0.1 --port 0 --url-file /state/url >"$T/server.log" 2>&1 &
     echo $! >"$T/server.pid"
-    local i
-    for i in $(seq 1 150); do [[ -s $T/state/url ]] && break; sleep 0.2; done
+    local _
+    for _ in $(seq 1 150); do [[ -s $T/state/url ]] && break; sleep 0.2; done
     [[ -s $T/state/url ]] || { cat "$T/server.log" >&2; return 1; }
     export URL
     URL=$(cat "$T/state/url")
@@ -240,21 +242,27 @@ print(sys.version.split()[0], pandas.__version__)'
 
 @test "as an ordinary user: the agent runs, writes only its bound dirs, the image stays read-only" {
     [[ $(id -u) == 0 ]] || skip "needs root to switch to an ordinary user"
-    local run=$BATS_TEST_TMPDIR/userrun
+    # a directory the ordinary user can traverse (the test tmp dirs and ~root are private)
+    local base run
+    base=$(mktemp -d /tmp/mlebench-hpc-usertest.XXXXXX)
+    chmod 0755 "$base"
+    cp "$AGENT" "$base/agent.sif"
+    run=$base/run
     mkdir -p "$run"/{submission,logs,code,scratch}
     chmod -R 0777 "$run"
-    chmod 0755 "$BATS_TEST_TMPDIR"
-    run runuser -u nobody -- apptainer exec --contain --cleanenv --no-home --pid --workdir "$run/scratch" \
+    run runuser -u nobody -- apptainer exec --contain --cleanenv --no-home --pid --workdir "$run/scratch" --pwd /home \
         --bind "$run/submission:/home/submission" --bind "$run/logs:/home/logs" --bind "$run/code:/home/code" \
-        --env GRADING_SERVER="$URL" --env TIME_LIMIT_SECS=30 "$AGENT" /opt/mlebench-hpc/entrypoint_hpc.sh sh -c '
+        --env GRADING_SERVER="$URL" --env TIME_LIMIT_SECS=30 "$base/agent.sif" /opt/mlebench-hpc/entrypoint_hpc.sh sh -c '
             id -u; echo x > /home/submission/ok.txt; echo y > /tmp/ok.txt
-            for p in /home/agent/x /home/x /opt/x /x; do (echo z > "$p") 2>/dev/null && echo "WROTE $p"; done; true'
+            for p in /home/agent/x /home/x /opt/x /x; do (echo z > "$p") 2>/dev/null && echo "WROTE:$p"; done; true'
     echo "$output"
+    local owner=""
+    [[ -f $run/logs/entrypoint.log ]] && owner=$(stat -c %u "$run/logs/entrypoint.log")
+    rm -rf "$base"
     [ "$status" -eq 0 ]
     [[ $output == *65534* ]]
-    [[ $output != *WROTE* ]]
-    [ -f "$run/submission/ok.txt" ]
-    [ "$(stat -c %u "$run/logs/entrypoint.log")" = 65534 ]
+    [[ $output != *WROTE:/* ]]
+    [ "$owner" = 65534 ]
 }
 
 @test "dummy agent without a container (AGENT_HOME), against the containerised server" {
@@ -287,7 +295,8 @@ print(sys.version.split()[0], pandas.__version__)'
     tar -tf "$BATS_TEST_TMPDIR/x.tar" | grep -qx manifest.json
     run apptainer build --force "$BATS_TEST_TMPDIR/x.sif" "docker-archive://$BATS_TEST_TMPDIR/x.tar"
     [ "$status" -eq 0 ]
-    run apptainer exec --contain --no-home "$BATS_TEST_TMPDIR/x.sif" sh -c 'read -r m </etc/marker; echo "$m $MARKER"'
+    run --separate-stderr apptainer exec --contain --no-home "$BATS_TEST_TMPDIR/x.sif" \
+        sh -c 'read -r m </etc/marker; echo "$m $MARKER"'
     [ "$status" -eq 0 ]
     [ "$output" = "archive-ok from-image-config" ]
 }

@@ -6,18 +6,17 @@
 # would catch the leak. The grading server is a real server in the real grading image, run by
 # the same user, as on a cluster; the answers carry distinctive values so a leak is recognisable.
 
-if [[ -f $BATS_TEST_DIRNAME/helpers.bash ]]; then load helpers; fi
+bats_require_minimum_version 1.5.0
+load helpers
 
 setup_file() {
     export ROOT
     ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
     export CLI=${MH_TEST_CLI:-$ROOT/.venv/bin/mlebench-hpc}
     local images=${MH_TEST_IMAGE_DIR:-$HOME/.cache/mlebench-hpc/images}
-    if ! command -v apptainer >/dev/null; then
-        skip_or_fail "apptainer is not installed: make cluster-up (root) or module load apptainer"
-    fi
+    require_apptainer
     if [[ ! -f $images/mlebench-grading.sif || ! -f $images/agent-dummy.sif ]]; then
-        skip_or_fail "images missing in $images: run make sif"
+        _unavailable "agent and grading images" MLEBENCH_REQUIRE_APPTAINER "images missing in $images: run make sif"
     fi
     # The agent user: an ordinary user, made when we are root (as in CI), else ourselves.
     if (( EUID == 0 )); then
@@ -117,14 +116,15 @@ PY
 teardown_file() {
     local t p
     t=$(cat "$BATS_FILE_TMPDIR/tdir" 2>/dev/null) || return 0
-    for p in "$t/server.pid" "$t/jobstep.pid"; do
-        # setsid made each its own process group: stop exactly that group
-        [[ -f $p ]] && kill -TERM -- "-$(cat "$p")" 2>/dev/null
+    local groups=() g i
+    for p in "$t/server.pid" "$t/jobstep.pid"; do [[ -f $p ]] && groups+=("$(cat "$p")"); done
+    # setsid made each its own process group: stop exactly those groups, KILL after 10 s
+    for g in "${groups[@]}"; do kill -TERM -- "-$g" 2>/dev/null; done
+    for i in $(seq 1 100); do
+        for g in "${groups[@]}"; do kill -0 -- "-$g" 2>/dev/null && break; done || break
+        sleep 0.1
     done
-    sleep 1
-    for p in "$t/server.pid" "$t/jobstep.pid"; do
-        [[ -f $p ]] && kill -KILL -- "-$(cat "$p")" 2>/dev/null
-    done
+    for g in "${groups[@]}"; do kill -KILL -- "-$g" 2>/dev/null; done
     if [[ -n ${AGENT_HOME:-} && -d $AGENT_HOME ]]; then
         rm -rf "$AGENT_HOME/.kaggle" "$AGENT_HOME/mhleak-home-secret.txt"
         [[ -e $AGENT_HOME/.kaggle.mhleak-saved ]] && mv "$AGENT_HOME/.kaggle.mhleak-saved" "$AGENT_HOME/.kaggle"
@@ -133,18 +133,13 @@ teardown_file() {
     return 0
 }
 
-skip_or_fail() {
-    # CI must run every leak test: a missing prerequisite there is a failure, not a skip.
-    if [[ -n ${CI:-} ]]; then fail_setup "$1"; fi
-    skip "$1"
-}
 fail_setup() { echo "leak test setup: $1" >&2; return 1; }
 
 # The command runs as the agent user with the host user's environment (plus a planted secret).
 as_user_cmd() {
     local envs=(PATH=/usr/local/bin:/usr/bin:/bin HOME="$AGENT_HOME" USER="$AGENT_USER"
         LOGNAME="$AGENT_USER" LEAK_HOST_SECRET="$HOST_SECRET")
-    if (( EUID == 0 )); then
+    if (( EUID == 0 )) && [[ -z ${AS_ROOT:-} ]]; then
         runuser -u "$AGENT_USER" -- env -i "${envs[@]}" "$@"
     else
         env -i "${envs[@]}" "$@"
@@ -195,9 +190,9 @@ in_agent() {
 }
 
 @test "private dir by its host path: unreachable (control: without --contain it is readable)" {
-    run in_agent -- sh -c "cat '$PRIV/test.csv'; ls -la '$PRIV' '$DATA_DIR'"
+    run in_agent -- sh -c "cat '$PRIV/test.csv' 2>/dev/null; ls -A '$PRIV' '$DATA_DIR' 2>/dev/null"
     [[ $output != *"$MARKER"* ]]
-    [[ $output != *test.csv* ]]
+    [[ $output != *test.csv* && $output != *"$COMP"* ]]
     [ "$status" -ne 0 ]
     run in_agent --drop --contain -- sh -c "cat '$PRIV/test.csv'"
     [ "$status" -eq 0 ]
@@ -221,12 +216,17 @@ done"
     [[ $output == *"$MARKER"* ]]
 }
 
-@test "host \$HOME and ~/.kaggle/kaggle.json: unreachable (control: without --no-home readable)" {
-    run in_agent -- sh -c "cat '$AGENT_HOME/.kaggle/kaggle.json' '$AGENT_HOME/mhleak-home-secret.txt'; \
-        cat ~/.kaggle/kaggle.json; ls -la '$AGENT_HOME' ~ 2>&1; grep -rs '$KAGGLE_SECRET' /home /root"
+@test "host \$HOME and ~/.kaggle/kaggle.json: unreachable (control: without --no-home and --contain readable)" {
+    run in_agent -- sh -c "exec 2>/dev/null; cat '$AGENT_HOME/.kaggle/kaggle.json' '$AGENT_HOME/mhleak-home-secret.txt'; \
+        cat ~/.kaggle/kaggle.json; ls -A '$AGENT_HOME' ~; grep -rs '$KAGGLE_SECRET' /home /root"
     [[ $output != *"$KAGGLE_SECRET"* ]]
     [[ $output != *mhleak-home-secret* ]]
+    # --contain alone gives an empty $HOME and --no-home alone mounts none: both must go for a leak
     run in_agent --drop --no-home -- sh -c "cat '$AGENT_HOME/.kaggle/kaggle.json'"
+    [[ $output != *"$KAGGLE_SECRET"* ]]
+    run in_agent --drop --contain -- sh -c "cat '$AGENT_HOME/.kaggle/kaggle.json'"
+    [[ $output != *"$KAGGLE_SECRET"* ]]
+    run in_agent --drop --no-home --drop --contain -- sh -c "cat '$AGENT_HOME/.kaggle/kaggle.json'"
     [ "$status" -eq 0 ]
     [[ $output == *"$KAGGLE_SECRET"* ]]
 }
@@ -242,10 +242,14 @@ done"
 }
 
 @test "/proc/<pid>/root and environ of the grading server and the job step: unreachable (control: without --pid readable)" {
+    # Two users run the attack: the agent user (unprivileged apptainer: its own user namespace, which
+    # on Linux 6.x already denies /proc/<pid>/{root,environ} of the same user's processes outside it,
+    # with or without --pid), and root, as CI's jobs and setuid installs run (no user namespace:
+    # --pid is the only barrier, so the control without it must read the answers).
     # host pids of the server's processes and of the job-step stand-in
     local pids="" d
     for d in /proc/[0-9]*; do
-        if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -q "run_grading_server.*$T\|$T.*run_grading_server"; then
+        if tr '\0' ' ' 2>/dev/null <"$d/cmdline" | grep -q "run_grading_server.*$T\|$T.*run_grading_server"; then
             pids="$pids ${d#/proc/}"
         fi
     done
@@ -255,6 +259,7 @@ done"
     attack=$(cat <<EOF
 import glob, os
 targets = set("$pids".split())
+me = str(os.getpid())
 for d in glob.glob("/proc/[0-9]*"):
     try:
         cmd = open(d + "/cmdline", "rb").read()
@@ -262,7 +267,7 @@ for d in glob.glob("/proc/[0-9]*"):
         continue
     if b"run_grading_server" in cmd or b"sleep" in cmd:
         targets.add(d.split("/")[-1])
-for pid in sorted(targets):
+for pid in sorted(targets - {me}):
     base = "/proc/" + pid
     for path in (base + "/environ", base + "/root/private/data/$COMP/prepared/private/test.csv",
                  base + "/root$PRIV/test.csv", base + "/cwd/../data/$COMP/prepared/private/test.csv"):
@@ -278,6 +283,13 @@ EOF
     [[ $output != *"$HOST_SECRET"* ]]
     [[ $output != *READ* ]]
     run in_agent --drop --pid -- python3 -c "$attack"
+    [[ $output != *"$MARKER"* ]]
+    (( EUID == 0 )) || skip "the control needs root (no user namespace); CI runs it"
+    AS_ROOT=1 run in_agent -- python3 -c "$attack"
+    [[ $output != *"$MARKER"* ]]
+    [[ $output != *"$HOST_SECRET"* ]]
+    [[ $output != *READ* ]]
+    AS_ROOT=1 run in_agent --drop --pid -- python3 -c "$attack"
     [[ $output == *"$MARKER"* ]]
     [[ $output == *"$HOST_SECRET"* ]]
 }
@@ -293,13 +305,16 @@ for p in /private/data/$C/prepared/private/test.csv /$C/prepared/private/test.cs
     printf '%s ' "GET $p"; curl -s --path-as-is -o /tmp/body -w '%{http_code}\n' "$U$p"; cat /tmp/body; echo
 done
 printf 'GET /validate '; curl -s -w ' %{http_code}\n' "$U/validate"
-printf 'POST other competition '; curl -s -w ' %{http_code}\n' -F "file=@/home/data/sample_submission.csv" \
-    -F "competition_id=$O" "$U/validate?competition_id=$O"
+printf 'POST other competition '; curl -s -w ' %{http_code}\n' -F "file=@/home/submission/other.csv" \
+    -F "competition_id=$O" "$U/validate?competition_id=$O&competition=$O"
 printf 'POST path traversal filename '; curl -s -w ' %{http_code}\n' \
     -F "file=@/home/data/sample_submission.csv;filename=../../private/data/$C/prepared/private/test.csv" "$U/validate"
 EOF
 )
+    cp "$T/data/$OTHER_COMP/prepared/public/sample_submission.csv" "$RUN/submission/other.csv"
+    chown "$AGENT_USER:" "$RUN/submission/other.csv"
     run in_agent -- env C="$COMP" O="$OTHER_COMP" U="$URL" sh -c "$probe"
+    rm -f "$RUN/submission/other.csv"
     echo "$output"
     [ "$status" -eq 0 ]
     [[ $output != *"$MARKER"* ]]
@@ -311,7 +326,8 @@ EOF
     grep -q '^GET /validate .*405$' <<<"$output"
     # /health names this server's competition whatever is asked; the other competition is refused
     grep -A1 '^GET /health?' <<<"$output" | grep -q "\"competition\": *\"$COMP\""
-    grep '^POST other competition' <<<"$output" | grep -qv '"valid": *true'
+    # the server grades only its own competition: the other one's submission is invalid here
+    grep '^POST other competition' <<<"$output" | grep -q '"valid": *false'
     # Control: the same probe against a plain file server over the data dir reads the answers.
     local port=$(( 20000 + RANDOM % 20000 ))
     (cd "$T" && exec setsid bash -c 'as_user_cmd "$@"' _ python3 -m http.server "$port" --bind 127.0.0.1 \
@@ -418,11 +434,12 @@ PY
     grep -q "$API_KEY" "$T/ps.out"
 }
 
-@test "integrity record: ok with the production flags, not ok when --pid or --cleanenv is dropped" {
+@test "integrity record: ok with the production flags, not ok when --pid, --cleanenv or --contain is dropped" {
     # shellcheck source=scripts_hpc/lib.sh
     source "$ROOT/scripts_hpc/lib.sh"
     mh_agent_cmd "$COMP" "$RUN" "$URL" 2>/dev/null
-    # Run mh_integrity_check as the agent user, in a shell like the job's.
+    # mh_integrity_check in a shell like the job's, as the user who runs the jobs (this user:
+    # the helpers' venv may live where the agent user cannot read it).
     local driver="source '$ROOT/scripts_hpc/lib.sh'; mh_agent_cmd '$COMP' '$RUN' '$URL' 2>/dev/null
         kept=(); for a in \"\${MH_CMD[@]}\"; do [[ \$a == \"\$DROP\" ]] || kept+=(\"\$a\"); done
         MH_CMD=(\"\${kept[@]}\"); mh_integrity_check '$COMP' '$RUN' '$URL'"
@@ -430,7 +447,7 @@ PY
         MH_AGENT_SECS AGENT_CMD AGENT_ENV_FILE SCRATCH_DIR MLEBENCH_DIR APPTAINER_EXTRA_FLAGS)
     local envs=() k
     for k in "${keep[@]}"; do envs+=("$k=${!k}"); done
-    run as_user env "${envs[@]}" DROP=--no-such-flag bash -c "$driver"
+    run env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$HOME" "${envs[@]}" DROP=--no-such-flag bash -c "$driver"
     echo "$output"
     [ "$status" -eq 0 ]
     python3 - "$RUN/metadata.json" <<'PY'
@@ -445,13 +462,13 @@ assert all(not p["reachable"] for p in rec["paths"]) and rec["paths"], rec
 assert rec["processes"]["host_process_visible"] is False
 assert m["apptainer_version"] == rec["apptainer_version"]
 PY
-    run as_user env "${envs[@]}" DROP=--pid bash -c "$driver"
+    run env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$HOME" "${envs[@]}" DROP=--pid bash -c "$driver"
     [ "$status" -ne 0 ]
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["integrity"]; assert r["ok"] is False and r["processes"]["host_process_visible"], r' "$RUN/metadata.json"
-    run as_user env "${envs[@]}" DROP=--cleanenv bash -c "$driver"
+    run env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$HOME" "${envs[@]}" DROP=--cleanenv bash -c "$driver"
     [ "$status" -ne 0 ]
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["integrity"]; assert r["ok"] is False and r["canary_visible"], r' "$RUN/metadata.json"
-    run as_user env "${envs[@]}" DROP=--contain bash -c "$driver"
+    run env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$HOME" "${envs[@]}" DROP=--contain bash -c "$driver"
     [ "$status" -ne 0 ]
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["integrity"]; assert r["ok"] is False and any(p["reachable"] for p in r["paths"]), r' "$RUN/metadata.json"
 }

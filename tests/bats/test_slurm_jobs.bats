@@ -6,7 +6,7 @@
 load helpers
 
 setup_file() {
-    require_slurm_file
+    require_slurm
     export ROOT=$BATS_TEST_DIRNAME/../..
     ROOT=$(cd "$ROOT" && pwd)
     export CLI=$ROOT/.venv/bin/mlebench-hpc
@@ -83,7 +83,7 @@ wait_url() {
     [ "$output" -ge 1 ]
     # overlays rewrote every localhost:5000 and the agent validated against the real URL
     url=$(cat "$T/runs/.state/${COMP}_$g/url")
-    run grep -rl 'localhost:5000' "$run_dir/overlay" --exclude-dir=.src
+    run grep -rl 'localhost:5000' "$run_dir/overlay"
     assert_failure
     run grep -rl "$url" "$run_dir/overlay"
     assert_success
@@ -108,7 +108,7 @@ wait_url() {
     [ "$output" -ge 1 ]
     run_dir=$(sed -n 's/^MLEBENCH_RUN_DIR=//p' "$T/het-$j.out")
     [ -f "$run_dir/submission/submission.csv" ]
-    run grep -rl 'localhost:5000' "$run_dir/overlay" --exclude-dir=.src
+    run grep -rl 'localhost:5000' "$run_dir/overlay"
     assert_failure
     run python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(m['exit_code'], m['status'])" "$run_dir/metadata.json"
     assert_output "0 finished"

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from mlebench_hpc.grading import CompetitionNotPrepared, UnknownCompetition, backend_info, load_competition
 from mlebench_hpc.grading.competitions import DEMO_SPECS, SKIPPED, CompetitionSpec, specs
 
@@ -107,7 +106,9 @@ def make_submission(spec: CompetitionSpec, answers: pd.DataFrame, rng: np.random
     return pd.DataFrame(sub)
 
 
-def write_competition(data_dir: Path, spec: CompetitionSpec, n: int = 300, seed: int = 0) -> tuple[Path, Path]:
+def write_competition(
+    data_dir: Path, spec: CompetitionSpec, n: int = 300, seed: int = 0
+) -> tuple[Path, Path]:
     rng = np.random.default_rng(seed)
     answers = make_answers(spec, n, rng)
     ans_path = data_dir / spec.competition_id / "prepared" / "private" / spec.answers
@@ -144,9 +145,7 @@ def upstream_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("no upstream MLE-bench source (set MLEBENCH_DIR to a checkout)")
     dest = tmp_path_factory.mktemp("upstream")
     archive = dest / "src.tar"
-    subprocess.run(
-        ["git", "-C", str(MIRROR), "archive", "-o", str(archive), "HEAD", "mlebench"], check=True
-    )
+    subprocess.run(["git", "-C", str(MIRROR), "archive", "-o", str(archive), "HEAD", "mlebench"], check=True)
     with tarfile.open(archive) as tar:
         tar.extractall(dest, filter="data")
     return dest

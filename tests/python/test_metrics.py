@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from mlebench_hpc.grading import metrics
 
 sk = pytest.importorskip("sklearn.metrics")

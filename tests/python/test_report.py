@@ -164,10 +164,13 @@ def test_find_run_dirs_nested_and_not_inside_runs(tmp_path: Path) -> None:
     (tmp_path / "grading_report.json").write_text("{}")
     assert find_run_dirs(tmp_path) == [a, b]
     assert find_run_dirs(a) == [a]  # a run directory itself
+    make_run(tmp_path, "g3/c_1", {**meta, "seed": ""}, None)  # the scripts write "" outside sweeps
+    make_run(tmp_path, "g3/c_2", {**meta, "seed": "2"}, None)
     bad = make_run(tmp_path, "g2/bad", {"no": "competition"}, None)
     warnings: list[str] = []
     specs = specs_from_dir(tmp_path, DirResolver(data_dir=tmp_path), warnings.append)
-    assert [s.run_dir for s in specs] == [a, b]
+    assert [s.run_dir for s in specs] == [a, b, tmp_path / "g3/c_1", tmp_path / "g3/c_2"]
+    assert [s.seed for s in specs[2:]] == [None, 2]
     assert len(warnings) == 1 and str(bad) in warnings[0] and "competition_id" in warnings[0]
     assert specs[0].submission_path == a / "submission" / "submission.csv"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,26 @@ def test_written_files(tmp_path: Path) -> None:
     assert "| a | 3 | 3 | 1 | 1 | 0 | 2 | 3 | 0.8 ± 0.10408 (n=3) | 0.9 | 0.8 | 0.7 | 0.5 | higher |" in md
     png = (tmp_path / "summary.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_nothing_graded_still_writes_files(tmp_path: Path) -> None:
+    """An unprepared competition: no scores, no thresholds, direction unknown."""
+    r = rep("c", 0, None)
+    r.update(gold_threshold=None, silver_threshold=None, bronze_threshold=None, median_threshold=None,
+             is_lower_better=None, thresholds_source=None)
+    paths = write_summaries([r], tmp_path, title="t", warn=pytest.fail)
+    assert len(paths) == 3
+    md = (tmp_path / "summary.md").read_text()
+    assert "| c | 1 | 0 | 0 | 0 | 0 | 0 | 0 | - | - | - | - | - | ? | - |" in md
+    assert "**Any medal: 0.00% ± n/a** (1 seeds)" in md
+
+
+def test_png_skipped_with_one_warning_without_matplotlib(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
+    warnings: list[str] = []
+    paths = write_summaries(REPORTS, tmp_path, title="t", warn=warnings.append)
+    assert [p.name for p in paths] == ["summary.csv", "summary.md"]
+    assert len(warnings) == 1 and "matplotlib" in warnings[0] and "summary.png skipped" in warnings[0]
+    assert not (tmp_path / "summary.png").exists()

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from mlebench_hpc.grading import GradingSetupError, Thresholds, load_competition, medal_flags, rank_thresholds
 from mlebench_hpc.grading.thresholds import find_thresholds, medal_positions, read_leaderboard
 
@@ -84,7 +83,9 @@ def test_gold_excludes_silver_and_bronze() -> None:
 
 def _write_board(path: Path, scores: list[float]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"teamName": [f"t{i}" for i in range(len(scores))], "score": scores}).to_csv(path, index=False)
+    pd.DataFrame({"teamName": [f"t{i}" for i in range(len(scores))], "score": scores}).to_csv(
+        path, index=False
+    )
 
 
 def test_upstream_leaderboard_wins_over_data_dir(tmp_path: Path) -> None:
@@ -111,7 +112,9 @@ def test_git_lfs_pointer_is_a_clear_error(tmp_path: Path) -> None:
         read_leaderboard(path, "spaceship-titanic")
     msg = str(err.value)
     assert "\n" not in msg
-    assert msg.startswith("leaderboard for spaceship-titanic is a Git LFS pointer: run `git lfs pull` in MLEBENCH_DIR")
+    assert msg.startswith(
+        "leaderboard for spaceship-titanic is a Git LFS pointer: run `git lfs pull` in MLEBENCH_DIR"
+    )
     with pytest.raises(GradingSetupError, match="Git LFS pointer"):
         find_thresholds("spaceship-titanic", tmp_path / "data", tmp_path / "mle")
 
@@ -123,6 +126,7 @@ def test_leaderboard_without_score_column(tmp_path: Path) -> None:
         read_leaderboard(path, "x")
 
 
-def test_unknown_thresholds_without_any_leaderboard(tmp_path: Path) -> None:
+def test_unknown_thresholds_without_any_leaderboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLEBENCH_DIR", raising=False)
     comp = load_competition("spaceship-titanic", tmp_path, need_answers=False)
     assert comp.thresholds() is None  # nothing shipped: unknown, no medal claimed

@@ -33,6 +33,17 @@ def _warn(msg: str) -> None:
     click.echo(f"warning: {msg}", err=True)
 
 
+def _import_plotting() -> None:
+    """Pay matplotlib's import (about half a second) while workers grade."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+    except Exception:  # missing or broken: write_summaries says so later
+        pass
+
+
 @click.command("grade")
 @click.argument("run_dir", required=False, type=click.Path(path_type=Path, file_okay=False))
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False),
@@ -61,7 +72,11 @@ def grade_cmd(
     strict: bool,
 ) -> None:
     """Grade RUN_DIR (a run directory, or any directory holding run directories at any depth)
-    and write RUN_DIR/grading_report.json with upstream MLE-bench's keys, plus summaries."""
+    and write RUN_DIR/grading_report.json with upstream MLE-bench's keys, plus summaries.
+
+    Exit status: 0 when at least one run was graded (missing and invalid submissions are
+    results); 2 when nothing could be graded (e.g. competition not prepared) or no run was
+    found; 1 with --strict when any run could not be graded."""
     from mlebench_hpc.config import ConfigError
 
     if (run_dir is None) == (submissions is None):
@@ -93,11 +108,17 @@ def grade_cmd(
     from mlebench_hpc.grading import backend_info
 
     n_jobs = jobs or default_jobs(len(specs))
-    results = grade_runs(specs, jobs=n_jobs, progress=progress)
+    meanwhile = _import_plotting if summary else None
+    results = grade_runs(specs, jobs=n_jobs, progress=progress, meanwhile=meanwhile)
     reports = [r.report for r in results]
     group = aggregate(reports, backend_info())
     report_path = out_dir / REPORT_NAME
-    write_json_atomic(report_path, group)
+    try:
+        write_json_atomic(report_path, group)
+    except OSError as exc:
+        click.echo(format_table(reports, root))  # the results are not lost with the file
+        raise click.ClickException(f"cannot write {report_path} ({exc.strerror}): "
+                                   "give a writable --output-dir") from None
 
     click.echo(format_table(reports, root))
     click.echo("")

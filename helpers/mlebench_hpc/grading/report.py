@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -157,6 +158,17 @@ def _read_metadata(run_dir: Path) -> dict[str, Any]:
     return data
 
 
+def normalize_seed(seed: Any) -> Any:
+    """The scripts record seeds as strings ("" outside a sweep): "" -> None, "3" -> 3."""
+    if isinstance(seed, str):
+        seed = seed.strip()
+        if not seed:
+            return None
+        if seed.lstrip("-").isdigit():
+            return int(seed)
+    return seed
+
+
 def specs_from_dir(root: Path, dirs: DirResolver, warn: Callable[[str], None]) -> list[RunSpec]:
     """One RunSpec per run directory under root; unreadable metadata is warned about and skipped."""
     specs: list[RunSpec] = []
@@ -173,7 +185,7 @@ def specs_from_dir(root: Path, dirs: DirResolver, warn: Callable[[str], None]) -
                 data_dir=dirs.data_dir(meta),
                 mlebench_dir=dirs.mlebench_dir(),
                 run_dir=run_dir,
-                seed=meta.get("seed"),
+                seed=normalize_seed(meta.get("seed")),
                 isolation=meta.get("integrity"),
             )
         )
@@ -207,7 +219,7 @@ def specs_from_jsonl(path: Path, dirs: DirResolver) -> list[RunSpec]:
                 submission_path=sub,
                 data_dir=dirs.data_dir(obj),
                 mlebench_dir=dirs.mlebench_dir(),
-                seed=obj.get("seed"),
+                seed=normalize_seed(obj.get("seed")),
             )
         )
     return specs
@@ -361,6 +373,7 @@ class _Progress:
         try:
             from tqdm import tqdm
 
+            tqdm.monitor_interval = 0  # no monitor thread: worker processes are forked after this
             self._bar = tqdm(total=total, desc="grading", unit="run", file=sys.stderr, disable=None)
         except ImportError:
             self._bar = None
@@ -385,12 +398,29 @@ def _size(path: Path) -> int:
         return 0
 
 
+def usable_cpus() -> int:
+    """CPUs this process may use (a Slurm allocation's, not the whole node's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def default_jobs(n_runs: int) -> int:
-    return max(1, min(os.cpu_count() or 1, n_runs))
+    return max(1, min(usable_cpus(), n_runs))
 
 
-def grade_runs(specs: list[RunSpec], jobs: int | None = None, progress: bool = True) -> list[GradedRun]:
-    """Grade every spec, in order, with `jobs` worker processes (1 = in this process)."""
+def grade_runs(
+    specs: list[RunSpec],
+    jobs: int | None = None,
+    progress: bool = True,
+    meanwhile: Callable[[], None] | None = None,
+) -> list[GradedRun]:
+    """Grade every spec, in order, with `jobs` worker processes (1 = in this process).
+
+    `meanwhile` runs in a thread of this (otherwise idle) process once the workers exist, e.g. to
+    import the plotting library while the slowest run is still being graded.
+    """
     n = len(specs)
     jobs = default_jobs(n) if jobs is None else max(1, min(jobs, n or 1))
     bar = _Progress(n, progress)
@@ -407,17 +437,24 @@ def grade_runs(specs: list[RunSpec], jobs: int | None = None, progress: bool = T
             # takes about its slowest run, the small ones filling the other workers meanwhile.
             # Each worker caches the answers it parsed, so each is parsed at most once per worker.
             order = sorted(range(n), key=lambda i: (-_size(specs[i].submission_path), _key(specs[i])))
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
+            # fork (Linux): workers inherit the imported engine instead of importing it again
+            ctx = multiprocessing.get_context("fork") if sys.platform == "linux" else None
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
                 futures: dict[Future[GradedRun], int] = {pool.submit(grade_run, specs[i]): i for i in order}
+                helper = threading.Thread(target=meanwhile, daemon=True) if meanwhile else None
+                if helper is not None:
+                    helper.start()  # after the fork: workers never inherit this thread
                 for fut in as_completed(futures):
                     i = futures[fut]
                     try:
                         results[i] = fut.result()
-                    except (BrokenProcessPool, Exception) as exc:  # e.g. a worker OOM-killed
+                    except Exception as exc:  # e.g. BrokenProcessPool: a worker was OOM-killed
                         report = empty_report(specs[i])
                         report["error"] = one_line(f"grading worker failed ({type(exc).__name__}): {exc}")
                         results[i] = GradedRun(report, graded=False)
                     bar.update()
+                if helper is not None:
+                    helper.join()
     finally:
         bar.close()
     return [r for r in results if r is not None]

@@ -1,0 +1,199 @@
+#!/usr/bin/env bats
+# Each @test runs in its own subshell by design: a test's exports are meant to stay in it.
+# $SB holds several sbatch options and is split on purpose.
+# shellcheck disable=SC2030,SC2031,SC2086
+# Sweeps on the real local Slurm (make cluster-up): one array of (competition, seed) tasks, each
+# running its own grading server and agent. The concurrency cap is read from squeue while the
+# array runs; cancel + re-run, and a time-out + requeue, are done for real.
+
+load helpers
+
+setup_file() {
+    require_slurm
+    export CLI=$REPO_ROOT/.venv/bin/mlebench-hpc
+    export SUBMIT=$REPO_ROOT/scripts_hpc/submit_sweep.sh
+    export T=$BATS_FILE_TMPDIR
+    # unique group names: other test runs may share this cluster
+    export SFX=$$
+    "$CLI" prepare-demo --data-dir "$T/data" >"$T/demo.txt"
+    [[ $(wc -l <"$T/demo.txt") -ge 2 ]]
+    local images=${MH_TEST_IMAGE_DIR:-$HOME/.cache/mlebench-hpc/images}
+    if command -v apptainer >/dev/null && [[ -f $images/mlebench-grading.sif && -f $images/agent-dummy.sif ]]; then
+        export MLEBENCH_HPC_RUNTIME=apptainer
+    else
+        export MLEBENCH_HPC_RUNTIME=none
+    fi
+    base() {
+        cat <<EOF
+DATA_DIR="$T/data"
+GRADING_SIF="$images/mlebench-grading.sif"
+AGENT_SIF="$images/agent-dummy.sif"
+OUTPUT_BASE="$T/runs"
+TIME_LIMIT_SECS=300
+TIME_MARGIN_SECS=10
+EOF
+    }
+    # the dummy agent after a pause, so that tasks overlap and squeue can see them run
+    { base; echo 'AGENT_CMD="sleep 3 && /home/agent/start.sh"'; } >"$T/sweep.env"
+    { base; echo 'AGENT_CMD="sleep 8 && /home/agent/start.sh"'; } >"$T/slow.env"
+    # first attempt: leaves files and hangs until the time limit; a later attempt finds them and submits
+    { base; echo 'AGENT_CMD="if [ -f /home/code/attempt1 ]; then cp /home/code/attempt1 /home/logs/attempt2.txt && cp /home/data/sample_submission.csv /home/submission/submission.csv; else echo attempt1 > /home/code/attempt1 && echo partial > /home/logs/attempt1.txt && sleep 600; fi"'; } >"$T/requeue.env"
+    export MLEBENCH_HPC_CONFIG=$T/sweep.env
+    # small tasks, no GPU: up to 8 could run at once on the two test nodes, so the cap is what limits
+    export SB="--gres=none --cpus-per-task=1 --mem=1G --time=10"
+}
+
+teardown_file() {
+    local g
+    for g in all resume requeue dry bad; do
+        scancel --name="mlebench-sweep-bats$SFX-$g" 2>/dev/null || true
+    done
+}
+
+# job id from submit_sweep.sh's output
+job_of() { sed -n 's/^submitted array job \([0-9]*\).*/\1/p' <<<"$1"; }
+
+# wait (bounded) until no task of the array is queued
+wait_array() {
+    local job=$1 limit=${2:-240} start=$SECONDS
+    while squeue -h -j "$job" 2>/dev/null | grep -q .; do
+        (( SECONDS - start < limit )) || { echo "array $job still queued after ${limit}s" >&2; squeue -r -j "$job" >&2; return 1; }
+        sleep 0.5
+    done
+}
+
+# number of runs of a group whose metadata says finished
+finished_runs() { grep -l '"status": "finished"' "$1"/*/metadata.json 2>/dev/null | wc -l; }
+
+@test "sweep of the demo competitions x 2 seeds: never more than --max-parallel 2 running, all valid" {
+    local g=bats$SFX-all start=$SECONDS
+    run bash "$SUBMIT" --competitions "$T/demo.txt" --seeds 2 --max-parallel 2 --group "$g" -- $SB
+    assert_success
+    assert_output --partial "4 tasks, at most 2 at once"
+    assert_output --partial "group dir: $T/runs/$g"
+    job=$(job_of "$output")
+    [[ -n $job ]]
+    max=0 capped=0
+    while squeue -h -j "$job" 2>/dev/null | grep -q .; do
+        n=$(squeue -h -r -j "$job" -t RUNNING 2>/dev/null | wc -l)
+        (( n > max )) && max=$n
+        squeue -h -r -j "$job" -t PENDING -o '%r' 2>/dev/null | grep -q JobArrayTaskLimit && capped=1
+        (( SECONDS - start < 240 )) || { echo "sweep not done after 240s" >&2; false; }
+        sleep 0.3
+    done
+    echo "# sweep of 4 tasks: $((SECONDS - start))s wall, at most $max running, cap seen: $capped" >&3
+    (( max >= 1 && max <= 2 ))
+    run "$CLI" status "$T/runs/$g"
+    assert_success
+    echo "$output"
+    [[ $(grep -c 'finished (exit 0, submission present)' <<<"$output") == 4 ]]
+    for f in "$T/runs/$g"/*/logs/validation_verdict.json; do grep -q '"valid": true' "$f"; done
+    [[ $(find "$T/runs/$g" -mindepth 1 -maxdepth 1 -type d -name "*_${job}_*" | wc -l) == 4 ]]
+    run "$CLI" grade "$T/runs/$g" --no-summary
+    assert_success
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["total_runs"] == 4 and r["total_valid_submissions"] == 4, r' \
+        "$T/runs/$g/grading_report.json"
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert len(s["tasks"]) == 4 and s["submissions"][0]["array_job_id"] == sys.argv[2], s' \
+        "$T/runs/$g/sweep.json" "$job"
+}
+
+@test "cancelled half-way, the same command resubmits only the unfinished pairs" {
+    local g=bats$SFX-resume
+    export MLEBENCH_HPC_CONFIG=$T/slow.env
+    run bash "$SUBMIT" --competitions "$T/demo.txt" --seeds 2 --max-parallel 2 --group "$g" -- $SB
+    assert_success
+    job=$(job_of "$output")
+    start=$SECONDS
+    until (( $(finished_runs "$T/runs/$g") >= 1 )); do
+        (( SECONDS - start < 120 )) || { echo "no task finished in 120s" >&2; false; }
+        sleep 0.3
+    done
+    scancel "$job"
+    wait_array "$job" 60
+    done_before=$(finished_runs "$T/runs/$g")
+    echo "finished before the re-run: $done_before"; grep -h '"status"' "$T/runs/$g"/*/metadata.json
+    (( done_before >= 1 && done_before < 4 ))
+    run "$CLI" status "$T/runs/$g"
+    echo "$output"
+    assert_output --regexp "cancelled"
+    run bash "$SUBMIT" --competitions "$T/demo.txt" --seeds 2 --max-parallel 2 --group "$g" -- $SB
+    assert_success
+    assert_output --partial "$((4 - done_before)) tasks"
+    job2=$(job_of "$output")
+    [[ $job2 != "$job" ]]
+    # the resubmitted pairs are exactly those without a finished run
+    python3 - "$T/runs/$g" "$job2" <<'PY'
+import json, pathlib, sys
+g = pathlib.Path(sys.argv[1])
+metas = [json.loads(p.read_text()) for p in g.glob("*/metadata.json")]
+done = {(m["competition_id"], int(m["seed"])) for m in metas if m.get("status") == "finished"}
+sweep = json.loads((g / "sweep.json").read_text())
+again = {(t["competition"], t["seed"]) for t in sweep["tasks"] if t["array_job_id"] == sys.argv[2]}
+pairs = {(t["competition"], t["seed"]) for t in sweep["tasks"]}
+assert len(pairs) == 4 and again == pairs - done and not again & done, (again, done)
+PY
+    wait_array "$job2" 180
+    run "$CLI" status "$T/runs/$g"
+    echo "$output"
+    [[ $(grep -c 'finished (exit 0, submission present)' <<<"$output") == 4 ]]
+    # and a third run of the command has nothing left to do
+    run bash "$SUBMIT" --competitions "$T/demo.txt" --seeds 2 --max-parallel 2 --group "$g" -- $SB
+    assert_success
+    assert_output --partial "nothing to submit"
+}
+
+@test "time limit near: the task is requeued into the same run dir, which keeps the earlier files" {
+    local g=bats$SFX-requeue start=$SECONDS
+    export MLEBENCH_HPC_CONFIG=$T/requeue.env
+    head -n1 "$T/demo.txt" >"$T/one.txt"
+    # 2 minutes, USR1 TIME_MARGIN_SECS+60 = 70 s before the end (Slurm may send it up to ~30 s early)
+    run bash "$SUBMIT" --competitions "$T/one.txt" --seeds 1 --group "$g" -- --gres=none --cpus-per-task=1 --mem=1G --time=2
+    assert_success
+    job=$(job_of "$output")
+    # wait for the requeue: back to PENDING with a restart counted
+    until [[ $(slurm_job_field "${job}_0" Restarts) == 1 && $(slurm_job_field "${job}_0" JobState) == PENDING ]]; do
+        (( SECONDS - start < 110 )) || { echo "not requeued after 110s" >&2; cat "$T/runs/$g/.sweep/logs/"* >&2; false; }
+        sleep 0.5
+    done
+    echo "# requeued after $((SECONDS - start))s" >&3
+    run_dir=$(find "$T/runs/$g" -mindepth 1 -maxdepth 1 -type d -name "*_${job}_0")
+    [[ -n $run_dir ]]
+    grep -q '"status": "requeued"' "$run_dir/metadata.json"
+    grep -q '"requeue_count": 1' "$run_dir/metadata.json"
+    [[ -f $run_dir/code/attempt1 && -f $run_dir/logs/attempt1.txt ]]
+    run "$CLI" status "$T/runs/$g"
+    assert_output --partial "requeued 1 time, pending"
+    # Slurm holds a requeued job ~2 min (its begin time) before it may start again: release it now
+    scontrol update JobId="${job}_0" StartTime=now
+    wait_array "$job" 120
+    echo "# requeue test: $((SECONDS - start))s" >&3
+    # one run dir only, holding both attempts' files and the submission
+    [[ $(find "$T/runs/$g" -mindepth 1 -maxdepth 1 -type d ! -name '.*' | wc -l) == 1 ]]
+    [[ -f $run_dir/logs/attempt1.txt && -f $run_dir/logs/attempt2.txt && -f $run_dir/submission/submission.csv ]]
+    run "$CLI" status "$T/runs/$g"
+    echo "$output"
+    assert_output --partial "requeued 1 time, finished (exit 0, submission present)"
+}
+
+@test "--dry-run prints the sbatch command and the tasks, and submits nothing" {
+    local g=bats$SFX-dry
+    run bash "$SUBMIT" --competitions "$T/demo.txt" --seeds 2 --max-parallel 3 --group "$g" --dry-run -- $SB
+    assert_success
+    assert_output --partial "dry run: nothing submitted"
+    assert_output --partial "--array=0-3%3"
+    [[ $(grep -cE $'^[0-3]\tdemo-' <<<"$output") == 4 ]]
+    [[ -z $(squeue -h --name="mlebench-sweep-$g" 2>/dev/null) ]]
+    [[ ! -e $T/runs/$g ]]
+}
+
+@test "a list with unknown competitions fails before submitting, naming every bad id" {
+    local g=bats$SFX-bad
+    printf '# comment\n%s\n\nno-such-competition\nanother-unknown-one  # note\n' "$(head -n1 "$T/demo.txt")" >"$T/bad.txt"
+    run bash "$SUBMIT" --competitions "$T/bad.txt" --seeds 2 --group "$g"
+    assert_failure 2
+    assert_output --partial "no-such-competition"
+    assert_output --partial "another-unknown-one"
+    refute_output --partial "$(head -n1 "$T/demo.txt"):"
+    [[ -z $(squeue -h --name="mlebench-sweep-$g" 2>/dev/null) ]]
+    [[ ! -e $T/runs/$g ]]
+}
