@@ -293,8 +293,9 @@ mh_run_agent() {
     MH_RUN=$run
     # Whatever ends us (scancel, time limit, the agent itself), the run keeps what it wrote and says how it ended.
     trap 'mh_stop_pid "${MH_AGENT_PID:-}"' EXIT
-    trap 'mh_log "stop requested (signal)"; mh_stop_pid "${MH_AGENT_PID:-}"; mh_meta "$MH_RUN" --set end="$(mh_now)" --set-json exit_code=143 --set status=cancelled; mh_print_outro "$MH_RUN"; exit 143' TERM INT
-    trap 'mh_log "Slurm time limit near (USR1)"; mh_stop_pid "${MH_AGENT_PID:-}"; mh_meta "$MH_RUN" --set end="$(mh_now)" --set-json exit_code=124 --set status=timeout; mh_print_outro "$MH_RUN"; exit 124' USR1
+    # Record first: Slurm sends SIGKILL KillWait seconds after SIGTERM, and the record must survive it.
+    trap 'mh_log "stop requested (signal)"; mh_meta "$MH_RUN" --set end="$(mh_now)" --set-json exit_code=143 --set status=cancelled; mh_print_outro "$MH_RUN"; mh_stop_pid "${MH_AGENT_PID:-}"; exit 143' TERM INT
+    trap 'mh_log "Slurm time limit near (USR1)"; mh_meta "$MH_RUN" --set end="$(mh_now)" --set-json exit_code=124 --set status=timeout; mh_print_outro "$MH_RUN"; mh_stop_pid "${MH_AGENT_PID:-}"; exit 124' USR1
     mh_log "starting the agent for $comp (budget ${MH_AGENT_SECS}s, runtime $runtime)"
     # A hard outer bound in case the agent ignores the entrypoint's own time-out.
     timeout --signal=TERM --kill-after=30 "$(( MH_AGENT_SECS + 60 ))" "${MH_CMD[@]}" &

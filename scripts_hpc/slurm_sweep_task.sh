@@ -17,6 +17,9 @@
 #SBATCH --requeue
 #SBATCH --signal=B:USR1@600
 set -euo pipefail
+# Slurm may send USR1 up to a minute early, even before we are ready: never let it kill us.
+usr1_early=0
+trap 'usr1_early=1' USR1
 # sbatch runs a spool copy of this file: find the checkout's scripts_hpc/ (lib.sh) from Slurm's record.
 # submit_sweep.sh passes its own directory (scontrol shows every task of an array under one id).
 d=${MH_SWEEP_SCRIPTS:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
@@ -48,7 +51,7 @@ slurm_task=${slurm_task:-${SLURM_JOB_ID:-}}
 
 run=$(mh_make_run_dir "$comp" "$MH_JOB_ID")
 prev=$(mh_sweep_meta_get "$run" status)
-if [[ $prev == finished || $prev == timeout ]] && [[ -f $run/submission/submission.csv ]]; then
+if [[ $prev == finished || $prev == failed || $prev == timeout ]] && [[ -f $run/submission/submission.csv ]]; then
     # requeued (e.g. preempted) after the agent had already finished: nothing left to do
     mh_log "sweep task $index: $run already finished ($prev): not running it again"
     exit 0
@@ -105,6 +108,7 @@ on_term() {
 trap stop_pair EXIT
 trap on_usr1 USR1
 trap on_term TERM INT
+(( usr1_early )) && on_usr1
 # Its own process group, so that one signal reaches the server, the agent and their children.
 setsid bash "$MH_SCRIPTS/slurm_hetjob.sh" "$comp" &
 pair_pid=$!

@@ -13,8 +13,9 @@
 # Knobs (environment):
 #   MLEBENCH_SLURM_BASE       base directory                 (/tmp/mlebench-hpc-slurm)
 #   MLEBENCH_SLURM_NODES      node names, space separated    ("$(hostname -s) localhost")
-#   MLEBENCH_SLURM_CPUS       CPUs declared per node         (4; more than physical is fine)
-#   MLEBENCH_SLURM_MEM_MB     RealMemory per node            (8192)
+#   MLEBENCH_SLURM_CPUS       CPUs declared per node         (8; more than physical is fine)
+#   MLEBENCH_SLURM_MEM_MB     RealMemory per node            (65536; not enforced, so the
+#                             product's #SBATCH --mem defaults fit unchanged)
 #   MLEBENCH_SLURM_GPUS       fake gpu gres per node         (1; 0 = no gres)
 #   MLEBENCH_SLURM_PORT       slurmctld port; slurmd ports follow (6817)
 #   MLEBENCH_SLURM_WAIT       seconds to wait for the nodes  (60)
@@ -27,8 +28,8 @@ readonly BASE=${MLEBENCH_SLURM_BASE:-/tmp/mlebench-hpc-slurm}
 SHORT_HOST=$(hostname -s)
 readonly SHORT_HOST
 readonly NODES=${MLEBENCH_SLURM_NODES:-"$SHORT_HOST localhost"}
-readonly CPUS=${MLEBENCH_SLURM_CPUS:-4}
-readonly MEM_MB=${MLEBENCH_SLURM_MEM_MB:-8192}
+readonly CPUS=${MLEBENCH_SLURM_CPUS:-8}
+readonly MEM_MB=${MLEBENCH_SLURM_MEM_MB:-65536}
 readonly GPUS=${MLEBENCH_SLURM_GPUS:-1}
 readonly CTLD_PORT=${MLEBENCH_SLURM_PORT:-6817}
 readonly WAIT=${MLEBENCH_SLURM_WAIT:-60}
@@ -299,6 +300,9 @@ if ((same_conf)) && daemons_alive; then
         ready=idle
     fi
 else
+    if daemons_alive; then
+        log "config changed: restarting the cluster (running jobs are cancelled)"
+    fi
     start_daemons
     ready=idle
 fi
