@@ -68,7 +68,6 @@ mh_warn_no_isolation() {
 # Job id of this run: Slurm's, else a local one (same code path without Slurm).
 mh_job_id() {
     if [[ -n ${MH_JOB_ID:-} ]]; then echo "$MH_JOB_ID"
-    elif [[ -n ${SLURM_HET_JOB_ID:-} ]]; then echo "$SLURM_HET_JOB_ID"
     elif [[ -n ${SLURM_JOB_ID:-} ]]; then echo "$SLURM_JOB_ID"
     else echo "local-$(date +%Y%m%d%H%M%S)-$$"; fi
 }
@@ -213,11 +212,15 @@ mh_stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
+# True in the batch script of a heterogeneous job (Slurm sets SLURM_HET_SIZE there, not in
+# a plain job; its steps have SLURM_STEP_ID).
+mh_in_hetjob_batch() { [[ -n ${SLURM_HET_SIZE:-} && -z ${SLURM_STEP_ID:-} ]]; }
+
 # Run a command as a step of het component GROUP inside a heterogeneous job, else directly:
 # the hetjob script has one code path with and without Slurm.
 mh_step() {
     local group=$1; shift
-    if [[ -n ${SLURM_HET_JOB_ID:-} ]]; then
+    if mh_in_hetjob_batch; then
         srun --het-group="$group" --ntasks=1 --kill-on-bad-exit=1 "$@"
     else
         "$@"

@@ -12,7 +12,7 @@
 set -euo pipefail
 # sbatch runs a spool copy of this file: find the checkout's scripts_hpc/ (lib.sh) from Slurm's record.
 d=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-[[ -f $d/lib.sh ]] || d=$(dirname "$(scontrol show job -o "${SLURM_JOB_ID:-0}" 2>/dev/null | grep -o 'Command=[^ ]*' | cut -d= -f2)")
+[[ -f $d/lib.sh ]] || d=$(dirname "$(scontrol show job -o "${SLURM_JOB_ID:-0}" 2>/dev/null | grep -o 'Command=[^ ]*' | head -n1 | cut -d= -f2)")
 [[ -f $d/lib.sh ]] || d=${SLURM_SUBMIT_DIR:-.}/scripts_hpc
 [[ -f $d/lib.sh ]] || { echo "mlebench-hpc: error: cannot find scripts_hpc/lib.sh: submit from the checkout" >&2; exit 2; }
 export MH_SCRIPTS=$d
@@ -34,7 +34,7 @@ state=$MH_STATE_BASE/${comp}_$job
 mkdir -p "$state"
 rm -f "$state/url"
 # Let auto:<jobid> check the competition from Slurm's record too (the state dir name is the other check).
-if [[ -n ${SLURM_JOB_ID:-} && -z ${SLURM_HET_JOB_ID:-} ]]; then
+if [[ -n ${SLURM_JOB_ID:-} && -z ${SLURM_HET_SIZE:-} ]]; then
     scontrol update JobId="$SLURM_JOB_ID" Comment="competition=$comp" >/dev/null 2>&1 || true
 fi
 

@@ -17,7 +17,7 @@
 set -euo pipefail
 # sbatch runs a spool copy of this file: find the checkout's scripts_hpc/ (lib.sh) from Slurm's record.
 d=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-[[ -f $d/lib.sh ]] || d=$(dirname "$(scontrol show job -o "${SLURM_JOB_ID:-0}" 2>/dev/null | grep -o 'Command=[^ ]*' | cut -d= -f2)")
+[[ -f $d/lib.sh ]] || d=$(dirname "$(scontrol show job -o "${SLURM_JOB_ID:-0}" 2>/dev/null | grep -o 'Command=[^ ]*' | head -n1 | cut -d= -f2)")
 [[ -f $d/lib.sh ]] || d=${SLURM_SUBMIT_DIR:-.}/scripts_hpc
 [[ -f $d/lib.sh ]] || { echo "mlebench-hpc: error: cannot find scripts_hpc/lib.sh: submit from the checkout" >&2; exit 2; }
 export MH_SCRIPTS=$d
@@ -46,7 +46,7 @@ url=$(mh_wait_url_file "$state/url" "$server_pid" 300)
 mh_log "grading server is at $url"
 rc=0
 # The agent's readiness wait also watches the server: by job id under Slurm, by pid without.
-if [[ -n ${SLURM_HET_JOB_ID:-} ]]; then export MH_GRADING_JOB=$MH_JOB_ID; else export MH_GRADING_PID=$server_pid; fi
+if mh_in_hetjob_batch; then export MH_GRADING_JOB=$MH_JOB_ID; else export MH_GRADING_PID=$server_pid; fi
 mh_step 1 bash "$MH_SCRIPTS/slurm_agent.sh" "$comp" "$url" || rc=$?
 mh_log "agent exited with code $rc; stopping the grading server"
 exit "$rc"
