@@ -264,7 +264,7 @@ mh_run_agent() {
     started=$(mh_now)
     mh_meta "$run" --set competition_id="$comp" --set group="${MH_GROUP:-$RUN_GROUP}" \
         --set agent_job_id="$job" --set grading_job_id="${grading_job:-}" \
-        --set agent_node="$(hostname)" --set grading_server_url="$url" --set runtime="$runtime" \
+        --set agent_node="${SLURMD_NODENAME:-$(hostname)}" --set grading_server_url="$url" --set runtime="$runtime" \
         --set data_dir="$DATA_DIR" --set config="$MH_CONFIG" --set seed="${MH_SEED:-}" \
         --set-json time_limit_secs="$TIME_LIMIT_SECS" --set start="$started" --set status=running \
         --set network_access="host network: the agent can reach whatever this node reaches"

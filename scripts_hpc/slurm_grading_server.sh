@@ -43,7 +43,7 @@ server_pid=""
 cleanup() { mh_stop_pid "$server_pid"; rm -f "$state/url"; }
 trap cleanup EXIT
 trap 'mh_log "stop requested"; exit 143' TERM INT
-mh_log "grading server for $comp (job $job, runtime $runtime) on $(hostname)"
+mh_log "grading server for $comp (job $job, runtime $runtime) on node ${SLURMD_NODENAME:-$(hostname)}"
 "${MH_CMD[@]}" &
 server_pid=$!
 rc=0

@@ -104,14 +104,16 @@ wait_url() {
     n0=$(scontrol show job -o "${j}+0" | grep -o ' NodeList=[^ ]*' | cut -d= -f2)
     n1=$(scontrol show job -o "${j}+1" | grep -o ' NodeList=[^ ]*' | cut -d= -f2)
     [ -n "$n0" ] && [ -n "$n1" ] && [ "$n0" != "$n1" ]
+    # and the steps really ran there: the server on component 0's node, the agent on component 1's
+    grep -q "grading server for $COMP (job $j, runtime [a-z]*) on node $n0" "$T/het-$j.out"
     run grep -c 'POST /validate' "$T/het-$j.out"
     [ "$output" -ge 1 ]
     run_dir=$(sed -n 's/^MLEBENCH_RUN_DIR=//p' "$T/het-$j.out")
     [ -f "$run_dir/submission/submission.csv" ]
     run grep -rl 'localhost:5000' "$run_dir/overlay"
     assert_failure
-    run python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(m['exit_code'], m['status'])" "$run_dir/metadata.json"
-    assert_output "0 finished"
+    run python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(m['exit_code'], m['status'], m['agent_node'])" "$run_dir/metadata.json"
+    assert_output "0 finished $n1"
     [ ! -e "$T/runs/.state/${COMP}_$j/url" ]
 }
 
