@@ -216,15 +216,14 @@ mh_stop_pid() {
 # a plain job; its steps have SLURM_STEP_ID).
 mh_in_hetjob_batch() { [[ -n ${SLURM_HET_SIZE:-} && -z ${SLURM_STEP_ID:-} ]]; }
 
-# Run a command as a step of het component GROUP inside a heterogeneous job, else directly:
-# the hetjob script has one code path with and without Slurm.
-mh_step() {
-    local group=$1; shift
-    if mh_in_hetjob_batch; then
-        srun --het-group="$group" --ntasks=1 --kill-on-bad-exit=1 "$@"
-    else
-        "$@"
-    fi
+# The command prefix that runs something as a step of het component GROUP inside a
+# heterogeneous job, else nothing: the hetjob script has one code path with and without Slurm.
+# A prefix, not a wrapper function, so that `$!` of a background step is the process itself.
+# Fills MH_STEP. Arg: group
+mh_step_prefix() {
+    MH_STEP=()
+    # shellcheck disable=SC2034 # used by the caller
+    if mh_in_hetjob_batch; then MH_STEP=(srun --het-group="$1" --ntasks=1 --kill-on-bad-exit=1); fi
 }
 
 # Wait (bounded) for the grading server's URL file while its process lives. Prints the URL.

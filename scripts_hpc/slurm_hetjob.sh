@@ -40,13 +40,15 @@ server_pid=""
 cleanup() { mh_stop_pid "$server_pid"; }
 trap cleanup EXIT
 trap 'mh_log "stop requested"; exit 143' TERM INT
-mh_step 0 bash "$MH_SCRIPTS/slurm_grading_server.sh" "$comp" &
+mh_step_prefix 0
+"${MH_STEP[@]}" bash "$MH_SCRIPTS/slurm_grading_server.sh" "$comp" &
 server_pid=$!
 url=$(mh_wait_url_file "$state/url" "$server_pid" 300)
 mh_log "grading server is at $url"
 rc=0
 # The agent's readiness wait also watches the server: by job id under Slurm, by pid without.
 if mh_in_hetjob_batch; then export MH_GRADING_JOB=$MH_JOB_ID; else export MH_GRADING_PID=$server_pid; fi
-mh_step 1 bash "$MH_SCRIPTS/slurm_agent.sh" "$comp" "$url" || rc=$?
+mh_step_prefix 1
+"${MH_STEP[@]}" bash "$MH_SCRIPTS/slurm_agent.sh" "$comp" "$url" || rc=$?
 mh_log "agent exited with code $rc; stopping the grading server"
 exit "$rc"
