@@ -120,7 +120,7 @@ mh_agent_cmd() {
                 [[ -n $host_file ]] && MH_BINDS+=("$host_file:$ctr_path:ro")
             done <"$run/overlay/overlays.tsv"
         fi
-        local flags=(--contain --cleanenv --no-home --pid --workdir "$scratch" --pwd /home)
+        local flags=(--contain --cleanenv --no-home --pid --ipc --workdir "$scratch" --pwd /home)
         local b e
         for b in "${MH_BINDS[@]}"; do flags+=(--bind "$b"); done
         for e in "${envs[@]}"; do flags+=(--env "$e"); done

@@ -89,6 +89,18 @@ else
         "(as root, make test brings the local cluster up)"
 fi
 
+# ----------------------------------------------------------------------------------- images
+# The Slurm, leak and image tests run the real grading and dummy agent images: build them (or
+# reuse the cached ones: build_images.sh skips images whose inputs did not change).
+if [[ ${MLEBENCH_REQUIRE_APPTAINER:-0} == 1 ]]; then
+    say "images: scripts_hpc/build_images.sh --agent dummy --builder apptainer"
+    if timeout -k 10 "$(left)" bash scripts_hpc/build_images.sh --agent dummy --builder apptainer; then
+        passed=$((passed + 1)); summary+=("images: built or reused")
+    else
+        fail_step "images (scripts_hpc/build_images.sh)"
+    fi
+fi
+
 # ------------------------------------------------------------------------------------- lint
 if ((!bats_only)); then
     say "lint: tests/lint.sh"
