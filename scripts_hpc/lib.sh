@@ -216,6 +216,18 @@ mh_stop_pid() {
 # a plain job; its steps have SLURM_STEP_ID).
 mh_in_hetjob_batch() { [[ -n ${SLURM_HET_SIZE:-} && -z ${SLURM_STEP_ID:-} ]]; }
 
+# Stop a background srun step gracefully. srun answers its own SIGTERM by cancelling the step
+# at once (SIGKILL before the server can remove its URL file), so signal the step's processes
+# through Slurm, wait (bounded) for srun to return, and only then fall back to killing.
+# Args: srun_pid step_id (JOBID.STEP)
+mh_stop_step() {
+    local pid=$1 step=$2 waited=0
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+    scancel --signal=TERM "$step" >/dev/null 2>&1 || true
+    while kill -0 "$pid" 2>/dev/null && (( waited < 150 )); do sleep 0.1; waited=$((waited + 1)); done
+    mh_stop_pid "$pid"
+}
+
 # The command prefix that runs something as a step of het component GROUP inside a
 # heterogeneous job, else nothing: the hetjob script has one code path with and without Slurm.
 # A prefix, not a wrapper function, so that `$!` of a background step is the process itself.

@@ -37,7 +37,11 @@ export MH_JOB_ID
 state=$MH_STATE_BASE/${comp}_$MH_JOB_ID
 
 server_pid=""
-cleanup() { mh_stop_pid "$server_pid"; }
+cleanup() {
+    # the server is step 0 of this job: the first srun of this script
+    if mh_in_hetjob_batch; then mh_stop_step "$server_pid" "$SLURM_JOB_ID.0"; else mh_stop_pid "$server_pid"; fi
+    server_pid=""
+}
 trap cleanup EXIT
 trap 'mh_log "stop requested"; exit 143' TERM INT
 mh_step_prefix 0
@@ -51,4 +55,7 @@ if mh_in_hetjob_batch; then export MH_GRADING_JOB=$MH_JOB_ID; else export MH_GRA
 mh_step_prefix 1
 "${MH_STEP[@]}" bash "$MH_SCRIPTS/slurm_agent.sh" "$comp" "$url" || rc=$?
 mh_log "agent exited with code $rc; stopping the grading server"
+cleanup
+# The job output ends with where the results are and how to grade them.
+mh_print_outro "$OUTPUT_BASE/${MH_GROUP:-$RUN_GROUP}/${comp}_$MH_JOB_ID"
 exit "$rc"

@@ -39,6 +39,24 @@ left() { local s=$((BUDGET - ${EPOCHREALTIME%.*} + ${T_START%.*})); echo $((s > 
 fail_step() { failed=$((failed + 1)); summary+=("FAILED $1"); say "FAILED: $1"; }
 is_root() { [[ $(id -u) == 0 ]]; }
 
+# junit_counts FILE: "passed failed skipped" of a pytest junit XML (0 0 0 when unreadable).
+junit_counts() {
+    .venv/bin/python - "$1" <<'EOF' || echo "0 0 0"
+import sys
+import xml.etree.ElementTree as ET
+
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except (OSError, ET.ParseError):
+    print(0, 0, 0)
+    raise SystemExit(0)
+suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+tot = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
+bad = tot["failures"] + tot["errors"]
+print(tot["tests"] - bad - tot["skipped"], bad, tot["skipped"])
+EOF
+}
+
 # ------------------------------------------------------------------------------------ tools
 apt_missing=()
 command -v bats >/dev/null || apt_missing+=(bats)
@@ -118,22 +136,10 @@ if ((!bats_only)); then
         fail_step "pytest: .venv/bin/pytest missing; run 'make install'"
     else
         rc=0
+        # the pandas-version cross-check compares against the other pandas (make test builds it)
+        [[ -x .venv-pd22/bin/python ]] && export MLEBENCH_HPC_ALT_PYTHON=$PWD/.venv-pd22/bin/python
         timeout -k 10 "$(left)" .venv/bin/pytest -q -rs --junitxml="$WORK/pytest.xml" || rc=$?
-        read -r p f s < <(.venv/bin/python - "$WORK/pytest.xml" <<'EOF' || echo "0 0 0"
-import sys
-import xml.etree.ElementTree as ET
-
-try:
-    root = ET.parse(sys.argv[1]).getroot()
-except (OSError, ET.ParseError):
-    print(0, 0, 0)
-    raise SystemExit(0)
-suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
-tot = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
-bad = tot["failures"] + tot["errors"]
-print(tot["tests"] - bad - tot["skipped"], bad, tot["skipped"])
-EOF
-        )
+        read -r p f s < <(junit_counts "$WORK/pytest.xml")
         passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
         summary+=("pytest: $p passed, $f failed, $s skipped (exit $rc)")
         case $rc in
@@ -143,6 +149,22 @@ EOF
             *) fail_step "pytest exited $rc (usage or internal error)" ;;
         esac
     fi
+fi
+
+# ------------------------------------------------------------- graders under upstream's pins
+# The grading engine's tests again under pandas 2.2 + scikit-learn 1.5 (upstream's versions).
+if ((!bats_only)) && [[ -x .venv-pd22/bin/pytest ]]; then
+    say "pytest (pandas 2.2, scikit-learn 1.5): the grading engine's tests"
+    rc=0
+    MLEBENCH_HPC_ALT_PYTHON=$PWD/.venv/bin/python timeout -k 10 "$(left)" .venv-pd22/bin/pytest -q -rs \
+        -p no:cacheprovider --junitxml="$WORK/pytest-pd22.xml" \
+        tests/python/test_metrics.py tests/python/test_thresholds.py tests/python/test_validation.py \
+        tests/python/test_builtin_competitions.py tests/python/test_pandas_compat.py \
+        tests/python/test_demo.py || rc=$?
+    read -r p f s < <(junit_counts "$WORK/pytest-pd22.xml")
+    passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+    summary+=("pytest pandas 2.2: $p passed, $f failed, $s skipped (exit $rc)")
+    ((rc == 0 || f > 0)) || fail_step "pytest under pandas 2.2 exited $rc"
 fi
 
 # ------------------------------------------------------------------------------------- bats
