@@ -152,8 +152,12 @@ mh_agent_cmd() {
 
 # The agent's wall-clock budget: TIME_LIMIT_SECS, cut so that it ends TIME_MARGIN_SECS before
 # Slurm's own limit (time to copy logs and write metadata). Sets MH_AGENT_SECS.
+# A requeued run continues its budget: agent time used by earlier attempts (metadata
+# agent_secs_used, arg 1) is subtracted, so requeues never add up to more than upstream's limit.
 mh_agent_budget() {
-    MH_AGENT_SECS=$TIME_LIMIT_SECS
+    local used=${1:-0}
+    MH_AGENT_SECS=$(( TIME_LIMIT_SECS - used ))
+    (( used == 0 )) || mh_log "earlier attempts used ${used}s of the ${TIME_LIMIT_SECS}s budget"
     local left
     if [[ -n ${SLURM_JOB_ID:-} ]] && command -v squeue >/dev/null 2>&1; then
         left=$(squeue -h -j "$SLURM_JOB_ID" -o %L 2>/dev/null | head -n1 || true)
@@ -290,7 +294,15 @@ mh_run_agent() {
         "$MH_CLI" overlay --from-dir "$run/.agent-root" --url "$url" --out "$run/overlay" >/dev/null || exit 2
     fi
 
-    mh_agent_budget
+    MH_USED_BEFORE=$(mh_sweep_meta_get "$run" agent_secs_used)
+    [[ $MH_USED_BEFORE =~ ^[0-9]+$ ]] || MH_USED_BEFORE=0
+    mh_agent_budget "$MH_USED_BEFORE"
+    if (( MH_AGENT_SECS <= 0 )); then
+        mh_log "the agent's budget of ${TIME_LIMIT_SECS}s is used up by earlier attempts: not starting it again"
+        mh_meta "$run" --set status=timeout --set end="$(mh_now)" --set-json exit_code=124
+        mh_print_outro "$run"
+        return 124
+    fi
     mh_agent_cmd "$comp" "$run" "$url"
     mh_meta "$run" --set-json agent_budget_secs="$MH_AGENT_SECS" \
         --set-json apptainer_flags="$(mh_json_array "${MH_AGENT_FLAGS[@]}")"
@@ -308,23 +320,28 @@ mh_run_agent() {
     # Whatever ends us (scancel, time limit, the agent itself), the run keeps what it wrote and says how it ended.
     trap 'mh_stop_pid "${MH_AGENT_PID:-}"' EXIT
     # Record first: Slurm sends SIGKILL KillWait seconds after SIGTERM, and the record must survive it.
-    trap 'mh_log "stop requested (signal)"; mh_meta "$MH_RUN" --set end="$(mh_now)" --set-json exit_code=143 --set status=cancelled; mh_print_outro "$MH_RUN"; mh_stop_pid "${MH_AGENT_PID:-}"; exit 143' TERM INT
-    trap 'mh_log "Slurm time limit near (USR1)"; mh_meta "$MH_RUN" --set end="$(mh_now)" --set-json exit_code=124 --set status=timeout; mh_print_outro "$MH_RUN"; mh_stop_pid "${MH_AGENT_PID:-}"; exit 124' USR1
+    trap 'mh_log "stop requested (signal)"; mh_meta "$MH_RUN" --set end="$(mh_now)" --set-json exit_code=143 --set status=cancelled --set-json agent_secs_used="$(mh_agent_used)"; mh_print_outro "$MH_RUN"; mh_stop_pid "${MH_AGENT_PID:-}"; exit 143' TERM INT
+    trap 'mh_log "Slurm time limit near (USR1)"; mh_meta "$MH_RUN" --set end="$(mh_now)" --set-json exit_code=124 --set status=timeout --set-json agent_secs_used="$(mh_agent_used)"; mh_print_outro "$MH_RUN"; mh_stop_pid "${MH_AGENT_PID:-}"; exit 124' USR1
     mh_log "starting the agent for $comp (budget ${MH_AGENT_SECS}s, runtime $runtime)"
     # A hard outer bound in case the agent ignores the entrypoint's own time-out.
     timeout --signal=TERM --kill-after=30 "$(( MH_AGENT_SECS + 60 ))" "${MH_CMD[@]}" &
     MH_AGENT_PID=$!
+    MH_AGENT_T0=$SECONDS
     wait "${MH_AGENT_PID:-}" || rc=$?
     MH_AGENT_PID=""
     local status=finished
     (( rc == 0 )) || status=failed
     (( rc == 124 )) && status=timeout
     mh_meta "$run" --set end="$(mh_now)" --set-json exit_code="$rc" --set status="$status" \
+        --set-json agent_secs_used="$(mh_agent_used)" \
         --set submission_exists="$([[ -f $run/submission/submission.csv ]] && echo true || echo false)"
     mh_log "agent exited with code $rc ($status)"
     mh_print_outro "$run"
     return "$rc"
 }
+
+# Agent seconds used by this run so far: earlier attempts plus this one.
+mh_agent_used() { echo $(( ${MH_USED_BEFORE:-0} + SECONDS - ${MH_AGENT_T0:-$SECONDS} )); }
 
 # For the no-container path: lay out the files the agent image would hold, so that the same
 # overlay code rewrites them. Arg: dir (becomes the image's "/").

@@ -116,6 +116,11 @@ def check_config_cmd(
             hint = "run `make sif`" if key.endswith("_SIF") else "create it or fix the path"
             problems.append(f"{key}={value} does not exist: {hint}")
     data_dir = Path(cfg.get("DATA_DIR") or UPSTREAM_DEFAULT_DATA_DIR)
+    if competitions and not data_dir.is_dir():
+        problems.append(
+            f"DATA_DIR={data_dir} does not exist: set DATA_DIR in {path} to your prepared MLE-bench data"
+        )
+        competitions = ()
     for comp in competitions:
         prepared = data_dir / comp / "prepared"
         if not (prepared / "public").is_dir() or not (prepared / "private").is_dir():

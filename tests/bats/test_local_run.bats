@@ -55,3 +55,26 @@ local_run() {
     assert_success
     assert_output --partial "isolation is OFF"
 }
+
+@test "a requeued run continues its budget: earlier attempts' agent time is subtracted, none left = not started" {
+    comp=$(head -n1 "$T/comps")
+    run_dir=$T/runs/default/${comp}_requeued1
+    mkdir -p "$run_dir"
+    echo '{"competition_id": "'"$comp"'", "agent_secs_used": 100}' >"$run_dir/metadata.json"
+    run env -u SLURM_JOB_ID -u SLURM_HET_SIZE MH_JOB_ID=requeued1 MLEBENCH_HPC_RUNTIME=none \
+        bash "$REPO_ROOT/scripts_hpc/slurm_hetjob.sh" "$comp"
+    assert_success
+    assert_output --partial "earlier attempts used 100s of the 120s budget"
+    assert_output --partial "TIME_LIMIT_SECS=20"
+    used=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['agent_secs_used'])" "$run_dir/metadata.json")
+    [ "$used" -ge 100 ] && [ "$used" -le 110 ]
+
+    run_dir=$T/runs/default/${comp}_requeued2
+    mkdir -p "$run_dir"
+    echo '{"competition_id": "'"$comp"'", "agent_secs_used": 120}' >"$run_dir/metadata.json"
+    run env -u SLURM_JOB_ID -u SLURM_HET_SIZE MH_JOB_ID=requeued2 MLEBENCH_HPC_RUNTIME=none \
+        bash "$REPO_ROOT/scripts_hpc/slurm_hetjob.sh" "$comp"
+    [ "$status" -eq 124 ]
+    assert_output --partial "budget of 120s is used up"
+    [ ! -e "$run_dir/submission/submission.csv" ]
+}
