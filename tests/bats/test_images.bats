@@ -250,6 +250,7 @@ print(sys.version.split()[0], pandas.__version__)'
     run=$base/run
     mkdir -p "$run"/{submission,logs,code,scratch}
     chmod -R 0777 "$run"
+    # shellcheck disable=SC2016 # expanded inside the container
     run runuser -u nobody -- apptainer exec --contain --cleanenv --no-home --pid --workdir "$run/scratch" --pwd /home \
         --bind "$run/submission:/home/submission" --bind "$run/logs:/home/logs" --bind "$run/code:/home/code" \
         --env GRADING_SERVER="$URL" --env TIME_LIMIT_SECS=30 "$base/agent.sif" /opt/mlebench-hpc/entrypoint_hpc.sh sh -c '
@@ -295,6 +296,7 @@ print(sys.version.split()[0], pandas.__version__)'
     tar -tf "$BATS_TEST_TMPDIR/x.tar" | grep -qx manifest.json
     run apptainer build --force "$BATS_TEST_TMPDIR/x.sif" "docker-archive://$BATS_TEST_TMPDIR/x.tar"
     [ "$status" -eq 0 ]
+    # shellcheck disable=SC2016 # expanded inside the container
     run --separate-stderr apptainer exec --contain --no-home "$BATS_TEST_TMPDIR/x.sif" \
         sh -c 'read -r m </etc/marker; echo "$m $MARKER"'
     [ "$status" -eq 0 ]

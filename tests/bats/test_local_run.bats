@@ -38,7 +38,7 @@ local_run() {
 
 @test "hetjob script without Slurm and without containers: valid submission, loud warning, no leftovers" {
     local_run none
-    run_dir=$(ls -d "$T"/runs/default/*_local-* | tail -n1)
+    run_dir=$(find "$T"/runs/default -maxdepth 1 -name '*_local-*' | sort | tail -n1)
     grep -q . "$run_dir/submission/submission.csv"
 }
 

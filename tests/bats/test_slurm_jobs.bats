@@ -40,8 +40,8 @@ EOF
 teardown_file() {
     # leave no job of ours behind
     local ids
-    ids=$(squeue -h -o '%i %k' 2>/dev/null | awk -v t="$BATS_FILE_TMPDIR" 'index($0, t) {print $1}' || true)
-    [[ -z $ids ]] || scancel $ids 2>/dev/null || true
+    mapfile -t ids < <(squeue -h -o '%i %k' 2>/dev/null | awk -v t="$BATS_FILE_TMPDIR" 'index($0, t) {print $1}' || true)
+    (( ${#ids[@]} == 0 )) || scancel "${ids[@]}" 2>/dev/null || true
 }
 
 # sbatch from the checkout, output into the test dir; prints the job id
