@@ -77,7 +77,7 @@ wait_url() {
     run cat "$T/agent-$a.out"
     [[ $(job_state "$a") == COMPLETED ]] || { echo "$output"; false; }
     assert_output --partial "make -C"
-    run_dir=$(sed -n 's/^MLEBENCH_RUN_DIR=//p' "$T/agent-$a.out")
+    run_dir=$(sed -n 's/^MLEBENCH_RUN_DIR=//p' "$T/agent-$a.out" | tail -n1)
     [ -f "$run_dir/submission/submission.csv" ]
     run grep -c 'POST /validate' "$T/grade-$g.out"
     [ "$output" -ge 1 ]
@@ -108,7 +108,7 @@ wait_url() {
     grep -q "grading server for $COMP (job $j, runtime [a-z]*) on node $n0" "$T/het-$j.out"
     run grep -c 'POST /validate' "$T/het-$j.out"
     [ "$output" -ge 1 ]
-    run_dir=$(sed -n 's/^MLEBENCH_RUN_DIR=//p' "$T/het-$j.out")
+    run_dir=$(sed -n 's/^MLEBENCH_RUN_DIR=//p' "$T/het-$j.out" | tail -n1)
     [ -f "$run_dir/submission/submission.csv" ]
     run grep -rl 'localhost:5000' "$run_dir/overlay"
     assert_failure
