@@ -45,6 +45,20 @@ mh_load_config() {
     export MH_STATE_BASE
 }
 
+# Everything an entry script does before its own work: the CLI, the runtime, and the config
+# validated for COMP with the images it needs (only when containers are used). Sets MH_RUNTIME.
+# Args: comp [image key]...
+mh_setup() {
+    local comp=$1 key need=()
+    shift
+    [[ -n ${MH_CLI:-} ]] || mh_init
+    MH_RUNTIME=$(mh_runtime)
+    if [[ $MH_RUNTIME == apptainer ]]; then for key in "$@"; do need+=(--need "$key"); done; fi
+    mh_load_config "${need[@]}" --competition "$comp"
+    [[ $MH_RUNTIME == apptainer ]] || mh_warn_no_isolation
+    export MH_RUNTIME
+}
+
 # ------------------------------------------------------------------ runtime
 # apptainer (default when installed) or none (no isolation: demo fallback, said loudly).
 mh_runtime() {
@@ -259,13 +273,10 @@ mh_wait_url_file() {
 # rewrite the image's localhost:5000 files to the real URL, run the agent under its budget,
 # record metadata whatever happens. Args: comp spec(url|auto:JOBID)
 mh_run_agent() {
-    local comp=$1 spec=$2 runtime job run url grading_job=${MH_GRADING_JOB:-}
-    runtime=$(mh_runtime)
-    local need=()
-    [[ $runtime == apptainer ]] && need=(--need AGENT_SIF)
-    mh_load_config "${need[@]}" --competition "$comp"
+    local comp=$1 spec=$2 job run url grading_job=${MH_GRADING_JOB:-}
+    mh_setup "$comp" AGENT_SIF
+    local runtime=$MH_RUNTIME
     mh_require_prepared "$comp" public
-    [[ $runtime == none ]] && mh_warn_no_isolation
     [[ $spec == auto:* ]] && grading_job=${spec#auto:}
 
     url=$("$MH_CLI" discover-url "$spec" --competition "$comp" --state-dir "$MH_STATE_BASE") || exit 2

@@ -24,5 +24,4 @@ comp=${1:-}
 spec=${2:-}
 [[ -n $comp && -n $spec ]] \
     || mh_die "usage: sbatch scripts_hpc/slurm_agent.sh <competition> <http://host:port | auto:GRADING_JOBID>"
-mh_init
 mh_run_agent "$comp" "$spec"

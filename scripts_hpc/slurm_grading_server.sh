@@ -21,13 +21,8 @@ source "$MH_SCRIPTS/lib.sh"
 
 comp=${1:-}
 [[ -n $comp ]] || mh_die "usage: sbatch scripts_hpc/slurm_grading_server.sh <competition>"
-mh_init
-runtime=$(mh_runtime)
-need=()
-[[ $runtime == apptainer ]] && need=(--need GRADING_SIF)
-mh_load_config "${need[@]}" --competition "$comp"
+mh_setup "$comp" GRADING_SIF
 mh_require_prepared "$comp" private
-[[ $runtime == none ]] && mh_warn_no_isolation
 
 job=$(mh_job_id)
 state=$MH_STATE_BASE/${comp}_$job
@@ -43,7 +38,7 @@ server_pid=""
 cleanup() { mh_stop_pid "$server_pid"; rm -f "$state/url"; }
 trap cleanup EXIT
 trap 'mh_log "stop requested"; exit 143' TERM INT
-mh_log "grading server for $comp (job $job, runtime $runtime) on node ${SLURMD_NODENAME:-$(hostname)}"
+mh_log "grading server for $comp (job $job, runtime $MH_RUNTIME) on node ${SLURMD_NODENAME:-$(hostname)}"
 "${MH_CMD[@]}" &
 server_pid=$!
 rc=0

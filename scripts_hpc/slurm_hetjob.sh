@@ -26,11 +26,7 @@ source "$MH_SCRIPTS/lib.sh"
 
 comp=${1:-}
 [[ -n $comp ]] || mh_die "usage: sbatch scripts_hpc/slurm_hetjob.sh <competition>"
-mh_init
-runtime=$(mh_runtime)
-need=()
-[[ $runtime == apptainer ]] && need=(--need GRADING_SIF --need AGENT_SIF)
-mh_load_config "${need[@]}" --competition "$comp"
+mh_setup "$comp" GRADING_SIF AGENT_SIF
 # Both steps use this id for the state and run directories.
 MH_JOB_ID=$(mh_job_id)
 export MH_JOB_ID
