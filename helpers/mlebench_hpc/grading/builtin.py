@@ -47,6 +47,10 @@ class _Answers:
     sort_order: np.ndarray  # file positions in id order
     targets: np.ndarray  # in id order; 1-d for one target, else (n, k)
     keep: np.ndarray | None  # rows (in id order) that are scored
+    # Fixed-width copies for the vectorised match of shuffled submissions (numpy compares code
+    # points, as Python does): ids sorted, and the file position of each.
+    sorted_fixed: np.ndarray
+    fixed_order: np.ndarray
 
 
 class BuiltinCompetition:
@@ -94,9 +98,15 @@ class BuiltinCompetition:
         keep = None
         if spec.drop_answer_rows_all_minus_one:
             keep = np.atleast_2d(targets.T).T.sum(axis=1) >= 0
-        for arr in (ids, sort_order, targets):
+        try:  # ASCII ids (all of upstream's): bytes sort and compare fastest
+            fixed = ids.astype("S")
+        except UnicodeEncodeError:
+            fixed = np.empty(0, dtype="S1")
+        fixed_order = np.argsort(fixed, kind="stable")
+        sorted_fixed = fixed[fixed_order]
+        for arr in (ids, sort_order, targets, sorted_fixed, fixed_order):
             arr.flags.writeable = False  # shared by all threads: make accidental writes fail loudly
-        return _Answers(ids, index, position, sort_order, targets, keep)
+        return _Answers(ids, index, position, sort_order, targets, keep, sorted_fixed, fixed_order)
 
     def _answer_targets(self, table: pd.DataFrame) -> np.ndarray:
         cols = list(self.spec.targets)
@@ -152,6 +162,21 @@ class BuiltinCompetition:
         # Fast path: the submission lists the ids in the answers' order (the sample submission's).
         if np.array_equal(sub_ids, ans.ids):
             return np.arange(n)
+        if n > 1 and len(ans.sorted_fixed) == n:
+            # Shuffled rows, every id once: sort the submission's ids as bytes (C compares, no
+            # hashing) and compare with the answers' sorted ids: 2-3x faster than hashing a million
+            # fresh strings. Submission row o[j] holds the j-th smallest id.
+            try:
+                fixed = sub_ids.astype("S")
+            except UnicodeEncodeError:
+                fixed = None
+            if fixed is not None:
+                o = np.argsort(fixed, kind="stable")
+                # a missing id (NaN) turns into b"nan": only a match if no cell was missing
+                if np.array_equal(fixed[o], ans.sorted_fixed) and not pd.isna(sub_ids).any():
+                    position = np.empty(n, dtype=np.intp)
+                    position[o] = ans.fixed_order
+                    return position
         if n > 1:
             # Usual case: every id known. itemgetter does all dict lookups in one C loop.
             try:
