@@ -106,33 +106,37 @@ def post(url: str, content: bytes, session: requests.Session | None = None) -> r
 def bench_latency(root: Path, sizes: list[int], reps: int) -> None:
     click.echo("== /validate latency vs bare read_csv(submission) + read_csv(answers)")
     click.echo(
-        f"{'rows':>9} {'start s':>8} {'cold ms':>8} {'p50 ms':>8} {'read_csv p50 ms':>16} "
+        f"{'rows':>9} {'order':>9} {'start s':>8} {'cold ms':>8} {'p50 ms':>8} {'read_csv p50 ms':>16} "
         f"{'ratio':>6} {'verdict':>8}"
     )
     for n in sizes:
         data_dir = root / f"data-{n}"
         answers = make_competition(data_dir, n)
-        sub_path = root / f"sub-{n}.csv"
-        rng = np.random.default_rng(1)
-        answers.assign(Transported=rng.random(n) < 0.5).to_csv(sub_path, index=False)
         ans_path = data_dir / COMP / "prepared" / "private" / "test.csv"
-        content = sub_path.read_bytes()
+        rng = np.random.default_rng(1)
+        submission = answers.assign(Transported=rng.random(n) < 0.5)
         server = start_server(data_dir, root / f"srv-{n}")
         try:
-            with requests.Session() as session:
-                cold = timed(lambda: post(server.url, content, session)) * 1000  # noqa: B023
-                verdicts = set()
-                lat = []
-                for _ in range(reps):
-                    started = time.perf_counter()
-                    verdicts.add(post(server.url, content, session).json()["valid"])
-                    lat.append(time.perf_counter() - started)
-            bare = [timed(lambda: (pd.read_csv(sub_path), pd.read_csv(ans_path))) for _ in range(reps)]  # noqa: B023
-            p50, bare_p50 = statistics.median(lat) * 1000, statistics.median(bare) * 1000
-            click.echo(
-                f"{n:>9} {server.startup_s:>8.2f} {cold:>8.1f} {p50:>8.1f} {bare_p50:>16.1f} "
-                f"{p50 / bare_p50:>6.2f} {'/'.join(str(v) for v in sorted(verdicts)):>8}"
-            )
+            # rows in the answers' (sample submission's) order, then shuffled: ids must be matched
+            shuffled = submission.sample(frac=1, random_state=2)
+            for order, table in (("answers", submission), ("shuffled", shuffled)):
+                sub_path = root / f"sub-{n}-{order}.csv"
+                table.to_csv(sub_path, index=False)
+                content = sub_path.read_bytes()
+                with requests.Session() as session:
+                    cold = timed(lambda: post(server.url, content, session)) * 1000  # noqa: B023
+                    verdicts = set()
+                    lat = []
+                    for _ in range(reps):
+                        started = time.perf_counter()
+                        verdicts.add(post(server.url, content, session).json()["valid"])
+                        lat.append(time.perf_counter() - started)
+                bare = [timed(lambda: (pd.read_csv(sub_path), pd.read_csv(ans_path))) for _ in range(reps)]  # noqa: B023
+                p50, bare_p50 = statistics.median(lat) * 1000, statistics.median(bare) * 1000
+                click.echo(
+                    f"{n:>9} {order:>9} {server.startup_s:>8.2f} {cold:>8.1f} {p50:>8.1f} {bare_p50:>16.1f} "
+                    f"{p50 / bare_p50:>6.2f} {'/'.join(str(v) for v in sorted(verdicts)):>8}"
+                )
         finally:
             server.stop()
 
