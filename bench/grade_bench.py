@@ -30,15 +30,17 @@ CLI = [sys.executable, "-m", "mlebench_hpc.cli"]
 
 
 def prepare(data_dir: Path) -> list[str]:
-    out = subprocess.run([*CLI, "prepare-demo", "--data-dir", str(data_dir)], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [*CLI, "prepare-demo", "--data-dir", str(data_dir)], check=True, capture_output=True, text=True
+    ).stdout
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 def write_run(run_dir: Path, comp: str, seed: int, data_dir: Path, sub: pd.DataFrame | None) -> None:
     (run_dir / "submission").mkdir(parents=True, exist_ok=True)
-    (run_dir / "metadata.json").write_text(json.dumps({"competition_id": comp, "seed": seed,
-                                                        "data_dir": str(data_dir)}))
+    (run_dir / "metadata.json").write_text(
+        json.dumps({"competition_id": comp, "seed": seed, "data_dir": str(data_dir)})
+    )
     if sub is not None:
         sub.to_csv(run_dir / "submission" / "submission.csv", index=False)
 
@@ -85,8 +87,9 @@ def time_grade(target: Path, extra: list[str], repeat: int, label: str) -> float
     for _ in range(repeat):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        proc = subprocess.run([*CLI, "grade", str(target), "--no-progress", *extra],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [*CLI, "grade", str(target), "--no-progress", *extra], capture_output=True, text=True
+        )
         times.append(time.perf_counter() - t0)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -118,19 +121,27 @@ def main(runs: int, large: int, large_rows: int, jobs: int | None, repeat: int, 
         slowest = max(singles.values())
         group_no_summary = time_grade(group, ["--no-summary", *extra], repeat, "group")
         group_full = time_grade(group, extra, repeat, "group+summaries")
-        print(f"cpus {os.cpu_count()}, runs {runs} over {len(comps)} competitions, {large} large "
-              f"submissions of {large_rows} rows, {size_mb:.1f} MiB of submissions; medians of {repeat}")
-        print(f"load average before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f} "
-              "(wall times are only meaningful when it is below the cpu count)")
+        print(
+            f"cpus {os.cpu_count()}, runs {runs} over {len(comps)} competitions, {large} large "
+            f"submissions of {large_rows} rows, {size_mb:.1f} MiB of submissions; medians of {repeat}"
+        )
+        print(
+            f"load average before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f} "
+            "(wall times are only meaningful when it is below the cpu count)"
+        )
         for name, secs in singles.items():
             print(f"  single run {name:<32} {secs:6.2f} s   cpu {CPU_USED[name]:5.2f} s")
         print(f"slowest single run           {slowest:6.2f} s")
-        print(f"group, report only           {group_no_summary:6.2f} s   "
-              f"(overhead {group_no_summary - slowest:+.2f} s, ratio {group_no_summary / slowest:.2f}x)"
-              f"   cpu {CPU_USED['group']:5.2f} s")
-        print(f"group, report + summaries    {group_full:6.2f} s   "
-              f"(overhead {group_full - slowest:+.2f} s, ratio {group_full / slowest:.2f}x)"
-              f"   cpu {CPU_USED['group+summaries']:5.2f} s")
+        print(
+            f"group, report only           {group_no_summary:6.2f} s   "
+            f"(overhead {group_no_summary - slowest:+.2f} s, ratio {group_no_summary / slowest:.2f}x)"
+            f"   cpu {CPU_USED['group']:5.2f} s"
+        )
+        print(
+            f"group, report + summaries    {group_full:6.2f} s   "
+            f"(overhead {group_full - slowest:+.2f} s, ratio {group_full / slowest:.2f}x)"
+            f"   cpu {CPU_USED['group+summaries']:5.2f} s"
+        )
     finally:
         if keep:
             print(f"kept {work}")

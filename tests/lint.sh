@@ -47,7 +47,7 @@ ruff=.venv/bin/ruff
 if [[ -z $ruff ]]; then
     log "FAIL: ruff not found: run 'make install'"
     rc=1
-elif "$ruff" check helpers tests bench environment; then
+elif "$ruff" check helpers tests bench environment && "$ruff" format --check -q helpers tests bench environment; then
     log "ruff: clean"
 else
     log "FAIL: ruff found problems (above)"

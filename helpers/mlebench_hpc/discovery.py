@@ -32,7 +32,8 @@ URL_MARK = "GRADING_SERVER_URL="
 _URL_IN_LINE = re.compile(rb"GRADING_SERVER_URL=(https?://[^\s'\"<>]+)")
 _COMMENT_COMP = re.compile(r"(?:^|[\s,;])competition=([A-Za-z0-9._-]+)")
 _SCRIPT_COMP = re.compile(
-    r"(?:^|/)(?:slurm_grading_server|slurm_hetjob)\.sh\s+([A-Za-z0-9][A-Za-z0-9._-]*)(?:\s|$)")
+    r"(?:^|/)(?:slurm_grading_server|slurm_hetjob)\.sh\s+([A-Za-z0-9][A-Za-z0-9._-]*)(?:\s|$)"
+)
 POLL_SECS = 2.0
 PROGRESS_SECS = 30.0
 # A URL file older than the job's StartTime by more than this is a previous run's (requeue).
@@ -115,8 +116,13 @@ def expand_output_path(raw: str, job: JobInfo, job_id: str) -> Path | None:
         return None
     base = job_id.split("+")[0].split("_")[0]
     subs = {
-        "%%": "%", "%j": job.job_id, "%A": job.get("ArrayJobId", base), "%a": job.get("ArrayTaskId", "0"),
-        "%x": job.name, "%u": job.get("UserId", "").split("(")[0], "%N": job.get("BatchHost"),
+        "%%": "%",
+        "%j": job.job_id,
+        "%A": job.get("ArrayJobId", base),
+        "%a": job.get("ArrayTaskId", "0"),
+        "%x": job.name,
+        "%u": job.get("UserId", "").split("(")[0],
+        "%N": job.get("BatchHost"),
     }
     if "%" in raw:
         raw = re.sub(r"%%|%[jAaxuN]", lambda m: subs[m.group(0)], raw)
@@ -194,8 +200,10 @@ def _progress(msg: str) -> None:
 
 def resolve_auto(job_id: str, competition: str, timeout: float, state_dir: Path | None) -> str:
     if not slurm_query.slurm_available():
-        raise HelperError(f"auto:{job_id} needs Slurm, but scontrol is not on PATH: pass the grading "
-                          "server's URL (http://host:port) instead")
+        raise HelperError(
+            f"auto:{job_id} needs Slurm, but scontrol is not on PATH: pass the grading "
+            "server's URL (http://host:port) instead"
+        )
     if not slurm_query.valid_job_id(job_id):
         raise HelperError(f"auto:{job_id}: {job_id!r} is not a Slurm job id (e.g. auto:12345)")
     start = time.monotonic()
@@ -209,15 +217,23 @@ def resolve_auto(job_id: str, competition: str, timeout: float, state_dir: Path 
             raise HelperError(str(exc)) from None
         if job is None:
             gone = state_dir_competitions(state_dir, [job_id.split("+")[0]])
-            hint = (f" (a state directory {next(iter(gone.values()))} exists, so it probably ended and "
-                    "Slurm has forgotten it)") if gone else ""
+            hint = (
+                (
+                    f" (a state directory {next(iter(gone.values()))} exists, so it probably ended and "
+                    "Slurm has forgotten it)"
+                )
+                if gone
+                else ""
+            )
             raise HelperError(f"job {job_id} not found{hint}: check the id with squeue -u $USER")
         if not checked:
             claims = competition_claims(job, state_dir_competitions(state_dir, _job_ids(job, job_id)))
             for comp, where in claims:
                 if comp != competition:
-                    raise HelperError(f"grading job {job_id} serves competition {comp}, not {competition} "
-                                      f"({where}): pass the job id of a {competition} grading server")
+                    raise HelperError(
+                        f"grading job {job_id} serves competition {comp}, not {competition} "
+                        f"({where}): pass the job id of a {competition} grading server"
+                    )
             checked = True
         state = job.state
         out = expand_output_path(job.get("StdOut"), job, job_id)
@@ -225,7 +241,8 @@ def resolve_auto(job_id: str, competition: str, timeout: float, state_dir: Path 
             ended = job.get("EndTime", "unknown time")
             raise HelperError(
                 f"grading job {job_id} is {state} (ended {ended}; output {out}): start a new one with "
-                f"sbatch scripts_hpc/slurm_grading_server.sh {competition}")
+                f"sbatch scripts_hpc/slurm_grading_server.sh {competition}"
+            )
         if state in slurm_query.WAITING_STATES:
             waiting = f"job {job_id} is {state} (reason: {job.get('Reason', 'none')})"
         else:  # RUNNING (or a state this version does not list): the URL may be there already
@@ -235,8 +252,9 @@ def resolve_auto(job_id: str, competition: str, timeout: float, state_dir: Path 
             waiting = f"job {job_id} is {state} but has not published its URL yet (output {out})"
         now = time.monotonic()
         if now >= deadline:
-            raise HelperError(f"gave up after {timeout:.0f}s: {waiting}; raise --timeout or look at "
-                              f"squeue -j {job_id}")
+            raise HelperError(
+                f"gave up after {timeout:.0f}s: {waiting}; raise --timeout or look at squeue -j {job_id}"
+            )
         if now >= next_progress:
             _progress(f"waiting {now - start:.0f}s/{timeout:.0f}s: {waiting}")
             next_progress = now + PROGRESS_SECS
@@ -246,16 +264,29 @@ def resolve_auto(job_id: str, competition: str, timeout: float, state_dir: Path 
 @click.command("discover-url")
 @click.argument("spec")
 @click.option("--competition", required=True, help="Competition the grading server must serve.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
-              help="Seconds to wait while the grading job is pending or starting.")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Directory holding <comp>_<jobid>/url (default: $MLEBENCH_HPC_STATE_DIR, "
-                   "$MH_STATE_BASE, else OUTPUT_BASE/.state from the config).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="Seconds to wait while the grading job is pending or starting.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory holding <comp>_<jobid>/url (default: $MLEBENCH_HPC_STATE_DIR, "
+    "$MH_STATE_BASE, else OUTPUT_BASE/.state from the config).",
+)
 def discover_url_cmd(spec: str, competition: str, timeout: float, state_dir: Path | None) -> None:
     """Print the grading server's base URL. SPEC: http://host:port or auto:JOBID."""
     if spec.startswith("auto:"):
-        url = resolve_auto(spec[len("auto:"):].strip(), competition, timeout,
-                           state_dir if state_dir is not None else default_state_dir())
+        url = resolve_auto(
+            spec[len("auto:") :].strip(),
+            competition,
+            timeout,
+            state_dir if state_dir is not None else default_state_dir(),
+        )
     else:
         try:
             url = normalize_url(spec)

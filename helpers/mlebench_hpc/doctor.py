@@ -62,13 +62,21 @@ def human_size(n: int) -> str:
 def check_apptainer() -> tuple[Check, str | None]:
     exe = shutil.which("apptainer") or shutil.which("singularity")
     if exe is None:
-        return Check("FAIL", "apptainer", "apptainer not found on PATH",
-                     "`module load apptainer` on a cluster, or (root, Debian 12) "
-                     "`bash scripts_hpc/provision/install_apptainer.sh`"), None
+        return Check(
+            "FAIL",
+            "apptainer",
+            "apptainer not found on PATH",
+            "`module load apptainer` on a cluster, or (root, Debian 12) "
+            "`bash scripts_hpc/provision/install_apptainer.sh`",
+        ), None
     rc, out = _run([exe, "--version"])
     if rc != 0:
-        return Check("FAIL", "apptainer", f"{exe} --version failed: {out[:120]}",
-                     "reinstall apptainer or load a working module"), None
+        return Check(
+            "FAIL",
+            "apptainer",
+            f"{exe} --version failed: {out[:120]}",
+            "reinstall apptainer or load a working module",
+        ), None
     return Check("PASS", "apptainer", f"{out.splitlines()[0] if out else '?'} ({exe})"), exe
 
 
@@ -101,8 +109,12 @@ def check_namespaces(exe: str | None, userns_file: Path = USERNS_FILE) -> Check:
     if suid:
         return Check("PASS", "userns", "user namespaces off, but apptainer is installed setuid")
     what = "disabled (max_user_namespaces=0)" if max_ns == 0 else f"unknown ({userns_file} unreadable)"
-    return Check("FAIL", "userns", f"user namespaces {what} and no setuid apptainer",
-                 "ask the admins for `sysctl user.max_user_namespaces=15000` or a setuid apptainer install")
+    return Check(
+        "FAIL",
+        "userns",
+        f"user namespaces {what} and no setuid apptainer",
+        "ask the admins for `sysctl user.max_user_namespaces=15000` or a setuid apptainer install",
+    )
 
 
 def _subid_has(path: Path, user: str, uid: int) -> bool:
@@ -117,8 +129,9 @@ def _subid_has(path: Path, user: str, uid: int) -> bool:
     return False
 
 
-def check_fakeroot(images_missing: bool, subuid: Path = Path("/etc/subuid"),
-                   subgid: Path = Path("/etc/subgid")) -> Check:
+def check_fakeroot(
+    images_missing: bool, subuid: Path = Path("/etc/subuid"), subgid: Path = Path("/etc/subgid")
+) -> Check:
     """`apptainer build --fakeroot` maps the user to root through /etc/subuid and /etc/subgid."""
     uid = os.getuid()
     try:
@@ -127,10 +140,13 @@ def check_fakeroot(images_missing: bool, subuid: Path = Path("/etc/subuid"),
         user = str(uid)
     missing = [p.name for p in (subuid, subgid) if not _subid_has(p, user, uid)]
     if not missing:
-        return Check("PASS", "fakeroot",
-                     f"{user} has ranges in /etc/subuid and /etc/subgid: build --fakeroot works")
-    fix = (f"ask the admins for `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}`, "
-           "or `make sif BUILDER=docker` where Docker is, or copy SIFs built elsewhere")
+        return Check(
+            "PASS", "fakeroot", f"{user} has ranges in /etc/subuid and /etc/subgid: build --fakeroot works"
+        )
+    fix = (
+        f"ask the admins for `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}`, "
+        "or `make sif BUILDER=docker` where Docker is, or copy SIFs built elsewhere"
+    )
     files = " and ".join("/etc/" + m for m in missing)
     detail = f"no range for {user} in {files}: `make sif BUILDER=apptainer` fails"
     # Only needed to build images: when they exist already, running works without it.
@@ -161,15 +177,22 @@ def check_images(cfg: dict[str, str]) -> list[Check]:
     for key, raw in wanted.items():
         path = Path(raw)
         if not path.is_file():
-            checks.append(Check("FAIL", "image", f"{key}={path} missing",
-                                "run `make sif` (AGENT=dummy|aide), or fix the path in the config"))
+            checks.append(
+                Check(
+                    "FAIL",
+                    "image",
+                    f"{key}={path} missing",
+                    "run `make sif` (AGENT=dummy|aide), or fix the path in the config",
+                )
+            )
             continue
         size = path.stat().st_size
         try:
             digest = sha256_file(path)
         except OSError as exc:
-            checks.append(Check("FAIL", "image", f"{key}={path} unreadable: {exc.strerror}",
-                                "fix its permissions"))
+            checks.append(
+                Check("FAIL", "image", f"{key}={path} unreadable: {exc.strerror}", "fix its permissions")
+            )
             continue
         checks.append(Check("PASS", "image", f"{key}={path} {human_size(size)} sha256:{digest}"))
     return checks
@@ -178,22 +201,37 @@ def check_images(cfg: dict[str, str]) -> list[Check]:
 def check_data(data_dir: Path, competitions: Iterable[str]) -> list[Check]:
     comps = list(competitions)
     if not data_dir.is_dir():
-        return [Check("FAIL", "data", f"DATA_DIR={data_dir} does not exist",
-                      "set DATA_DIR in the config, or `mlebench prepare` / `mlebench-hpc prepare-demo "
-                      f"--data-dir {data_dir}`")]
+        return [
+            Check(
+                "FAIL",
+                "data",
+                f"DATA_DIR={data_dir} does not exist",
+                "set DATA_DIR in the config, or `mlebench prepare` / `mlebench-hpc prepare-demo "
+                f"--data-dir {data_dir}`",
+            )
+        ]
     if not comps:
         return [Check("PASS", "data", f"DATA_DIR={data_dir} exists (no --competitions file: none checked)")]
     checks = []
     for comp in comps:
         prepared = data_dir / comp / "prepared"
         missing = [part for part in ("public", "private") if not (prepared / part).is_dir()]
-        empty = [part for part in ("public", "private")
-                 if part not in missing and not any((prepared / part).iterdir())]
+        empty = [
+            part
+            for part in ("public", "private")
+            if part not in missing and not any((prepared / part).iterdir())
+        ]
         if missing or empty:
             what = ", ".join([f"{p}/ missing" for p in missing] + [f"{p}/ empty" for p in empty])
-            checks.append(Check("FAIL", "data", f"{comp}: {what} in {prepared}",
-                                f"`mlebench prepare -c {comp} --data-dir {data_dir}` (demo competitions: "
-                                f"`mlebench-hpc prepare-demo --data-dir {data_dir}`)"))
+            checks.append(
+                Check(
+                    "FAIL",
+                    "data",
+                    f"{comp}: {what} in {prepared}",
+                    f"`mlebench prepare -c {comp} --data-dir {data_dir}` (demo competitions: "
+                    f"`mlebench-hpc prepare-demo --data-dir {data_dir}`)",
+                )
+            )
         else:
             checks.append(Check("PASS", "data", f"{comp}: prepared (public/ and private/)"))
     return checks
@@ -206,16 +244,29 @@ def is_lfs_pointer(path: Path) -> bool:
 
 def check_leaderboards(mlebench_dir: str | None, competitions: Iterable[str]) -> list[Check]:
     if not mlebench_dir:
-        return [Check("PASS", "leaderboard", "MLEBENCH_DIR not set: medal thresholds from shipped data "
-                      "(or unknown, no medal claimed)")]
+        return [
+            Check(
+                "PASS",
+                "leaderboard",
+                "MLEBENCH_DIR not set: medal thresholds from shipped data (or unknown, no medal claimed)",
+            )
+        ]
     root = Path(mlebench_dir) / "mlebench" / "competitions"
     if not root.is_dir():
-        return [Check("FAIL", "leaderboard", f"MLEBENCH_DIR={mlebench_dir} has no mlebench/competitions/",
-                      "point MLEBENCH_DIR at a clone of github.com/openai/mle-bench, or leave it empty")]
+        return [
+            Check(
+                "FAIL",
+                "leaderboard",
+                f"MLEBENCH_DIR={mlebench_dir} has no mlebench/competitions/",
+                "point MLEBENCH_DIR at a clone of github.com/openai/mle-bench, or leave it empty",
+            )
+        ]
     comps = list(competitions)
     files = [root / c / "leaderboard.csv" for c in comps] if comps else sorted(root.glob("*/leaderboard.csv"))
-    fix = (f"`git -C {mlebench_dir} lfs fetch --all && git -C {mlebench_dir} lfs checkout` "
-           "(install git-lfs first)")
+    fix = (
+        f"`git -C {mlebench_dir} lfs fetch --all && git -C {mlebench_dir} lfs checkout` "
+        "(install git-lfs first)"
+    )
     checks = []
     pointers, missing = [], []
     for f in files:
@@ -225,14 +276,24 @@ def check_leaderboards(mlebench_dir: str | None, competitions: Iterable[str]) ->
             pointers.append(f.parent.name)
     if pointers:
         shown = ", ".join(pointers[:5]) + (f" and {len(pointers) - 5} more" if len(pointers) > 5 else "")
-        checks.append(Check("FAIL", "leaderboard",
-                            f"{len(pointers)} leaderboard.csv are Git LFS pointers: {shown}", fix))
+        checks.append(
+            Check(
+                "FAIL", "leaderboard", f"{len(pointers)} leaderboard.csv are Git LFS pointers: {shown}", fix
+            )
+        )
     if missing:
-        checks.append(Check("WARN", "leaderboard", f"no leaderboard.csv for {', '.join(missing)} in {root}",
-                            "check the competition ids, or update the MLE-bench checkout"))
+        checks.append(
+            Check(
+                "WARN",
+                "leaderboard",
+                f"no leaderboard.csv for {', '.join(missing)} in {root}",
+                "check the competition ids, or update the MLE-bench checkout",
+            )
+        )
     if not pointers and not missing:
-        checks.append(Check("PASS", "leaderboard",
-                            f"{len(files)} leaderboard.csv in {root} are real CSV files"))
+        checks.append(
+            Check("PASS", "leaderboard", f"{len(files)} leaderboard.csv in {root} are real CSV files")
+        )
     return checks
 
 
@@ -242,13 +303,20 @@ def check_leaderboards(mlebench_dir: str | None, competitions: Iterable[str]) ->
 def check_slurm() -> Check:
     sbatch, sinfo = shutil.which("sbatch"), shutil.which("sinfo")
     if sbatch is None or sinfo is None:
-        return Check("WARN", "slurm", "sbatch/sinfo not on PATH: only the local path "
-                     "(`bash scripts_hpc/slurm_hetjob.sh C`) works here",
-                     "`module load slurm` on a cluster login node")
+        return Check(
+            "WARN",
+            "slurm",
+            "sbatch/sinfo not on PATH: only the local path (`bash scripts_hpc/slurm_hetjob.sh C`) works here",
+            "`module load slurm` on a cluster login node",
+        )
     rc, out = _run([sinfo, "-h", "-o", "%P %a %D"])
     if rc != 0:
-        return Check("FAIL", "slurm", f"sinfo failed: {out.splitlines()[-1][:160] if out else rc}",
-                     "check SLURM_CONF and that slurmctld is up (`scontrol ping`)")
+        return Check(
+            "FAIL",
+            "slurm",
+            f"sinfo failed: {out.splitlines()[-1][:160] if out else rc}",
+            "check SLURM_CONF and that slurmctld is up (`scontrol ping`)",
+        )
     parts = [line.split()[0] for line in out.splitlines() if line.strip()]
     return Check("PASS", "slurm", f"sbatch at {sbatch}; partitions: {' '.join(parts) or '(none)'}")
 
@@ -272,8 +340,14 @@ def run_checks(config_path: str | None, competitions: list[str]) -> list[Check]:
     cfg: dict[str, str] = {}
     path = find_config_path(config_path)
     if path is None:
-        checks.append(Check("WARN", "config", "no config file: using the defaults",
-                            "cp scripts_hpc/config.example.env ~/.config/mlebench-hpc/config.env; edit it"))
+        checks.append(
+            Check(
+                "WARN",
+                "config",
+                "no config file: using the defaults",
+                "cp scripts_hpc/config.example.env ~/.config/mlebench-hpc/config.env; edit it",
+            )
+        )
     else:
         try:
             cfg = load_config(path)
@@ -294,9 +368,12 @@ def run_checks(config_path: str | None, competitions: list[str]) -> list[Check]:
 
 
 @click.command("doctor")
-@click.option("--competitions", "competitions_file",
-              type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="File of competition ids (one a line, # comments) whose data must be prepared.")
+@click.option(
+    "--competitions",
+    "competitions_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="File of competition ids (one a line, # comments) whose data must be prepared.",
+)
 @click.option("--config", "config_path", help="Config file (default: the one in force).")
 def doctor_cmd(competitions_file: Path | None, config_path: str | None) -> None:
     """Check this machine: apptainer, namespaces, fakeroot, fuse, images, data, leaderboards, Slurm."""

@@ -140,13 +140,28 @@ def scan_image(apptainer: str, image: Path, extra: tuple[str, ...]) -> list[Foun
     """Find the files in the image: the same rules as scan_dir, run inside the container."""
     # the globs are expanded by the container's sh: unquoted on purpose
     script = _SCAN_SCRIPT.replace("@GLOBS@", " ".join(SCAN_GLOBS))
-    argv = [apptainer, "exec", "--contain", "--cleanenv", "--no-home", str(image),
-            "sh", "-c", script, "overlay-scan", *KNOWN_PATHS, *SCAN_DIRS, *extra]
+    argv = [
+        apptainer,
+        "exec",
+        "--contain",
+        "--cleanenv",
+        "--no-home",
+        str(image),
+        "sh",
+        "-c",
+        script,
+        "overlay-scan",
+        *KNOWN_PATHS,
+        *SCAN_DIRS,
+        *extra,
+    ]
     try:
         proc = subprocess.run(argv, capture_output=True, timeout=EXEC_TIMEOUT, check=False)
     except FileNotFoundError:
-        raise HelperError(f"apptainer not found ({apptainer}): install it, pass --apptainer BIN, "
-                          "or scan a directory with --from-dir") from None
+        raise HelperError(
+            f"apptainer not found ({apptainer}): install it, pass --apptainer BIN, "
+            "or scan a directory with --from-dir"
+        ) from None
     except subprocess.TimeoutExpired:
         raise HelperError(f"scanning {image} took over {EXEC_TIMEOUT:.0f}s: {shlex.join(argv[:6])}") from None
     if proc.returncode != 0:
@@ -162,7 +177,7 @@ def parse_stream(buf: bytes) -> list[Found]:
         nul = buf.index(b"\0", pos)
         mode_s, size_s, path_b = buf[pos:nul].split(b" ", 2)
         size = int(size_s)
-        data = buf[nul + 1: nul + 1 + size]
+        data = buf[nul + 1 : nul + 1 + size]
         if len(data) != size:
             raise HelperError(f"truncated scan output for {path_b.decode(errors='replace')}")
         path = os.path.normpath(path_b.decode("utf-8", "surrogateescape"))
@@ -227,20 +242,47 @@ def write_overlays(found: list[Found], url: str, out: Path) -> tuple[Path, list[
 
 
 @click.command("overlay")
-@click.option("--image", "image", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Agent SIF to scan (through apptainer exec).")
-@click.option("--from-dir", "from_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
-              default=None, help="Scan this host directory, laid out like the image's root, instead.")
+@click.option(
+    "--image",
+    "image",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Agent SIF to scan (through apptainer exec).",
+)
+@click.option(
+    "--from-dir",
+    "from_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Scan this host directory, laid out like the image's root, instead.",
+)
 @click.option("--url", required=True, help="The real grading server URL (http://host:port).")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output directory (mirrored tree + overlays.tsv).")
-@click.option("--apptainer", "apptainer", default=None,
-              help="apptainer binary (default: $APPTAINER, else apptainer on PATH).")
-@click.option("--paths", "paths", multiple=True,
-              help="Extra container path (file or directory) to scan; repeatable.")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory (mirrored tree + overlays.tsv).",
+)
+@click.option(
+    "--apptainer",
+    "apptainer",
+    default=None,
+    help="apptainer binary (default: $APPTAINER, else apptainer on PATH).",
+)
+@click.option(
+    "--paths", "paths", multiple=True, help="Extra container path (file or directory) to scan; repeatable."
+)
 @click.option("--allow-none", is_flag=True, help="Do not fail when no file mentions localhost:5000.")
-def overlay_cmd(image: Path | None, from_dir: Path | None, url: str, out: Path, apptainer: str | None,
-                paths: tuple[str, ...], allow_none: bool) -> None:
+def overlay_cmd(
+    image: Path | None,
+    from_dir: Path | None,
+    url: str,
+    out: Path,
+    apptainer: str | None,
+    paths: tuple[str, ...],
+    allow_none: bool,
+) -> None:
     """Rewrite the agent image's localhost:5000 files to URL; print the manifest path."""
     try:
         url = normalize_url(url)
@@ -262,9 +304,11 @@ def overlay_cmd(image: Path | None, from_dir: Path | None, url: str, out: Path, 
         raise HelperError("nothing to scan: pass --image SIF (or --from-dir DIR)")
     found = select(found)
     if not found and not allow_none:
-        raise HelperError(f"no file in {source} mentions localhost:5000: an MLE-bench agent image normally "
-                          "does (instructions.txt, validate_submission.sh); check the image, or pass "
-                          "--allow-none if it really needs no rewrite")
+        raise HelperError(
+            f"no file in {source} mentions localhost:5000: an MLE-bench agent image normally "
+            "does (instructions.txt, validate_submission.sh); check the image, or pass "
+            "--allow-none if it really needs no rewrite"
+        )
     manifest, entries = write_overlays(found, url, out)
     names = ", ".join(c for _, c in entries) or "none"
     click.echo(f"overlay: {len(entries)} file(s) rewritten to {url}: {names}", err=True)

@@ -68,11 +68,15 @@ def probe(session: requests.Session, url: str, competition: str, timeout: float)
     except ValueError:
         body = None
     if not isinstance(body, dict) or "competition" not in body:
-        raise HelperError(f"{url}/health answered 200 without naming a competition ({resp.text[:80]!r}): "
-                          "that is not an mlebench-hpc grading server; check the URL")
+        raise HelperError(
+            f"{url}/health answered 200 without naming a competition ({resp.text[:80]!r}): "
+            "that is not an mlebench-hpc grading server; check the URL"
+        )
     if body["competition"] != competition:
-        raise HelperError(f"grading server at {url} serves {body['competition']}, not {competition}: "
-                          f"point the agent at a {competition} grading server")
+        raise HelperError(
+            f"grading server at {url} serves {body['competition']}, not {competition}: "
+            f"point the agent at a {competition} grading server"
+        )
     return None
 
 
@@ -96,7 +100,8 @@ def wait_ready(url: str, competition: str, timeout: float, job: str | None, pid:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise HelperError(
-                    f"grading server at {url} not ready after {timeout:.0f}s; last error: {last}")
+                    f"grading server at {url} not ready after {timeout:.0f}s; last error: {last}"
+                )
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, MAX_DELAY)
 
@@ -104,8 +109,13 @@ def wait_ready(url: str, competition: str, timeout: float, job: str | None, pid:
 @click.command("wait-ready")
 @click.argument("url")
 @click.option("--competition", required=True, help="Competition /health must name.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=300.0, show_default=True,
-              help="Give up after this many seconds.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="Give up after this many seconds.",
+)
 @click.option("--job", default=None, help="Grading job id: fail at once when it ends (needs scontrol).")
 @click.option("--pid", type=int, default=None, help="Local grading server PID: fail at once when it exits.")
 def wait_ready_cmd(url: str, competition: str, timeout: float, job: str | None, pid: int | None) -> None:

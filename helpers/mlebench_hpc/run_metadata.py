@@ -99,12 +99,23 @@ def update_metadata(run_dir: Path, updates: dict[str, Any]) -> Path:
 @click.command("run-metadata")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Store a string; repeatable.")
-@click.option("--set-json", "set_jsons", multiple=True, metavar="KEY=JSON",
-              help="Store a JSON value (number, list, object, null); repeatable.")
-@click.option("--sha256", "hashes", multiple=True, metavar="KEY=PATH",
-              help="Store the sha256 of a file (cached by path, size and mtime); repeatable.")
-def run_metadata_cmd(run_dir: Path, sets: tuple[str, ...], set_jsons: tuple[str, ...],
-                     hashes: tuple[str, ...]) -> None:
+@click.option(
+    "--set-json",
+    "set_jsons",
+    multiple=True,
+    metavar="KEY=JSON",
+    help="Store a JSON value (number, list, object, null); repeatable.",
+)
+@click.option(
+    "--sha256",
+    "hashes",
+    multiple=True,
+    metavar="KEY=PATH",
+    help="Store the sha256 of a file (cached by path, size and mtime); repeatable.",
+)
+def run_metadata_cmd(
+    run_dir: Path, sets: tuple[str, ...], set_jsons: tuple[str, ...], hashes: tuple[str, ...]
+) -> None:
     """Create or update RUN_DIR/metadata.json, merging the given keys."""
     updates: dict[str, Any] = {}
     for item in sets:

@@ -13,15 +13,38 @@ from dataclasses import dataclass
 import click
 
 # States after which the job never runs its script again (COMPLETING: the script has ended).
-ENDED_STATES = frozenset({
-    "COMPLETED", "COMPLETING", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
-    "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT",
-})
+ENDED_STATES = frozenset(
+    {
+        "COMPLETED",
+        "COMPLETING",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "OUT_OF_MEMORY",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "REVOKED",
+        "SPECIAL_EXIT",
+    }
+)
 # States in which the job may still start (or restart, after a requeue).
-WAITING_STATES = frozenset({
-    "PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED",
-    "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD",
-})
+WAITING_STATES = frozenset(
+    {
+        "PENDING",
+        "CONFIGURING",
+        "REQUEUED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "RESIZING",
+        "SUSPENDED",
+        "STOPPED",
+        "SIGNALING",
+        "STAGE_OUT",
+        "RESV_DEL_HOLD",
+    }
+)
 
 # A key of `scontrol show job -o`: CamelCase words, some with '/' or ':' (CPUs/Task, ReqB:S:C:T).
 # Values can hold spaces (Command= with its arguments, JobName=, Comment=), so a value runs
@@ -69,7 +92,7 @@ def parse_scontrol_oneline(line: str) -> dict[str, str]:
     matches = list(_KEY.finditer(line))
     for i, m in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(line)
-        fields.setdefault(m.group(1), line[m.end():end].strip())
+        fields.setdefault(m.group(1), line[m.end() : end].strip())
     return fields
 
 
@@ -83,8 +106,9 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     except FileNotFoundError:
         raise SlurmError(f"{argv[0]} is not on PATH: is Slurm installed here?") from None
     except subprocess.TimeoutExpired:
-        raise SlurmError(f"{' '.join(argv)} did not answer in {SCONTROL_TIMEOUT:.0f}s: "
-                         "is slurmctld up?") from None
+        raise SlurmError(
+            f"{' '.join(argv)} did not answer in {SCONTROL_TIMEOUT:.0f}s: is slurmctld up?"
+        ) from None
 
 
 def show_job(job_id: str) -> list[JobInfo] | None:

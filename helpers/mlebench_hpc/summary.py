@@ -69,8 +69,9 @@ def seed_keys(reports: list[dict[str, Any]]) -> list[str]:
     """The seed each report belongs to: its metadata seed, else run<k> in run-directory order."""
     keys: list[str] = [""] * len(reports)
     seedless: dict[str, int] = {}
-    for i in sorted(range(len(reports)), key=lambda i: str(reports[i].get("run_dir") or
-                                                            reports[i]["submission_path"])):
+    for i in sorted(
+        range(len(reports)), key=lambda i: str(reports[i].get("run_dir") or reports[i]["submission_path"])
+    ):
         r = reports[i]
         if r.get("seed") is not None and str(r["seed"]) != "":
             keys[i] = str(r["seed"])
@@ -98,26 +99,28 @@ def summarize(reports: list[dict[str, Any]]) -> Summary:
         ms = mean_se(scores)
         with_th = next((r for r in rs if r.get("gold_threshold") is not None), rs[0])
         lower = next((r["is_lower_better"] for r in rs if r.get("is_lower_better") is not None), None)
-        rows.append({
-            "competition_id": comp,
-            "runs": len(rs),
-            "submissions": sum(bool(r["submission_exists"]) for r in rs),
-            "valid": sum(bool(r["valid_submission"]) for r in rs),
-            "gold": sum(bool(r["gold_medal"]) for r in rs),
-            "silver": sum(bool(r["silver_medal"]) for r in rs),
-            "bronze": sum(bool(r["bronze_medal"]) for r in rs),
-            "any_medal": sum(bool(r["any_medal"]) for r in rs),
-            "above_median": sum(bool(r["above_median"]) for r in rs),
-            "score_mean": ms.mean if ms else None,
-            "score_se": ms.se if ms else None,
-            "scores_n": len(scores),
-            "gold_threshold": with_th.get("gold_threshold"),
-            "silver_threshold": with_th.get("silver_threshold"),
-            "bronze_threshold": with_th.get("bronze_threshold"),
-            "median_threshold": with_th.get("median_threshold"),
-            "is_lower_better": lower,
-            "thresholds_source": with_th.get("thresholds_source"),
-        })
+        rows.append(
+            {
+                "competition_id": comp,
+                "runs": len(rs),
+                "submissions": sum(bool(r["submission_exists"]) for r in rs),
+                "valid": sum(bool(r["valid_submission"]) for r in rs),
+                "gold": sum(bool(r["gold_medal"]) for r in rs),
+                "silver": sum(bool(r["silver_medal"]) for r in rs),
+                "bronze": sum(bool(r["bronze_medal"]) for r in rs),
+                "any_medal": sum(bool(r["any_medal"]) for r in rs),
+                "above_median": sum(bool(r["above_median"]) for r in rs),
+                "score_mean": ms.mean if ms else None,
+                "score_se": ms.se if ms else None,
+                "scores_n": len(scores),
+                "gold_threshold": with_th.get("gold_threshold"),
+                "silver_threshold": with_th.get("silver_threshold"),
+                "bronze_threshold": with_th.get("bronze_threshold"),
+                "median_threshold": with_th.get("median_threshold"),
+                "is_lower_better": lower,
+                "thresholds_source": with_th.get("thresholds_source"),
+            }
+        )
     per_comp = pd.DataFrame(rows)
 
     # One report per (competition, seed); duplicates (e.g. a rerun kept next to the original) would
@@ -155,8 +158,17 @@ def to_csv(summary: Summary, path: Path) -> None:
     """One row per competition, then an OVERALL row: counts summed, rates as mean and s.e. (%)."""
     df = summary.per_competition.copy()
     total: dict[str, Any] = {"competition_id": "OVERALL"}
-    for col in ("runs", "submissions", "valid", "gold", "silver", "bronze", "any_medal", "above_median",
-                "scores_n"):
+    for col in (
+        "runs",
+        "submissions",
+        "valid",
+        "gold",
+        "silver",
+        "bronze",
+        "any_medal",
+        "above_median",
+        "scores_n",
+    ):
         total[col] = int(df[col].sum()) if len(df) else 0
     total["n_seeds"] = len(summary.seeds)
     total["n_competitions"] = len(summary.competitions)
@@ -177,20 +189,39 @@ def _md_cell(x: Any) -> str:
 def to_markdown(summary: Summary, title: str, backend: str | None) -> str:
     lines = [f"# Grading summary: {title}", ""]
     n_runs = int(summary.per_competition["runs"].sum()) if len(summary.per_competition) else 0
-    lines.append(f"{n_runs} runs, {len(summary.competitions)} competitions, {len(summary.seeds)} seeds"
-                 + (f"; graded by {backend}" if backend else "") + ".")
+    lines.append(
+        f"{n_runs} runs, {len(summary.competitions)} competitions, {len(summary.seeds)} seeds"
+        + (f"; graded by {backend}" if backend else "")
+        + "."
+    )
     lines += ["", "## Overall (mean ± s.e. over seeds)", ""]
-    lines.append(f"Per seed: percentage of the {len(summary.competitions)} competitions; a competition "
-                 "with no run in a seed counts as a failure; s.e. = sd(ddof=1)/sqrt(seeds).")
+    lines.append(
+        f"Per seed: percentage of the {len(summary.competitions)} competitions; a competition "
+        "with no run in a seed counts as a failure; s.e. = sd(ddof=1)/sqrt(seeds)."
+    )
     lines.append("")
     for label, fld in OVERALL_METRICS:
         ms = summary.overall.get(fld)
         if ms is not None:
             lines.append(f"- **{label}: {ms.text(2, '%')}** ({ms.n} seeds)")
     lines += ["", "## Per competition", ""]
-    header = ["competition", "runs", "valid", "gold", "silver", "bronze", "any medal", "above median",
-              "score (mean ± s.e.)", "gold thr.", "silver thr.", "bronze thr.", "median", "better",
-              "thresholds from"]
+    header = [
+        "competition",
+        "runs",
+        "valid",
+        "gold",
+        "silver",
+        "bronze",
+        "any medal",
+        "above median",
+        "score (mean ± s.e.)",
+        "gold thr.",
+        "silver thr.",
+        "bronze thr.",
+        "median",
+        "better",
+        "thresholds from",
+    ]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|")
     for row in summary.per_competition.to_dict("records"):
@@ -201,10 +232,23 @@ def to_markdown(summary: Summary, title: str, backend: str | None) -> str:
             se_txt = "n/a" if se is None or (isinstance(se, float) and math.isnan(se)) else fmt_num(se)
             score = f"{fmt_num(row['score_mean'])} ± {se_txt} (n={row['scores_n']})"
         better = {True: "lower", False: "higher"}.get(row["is_lower_better"], "?")
-        cells = [row["competition_id"], row["runs"], row["valid"], row["gold"], row["silver"], row["bronze"],
-                 row["any_medal"], row["above_median"], score, fmt_num(row["gold_threshold"]),
-                 fmt_num(row["silver_threshold"]), fmt_num(row["bronze_threshold"]),
-                 fmt_num(row["median_threshold"]), better, _md_cell(row["thresholds_source"])]
+        cells = [
+            row["competition_id"],
+            row["runs"],
+            row["valid"],
+            row["gold"],
+            row["silver"],
+            row["bronze"],
+            row["any_medal"],
+            row["above_median"],
+            score,
+            fmt_num(row["gold_threshold"]),
+            fmt_num(row["silver_threshold"]),
+            fmt_num(row["bronze_threshold"]),
+            fmt_num(row["median_threshold"]),
+            better,
+            _md_cell(row["thresholds_source"]),
+        ]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     lines += ["", "## Per seed (%)", ""]
     seed_header = ["seed", "competitions run"] + [label.lower() for label, _ in OVERALL_METRICS]
@@ -223,8 +267,14 @@ def write_summaries(
 ) -> list[Path]:
     """summary.csv, summary.md and (with matplotlib) summary.png in out_dir; returns the paths."""
     summary = summarize(reports)
-    backend = next((f"{r['grading_backend']} ({r['grading_backend_version']})" for r in reports
-                    if r.get("grading_backend")), None)
+    backend = next(
+        (
+            f"{r['grading_backend']} ({r['grading_backend_version']})"
+            for r in reports
+            if r.get("grading_backend")
+        ),
+        None,
+    )
     written = []
     csv_path = out_dir / "summary.csv"
     to_csv(summary, csv_path)
@@ -248,8 +298,14 @@ def write_summaries(
 # ---------------------------------------------------------------- plot
 
 MEDAL_COLOURS = {"gold": "#d4a017", "silver": "#8c8c8c", "bronze": "#b0702f", "median": "#3b6ea8"}
-POINT_COLOURS = {"gold": "#d4a017", "silver": "#8c8c8c", "bronze": "#b0702f", "above median": "#3b6ea8",
-                 "below median": "#333333", "no medal": "#333333"}
+POINT_COLOURS = {
+    "gold": "#d4a017",
+    "silver": "#8c8c8c",
+    "bronze": "#b0702f",
+    "above median": "#3b6ea8",
+    "below median": "#333333",
+    "no medal": "#333333",
+}
 
 
 def _point_class(r: dict[str, Any]) -> str:
@@ -280,8 +336,14 @@ def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
     compact = max(n_rows.values()) > 12  # many seeds: thinner rows, no per-point labels
     row_h = 0.2 if compact else 0.42
     heights = [1.3 + row_h * n_rows[c] for c in competitions]
-    fig, axes = plt.subplots(len(competitions), 1, figsize=(10, sum(heights) + 0.5), layout="constrained",
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    fig, axes = plt.subplots(
+        len(competitions),
+        1,
+        figsize=(10, sum(heights) + 0.5),
+        layout="constrained",
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )
     fig.suptitle(f"{title}: score per seed against medal thresholds", fontsize=13, x=0.01, ha="left")
 
     for ax, comp in zip(axes[:, 0], competitions, strict=True):
@@ -310,8 +372,9 @@ def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
         zone_from = [("gold", better_edge), ("silver", th.get("gold")), ("bronze", th.get("silver"))]
         for name, edge in zone_from:
             if name in th and edge is not None:
-                ax.axvspan(min(th[name], edge), max(th[name], edge), color=MEDAL_COLOURS[name],
-                           alpha=0.13, lw=0)
+                ax.axvspan(
+                    min(th[name], edge), max(th[name], edge), color=MEDAL_COLOURS[name], alpha=0.13, lw=0
+                )
         trans = blended_transform_factory(ax.transData, ax.transAxes)
         width = hi - lo
         # each label's (centre, half width) in axes fractions; 0.0072 ~ one 8.5pt character
@@ -328,9 +391,19 @@ def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
             while any(lv == level and abs(centre - c) < half + h for c, h, lv in placed):
                 level += 1
             placed.append((centre, half, level))
-            ax.annotate(label, xy=(x, 1.0), xycoords=trans, xytext=(0, 3 + 12 * level),
-                        textcoords="offset points", ha="center", va="bottom", fontsize=8.5,
-                        color=MEDAL_COLOURS[name], fontweight="bold", annotation_clip=False)
+            ax.annotate(
+                label,
+                xy=(x, 1.0),
+                xycoords=trans,
+                xytext=(0, 3 + 12 * level),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=8.5,
+                color=MEDAL_COLOURS[name],
+                fontweight="bold",
+                annotation_clip=False,
+            )
         levels = max((lv for _, _, lv in placed), default=-1)
 
         for key, r in runs:
@@ -340,8 +413,16 @@ def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
                 x = min(max(s, lim_lo), lim_hi)
                 cls = _point_class(r)
                 marker = "o" if x == s else (">" if (x > s) == bool(lower) else "<")
-                ax.plot([x], [y], marker=marker, ms=6 if compact else 10, color=POINT_COLOURS[cls],
-                        mec="black", mew=0.7, zorder=3)
+                ax.plot(
+                    [x],
+                    [y],
+                    marker=marker,
+                    ms=6 if compact else 10,
+                    color=POINT_COLOURS[cls],
+                    mec="black",
+                    mew=0.7,
+                    zorder=3,
+                )
                 off = "" if x == s else " (off scale)"
                 if compact and not off:
                     continue
@@ -349,15 +430,30 @@ def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
                 frac = (x - lo) / (hi - lo)
                 on_right = (1 - frac if lower else frac) > 0.6
                 dx = -8 if on_right else 8
-                ax.annotate(f"{fmt_num(s)}{off}  {cls}", (x, y), xytext=(dx, 0 if compact else 7),
-                            textcoords="offset points", fontsize=7 if compact else 8.5,
-                            va="center" if compact else "bottom", ha="right" if on_right else "left",
-                            color="#222222")
+                ax.annotate(
+                    f"{fmt_num(s)}{off}  {cls}",
+                    (x, y),
+                    xytext=(dx, 0 if compact else 7),
+                    textcoords="offset points",
+                    fontsize=7 if compact else 8.5,
+                    va="center" if compact else "bottom",
+                    ha="right" if on_right else "left",
+                    color="#222222",
+                )
             else:
                 why = "no submission" if not r["submission_exists"] else "invalid submission"
-                ax.text(0.005, y, f"✗ {why}", transform=blended_transform_factory(ax.transAxes, ax.transData),
-                        va="center", ha="left", fontsize=7 if compact else 8.5, color="#b22222", zorder=4,
-                        bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.5})
+                ax.text(
+                    0.005,
+                    y,
+                    f"✗ {why}",
+                    transform=blended_transform_factory(ax.transAxes, ax.transData),
+                    va="center",
+                    ha="left",
+                    fontsize=7 if compact else 8.5,
+                    color="#b22222",
+                    zorder=4,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.5},
+                )
 
         ax.set_yticks(range(len(seeds)), [f"seed {s}" for s in seeds], fontsize=7 if compact else 9)
         ax.grid(axis="x", color="#dddddd", lw=0.6)
@@ -370,8 +466,9 @@ def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
         else:
             direction = "lower is better, axis reversed" if lower else "higher is better"
         note = "" if th else "; thresholds unknown, no medal claimed"
-        ax.set_title(f"{comp}  ({direction}; better →{note})", loc="left", fontsize=10.5,
-                     pad=6 + 14 * (levels + 1))
+        ax.set_title(
+            f"{comp}  ({direction}; better →{note})", loc="left", fontsize=10.5, pad=6 + 14 * (levels + 1)
+        )
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
     tmp = path.with_name(f".{path.stem}.tmp.png")

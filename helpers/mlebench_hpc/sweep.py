@@ -33,10 +33,23 @@ MAX_FAILURES = 2
 EXITED = frozenset({"finished", "failed", "timeout"})
 FAILED = frozenset({"failed", "timeout"})
 # Slurm states in which an array task may still run its script (again).
-ACTIVE = frozenset({
-    "PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-    "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD",
-})
+ACTIVE = frozenset(
+    {
+        "PENDING",
+        "RUNNING",
+        "CONFIGURING",
+        "COMPLETING",
+        "REQUEUED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "RESIZING",
+        "SUSPENDED",
+        "STOPPED",
+        "SIGNALING",
+        "STAGE_OUT",
+        "RESV_DEL_HOLD",
+    }
+)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SQUEUE_TIMEOUT = 30.0
 
@@ -237,7 +250,10 @@ def slurm_task_states(array_job_ids: list[str]) -> dict[str, TaskState] | None:
         try:
             proc = subprocess.run(
                 ["squeue", "-h", "-r", "-t", "all", "-j", job, "-o", "%i|%T|%N|%r"],
-                capture_output=True, text=True, timeout=SQUEUE_TIMEOUT, check=False,
+                capture_output=True,
+                text=True,
+                timeout=SQUEUE_TIMEOUT,
+                check=False,
             )
         except (OSError, subprocess.TimeoutExpired):
             return None
@@ -291,16 +307,29 @@ def record_submission(
     rows = read_tasks_file(tasks_file)
     n = len(data["submissions"]) + 1
     data.update({"group": group_dir.name, "group_dir": str(group_dir.resolve()), "asked": asked})
-    data["submissions"].append({
-        "n": n, "array_job_id": array_job_id, "submitted": now_iso(), "tasks_file": str(tasks_file),
-        "n_tasks": len(rows), "command": command, "asked": asked,
-    })
+    data["submissions"].append(
+        {
+            "n": n,
+            "array_job_id": array_job_id,
+            "submitted": now_iso(),
+            "tasks_file": str(tasks_file),
+            "n_tasks": len(rows),
+            "command": command,
+            "asked": asked,
+        }
+    )
     for index, comp, seed in rows:
-        data["tasks"].append({
-            "competition": comp, "seed": seed, "array_job_id": array_job_id, "array_index": index,
-            "job_id": f"{array_job_id}_{index}", "submission": n,
-            "run_dir": str(group_dir.resolve() / f"{comp}_{array_job_id}_{index}"),
-        })
+        data["tasks"].append(
+            {
+                "competition": comp,
+                "seed": seed,
+                "array_job_id": array_job_id,
+                "array_index": index,
+                "job_id": f"{array_job_id}_{index}",
+                "submission": n,
+                "run_dir": str(group_dir.resolve() / f"{comp}_{array_job_id}_{index}"),
+            }
+        )
     save_sweep(group_dir, data)
     return data
 
@@ -323,27 +352,54 @@ def read_tasks_file(path: Path) -> list[tuple[int, str, int]]:
 
 @click.command("sweep-plan")
 @click.option("--group-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--competitions", "list_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Competition list: one id per line, # comments and blank lines ignored.")
+@click.option(
+    "--competitions",
+    "list_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Competition list: one id per line, # comments and blank lines ignored.",
+)
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Prepared data (DATA_DIR of the config).")
-@click.option("--tasks-out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the pairs to run here (index<TAB>competition<TAB>seed).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Prepared data (DATA_DIR of the config).",
+)
+@click.option(
+    "--tasks-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the pairs to run here (index<TAB>competition<TAB>seed).",
+)
 @click.option("--no-slurm", is_flag=True, help="Do not ask Slurm which tasks are still queued.")
 @click.option("--check-only", is_flag=True, help="Only validate the competition list.")
-@click.option("--record", "record_job", metavar="ARRAY_JOB_ID",
-              help="Record a submitted array (with --tasks) in GROUP_DIR/sweep.json.")
+@click.option(
+    "--record",
+    "record_job",
+    metavar="ARRAY_JOB_ID",
+    help="Record a submitted array (with --tasks) in GROUP_DIR/sweep.json.",
+)
 @click.option("--tasks", "tasks_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--max-parallel", type=int, default=0)
 @click.option("--command", "command", default="", help="The sbatch command line (recorded).")
-def sweep_plan_cmd(group_dir: Path, list_file: Path | None, seeds: int, data_dir: Path | None,
-                   tasks_out: Path | None, no_slurm: bool, record_job: str | None,
-                   tasks_file: Path | None, max_parallel: int, command: str, check_only: bool) -> None:
+def sweep_plan_cmd(
+    group_dir: Path,
+    list_file: Path | None,
+    seeds: int,
+    data_dir: Path | None,
+    tasks_out: Path | None,
+    no_slurm: bool,
+    record_job: str | None,
+    tasks_file: Path | None,
+    max_parallel: int,
+    command: str,
+    check_only: bool,
+) -> None:
     """Validate the list and print how many pairs still need a run (writing them to --tasks-out),
     or, with --record, record a submitted array in sweep.json."""
-    asked = {"competitions_file": str(list_file.resolve()) if list_file else None, "seeds": seeds,
-             "max_parallel": max_parallel}
+    asked = {
+        "competitions_file": str(list_file.resolve()) if list_file else None,
+        "seeds": seeds,
+        "max_parallel": max_parallel,
+    }
     if record_job:
         if tasks_file is None or not tasks_file.is_file():
             raise HelperError("--record needs --tasks FILE (the task list that was submitted)")
@@ -367,13 +423,18 @@ def sweep_plan_cmd(group_dir: Path, list_file: Path | None, seeds: int, data_dir
         tasks = load_sweep(group_dir).get("tasks", [])
         slurm = slurm_task_states([str(t["array_job_id"]) for t in tasks]) if tasks else {}
         if slurm is None:
-            click.echo("sweep: warning: cannot ask Slurm which tasks are queued; "
-                       "pairs still queued may be submitted twice", err=True)
+            click.echo(
+                "sweep: warning: cannot ask Slurm which tasks are queued; "
+                "pairs still queued may be submitted twice",
+                err=True,
+            )
     todo, counts = plan_pairs(ids, seeds, group_dir, slurm)
     click.echo(
         f"sweep: {counts['pairs']} pairs ({len(ids)} competitions x {seeds} seeds): {counts['done']} done, "
         f"{counts['failed_twice']} failed twice, {counts['active']} queued or running, "
-        f"{counts['to_submit']} to submit", err=True)
+        f"{counts['to_submit']} to submit",
+        err=True,
+    )
     if tasks_out is not None:
         write_tasks_file(tasks_out, todo)
     click.echo(str(len(todo)))
@@ -390,8 +451,9 @@ def _log_error(group_dir: Path, job_id: str) -> str:
     return ""
 
 
-def describe_task(task: dict[str, Any], run: Run | None, slurm: dict[str, TaskState] | None,
-                  group_dir: Path) -> str:
+def describe_task(
+    task: dict[str, Any], run: Run | None, slurm: dict[str, TaskState] | None, group_dir: Path
+) -> str:
     job = task_job_id(task)
     ts = slurm.get(job) if slurm is not None else None
     requeued = run.requeue_count if run is not None else 0

@@ -16,10 +16,12 @@ from mlebench_hpc.slurm_query import parse_scontrol_oneline
 RUNNER = "from mlebench_hpc.discovery import discover_url_cmd as c; c(prog_name='mlebench-hpc discover-url')"
 
 
-def discover(*args: str, env: dict[str, str] | None = None,
-             timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", RUNNER, *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+def discover(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", RUNNER, *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def write(path: Path, text: str) -> Path:
@@ -29,15 +31,18 @@ def write(path: Path, text: str) -> Path:
 
 # --------------------------------------------------------------------------- output files
 def test_several_urls_takes_the_last_complete_line(tmp_path: Path) -> None:
-    out = write(tmp_path / "job.out",
-                "[server] starting\nGRADING_SERVER_URL=http://node1:40001\nsome log\n"
-                "[12:00:01] GRADING_SERVER_URL=http://node2:40002\nPOST /validate 200\n")
+    out = write(
+        tmp_path / "job.out",
+        "[server] starting\nGRADING_SERVER_URL=http://node1:40001\nsome log\n"
+        "[12:00:01] GRADING_SERVER_URL=http://node2:40002\nPOST /validate 200\n",
+    )
     assert last_url_in_file(out) == "http://node2:40002"
 
 
 def test_partial_last_line_is_ignored(tmp_path: Path) -> None:
-    out = write(tmp_path / "job.out",
-                "GRADING_SERVER_URL=http://node1:40001\nGRADING_SERVER_URL=http://node9:4")
+    out = write(
+        tmp_path / "job.out", "GRADING_SERVER_URL=http://node1:40001\nGRADING_SERVER_URL=http://node9:4"
+    )
     assert last_url_in_file(out) == "http://node1:40001"
     only_partial = write(tmp_path / "p.out", "GRADING_SERVER_URL=http://node1:40001")
     assert last_url_in_file(only_partial) is None
@@ -45,9 +50,11 @@ def test_partial_last_line_is_ignored(tmp_path: Path) -> None:
 
 def test_restarted_job_prints_two_urls(tmp_path: Path) -> None:
     # a requeued job appending to its output: the second start's URL wins
-    out = write(tmp_path / "job.out",
-                "GRADING_SERVER_URL=http://nodeA:41000\nslurmstepd: JOB 7 CANCELLED DUE TO PREEMPTION\n"
-                "requeued\nGRADING_SERVER_URL=http://nodeB:42000\n")
+    out = write(
+        tmp_path / "job.out",
+        "GRADING_SERVER_URL=http://nodeA:41000\nslurmstepd: JOB 7 CANCELLED DUE TO PREEMPTION\n"
+        "requeued\nGRADING_SERVER_URL=http://nodeB:42000\n",
+    )
     assert last_url_in_file(out) == "http://nodeB:42000"
 
 
@@ -106,10 +113,12 @@ def test_registered_in_cli() -> None:
 
 def test_scontrol_line_parsing() -> None:
     # a real `scontrol show job -o` line (Slurm 22.05), values with spaces and '='
-    line = ("JobId=42 HetJobId=42 HetJobOffset=0 JobName=mlebench-grade UserId=root(0) GroupId=root(0) "
-            "Priority=1 JobState=RUNNING Reason=None Dependency=(null) Comment=competition=spaceship-titanic "
-            "StartTime=2026-11-28T16:00:00 EndTime=Unknown Command=/w/scripts_hpc/slurm_grading_server.sh "
-            "spaceship-titanic WorkDir=/w StdOut=/w/mlebench-grade-42.out TresPerNode=gres:gpu:1")
+    line = (
+        "JobId=42 HetJobId=42 HetJobOffset=0 JobName=mlebench-grade UserId=root(0) GroupId=root(0) "
+        "Priority=1 JobState=RUNNING Reason=None Dependency=(null) Comment=competition=spaceship-titanic "
+        "StartTime=2026-11-28T16:00:00 EndTime=Unknown Command=/w/scripts_hpc/slurm_grading_server.sh "
+        "spaceship-titanic WorkDir=/w StdOut=/w/mlebench-grade-42.out TresPerNode=gres:gpu:1"
+    )
     rec = parse_scontrol_oneline(line)
     assert rec["Comment"] == "competition=spaceship-titanic"
     assert rec["Command"] == "/w/scripts_hpc/slurm_grading_server.sh spaceship-titanic"
@@ -138,8 +147,14 @@ def jobs():
     def submit(script: str, *opts: str, cwd: Path) -> str:
         path = cwd / f"job{len(submitted)}.sh"
         path.write_text("#!/bin/bash\n" + script)
-        res = subprocess.run(["sbatch", "--parsable", *opts, str(path)], capture_output=True, text=True,
-                             cwd=cwd, timeout=60, check=True)
+        res = subprocess.run(
+            ["sbatch", "--parsable", *opts, str(path)],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            timeout=60,
+            check=True,
+        )
         job_id = res.stdout.strip().split(";")[0]
         submitted.append(job_id)
         return job_id
@@ -161,18 +176,26 @@ def _wait_state(job_id: str, states: set[str], timeout: float = 60) -> str:
     raise AssertionError(f"job {job_id} stuck in {state}")
 
 
-SERVER_LIKE = ("echo starting; echo GRADING_SERVER_URL=http://old-start:1111; "
-               "echo GRADING_SERVER_URL=http://$(hostname -s):4242; "
-               "printf 'GRADING_SERVER_URL=http://partial:1'; sleep 120\n")
+SERVER_LIKE = (
+    "echo starting; echo GRADING_SERVER_URL=http://old-start:1111; "
+    "echo GRADING_SERVER_URL=http://$(hostname -s):4242; "
+    "printf 'GRADING_SERVER_URL=http://partial:1'; sleep 120\n"
+)
 
 
 @pytest.mark.slurm
 @slurm
 def test_slurm_running_job_url_from_output(tmp_path: Path, jobs) -> None:
-    job = jobs(SERVER_LIKE, "--job-name=mlebench-grade", "--comment=competition=comp-a",
-               "--output=%x-%j.out", cwd=tmp_path)
-    res = discover(f"auto:{job}", "--competition", "comp-a", "--timeout", "60",
-                   "--state-dir", str(tmp_path / "state"))
+    job = jobs(
+        SERVER_LIKE,
+        "--job-name=mlebench-grade",
+        "--comment=competition=comp-a",
+        "--output=%x-%j.out",
+        cwd=tmp_path,
+    )
+    res = discover(
+        f"auto:{job}", "--competition", "comp-a", "--timeout", "60", "--state-dir", str(tmp_path / "state")
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().endswith(":4242")
     assert (tmp_path / f"mlebench-grade-{job}.out").is_file()

@@ -18,24 +18,52 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "mlebench-hpc")
 REPORT_FIELDS = [
-    "competition_id", "score", "gold_threshold", "silver_threshold", "bronze_threshold",
-    "median_threshold", "any_medal", "gold_medal", "silver_medal", "bronze_medal", "above_median",
-    "submission_exists", "valid_submission", "is_lower_better", "created_at", "submission_path",
-    "grading_backend", "grading_backend_version", "thresholds_source", "run_dir", "seed", "error",
+    "competition_id",
+    "score",
+    "gold_threshold",
+    "silver_threshold",
+    "bronze_threshold",
+    "median_threshold",
+    "any_medal",
+    "gold_medal",
+    "silver_medal",
+    "bronze_medal",
+    "above_median",
+    "submission_exists",
+    "valid_submission",
+    "is_lower_better",
+    "created_at",
+    "submission_path",
+    "grading_backend",
+    "grading_backend_version",
+    "thresholds_source",
+    "run_dir",
+    "seed",
+    "error",
     "isolation",
 ]
 GROUP_KEYS = [
-    "total_runs", "total_runs_with_submissions", "total_valid_submissions", "total_medals",
-    "total_gold_medals", "total_silver_medals", "total_bronze_medals", "total_above_median",
-    "competition_reports", "created_at", "grading_backend", "grading_backend_version",
+    "total_runs",
+    "total_runs_with_submissions",
+    "total_valid_submissions",
+    "total_medals",
+    "total_gold_medals",
+    "total_silver_medals",
+    "total_bronze_medals",
+    "total_above_median",
+    "competition_reports",
+    "created_at",
+    "grading_backend",
+    "grading_backend_version",
 ]
 
 
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.getbasetemp() / "demo-data"  # shared with test_report (prepare is idempotent)
-    out = subprocess.run([CLI, "prepare-demo", "--data-dir", str(data)], check=True, capture_output=True,
-                         text=True).stdout.split()
+    out = subprocess.run(
+        [CLI, "prepare-demo", "--data-dir", str(data)], check=True, capture_output=True, text=True
+    ).stdout.split()
     assert {"demo-breast-cancer", "demo-diabetes"} <= set(out)
     return data
 
@@ -49,8 +77,9 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 
 
 def grade(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CLI, "grade", "--no-progress", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [CLI, "grade", "--no-progress", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
 
 
 def answers(data: Path, comp: str) -> pd.DataFrame:
@@ -86,32 +115,51 @@ def test_group_with_missing_invalid_and_valid(
     bc, db = answers(demo_data, "demo-breast-cancer"), answers(demo_data, "demo-diabetes")
     integrity = {"passed": True, "apptainer": "1.3", "flags": ["--contain", "--cleanenv"]}
     d = str(demo_data)
-    make_run(group, "demo-breast-cancer_101", {"competition_id": "demo-breast-cancer", "seed": 0,
-                                              "integrity": integrity},
-             bc.assign(target=bc["target"].astype(float)))  # perfect probabilities: AUC 1
-    make_run(group, "demo-breast-cancer_102", {"competition_id": "demo-breast-cancer", "seed": 1},
-             bc.iloc[:-5])  # invalid: rows missing
+    make_run(
+        group,
+        "demo-breast-cancer_101",
+        {"competition_id": "demo-breast-cancer", "seed": 0, "integrity": integrity},
+        bc.assign(target=bc["target"].astype(float)),
+    )  # perfect probabilities: AUC 1
+    make_run(
+        group, "demo-breast-cancer_102", {"competition_id": "demo-breast-cancer", "seed": 1}, bc.iloc[:-5]
+    )  # invalid: rows missing
     make_run(group, "demo-breast-cancer_103", {"competition_id": "demo-breast-cancer", "seed": 2}, None)
-    make_run(group, "demo-diabetes_201", {"competition_id": "demo-diabetes", "seed": 0, "data_dir": d},
-             db.assign(target=150.0))
+    make_run(
+        group,
+        "demo-diabetes_201",
+        {"competition_id": "demo-diabetes", "seed": 0, "data_dir": d},
+        db.assign(target=150.0),
+    )
     proc = grade([str(group), "--data-dir", d, "--jobs", "2"], clean_env, tmp_path)
     assert proc.returncode == 0, proc.stderr
 
     report, by = load_report(group / "grading_report.json")
     assert list(report) == GROUP_KEYS
     assert all(list(r) == REPORT_FIELDS for r in report["competition_reports"])
-    assert (report["total_runs"], report["total_runs_with_submissions"], report["total_valid_submissions"]) \
-        == (4, 3, 2)
-    assert (report["total_medals"], report["total_gold_medals"], report["total_silver_medals"],
-            report["total_bronze_medals"]) == (1, 1, 0, 0)
+    assert (
+        report["total_runs"],
+        report["total_runs_with_submissions"],
+        report["total_valid_submissions"],
+    ) == (4, 3, 2)
+    assert (
+        report["total_medals"],
+        report["total_gold_medals"],
+        report["total_silver_medals"],
+        report["total_bronze_medals"],
+    ) == (1, 1, 0, 0)
     assert report["grading_backend"] == "builtin"
 
     gold, silver, bronze, median = thresholds(demo_data, "demo-breast-cancer")
     valid = by[("demo-breast-cancer", 0)]
     assert valid["score"] == 1.0 and valid["valid_submission"] and valid["gold_medal"] and valid["any_medal"]
     assert valid["above_median"] is (median < 1.0)
-    assert (valid["gold_threshold"], valid["silver_threshold"], valid["bronze_threshold"],
-            valid["median_threshold"]) == pytest.approx((gold, silver, bronze, median))
+    assert (
+        valid["gold_threshold"],
+        valid["silver_threshold"],
+        valid["bronze_threshold"],
+        valid["median_threshold"],
+    ) == pytest.approx((gold, silver, bronze, median))
     assert valid["is_lower_better"] is False and valid["isolation"] == integrity and valid["error"] is None
     assert valid["submission_path"] == str(group / "demo-breast-cancer_101" / "submission" / "submission.csv")
     assert valid["run_dir"] == str(group / "demo-breast-cancer_101")
@@ -174,21 +222,32 @@ def test_submissions_jsonl(demo_data: Path, tmp_path: Path, clean_env: dict[str,
     answers(demo_data, "demo-diabetes").to_csv(subs / "db.csv", index=False)
     answers(demo_data, "demo-breast-cancer").iloc[:3].to_csv(subs / "bc.csv", index=False)
     jsonl = subs / "submission.jsonl"
-    jsonl.write_text("\n".join([
-        '{"competition_id": "demo-diabetes", "submission_path": "db.csv"}',
-        "# commented out",
-        f'{{"competition_id": "demo-breast-cancer", "submission_path": "{subs / "bc.csv"}"}}',
-        '{"competition_id": "demo-diabetes", "submission_path": "absent.csv"}',
-    ]) + "\n")
+    jsonl.write_text(
+        "\n".join(
+            [
+                '{"competition_id": "demo-diabetes", "submission_path": "db.csv"}',
+                "# commented out",
+                f'{{"competition_id": "demo-breast-cancer", "submission_path": "{subs / "bc.csv"}"}}',
+                '{"competition_id": "demo-diabetes", "submission_path": "absent.csv"}',
+            ]
+        )
+        + "\n"
+    )
     out = tmp_path / "out"
-    proc = grade(["--submissions", str(jsonl), "--output-dir", str(out), "--data-dir", str(demo_data)],
-                 clean_env, tmp_path)
+    proc = grade(
+        ["--submissions", str(jsonl), "--output-dir", str(out), "--data-dir", str(demo_data)],
+        clean_env,
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "grading_report.json").read_text())
     assert list(report) == GROUP_KEYS
     rs = report["competition_reports"]
     assert [(r["competition_id"], r["valid_submission"], r["submission_exists"]) for r in rs] == [
-        ("demo-diabetes", True, True), ("demo-breast-cancer", False, True), ("demo-diabetes", False, False)]
+        ("demo-diabetes", True, True),
+        ("demo-breast-cancer", False, True),
+        ("demo-diabetes", False, False),
+    ]
     assert rs[0]["submission_path"] == str(subs / "db.csv") and rs[0]["run_dir"] is None
     assert rs[0]["gold_medal"] and rs[0]["score"] == 0.0
     assert (out / "summary.md").is_file()
@@ -201,8 +260,9 @@ def test_data_dir_resolution(demo_data: Path, tmp_path: Path, clean_env: dict[st
     empty = tmp_path / "empty-data"
     empty.mkdir()
     sub = answers(demo_data, "demo-diabetes")
-    with_meta = make_run(tmp_path, "m/demo-diabetes_1", {"competition_id": "demo-diabetes",
-                                                       "data_dir": str(empty)}, sub)
+    with_meta = make_run(
+        tmp_path, "m/demo-diabetes_1", {"competition_id": "demo-diabetes", "data_dir": str(empty)}, sub
+    )
     no_meta = make_run(tmp_path, "n/demo-diabetes_2", {"competition_id": "demo-diabetes"}, sub)
 
     def graded(run: Path, args: list[str], env: dict[str, str]) -> tuple[int, str | None]:
@@ -250,12 +310,30 @@ def test_exit_codes(demo_data: Path, tmp_path: Path, clean_env: dict[str, str]) 
 
 def test_make_grade(demo_data: Path, tmp_path: Path, clean_env: dict[str, str]) -> None:
     group = tmp_path / "mg"
-    make_run(group, "demo-diabetes_7", {"competition_id": "demo-diabetes", "seed": 0},
-             answers(demo_data, "demo-diabetes"))
+    make_run(
+        group,
+        "demo-diabetes_7",
+        {"competition_id": "demo-diabetes", "seed": 0},
+        answers(demo_data, "demo-diabetes"),
+    )
     # -o: never rebuild the venv from inside a test
-    proc = subprocess.run(["make", "-s", "-C", str(ROOT), "-o", ".venv/.installed", "grade",
-                           f"RUN={group}", f"DATA_DIR={demo_data}"], capture_output=True, text=True,
-                          env=clean_env, timeout=300)
+    proc = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-C",
+            str(ROOT),
+            "-o",
+            ".venv/.installed",
+            "grade",
+            f"RUN={group}",
+            f"DATA_DIR={demo_data}",
+        ],
+        capture_output=True,
+        text=True,
+        env=clean_env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "demo-diabetes_7" in proc.stdout and (group / "grading_report.json").is_file()
     assert json.loads((group / "grading_report.json").read_text())["total_gold_medals"] == 1

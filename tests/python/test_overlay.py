@@ -21,8 +21,9 @@ TREE: dict[str, tuple[bytes, int]] = {
     "/home/instructions.txt": (b"Validate at http://localhost:5000/validate please.\n", 0o644),
     "/home/instructions_obfuscated.txt": (b"endpoint `http://localhost:5000/validate`\n", 0o444),
     "/home/validate_submission.sh": (
-        b'#!/bin/bash\nSERVER_URL="http://localhost:5000/validate"\n'
-        b'curl -F "file=@$1" "$SERVER_URL"\n', 0o755),
+        b'#!/bin/bash\nSERVER_URL="http://localhost:5000/validate"\ncurl -F "file=@$1" "$SERVER_URL"\n',
+        0o755,
+    ),
     "/home/agent/additional_notes.txt": (b"The grader lives at localhost:5000 (POST /validate).\n", 0o600),
     "/home/agent/tools/check.py": (b'URL = "http://127.0.0.1:5000/validate"\n', 0o750),
     "/home/agent/blob.bin": (BLOB, 0o640),
@@ -33,8 +34,12 @@ TREE: dict[str, tuple[bytes, int]] = {
     "/opt/extra/conf.ini": (b"server=http://localhost:5000\n", 0o644),
 }
 EXPECTED = {
-    "/home/instructions.txt", "/home/instructions_obfuscated.txt", "/home/validate_submission.sh",
-    "/home/agent/additional_notes.txt", "/home/agent/tools/check.py", "/home/agent/blob.bin",
+    "/home/instructions.txt",
+    "/home/instructions_obfuscated.txt",
+    "/home/validate_submission.sh",
+    "/home/agent/additional_notes.txt",
+    "/home/agent/tools/check.py",
+    "/home/agent/blob.bin",
     "/home/notes.sh",
 }
 
@@ -89,10 +94,13 @@ def test_from_dir_finds_and_rewrites_every_file(tmp_path: Path) -> None:
     found = check_output(out)
     # binary-safe: NUL bytes and invalid UTF-8 survive, the /validate suffix is kept
     assert found["/home/agent/blob.bin"].read_bytes() == BLOB.replace(
-        b"http://localhost:5000/validate", URL.encode() + b"/validate")
+        b"http://localhost:5000/validate", URL.encode() + b"/validate"
+    )
     assert os.access(found["/home/validate_submission.sh"], os.X_OK)
-    assert (found["/home/agent/additional_notes.txt"].read_text()
-            == "The grader lives at node7:43121 (POST /validate).\n")
+    assert (
+        found["/home/agent/additional_notes.txt"].read_text()
+        == "The grader lives at node7:43121 (POST /validate).\n"
+    )
 
 
 def test_idempotent_and_no_double_rewrite(tmp_path: Path) -> None:
@@ -152,8 +160,16 @@ def test_bad_inputs(tmp_path: Path) -> None:
     assert res.returncode == 2 and b"make sif" in res.stderr
     sif = tmp_path / "x.sif"
     sif.write_bytes(b"not an image")
-    res = overlay("--image", str(sif), "--url", URL, "--out", str(tmp_path / "o"),
-                  "--apptainer", str(tmp_path / "no-apptainer"))
+    res = overlay(
+        "--image",
+        str(sif),
+        "--url",
+        URL,
+        "--out",
+        str(tmp_path / "o"),
+        "--apptainer",
+        str(tmp_path / "no-apptainer"),
+    )
     assert res.returncode == 2 and b"apptainer not found" in res.stderr
 
 
@@ -167,8 +183,10 @@ def _static_busybox() -> str | None:
 
 
 @pytest.mark.apptainer
-@pytest.mark.skipif(shutil.which("apptainer") is None or _static_busybox() is None,
-                    reason="needs apptainer and a static busybox to build a test image")
+@pytest.mark.skipif(
+    shutil.which("apptainer") is None or _static_busybox() is None,
+    reason="needs apptainer and a static busybox to build a test image",
+)
 def test_real_image_scan(tmp_path: Path) -> None:
     root = make_root(tmp_path / "root")
     (root / "bin").mkdir()
@@ -176,8 +194,9 @@ def test_real_image_scan(tmp_path: Path) -> None:
     for tool in ("sh", "find", "grep", "stat", "wc", "tr", "cat"):
         (root / "bin" / tool).symlink_to("busybox")
     sif = tmp_path / "agent.sif"
-    build = subprocess.run(["apptainer", "build", str(sif), str(root)], capture_output=True, text=True,
-                           timeout=600)
+    build = subprocess.run(
+        ["apptainer", "build", str(sif), str(root)], capture_output=True, text=True, timeout=600
+    )
     assert build.returncode == 0, build.stderr[-2000:]
     out = tmp_path / "out"
     res = overlay("--image", str(sif), "--url", URL, "--out", str(out))
@@ -185,9 +204,22 @@ def test_real_image_scan(tmp_path: Path) -> None:
     check_output(out)
     # and the manifest is what the bash library binds: the agent sees the rewritten files
     binds = [a for ctr, host in manifest(out).items() for a in ("--bind", f"{host}:{ctr}:ro")]
-    shown = subprocess.run(["apptainer", "exec", "--contain", "--cleanenv", "--no-home", *binds, str(sif),
-                            "cat", "/home/validate_submission.sh", "/home/agent/blob.bin"],
-                           capture_output=True, timeout=120)
+    shown = subprocess.run(
+        [
+            "apptainer",
+            "exec",
+            "--contain",
+            "--cleanenv",
+            "--no-home",
+            *binds,
+            str(sif),
+            "cat",
+            "/home/validate_submission.sh",
+            "/home/agent/blob.bin",
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert shown.stdout == expected_bytes(TREE["/home/validate_submission.sh"][0]) + expected_bytes(BLOB)
 
@@ -202,8 +234,10 @@ def _gnu_image() -> Path | None:
 
 
 @pytest.mark.apptainer
-@pytest.mark.skipif(shutil.which("apptainer") is None or _gnu_image() is None,
-                    reason="needs apptainer and a built project image (make sif)")
+@pytest.mark.skipif(
+    shutil.which("apptainer") is None or _gnu_image() is None,
+    reason="needs apptainer and a built project image (make sif)",
+)
 def test_real_image_scan_with_gnu_grep(tmp_path: Path) -> None:
     # the test tree bound over the image's /home (APPTAINER_BIND is read by apptainer itself)
     root = make_root(tmp_path / "root")

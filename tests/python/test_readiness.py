@@ -21,8 +21,9 @@ RUNNER = "from mlebench_hpc.readiness import wait_ready_cmd as c; c(prog_name='m
 
 def wait_ready(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-c", RUNNER, *args], capture_output=True, text=True,
-                         timeout=timeout)
+    res = subprocess.run(
+        [sys.executable, "-c", RUNNER, *args], capture_output=True, text=True, timeout=timeout
+    )
     return res, time.monotonic() - t0
 
 
@@ -42,8 +43,7 @@ class Health:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 outer.hits += 1
-                payload = (outer.body if isinstance(outer.body, bytes)
-                           else json.dumps(outer.body).encode())
+                payload = outer.body if isinstance(outer.body, bytes) else json.dumps(outer.body).encode()
                 self.send_response(outer.status if self.path == "/health" else 404)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -81,8 +81,9 @@ def test_ready_against_live_server(health: Health) -> None:
 def test_server_that_starts_late_is_waited_for() -> None:
     port = free_port()
     holder: list[Health] = []
-    timer = threading.Timer(1.5, lambda: holder.append(
-        Health(port=port, body={"status": "running", "competition": "comp-a"})))
+    timer = threading.Timer(
+        1.5, lambda: holder.append(Health(port=port, body={"status": "running", "competition": "comp-a"}))
+    )
     timer.start()
     try:
         res, secs = wait_ready(f"http://127.0.0.1:{port}", "--competition", "comp-a", "--timeout", "20")
@@ -166,13 +167,20 @@ def _cluster_up() -> bool:
 @pytest.mark.skipif(not _cluster_up(), reason="no local Slurm cluster (make cluster-up)")
 def test_ended_grading_job_fails_fast(tmp_path: Path, health: Health) -> None:
     def submit(cmd: str) -> str:
-        return subprocess.run(["sbatch", "--parsable", f"--output={tmp_path}/%j.out", "--wrap", cmd],
-                              capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+        return subprocess.run(
+            ["sbatch", "--parsable", f"--output={tmp_path}/%j.out", "--wrap", cmd],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
 
     done = submit("true")
     deadline = time.monotonic() + 60
-    while "JobState=COMPLETED" not in subprocess.run(["scontrol", "show", "job", "-o", done],
-                                                     capture_output=True, text=True).stdout:
+    while (
+        "JobState=COMPLETED"
+        not in subprocess.run(["scontrol", "show", "job", "-o", done], capture_output=True, text=True).stdout
+    ):
         assert time.monotonic() < deadline, "job never completed"
         time.sleep(0.3)
     url = f"http://127.0.0.1:{free_port()}"

@@ -32,19 +32,43 @@ from mlebench_hpc.grading.report import (
 BIN = Path(sys.executable).parent
 # Written out rather than imported: the test fails if the report's fields drift from upstream's.
 UPSTREAM_REPORT_FIELDS = [
-    "competition_id", "score", "gold_threshold", "silver_threshold", "bronze_threshold",
-    "median_threshold", "any_medal", "gold_medal", "silver_medal", "bronze_medal", "above_median",
-    "submission_exists", "valid_submission", "is_lower_better", "created_at", "submission_path",
+    "competition_id",
+    "score",
+    "gold_threshold",
+    "silver_threshold",
+    "bronze_threshold",
+    "median_threshold",
+    "any_medal",
+    "gold_medal",
+    "silver_medal",
+    "bronze_medal",
+    "above_median",
+    "submission_exists",
+    "valid_submission",
+    "is_lower_better",
+    "created_at",
+    "submission_path",
 ]
-EXTRA_FIELDS = ["grading_backend", "grading_backend_version", "thresholds_source", "run_dir", "seed",
-                "error", "isolation"]
+EXTRA_FIELDS = [
+    "grading_backend",
+    "grading_backend_version",
+    "thresholds_source",
+    "run_dir",
+    "seed",
+    "error",
+    "isolation",
+]
 
 
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.getbasetemp() / "demo-data"
-    out = subprocess.run([str(BIN / "mlebench-hpc"), "prepare-demo", "--data-dir", str(data)],
-                         check=True, capture_output=True, text=True).stdout.split()
+    out = subprocess.run(
+        [str(BIN / "mlebench-hpc"), "prepare-demo", "--data-dir", str(data)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     assert {"demo-breast-cancer", "demo-diabetes"} <= set(out)
     return data
 
@@ -93,8 +117,12 @@ def test_valid_invalid_missing_reports(demo_data: Path, tmp_path: Path) -> None:
     assert r["score"] == 0.0 and r["valid_submission"] and r["submission_exists"]
     assert r["gold_medal"] and r["any_medal"] and r["above_median"] and not r["silver_medal"]
     assert r["is_lower_better"] is True
-    assert (r["gold_threshold"], r["silver_threshold"], r["bronze_threshold"], r["median_threshold"]) == \
-        pytest.approx((gold, silver, bronze, median))
+    assert (
+        r["gold_threshold"],
+        r["silver_threshold"],
+        r["bronze_threshold"],
+        r["median_threshold"],
+    ) == pytest.approx((gold, silver, bronze, median))
     assert r["seed"] == 3 and r["isolation"] == {"ok": True} and r["error"] is None
     assert r["grading_backend"] == "builtin" and r["grading_backend_version"].startswith("mlebench-hpc")
     assert "leaderboard" in r["thresholds_source"]
@@ -177,10 +205,12 @@ def test_find_run_dirs_nested_and_not_inside_runs(tmp_path: Path) -> None:
 
 def test_jsonl_specs(tmp_path: Path) -> None:
     f = tmp_path / "subs.jsonl"
-    f.write_text("# a comment\n\n"
-                 '{"competition_id": "demo-diabetes", "submission_path": "rel/s.csv"}\n'
-                 '// another\n'
-                 '{"competition_id": "demo-breast-cancer", "submission_path": "/abs/s.csv", "seed": 2}\n')
+    f.write_text(
+        "# a comment\n\n"
+        '{"competition_id": "demo-diabetes", "submission_path": "rel/s.csv"}\n'
+        "// another\n"
+        '{"competition_id": "demo-breast-cancer", "submission_path": "/abs/s.csv", "seed": 2}\n'
+    )
     specs = specs_from_jsonl(f, DirResolver(data_dir=tmp_path))
     assert [(s.competition_id, s.submission_path, s.seed) for s in specs] == [
         ("demo-diabetes", tmp_path / "rel" / "s.csv", None),
@@ -218,14 +248,29 @@ def test_aggregate_write_and_table(demo_data: Path, tmp_path: Path) -> None:
     ans = answers(demo_data, "demo-breast-cancer")
     good = tmp_path / "good.csv"
     ans.assign(target=ans["target"].astype(float)).to_csv(good, index=False)
-    runs = [grade_run(spec_for(demo_data, "demo-breast-cancer", good, seed=0)).report,
-            grade_run(spec_for(demo_data, "demo-breast-cancer", tmp_path / "no.csv", seed=1)).report]
+    runs = [
+        grade_run(spec_for(demo_data, "demo-breast-cancer", good, seed=0)).report,
+        grade_run(spec_for(demo_data, "demo-breast-cancer", tmp_path / "no.csv", seed=1)).report,
+    ]
     group = aggregate(runs, {"backend": "builtin", "version": "v"})
-    assert list(group)[:9] == ["total_runs", "total_runs_with_submissions", "total_valid_submissions",
-                               "total_medals", "total_gold_medals", "total_silver_medals",
-                               "total_bronze_medals", "total_above_median", "competition_reports"]
-    assert (group["total_runs"], group["total_runs_with_submissions"], group["total_valid_submissions"],
-            group["total_medals"], group["total_gold_medals"]) == (2, 1, 1, 1, 1)
+    assert list(group)[:9] == [
+        "total_runs",
+        "total_runs_with_submissions",
+        "total_valid_submissions",
+        "total_medals",
+        "total_gold_medals",
+        "total_silver_medals",
+        "total_bronze_medals",
+        "total_above_median",
+        "competition_reports",
+    ]
+    assert (
+        group["total_runs"],
+        group["total_runs_with_submissions"],
+        group["total_valid_submissions"],
+        group["total_medals"],
+        group["total_gold_medals"],
+    ) == (2, 1, 1, 1, 1)
     assert group["grading_backend"] == "builtin" and "created_at" in group
     out = tmp_path / "out" / "grading_report.json"
     write_json_atomic(out, group)
@@ -239,8 +284,10 @@ def test_aggregate_write_and_table(demo_data: Path, tmp_path: Path) -> None:
 
 
 def test_one_line_drops_upstream_preamble() -> None:
-    msg = ("Submission invalid! The attempt to grade the submission has resulted in the following "
-           "error message:\nSubmission has 3 rows\nbut 4 expected")
+    msg = (
+        "Submission invalid! The attempt to grade the submission has resulted in the following "
+        "error message:\nSubmission has 3 rows\nbut 4 expected"
+    )
     assert one_line(msg) == "Submission invalid: Submission has 3 rows but 4 expected"
     assert len(one_line("x" * 1000)) == 400
 

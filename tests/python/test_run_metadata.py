@@ -9,26 +9,43 @@ import subprocess
 import sys
 from pathlib import Path
 
-RUNNER = ("from mlebench_hpc.run_metadata import run_metadata_cmd as c; "
-          "c(prog_name='mlebench-hpc run-metadata')")
+RUNNER = (
+    "from mlebench_hpc.run_metadata import run_metadata_cmd as c; c(prog_name='mlebench-hpc run-metadata')"
+)
 
 
 def meta(*args: str, cache: Path, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
-    return subprocess.run([sys.executable, "-c", RUNNER, *args], capture_output=True, text=True,
-                          timeout=120, env=env, **kw)
+    return subprocess.run(
+        [sys.executable, "-c", RUNNER, *args], capture_output=True, text=True, timeout=120, env=env, **kw
+    )
 
 
 def test_create_and_merge(tmp_path: Path) -> None:
     run = tmp_path / "runs" / "comp_12"
-    res = meta(str(run), "--set", "competition_id=spaceship-titanic", "--set", "url=http://n1:4000/x=y",
-               "--set-json", "exit_code=0", "--set-json", 'nodes=["n1","n2"]', cache=tmp_path)
+    res = meta(
+        str(run),
+        "--set",
+        "competition_id=spaceship-titanic",
+        "--set",
+        "url=http://n1:4000/x=y",
+        "--set-json",
+        "exit_code=0",
+        "--set-json",
+        'nodes=["n1","n2"]',
+        cache=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     res = meta(str(run), "--set", "end=2026-01-01T00:00:00Z", "--set-json", "exit_code=3", cache=tmp_path)
     assert res.returncode == 0, res.stderr
     data = json.loads((run / "metadata.json").read_text())
-    assert data == {"competition_id": "spaceship-titanic", "url": "http://n1:4000/x=y", "exit_code": 3,
-                    "nodes": ["n1", "n2"], "end": "2026-01-01T00:00:00Z"}
+    assert data == {
+        "competition_id": "spaceship-titanic",
+        "url": "http://n1:4000/x=y",
+        "exit_code": 3,
+        "nodes": ["n1", "n2"],
+        "end": "2026-01-01T00:00:00Z",
+    }
     assert sorted(p.name for p in run.iterdir()) == ["metadata.json"]  # no temporary or lock files
 
 
@@ -67,8 +84,10 @@ def test_unwritable_cache_still_hashes(tmp_path: Path) -> None:
 def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     run = tmp_path / "run"
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
-    procs = [subprocess.Popen([sys.executable, "-c", RUNNER, str(run), "--set", f"k{i}=v{i}"], env=env)
-             for i in range(16)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RUNNER, str(run), "--set", f"k{i}=v{i}"], env=env)
+        for i in range(16)
+    ]
     assert all(p.wait(timeout=120) == 0 for p in procs)
     data = json.loads((run / "metadata.json").read_text())
     assert data == {f"k{i}": f"v{i}" for i in range(16)}
@@ -76,8 +95,12 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
 
 def test_errors_are_one_line(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    for args in (["--set", "novalue"], ["--set", "=x"], ["--set-json", "n=not json"],
-                 ["--sha256", f"h={tmp_path}/missing.sif"]):
+    for args in (
+        ["--set", "novalue"],
+        ["--set", "=x"],
+        ["--set-json", "n=not json"],
+        ["--sha256", f"h={tmp_path}/missing.sif"],
+    ):
         res = meta(str(run), *args, cache=tmp_path)
         assert res.returncode == 2, args
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr

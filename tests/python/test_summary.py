@@ -12,19 +12,41 @@ import pytest
 from mlebench_hpc.summary import mean_se, seed_keys, summarize, to_markdown, write_summaries
 
 
-def rep(comp: str, seed: Any, score: float | None, medal: str | None = None, *, exists: bool = True,
-        lower: bool = False, run_dir: str | None = None) -> dict[str, Any]:
+def rep(
+    comp: str,
+    seed: Any,
+    score: float | None,
+    medal: str | None = None,
+    *,
+    exists: bool = True,
+    lower: bool = False,
+    run_dir: str | None = None,
+) -> dict[str, Any]:
     """A report dict as grade writes it (only the fields the summary reads matter)."""
     return {
-        "competition_id": comp, "score": score, "gold_threshold": 0.9, "silver_threshold": 0.8,
-        "bronze_threshold": 0.7, "median_threshold": 0.5, "any_medal": medal is not None,
-        "gold_medal": medal == "gold", "silver_medal": medal == "silver", "bronze_medal": medal == "bronze",
-        "above_median": score is not None and score > 0.5, "submission_exists": exists,
-        "valid_submission": score is not None, "is_lower_better": lower, "created_at": "2026-01-01T00:00:00",
+        "competition_id": comp,
+        "score": score,
+        "gold_threshold": 0.9,
+        "silver_threshold": 0.8,
+        "bronze_threshold": 0.7,
+        "median_threshold": 0.5,
+        "any_medal": medal is not None,
+        "gold_medal": medal == "gold",
+        "silver_medal": medal == "silver",
+        "bronze_medal": medal == "bronze",
+        "above_median": score is not None and score > 0.5,
+        "submission_exists": exists,
+        "valid_submission": score is not None,
+        "is_lower_better": lower,
+        "created_at": "2026-01-01T00:00:00",
         "submission_path": f"/runs/{comp}_{seed}/submission/submission.csv",
-        "grading_backend": "builtin", "grading_backend_version": "test", "thresholds_source": "hand",
-        "run_dir": run_dir or f"/runs/{comp}_{seed}", "seed": seed,
-        "error": None if score is not None else "invalid", "isolation": None,
+        "grading_backend": "builtin",
+        "grading_backend_version": "test",
+        "thresholds_source": "hand",
+        "run_dir": run_dir or f"/runs/{comp}_{seed}",
+        "seed": seed,
+        "error": None if score is not None else "invalid",
+        "isolation": None,
     }
 
 
@@ -33,9 +55,12 @@ def rep(comp: str, seed: Any, score: float | None, medal: str | None = None, *, 
 #   seed 1: a silver (0.85), b invalid       -> any medal  50 %, valid  50 %
 #   seed 2: a no medal (0.60), b missing     -> any medal   0 %, valid  50 %
 REPORTS = [
-    rep("a", 0, 0.95, "gold"), rep("b", 0, 0.72, "bronze"),
-    rep("a", 1, 0.85, "silver"), rep("b", 1, None),
-    rep("a", 2, 0.60), rep("b", 2, None, exists=False),
+    rep("a", 0, 0.95, "gold"),
+    rep("b", 0, 0.72, "bronze"),
+    rep("a", 1, 0.85, "silver"),
+    rep("b", 1, None),
+    rep("a", 2, 0.60),
+    rep("b", 2, None, exists=False),
 ]
 
 
@@ -87,8 +112,12 @@ def test_single_seed_has_no_standard_error() -> None:
 
 
 def test_missing_pair_counts_as_failure_and_duplicates_count_once() -> None:
-    reports = [rep("a", 0, 0.95, "gold"), rep("b", 0, 0.95, "gold"), rep("a", 1, 0.95, "gold"),
-               rep("a", 1, 0.1, run_dir="/runs/a_1_rerun")]
+    reports = [
+        rep("a", 0, 0.95, "gold"),
+        rep("b", 0, 0.95, "gold"),
+        rep("a", 1, 0.95, "gold"),
+        rep("a", 1, 0.1, run_dir="/runs/a_1_rerun"),
+    ]
     s = summarize(reports)
     # seed 1 has no run of b: 1 of 2 competitions -> 50 %; the second run of (a, 1) is ignored
     assert list(s.per_seed["any_medal"]) == [100.0, 50.0]
@@ -96,8 +125,11 @@ def test_missing_pair_counts_as_failure_and_duplicates_count_once() -> None:
 
 
 def test_seedless_runs_are_numbered_per_competition_in_run_order() -> None:
-    reports = [rep("a", None, 0.9, "gold", run_dir="/g/a_2"), rep("a", None, 0.1, run_dir="/g/a_1"),
-               rep("b", None, 0.1, run_dir="/g/b_1")]
+    reports = [
+        rep("a", None, 0.9, "gold", run_dir="/g/a_2"),
+        rep("a", None, 0.1, run_dir="/g/a_1"),
+        rep("b", None, 0.1, run_dir="/g/b_1"),
+    ]
     assert seed_keys(reports) == ["run1", "run0", "run0"]
 
 
@@ -122,8 +154,14 @@ def test_written_files(tmp_path: Path) -> None:
 def test_nothing_graded_still_writes_files(tmp_path: Path) -> None:
     """An unprepared competition: no scores, no thresholds, direction unknown."""
     r = rep("c", 0, None)
-    r.update(gold_threshold=None, silver_threshold=None, bronze_threshold=None, median_threshold=None,
-             is_lower_better=None, thresholds_source=None)
+    r.update(
+        gold_threshold=None,
+        silver_threshold=None,
+        bronze_threshold=None,
+        median_threshold=None,
+        is_lower_better=None,
+        thresholds_source=None,
+    )
     paths = write_summaries([r], tmp_path, title="t", warn=pytest.fail)
     assert len(paths) == 3
     md = (tmp_path / "summary.md").read_text()

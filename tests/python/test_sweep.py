@@ -23,8 +23,16 @@ from mlebench_hpc.sweep import (
 )
 
 
-def make_run(group: Path, name: str, comp: str, seed: int, status: str, exit_code: int | None,
-             submission: bool, **extra: object) -> Path:
+def make_run(
+    group: Path,
+    name: str,
+    comp: str,
+    seed: int,
+    status: str,
+    exit_code: int | None,
+    submission: bool,
+    **extra: object,
+) -> Path:
     run = group / name
     (run / "submission").mkdir(parents=True)
     meta: dict[str, object] = {"competition_id": comp, "seed": str(seed), "status": status, **extra}
@@ -65,16 +73,16 @@ def test_list_file_bad_lines_all_reported(tmp_path: Path) -> None:
 
 def test_resume_rule(tmp_path: Path) -> None:
     g = tmp_path / "group"
-    make_run(g, "a_1_0", "a", 0, "finished", 0, True)            # done
-    make_run(g, "a_1_1", "a", 1, "failed", 1, False)             # failed once -> again
+    make_run(g, "a_1_0", "a", 0, "finished", 0, True)  # done
+    make_run(g, "a_1_1", "a", 1, "failed", 1, False)  # failed once -> again
     make_run(g, "b_1_2", "b", 0, "failed", 2, False)
-    make_run(g, "b_2_0", "b", 0, "timeout", 124, False)          # failed twice -> skip
-    make_run(g, "b_1_3", "b", 1, "cancelled", 143, True)         # stopped by us: partial -> again
-    make_run(g, "c_1_4", "c", 0, "timeout", 124, True)           # ran out of time with a submission: done
+    make_run(g, "b_2_0", "b", 0, "timeout", 124, False)  # failed twice -> skip
+    make_run(g, "b_1_3", "b", 1, "cancelled", 143, True)  # stopped by us: partial -> again
+    make_run(g, "c_1_4", "c", 0, "timeout", 124, True)  # ran out of time with a submission: done
     make_run(g, "c_1_5", "c", 1, "requeued", None, True, requeue_count=2)  # interrupted -> again
-    make_run(g, "d_1_6", "d", 0, "failed", 1, True)              # exited non-zero but submitted: done
-    make_run(g, "d_1_7", "d", 1, "running", None, False)         # still running per disk, Slurm below
-    make_run(g, "x_1_8", "x", 0, "finished", 0, True)            # not in this sweep: ignored
+    make_run(g, "d_1_6", "d", 0, "failed", 1, True)  # exited non-zero but submitted: done
+    make_run(g, "d_1_7", "d", 1, "running", None, False)  # still running per disk, Slurm below
+    make_run(g, "x_1_8", "x", 0, "finished", 0, True)  # not in this sweep: ignored
     (g / ".sweep").mkdir()
     todo, counts = plan_pairs(["a", "b", "c", "d"], 2, g, slurm=None)
     assert todo == [("a", 1), ("b", 1), ("c", 1), ("d", 1)]
@@ -87,9 +95,11 @@ def test_queued_pairs_are_not_resubmitted(tmp_path: Path) -> None:
     tasks = g / ".sweep" / "tasks-1.tsv"
     write_tasks_file(tasks, [("a", 0), ("a", 1), ("b", 0)])
     record_submission(g, "77", tasks, {"seeds": 2}, "sbatch ...")
-    slurm = {"77_0": TaskState("RUNNING", "node1", "None"),
-             "77_1": TaskState("PENDING", "", "JobArrayTaskLimit"),
-             "77_2": TaskState("CANCELLED", "", "None")}
+    slurm = {
+        "77_0": TaskState("RUNNING", "node1", "None"),
+        "77_1": TaskState("PENDING", "", "JobArrayTaskLimit"),
+        "77_2": TaskState("CANCELLED", "", "None"),
+    }
     todo, counts = plan_pairs(["a", "b"], 2, g, slurm)
     # a/0 runs, a/1 waits: both kept; b/0 was cancelled and b/1 never submitted: both planned
     assert todo == [("b", 0), ("b", 1)]
@@ -125,8 +135,18 @@ def test_record_submission_and_status(tmp_path: Path) -> None:
 def test_sweep_plan_cli_validates_whole_list(tmp_path: Path, data_dir: Path) -> None:
     f = tmp_path / "list.txt"
     f.write_text("demo-diabetes\nno-such-comp\nspaceship-titanic\n")  # unknown, and known but unprepared
-    res = CliRunner().invoke(sweep_plan_cmd, ["--group-dir", str(tmp_path / "g"), "--competitions", str(f),
-                                              "--data-dir", str(data_dir), "--no-slurm"])
+    res = CliRunner().invoke(
+        sweep_plan_cmd,
+        [
+            "--group-dir",
+            str(tmp_path / "g"),
+            "--competitions",
+            str(f),
+            "--data-dir",
+            str(data_dir),
+            "--no-slurm",
+        ],
+    )
     assert res.exit_code == 2
     assert "no-such-comp" in res.output and "spaceship-titanic" in res.output
     assert "demo-diabetes:" not in res.output
@@ -139,10 +159,24 @@ def test_sweep_plan_cli_writes_tasks(tmp_path: Path, data_dir: Path) -> None:
     g = tmp_path / "g"
     make_run(g, "demo-diabetes_5_0", "demo-diabetes", 0, "finished", 0, True)
     out = tmp_path / "tasks.tsv"
-    args = ["--group-dir", str(g), "--competitions", str(f), "--seeds", "2", "--data-dir", str(data_dir),
-            "--tasks-out", str(out), "--no-slurm"]
+    args = [
+        "--group-dir",
+        str(g),
+        "--competitions",
+        str(f),
+        "--seeds",
+        "2",
+        "--data-dir",
+        str(data_dir),
+        "--tasks-out",
+        str(out),
+        "--no-slurm",
+    ]
     res = CliRunner().invoke(sweep_plan_cmd, args)
     assert res.exit_code == 0, res.output
     assert res.stdout.strip() == "3"
-    assert read_tasks_file(out) == [(0, "demo-diabetes", 1), (1, "demo-breast-cancer", 0),
-                                    (2, "demo-breast-cancer", 1)]
+    assert read_tasks_file(out) == [
+        (0, "demo-diabetes", 1),
+        (1, "demo-breast-cancer", 0),
+        (2, "demo-breast-cancer", 1),
+    ]

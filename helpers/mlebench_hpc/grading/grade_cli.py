@@ -46,18 +46,34 @@ def _import_plotting() -> None:
 
 @click.command("grade")
 @click.argument("run_dir", required=False, type=click.Path(path_type=Path, file_okay=False))
-@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Prepared data (default: run metadata data_dir, else config DATA_DIR, "
-                   "else ~/.cache/mle-bench/data).")
-@click.option("--mlebench-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Upstream MLE-bench checkout for leaderboards (default: $MLEBENCH_DIR, else config).")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Prepared data (default: run metadata data_dir, else config DATA_DIR, "
+    "else ~/.cache/mle-bench/data).",
+)
+@click.option(
+    "--mlebench-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Upstream MLE-bench checkout for leaderboards (default: $MLEBENCH_DIR, else config).",
+)
 @click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: min(cpus, runs)).")
-@click.option("--submissions", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="Upstream submissions JSONL (competition_id, submission_path per line).")
-@click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Where the report goes with --submissions (default: the JSONL file's directory).")
-@click.option("--summary/--no-summary", default=True, show_default=True,
-              help="Also write summary.csv, summary.md and summary.png.")
+@click.option(
+    "--submissions",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Upstream submissions JSONL (competition_id, submission_path per line).",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where the report goes with --submissions (default: the JSONL file's directory).",
+)
+@click.option(
+    "--summary/--no-summary",
+    default=True,
+    show_default=True,
+    help="Also write summary.csv, summary.md and summary.png.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @click.option("--strict", is_flag=True, help="Exit 1 when any run could not be graded (setup error).")
 def grade_cmd(
@@ -101,8 +117,11 @@ def grade_cmd(
     except (RunSpecError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     if not specs:
-        click.echo(f"error: no runs found in {source} (a run directory holds metadata.json with "
-                   "competition_id and submission/submission.csv)", err=True)
+        click.echo(
+            f"error: no runs found in {source} (a run directory holds metadata.json with "
+            "competition_id and submission/submission.csv)",
+            err=True,
+        )
         sys.exit(2)
 
     from mlebench_hpc.grading import backend_info
@@ -117,8 +136,9 @@ def grade_cmd(
         write_json_atomic(report_path, group)
     except OSError as exc:
         click.echo(format_table(reports, root))  # the results are not lost with the file
-        raise click.ClickException(f"cannot write {report_path} ({exc.strerror}): "
-                                   "give a writable --output-dir") from None
+        raise click.ClickException(
+            f"cannot write {report_path} ({exc.strerror}): give a writable --output-dir"
+        ) from None
 
     click.echo(format_table(reports, root))
     click.echo("")

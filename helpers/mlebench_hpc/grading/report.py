@@ -30,19 +30,43 @@ SUBMISSION_REL = Path("submission") / "submission.csv"
 
 # Upstream's CompetitionReport.to_dict() keys, in upstream's order.
 UPSTREAM_FIELDS: tuple[str, ...] = (
-    "competition_id", "score", "gold_threshold", "silver_threshold", "bronze_threshold",
-    "median_threshold", "any_medal", "gold_medal", "silver_medal", "bronze_medal", "above_median",
-    "submission_exists", "valid_submission", "is_lower_better", "created_at", "submission_path",
+    "competition_id",
+    "score",
+    "gold_threshold",
+    "silver_threshold",
+    "bronze_threshold",
+    "median_threshold",
+    "any_medal",
+    "gold_medal",
+    "silver_medal",
+    "bronze_medal",
+    "above_median",
+    "submission_exists",
+    "valid_submission",
+    "is_lower_better",
+    "created_at",
+    "submission_path",
 )
 EXTRA_FIELDS: tuple[str, ...] = (
-    "grading_backend", "grading_backend_version", "thresholds_source", "run_dir", "seed", "error",
+    "grading_backend",
+    "grading_backend_version",
+    "thresholds_source",
+    "run_dir",
+    "seed",
+    "error",
     "isolation",
 )
 REPORT_FIELDS: tuple[str, ...] = UPSTREAM_FIELDS + EXTRA_FIELDS
 # Upstream's aggregate_reports() keys.
 GROUP_KEYS: tuple[str, ...] = (
-    "total_runs", "total_runs_with_submissions", "total_valid_submissions", "total_medals",
-    "total_gold_medals", "total_silver_medals", "total_bronze_medals", "total_above_median",
+    "total_runs",
+    "total_runs_with_submissions",
+    "total_valid_submissions",
+    "total_medals",
+    "total_gold_medals",
+    "total_silver_medals",
+    "total_bronze_medals",
+    "total_above_median",
     "competition_reports",
 )
 # Directories never holding runs: agent scratch and the run's own bind mounts hold arbitrary files.
@@ -76,10 +100,11 @@ class GradedRun:
 def one_line(text: object, limit: int = _ERROR_MAX) -> str:
     """Collapse a message to one line, dropping upstream's fixed 'Submission invalid!' preamble."""
     s = str(text).strip()
-    prefix = ("Submission invalid! The attempt to grade the submission has resulted in the "
-              "following error message:")
+    prefix = (
+        "Submission invalid! The attempt to grade the submission has resulted in the following error message:"
+    )
     if s.startswith(prefix):
-        s = "Submission invalid: " + s[len(prefix):].strip()
+        s = "Submission invalid: " + s[len(prefix) :].strip()
     s = " ".join(s.split())
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
@@ -206,8 +231,10 @@ def specs_from_jsonl(path: Path, dirs: DirResolver) -> list[RunSpec]:
         try:
             obj = json.loads(line)
         except ValueError:
-            raise RunSpecError(f"{path}:{lineno}: not a JSON object; expected "
-                               '{"competition_id": ..., "submission_path": ...}') from None
+            raise RunSpecError(
+                f"{path}:{lineno}: not a JSON object; expected "
+                '{"competition_id": ..., "submission_path": ...}'
+            ) from None
         if not isinstance(obj, dict) or not obj.get("competition_id") or not obj.get("submission_path"):
             raise RunSpecError(f"{path}:{lineno}: needs both competition_id and submission_path")
         sub = Path(str(obj["submission_path"])).expanduser()
@@ -536,8 +563,19 @@ def _run_label(r: dict[str, Any], root: Path | None) -> str:
 
 def format_table(reports: list[dict[str, Any]], root: Path | None = None) -> str:
     """Plain-text table, one row per run, then one line per run that has an error."""
-    header = ["competition", "seed", "run", "valid", "score", "medal", "gold", "silver", "bronze",
-              "median", "better"]
+    header = [
+        "competition",
+        "seed",
+        "run",
+        "valid",
+        "score",
+        "medal",
+        "gold",
+        "silver",
+        "bronze",
+        "median",
+        "better",
+    ]
     rows: list[list[str]] = []
     notes: list[str] = []
     for r in sorted(reports, key=sort_key):
@@ -549,20 +587,31 @@ def format_table(reports: list[dict[str, Any]], root: Path | None = None) -> str
             valid = "no"
         better = {True: "lower", False: "higher", None: "?"}[r.get("is_lower_better")]
         label = _run_label(r, root)
-        rows.append([
-            str(r["competition_id"]), "-" if r.get("seed") is None else str(r["seed"]), label, valid,
-            fmt_num(r["score"]), medal_word(r), fmt_num(r["gold_threshold"]),
-            fmt_num(r["silver_threshold"]), fmt_num(r["bronze_threshold"]),
-            fmt_num(r["median_threshold"]), better,
-        ])
+        rows.append(
+            [
+                str(r["competition_id"]),
+                "-" if r.get("seed") is None else str(r["seed"]),
+                label,
+                valid,
+                fmt_num(r["score"]),
+                medal_word(r),
+                fmt_num(r["gold_threshold"]),
+                fmt_num(r["silver_threshold"]),
+                fmt_num(r["bronze_threshold"]),
+                fmt_num(r["median_threshold"]),
+                better,
+            ]
+        )
         if r.get("error"):
             notes.append(f"  {r['competition_id']} {label}: {r['error']}")
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
     numeric = {4, 6, 7, 8, 9}
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in numeric else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
 
     out = [line(header), line(["-" * w for w in widths])] + [line(row) for row in rows]
     if notes:
