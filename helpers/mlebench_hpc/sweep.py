@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from mlebench_hpc.slurm_query import HelperError, slurm_available
+from mlebench_hpc.slurm_query import WAITING_STATES, HelperError, slurm_available
 
 SWEEP_JSON = "sweep.json"
 SWEEP_DIR = ".sweep"
@@ -32,24 +32,9 @@ MAX_FAILURES = 2
 # Run statuses written by the agent job / sweep task (lib.sh mh_run_agent, slurm_sweep_task.sh).
 EXITED = frozenset({"finished", "failed", "timeout"})
 FAILED = frozenset({"failed", "timeout"})
-# Slurm states in which an array task may still run its script (again).
-ACTIVE = frozenset(
-    {
-        "PENDING",
-        "RUNNING",
-        "CONFIGURING",
-        "COMPLETING",
-        "REQUEUED",
-        "REQUEUE_HOLD",
-        "REQUEUE_FED",
-        "RESIZING",
-        "SUSPENDED",
-        "STOPPED",
-        "SIGNALING",
-        "STAGE_OUT",
-        "RESV_DEL_HOLD",
-    }
-)
+# Slurm states in which an array task may still run its script (again), or is still ending:
+# not to be submitted a second time.
+ACTIVE = WAITING_STATES | {"RUNNING", "COMPLETING"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SQUEUE_TIMEOUT = 30.0
 
