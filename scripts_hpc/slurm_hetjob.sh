@@ -40,6 +40,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'mh_log "stop requested"; exit 143' TERM INT
+# A requeued run has the same id: never read the URL its previous attempt left behind.
+rm -f "$state/url"
 mh_step_prefix 0
 "${MH_STEP[@]}" bash "$MH_SCRIPTS/slurm_grading_server.sh" "$comp" &
 server_pid=$!
