@@ -166,6 +166,12 @@ PY
     assert_output --partial "requeued 1 time, pending"
     # Slurm holds a requeued job ~2 min (its begin time) before it may start again: release it now
     scontrol update JobId="${job}_0" StartTime=now
+    # Wait for the second attempt itself (squeue may briefly not list a task between requeue
+    # states, so an empty queue alone does not mean it ran).
+    until grep -q '"status": "finished"' "$run_dir/metadata.json"; do
+        (( SECONDS - start < 300 )) || { echo "second attempt did not finish" >&2; false; }
+        sleep 1
+    done
     wait_array "$job" 120
     echo "# requeue test: $((SECONDS - start))s" >&3
     # one run dir only, holding both attempts' files and the submission
