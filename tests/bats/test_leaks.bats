@@ -125,6 +125,9 @@ teardown_file() {
         sleep 0.1
     done
     for g in "${groups[@]}"; do kill -KILL -- "-$g" 2>/dev/null; done
+    # Apptainer's squashfuse helper leaves those process groups and keeps bats' pipes open (bats
+    # then waits forever at the end of the run): end whatever the dedicated test user still runs.
+    if [[ $(id -u) == 0 ]]; then pkill -KILL -u "${MH_TEST_AGENT_USER:-mhagent}" 2>/dev/null; fi
     if [[ -n ${AGENT_HOME:-} && -d $AGENT_HOME ]]; then
         rm -rf "$AGENT_HOME/.kaggle" "$AGENT_HOME/mhleak-home-secret.txt"
         [[ -e $AGENT_HOME/.kaggle.mhleak-saved ]] && mv "$AGENT_HOME/.kaggle.mhleak-saved" "$AGENT_HOME/.kaggle"
