@@ -120,3 +120,17 @@ def apptainer() -> str:
     path = shutil.which("apptainer")
     assert path is not None
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo competitions, prepared once per test session by the real CLI."""
+    data = tmp_path_factory.getbasetemp() / "demo-data"
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "mlebench-hpc"), "prepare-demo", "--data-dir", str(data)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert {"demo-breast-cancer", "demo-diabetes"} <= set(out)
+    return data

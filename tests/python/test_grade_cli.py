@@ -13,59 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from upstream_keys import GROUP_KEYS, REPORT_FIELDS
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "mlebench-hpc")
-REPORT_FIELDS = [
-    "competition_id",
-    "score",
-    "gold_threshold",
-    "silver_threshold",
-    "bronze_threshold",
-    "median_threshold",
-    "any_medal",
-    "gold_medal",
-    "silver_medal",
-    "bronze_medal",
-    "above_median",
-    "submission_exists",
-    "valid_submission",
-    "is_lower_better",
-    "created_at",
-    "submission_path",
-    "grading_backend",
-    "grading_backend_version",
-    "thresholds_source",
-    "run_dir",
-    "seed",
-    "error",
-    "isolation",
-]
-GROUP_KEYS = [
-    "total_runs",
-    "total_runs_with_submissions",
-    "total_valid_submissions",
-    "total_medals",
-    "total_gold_medals",
-    "total_silver_medals",
-    "total_bronze_medals",
-    "total_above_median",
-    "competition_reports",
-    "created_at",
-    "grading_backend",
-    "grading_backend_version",
-]
-
-
-@pytest.fixture(scope="session")
-def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = tmp_path_factory.getbasetemp() / "demo-data"  # shared with test_report (prepare is idempotent)
-    out = subprocess.run(
-        [CLI, "prepare-demo", "--data-dir", str(data)], check=True, capture_output=True, text=True
-    ).stdout.split()
-    assert {"demo-breast-cancer", "demo-diabetes"} <= set(out)
-    return data
 
 
 @pytest.fixture()
