@@ -7,8 +7,6 @@ scikit-learn is only needed here, on the host; the grading image never imports t
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ import click
 import numpy as np
 import pandas as pd
 
+from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.grading import metrics
 
 SEED = 20240917  # fixed: the split and every baseline are reproducible
@@ -178,19 +177,7 @@ def _description(demo: DemoDataset, columns: list[str], n_train: int, n_test: in
 
 
 def _write_atomic(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-        # mkstemp makes 0600 files; give the mode a plain open() would (umask), like mlebench prepare
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, content)  # umask modes, like mlebench prepare
 
 
 def prepare_demo(data_dir: Path, competition_ids: list[str] | None = None) -> list[str]:

@@ -17,12 +17,12 @@ import shlex
 import shutil
 import stat
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
+from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.discovery import normalize_url
 from mlebench_hpc.slurm_query import HelperError
 
@@ -194,16 +194,7 @@ def _write_if_changed(path: Path, data: bytes, mode: int) -> None:
             return
     except OSError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, mode)
 
 
 def select(found: list[Found]) -> list[Found]:

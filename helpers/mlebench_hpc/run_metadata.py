@@ -13,12 +13,12 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 
+from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.slurm_query import HelperError
 
 METADATA = "metadata.json"
@@ -53,18 +53,7 @@ def sha256_file(path: Path, cache: Path | None = None) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, 0o644)
 
 
 def _split(item: str, option: str) -> tuple[str, str]:

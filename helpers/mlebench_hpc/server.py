@@ -31,6 +31,8 @@ from cheroot import wsgi
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wrappers import Request
 
+from mlebench_hpc.atomic import write_atomic
+
 MIB = 1024 * 1024
 READ_CHUNK = 64 * 1024
 # A client whose body is a little over the limit must still read the 413 (closing a socket with
@@ -353,19 +355,7 @@ def format_url(host: str, port: int) -> str:
 
 def write_url_file(path: Path, url: str) -> None:
     """Write then rename, so a reader never sees a partial URL."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(url + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, (url + "\n").encode(), 0o644)
 
 
 # -- the process ----------------------------------------------------------------------------------

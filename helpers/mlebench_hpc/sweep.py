@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 
 import click
 
+from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.slurm_query import WAITING_STATES, HelperError, slurm_available
 
 SWEEP_JSON = "sweep.json"
@@ -195,19 +194,7 @@ def load_sweep(group_dir: Path) -> dict[str, Any]:
 
 def save_sweep(group_dir: Path, data: dict[str, Any]) -> None:
     """Atomic: a concurrent `status` never reads half a file."""
-    group_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=group_dir, prefix=f".{SWEEP_JSON}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, group_dir / SWEEP_JSON)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(group_dir / SWEEP_JSON, (json.dumps(data, indent=2) + "\n").encode(), 0o644)
 
 
 def latest_tasks(data: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
@@ -320,10 +307,7 @@ def record_submission(
 
 
 def write_tasks_file(path: Path, todo: list[tuple[str, int]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{i}\t{c}\t{s}\n" for i, (c, s) in enumerate(todo)))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(f"{i}\t{c}\t{s}\n" for i, (c, s) in enumerate(todo)).encode())
 
 
 def read_tasks_file(path: Path) -> list[tuple[int, str, int]]:

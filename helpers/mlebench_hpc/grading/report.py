@@ -13,7 +13,6 @@ import json
 import multiprocessing
 import os
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -22,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.config import UPSTREAM_DEFAULT_DATA_DIR
 
 REPORT_NAME = "grading_report.json"
@@ -516,16 +516,7 @@ def aggregate(reports: Iterable[dict[str, Any]], backend: dict[str, str] | None 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write then rename, so a reader never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=str)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
 
 
 def sort_key(report: dict[str, Any]) -> tuple[str, int, str, str]:
