@@ -121,7 +121,9 @@ SlurmctldPort=$CTLD_PORT
 SlurmdPort=$((CTLD_PORT + 1))
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$MUNGE_SOCK
+# cred_expire also sets how long a requeued job waits before it may start again (default 120 s);
+# 30 s keeps the requeue test short and still leaves step launches room on a loaded machine.
+AuthInfo=socket=$MUNGE_SOCK,cred_expire=30
 StateSaveLocation=$BASE/state
 SlurmdSpoolDir=$BASE/spool/slurmd-%n
 SlurmctldPidFile=$BASE/run/slurmctld.pid

@@ -164,12 +164,18 @@ PY
     [[ -f $run_dir/code/attempt1 && -f $run_dir/logs/attempt1.txt ]]
     run "$CLI" status "$T/runs/$g"
     assert_output --partial "requeued 1 time, pending"
-    # Slurm holds a requeued job ~2 min (its begin time) before it may start again: release it now
-    scontrol update JobId="${job}_0" StartTime=now
-    # Wait for the second attempt itself (squeue may briefly not list a task between requeue
-    # states, so an empty queue alone does not mean it ran).
+    # Slurm itself starts it again after its begin time (cred_expire, 30 s on the test cluster).
+    # Releasing it earlier by hand races the revoked credential of the first attempt and makes
+    # Slurm fail the job ("Job credential revoked"), so the test waits like a user would.
+    # It waits for the second attempt's own record: squeue may briefly not list a task between
+    # requeue states, so an empty queue alone does not mean it ran.
     until grep -q '"status": "finished"' "$run_dir/metadata.json"; do
-        (( SECONDS - start < 300 )) || { echo "second attempt did not finish" >&2; false; }
+        (( SECONDS - start < 300 )) || {
+            echo "second attempt did not finish" >&2
+            scontrol show job "${job}_0" >&2 || true
+            cat "$run_dir/metadata.json" "$T/runs/$g/.sweep/logs/"* >&2 || true
+            false
+        }
         sleep 1
     done
     wait_array "$job" 120
