@@ -153,7 +153,7 @@ PY
     job=$(job_of "$output")
     # wait for the requeue: back to PENDING with a restart counted
     until [[ $(slurm_job_field "${job}_0" Restarts) == 1 && $(slurm_job_field "${job}_0" JobState) == PENDING ]]; do
-        (( SECONDS - start < 150 )) || { echo "not requeued after 150s" >&2; cat "$T/runs/$g/.sweep/logs/"* >&2; false; }
+        (( SECONDS - start < 180 )) || { echo "not requeued after 180s" >&2; cat "$T/runs/$g/.sweep/logs/"* >&2; false; }
         sleep 0.5
     done
     echo "# requeued after $((SECONDS - start))s" >&3
