@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "wait-ready": "mlebench_hpc.readiness:wait_ready_cmd",
     "check-config": "mlebench_hpc.config:check_config_cmd",
     "run-metadata": "mlebench_hpc.run_metadata:run_metadata_cmd",
+    "collect-submission": "mlebench_hpc.untrusted:collect_submission_cmd",
     "doctor": "mlebench_hpc.doctor:doctor_cmd",
     "status": "mlebench_hpc.sweep:status_cmd",
     "sweep-plan": "mlebench_hpc.sweep:sweep_plan_cmd",

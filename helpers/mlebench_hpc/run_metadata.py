@@ -102,11 +102,25 @@ def update_metadata(run_dir: Path, updates: dict[str, Any]) -> Path:
     metavar="KEY=PATH",
     help="Store the sha256 of a file (cached by path, size and mtime); repeatable.",
 )
+@click.option(
+    "--collect-submission",
+    is_flag=True,
+    help="Also copy RUN_DIR/submission/submission.csv, never following links, to RUN_DIR/collected/ "
+    "and record it (submission_exists, submission: size, sha256 or why it was refused).",
+)
 def run_metadata_cmd(
-    run_dir: Path, sets: tuple[str, ...], set_jsons: tuple[str, ...], hashes: tuple[str, ...]
+    run_dir: Path,
+    sets: tuple[str, ...],
+    set_jsons: tuple[str, ...],
+    hashes: tuple[str, ...],
+    collect_submission: bool,
 ) -> None:
     """Create or update RUN_DIR/metadata.json, merging the given keys."""
     updates: dict[str, Any] = {}
+    if collect_submission:
+        from mlebench_hpc.untrusted import collect_record
+
+        updates.update(collect_record(run_dir))
     for item in sets:
         key, value = _split(item, "--set")
         updates[key] = value

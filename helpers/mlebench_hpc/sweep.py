@@ -24,6 +24,7 @@ import click
 
 from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.slurm_query import WAITING_STATES, HelperError, slurm_available
+from mlebench_hpc.untrusted import UntrustedFileError, read_text_bounded
 
 SWEEP_JSON = "sweep.json"
 SWEEP_DIR = ".sweep"
@@ -36,6 +37,7 @@ FAILED = frozenset({"failed", "timeout"})
 ACTIVE = WAITING_STATES | {"RUNNING", "COMPLETING"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SQUEUE_TIMEOUT = 30.0
+LOG_TAIL_BYTES = 64 * 1024
 
 
 # ------------------------------------------------------------------ competition list
@@ -111,8 +113,9 @@ class Run:
 
     @property
     def has_submission(self) -> bool:
-        flag = str(self.meta.get("submission_exists", "")).lower() == "true"
-        return flag or (self.path / "submission" / "submission.csv").is_file()
+        """The host collected a submission when the agent ended (mlebench_hpc.untrusted): the
+        agent's own directory is never looked at, so a planted link counts for nothing."""
+        return str(self.meta.get("submission_exists", "")).lower() == "true"
 
     @property
     def requeue_count(self) -> int:
@@ -412,9 +415,10 @@ def sweep_plan_cmd(
 # ------------------------------------------------------------------ status
 def _log_error(group_dir: Path, job_id: str) -> str:
     """The last `error:` line of the task's output file, for a failure reason."""
-    log = group_dir / SWEEP_DIR / "logs" / f"{job_id}.out"
-    with contextlib.suppress(OSError):
-        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if "error:" in ln]
+    # The job output holds what the agent printed: read its tail only, never through a link.
+    with contextlib.suppress(OSError, UntrustedFileError):
+        text = read_text_bounded(group_dir, f"{SWEEP_DIR}/logs/{job_id}.out", LOG_TAIL_BYTES)
+        lines = [ln.strip() for ln in text.splitlines() if "error:" in ln]
         if lines:
             return lines[-1][:200]
     return ""

@@ -29,6 +29,7 @@ EXTRA_REPORT_FIELDS = [
     "seed",
     "error",
     "isolation",
+    "submission_sha256",
 ]
 REPORT_FIELDS = UPSTREAM_REPORT_FIELDS + EXTRA_REPORT_FIELDS
 # The run-group report: upstream's keys, then ours.

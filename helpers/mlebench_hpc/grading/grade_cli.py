@@ -76,6 +76,12 @@ def _import_plotting() -> None:
 )
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @click.option("--strict", is_flag=True, help="Exit 1 when any run could not be graded (setup error).")
+@click.option(
+    "--memory-mb",
+    type=click.FloatRange(min=64),
+    help="Memory each grading worker may use beyond its start (default: the available memory shared "
+    "by the workers, 1-16 GiB); a run that needs more fails alone.",
+)
 def grade_cmd(
     run_dir: Path | None,
     data_dir: Path | None,
@@ -86,6 +92,7 @@ def grade_cmd(
     summary: bool,
     progress: bool,
     strict: bool,
+    memory_mb: float | None,
 ) -> None:
     """Grade RUN_DIR (a run directory, or any directory holding run directories at any depth)
     and write RUN_DIR/grading_report.json with upstream MLE-bench's keys, plus summaries.
@@ -128,7 +135,7 @@ def grade_cmd(
 
     n_jobs = jobs or default_jobs(len(specs))
     meanwhile = _import_plotting if summary else None
-    results = grade_runs(specs, jobs=n_jobs, progress=progress, meanwhile=meanwhile)
+    results = grade_runs(specs, jobs=n_jobs, progress=progress, meanwhile=meanwhile, memory_mb=memory_mb)
     reports = [r.report for r in results]
     group = aggregate(reports, backend_info())
     report_path = out_dir / REPORT_NAME

@@ -13,9 +13,11 @@ import json
 import multiprocessing
 import os
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,10 +25,19 @@ from typing import Any
 
 from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.config import UPSTREAM_DEFAULT_DATA_DIR
+from mlebench_hpc.untrusted import (
+    COLLECTED_REL,
+    SUBMISSION_REL,
+    Collected,
+    UntrustedFileError,
+    copy_to,
+    open_untrusted,
+)
 
 REPORT_NAME = "grading_report.json"
 METADATA_NAME = "metadata.json"
-SUBMISSION_REL = Path("submission") / "submission.csv"
+MIB = 1024 * 1024
+_OOM_MESSAGE = "grading failed: out of memory (over the memory budget per grading worker, see --memory-mb)"
 
 # Upstream's CompetitionReport.to_dict() keys, in upstream's order.
 UPSTREAM_FIELDS: tuple[str, ...] = (
@@ -55,6 +66,7 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "seed",
     "error",
     "isolation",
+    "submission_sha256",
 )
 REPORT_FIELDS: tuple[str, ...] = UPSTREAM_FIELDS + EXTRA_FIELDS
 # Upstream's aggregate_reports() keys.
@@ -71,6 +83,8 @@ GROUP_KEYS: tuple[str, ...] = (
 )
 # Directories never holding runs: agent scratch and the run's own bind mounts hold arbitrary files.
 _SKIP_DIRS = {".git", "__pycache__", "node_modules", ".venv"}
+# A run directory's agent-writable subdirectories (bound into the agent container).
+_AGENT_DIRS = {"submission", "logs", "code"}
 _ERROR_MAX = 400
 
 
@@ -80,7 +94,11 @@ class RunSpecError(Exception):
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One submission to grade and where to find its competition's data."""
+    """One submission to grade and where to find its competition's data.
+
+    The submission was written by an agent: it is only ever read through mlebench_hpc.untrusted,
+    as `base / rel` (base is host-made; nothing below it may be a link). `collected` is the run's
+    metadata record of the copy made when the agent ended (RUN/collected/submission.csv)."""
 
     competition_id: str
     submission_path: Path
@@ -89,6 +107,7 @@ class RunSpec:
     run_dir: Path | None = None
     seed: Any = None
     isolation: Any = None
+    collected: Any = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +187,9 @@ def find_run_dirs(root: Path) -> list[Path]:
             found.append(Path(dirpath))
             dirnames[:] = []  # a run's code/ or logs/ may hold anything, including metadata.json
             continue
+        if set(dirnames) >= _AGENT_DIRS:
+            dirnames[:] = []  # a run whose metadata is gone: its agent-written dirs are not searched
+            continue
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
     return sorted(found)
 
@@ -212,6 +234,7 @@ def specs_from_dir(root: Path, dirs: DirResolver, warn: Callable[[str], None]) -
                 run_dir=run_dir,
                 seed=normalize_seed(meta.get("seed")),
                 isolation=meta.get("integrity"),
+                collected=meta.get("submission") if isinstance(meta.get("submission"), dict) else None,
             )
         )
     return specs
@@ -295,8 +318,18 @@ def _metadata_only(spec: RunSpec) -> Any:
         return None
 
 
+def _present(path: Path) -> bool:
+    """Something is at PATH (a link counts: the agent put it there), without following links."""
+    try:
+        os.lstat(path)
+    except OSError:
+        return False
+    return True
+
+
 def empty_report(spec: RunSpec) -> dict[str, Any]:
     sub = spec.submission_path
+    collected = spec.collected.get("status") == "collected" if spec.collected else False
     return {
         "competition_id": spec.competition_id,
         "score": None,
@@ -309,8 +342,8 @@ def empty_report(spec: RunSpec) -> dict[str, Any]:
         "silver_medal": False,
         "bronze_medal": False,
         "above_median": False,
-        # upstream: a submission exists when it is a file with a .csv suffix
-        "submission_exists": sub.is_file() and sub.suffix.lower() == ".csv",
+        # upstream: a submission exists when it is a file with a .csv suffix (never followed here)
+        "submission_exists": collected or (_present(sub) and sub.suffix.lower() == ".csv"),
         "valid_submission": False,
         "is_lower_better": None,
         "created_at": datetime.now(timezone.utc).isoformat(),
@@ -322,6 +355,7 @@ def empty_report(spec: RunSpec) -> dict[str, Any]:
         "seed": spec.seed,
         "error": None,
         "isolation": spec.isolation,
+        "submission_sha256": None,
     }
 
 
@@ -361,18 +395,30 @@ def grade_run(spec: RunSpec) -> GradedRun:
         th, th_error = _thresholds(spec, comp)
         _fill_thresholds(report, th)
 
-        sub = spec.submission_path
         score: float | None = None
         if not report["submission_exists"]:
-            what = "is not a .csv file" if sub.is_file() else "does not exist"
+            sub = spec.submission_path
+            what = "is not a .csv file" if _present(sub) else "does not exist"
             report["error"] = f"no submission: {sub} {what}"
         else:
-            try:
-                score = float(comp.score(sub))
-            except InvalidSubmission as exc:
-                report["error"] = one_line(exc)
-            except Exception as exc:  # upstream's Grader also counts any error as invalid
-                report["error"] = one_line(f"grader error ({type(exc).__name__}): {exc}")
+            with tempfile.TemporaryDirectory(prefix="mlebench-grade-") as tmp:
+                try:
+                    graded = _submission_to_grade(spec, Path(tmp))
+                except UntrustedFileError as exc:
+                    report["error"] = one_line(f"submission refused: {exc}")
+                else:
+                    report["submission_path"] = str(
+                        graded.path if graded.path.parent != Path(tmp) else spec.submission_path
+                    )
+                    report["submission_sha256"] = graded.sha256
+                    try:
+                        score = float(comp.score(graded.path))
+                    except InvalidSubmission as exc:
+                        report["error"] = one_line(exc)
+                    except MemoryError:
+                        report["error"] = _OOM_MESSAGE
+                    except Exception as exc:  # upstream's Grader also counts any error as invalid
+                        report["error"] = one_line(f"grader error ({type(exc).__name__}): {exc}")
         report["score"] = score
         report["valid_submission"] = score is not None
         flags = medal_flags(score, th, report["is_lower_better"])
@@ -384,6 +430,25 @@ def grade_run(spec: RunSpec) -> GradedRun:
     except Exception as exc:  # one broken run must not lose the others
         report["error"] = one_line(f"internal error ({type(exc).__name__}): {exc}")
         return GradedRun(report, graded=False)
+
+
+def _submission_to_grade(spec: RunSpec, tmp: Path) -> Collected:
+    """The file to grade: the run's collected copy (host-made when the agent ended), else a copy
+    made now through the untrusted reader. Raises UntrustedFileError (one line) when refused."""
+    rec = spec.collected or {}
+    if spec.run_dir is not None and rec.get("status") == "refused":
+        raise UntrustedFileError(str(rec.get("reason") or "refused when the run ended"))
+    if spec.run_dir is not None and rec.get("status") == "collected":
+        with open_untrusted(spec.run_dir, COLLECTED_REL) as (_reader, size):
+            if size != rec.get("bytes"):
+                raise UntrustedFileError(
+                    f"{COLLECTED_REL} has {size} bytes, but {rec.get('bytes')} were collected; refused"
+                )
+        return Collected(spec.run_dir / COLLECTED_REL, size, str(rec.get("sha256")))
+    if spec.run_dir is not None:
+        return copy_to(spec.run_dir, SUBMISSION_REL, tmp / "submission.csv")
+    sub = spec.submission_path  # upstream's submissions file: the user named it
+    return copy_to(sub.parent, sub.name, tmp / "submission.csv")
 
 
 # ---------------------------------------------------------------- many runs
@@ -418,9 +483,11 @@ class _Progress:
             self._bar.close()
 
 
-def _size(path: Path) -> int:
+def _size(spec: RunSpec) -> int:
+    if spec.collected and isinstance(spec.collected.get("bytes"), int):
+        return int(spec.collected["bytes"])
     try:
-        return path.stat().st_size
+        return os.lstat(spec.submission_path).st_size  # never follows the agent's links
     except OSError:
         return 0
 
@@ -437,51 +504,115 @@ def default_jobs(n_runs: int) -> int:
     return max(1, min(usable_cpus(), n_runs))
 
 
+def memory_budget(jobs: int) -> int:
+    """Bytes each grading worker may add to its address space: the memory this process may use
+    (MemAvailable, or the cgroup's limit in a Slurm allocation), shared by the workers, between
+    1 and 16 GiB. One absurd submission then fails its own run, not the machine."""
+    avail = 8 * 1024 * MIB
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        line = next(
+            ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemAvailable:")
+        )
+        avail = int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            avail = min(avail, int(limit))
+    return int(min(16 * 1024 * MIB, max(1024 * MIB, 0.8 * avail / max(1, jobs))))
+
+
+def _limit_memory(budget: int) -> None:
+    """Worker initializer: cap the data segment (private writable memory, RLIMIT_DATA: file mappings
+    and reserved-but-unused ranges do not count) at what the worker already has plus BUDGET, so an
+    allocation beyond it raises MemoryError in that worker (reported for that run alone)."""
+    import resource
+
+    mapped = 0
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        line = next(
+            ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("VmData:")
+        )
+        mapped = int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_DATA, (mapped + budget, mapped + budget))
+
+
+def _pool(workers: int, budget: int) -> ProcessPoolExecutor:
+    # fork (Linux): workers inherit the imported engine instead of importing it again
+    ctx = multiprocessing.get_context("fork") if sys.platform == "linux" else None
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_limit_memory, initargs=(budget,)
+    )
+
+
+def _grade_isolated(spec: RunSpec, budget: int) -> GradedRun:
+    """Grade one run in a fresh worker of its own; a worker that dies costs only this run."""
+    with _pool(1, budget) as pool:
+        try:
+            return pool.submit(grade_run, spec).result()
+        except BrokenProcessPool:
+            report = empty_report(spec)
+            report["error"] = (
+                f"grading failed: out of memory or a crash (its worker process died; memory budget "
+                f"{budget // MIB} MiB per worker, see --memory-mb); the other runs were graded"
+            )
+            return GradedRun(report, graded=False)
+
+
 def grade_runs(
     specs: list[RunSpec],
     jobs: int | None = None,
     progress: bool = True,
     meanwhile: Callable[[], None] | None = None,
+    memory_mb: float | None = None,
 ) -> list[GradedRun]:
-    """Grade every spec, in order, with `jobs` worker processes (1 = in this process).
+    """Grade every spec, in order, with `jobs` worker processes, each with a memory budget
+    (memory_mb, default memory_budget()).
 
-    `meanwhile` runs in a thread of this (otherwise idle) process once the workers exist, e.g. to
-    import the plotting library while the slowest run is still being graded.
+    A submission that needs more memory than the budget fails alone ("out of memory"). A worker
+    that dies anyway takes down only the pool: its runs are graded again, each in a fresh worker,
+    so the one that kills its worker fails and the others are graded. `meanwhile` runs in a thread
+    of this (otherwise idle) process once the workers exist, e.g. to import the plotting library.
     """
     n = len(specs)
     jobs = default_jobs(n) if jobs is None else max(1, min(jobs, n or 1))
+    budget = int(memory_mb * MIB) if memory_mb else memory_budget(jobs)
     bar = _Progress(n, progress)
     results: list[GradedRun | None] = [None] * n
+    broken: list[int] = []
     try:
-        if jobs <= 1:
-            for i, spec in enumerate(specs):
-                results[i] = grade_run(spec)
-                bar.update()
-        else:
-            import mlebench_hpc.grading  # noqa: F401 - imported before forking, paid once
+        import mlebench_hpc.grading  # noqa: F401 - imported before forking, paid once
 
-            # Largest submissions first (longest-processing-time scheduling): the group then
-            # takes about its slowest run, the small ones filling the other workers meanwhile.
-            # Each worker caches the answers it parsed, so each is parsed at most once per worker.
-            order = sorted(range(n), key=lambda i: (-_size(specs[i].submission_path), _key(specs[i])))
-            # fork (Linux): workers inherit the imported engine instead of importing it again
-            ctx = multiprocessing.get_context("fork") if sys.platform == "linux" else None
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-                futures: dict[Future[GradedRun], int] = {pool.submit(grade_run, specs[i]): i for i in order}
-                helper = threading.Thread(target=meanwhile, daemon=True) if meanwhile else None
-                if helper is not None:
-                    helper.start()  # after the fork: workers never inherit this thread
-                for fut in as_completed(futures):
-                    i = futures[fut]
-                    try:
-                        results[i] = fut.result()
-                    except Exception as exc:  # e.g. BrokenProcessPool: a worker was OOM-killed
-                        report = empty_report(specs[i])
-                        report["error"] = one_line(f"grading worker failed ({type(exc).__name__}): {exc}")
-                        results[i] = GradedRun(report, graded=False)
+        # Largest submissions first (longest-processing-time scheduling): the group then
+        # takes about its slowest run, the small ones filling the other workers meanwhile.
+        # Each worker caches the answers it parsed, so each is parsed at most once per worker.
+        order = sorted(range(n), key=lambda i: (-_size(specs[i]), _key(specs[i])))
+        helper = threading.Thread(target=meanwhile, daemon=True) if meanwhile else None
+        with _pool(jobs, budget) as pool:
+            futures: dict[Future[GradedRun], int] = {pool.submit(grade_run, specs[i]): i for i in order}
+            if helper is not None:
+                helper.start()  # after the fork: workers never inherit this thread
+            for fut in as_completed(futures):
+                i = futures[fut]
+                try:
+                    results[i] = fut.result()
+                except BrokenProcessPool:
+                    broken.append(i)
+                    continue
+                except Exception as exc:  # e.g. a result that cannot be pickled
+                    report = empty_report(specs[i])
+                    report["error"] = one_line(f"grading worker failed ({type(exc).__name__}): {exc}")
+                    results[i] = GradedRun(report, graded=False)
+                bar.update()
+        if broken:
+            with ThreadPoolExecutor(max_workers=jobs) as threads:
+                for i, graded in zip(
+                    broken, threads.map(lambda j: _grade_isolated(specs[j], budget), broken), strict=True
+                ):
+                    results[i] = graded
                     bar.update()
-                if helper is not None:
-                    helper.join()
+        if helper is not None:
+            helper.join()
     finally:
         bar.close()
     return [r for r in results if r is not None]
