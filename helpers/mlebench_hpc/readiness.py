@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import click
 import requests
@@ -80,6 +81,22 @@ def probe(session: requests.Session, url: str, competition: str, timeout: float)
     return None
 
 
+def check_token(session: requests.Session, url: str, token: str, timeout: float) -> None:
+    """Prove the server takes this run's token: POST /validate with the token and no file must be
+    refused for the missing file (400), not for the token (401/403)."""
+    try:
+        resp = session.post(f"{url}/validate", headers={"X-Grading-Token": token}, timeout=timeout)
+    except requests.RequestException as exc:
+        raise HelperError(
+            f"grading server at {url} did not answer the token check ({type(exc).__name__})"
+        ) from None
+    if resp.status_code in (401, 403):
+        raise HelperError(
+            f"grading server at {url} refuses this run's token (HTTP {resp.status_code}): it is another "
+            "run's server, or it was restarted; use auto:<grading job id> or the URL its job printed"
+        )
+
+
 def wait_ready(url: str, competition: str, timeout: float, job: str | None, pid: int | None) -> float:
     start = time.monotonic()
     deadline = start + timeout
@@ -118,8 +135,17 @@ def wait_ready(url: str, competition: str, timeout: float, job: str | None, pid:
 )
 @click.option("--job", default=None, help="Grading job id: fail at once when it ends (needs scontrol).")
 @click.option("--pid", type=int, default=None, help="Local grading server PID: fail at once when it exits.")
-def wait_ready_cmd(url: str, competition: str, timeout: float, job: str | None, pid: int | None) -> None:
-    """Wait until URL/health answers 200 for COMPETITION (backoff 0.2 s doubling to 5 s)."""
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The run's token (first line): also check that the server accepts it.",
+)
+def wait_ready_cmd(
+    url: str, competition: str, timeout: float, job: str | None, pid: int | None, token_file: Path | None
+) -> None:
+    """Wait until URL/health answers 200 for COMPETITION (backoff 0.2 s doubling to 5 s); with
+    --token-file, then check that /validate accepts the run's token."""
     try:
         url = normalize_url(url)
     except ValueError as exc:
@@ -128,4 +154,9 @@ def wait_ready_cmd(url: str, competition: str, timeout: float, job: str | None, 
     if job and not slurm_query.slurm_available():
         raise HelperError(f"--job {job} needs Slurm's scontrol, which is not on PATH: drop --job")
     elapsed = wait_ready(url, competition, timeout, job, pid)
+    if token_file is not None:
+        token = (token_file.read_text().splitlines() or [""])[0].strip()
+        with requests.Session() as session:
+            session.trust_env = False
+            check_token(session, url, token, timeout=30.0)
     click.echo(f"wait-ready: {url} serves {competition}, ready after {elapsed:.2f}s", err=True)

@@ -4,6 +4,7 @@ never answers; the --job case submits real Slurm jobs when the local cluster is 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+BIN = Path(sys.executable).parent
 RUNNER = "from mlebench_hpc.readiness import wait_ready_cmd as c; c(prog_name='mlebench-hpc wait-ready')"
 
 
@@ -194,3 +196,37 @@ def test_ended_grading_job_fails_fast(tmp_path: Path, health: Health) -> None:
         assert res.returncode == 0, res.stderr
     finally:
         subprocess.run(["scancel", alive], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def token_server(demo_data: Path, tmp_path: Path) -> Iterator[str]:
+    """The real grading server with a token, as the sbatch scripts start it."""
+    url_file = tmp_path / "url"
+    env = {**os.environ, "GRADING_SERVER_TOKEN": "right-token"}
+    cmd = [str(BIN / "mlebench-hpc"), "serve", "--competition-id", "demo-diabetes"]
+    cmd += ["--data-dir", str(demo_data), "--url-file", str(url_file)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not url_file.is_file() and time.monotonic() < deadline:
+            assert proc.poll() is None, "grading server exited"
+            time.sleep(0.1)
+        yield url_file.read_text().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_run_token_is_checked(token_server: str, tmp_path: Path) -> None:
+    right, wrong = tmp_path / "right", tmp_path / "wrong"
+    right.write_text("right-token\n")
+    wrong.write_text("another-runs-token\n")
+    proc, _ = wait_ready(
+        token_server, "--competition", "demo-diabetes", "--token-file", str(right), timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    proc, _ = wait_ready(
+        token_server, "--competition", "demo-diabetes", "--token-file", str(wrong), timeout=60
+    )
+    assert proc.returncode == 2
+    assert "refuses this run's token" in proc.stderr and "another-runs-token" not in proc.stderr
