@@ -11,6 +11,7 @@ and the conformance vectors (tests/conformance) prove them equal case by case.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from .errors import InvalidSubmission
 
@@ -43,6 +44,10 @@ def classification_targets(y_true: np.ndarray, y_pred: np.ndarray, what: str) ->
     """sklearn's _check_targets for 1-d labels: the merged type, or the error it raises."""
     if len(y_true) != len(y_pred):
         raise MetricInputError(f"{what} has {len(y_pred)} rows for {len(y_true)} answers.")
+    for y in (y_true, y_pred):  # scikit-learn refuses missing labels, one way or another
+        n_missing = int(np.asarray(pd.isna(y), dtype=bool).sum())
+        if n_missing:
+            raise MetricInputError(f"{what} has {n_missing} missing values.")
     types = {type_of_target(y_true, "the answers"), type_of_target(y_pred, what)}
     if types == {"binary", "multiclass"}:
         types = {"multiclass"}
