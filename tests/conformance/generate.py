@@ -557,6 +557,31 @@ def run_upstream(cid: str, grade_fn: Callable, grader, sub_path: Path, ans_path:
     return {"valid": True, "score": value, "raw_score": float(raw)}
 
 
+def medal_vectors(grader, upstream: Path, cid: str, leaderboards: Path) -> dict:
+    """Upstream's Grader.rank_score and is_lower_better on the competition's real leaderboard, whose
+    sha256 must equal the oid in upstream's Git LFS pointer."""
+    import hashlib
+
+    pointer = (upstream / "mlebench" / "competitions" / cid / "leaderboard.csv").read_text()
+    oid = next(line.split(":", 1)[1] for line in pointer.splitlines() if line.startswith("oid sha256:"))
+    path = leaderboards / cid / "leaderboard.csv"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != oid:
+        raise click.ClickException(f"{path}: sha256 {digest} is not upstream's oid {oid}")
+    board = pd.read_csv(path)  # upstream's get_leaderboard
+    base = grader.rank_score(None, board)
+    th = [base[k] for k in ("gold_threshold", "silver_threshold", "bronze_threshold", "median_threshold")]
+    probes = sorted({v + d for v in th for d in (-1e-4, 0.0, 1e-4)} | {float(board["score"].iloc[0]) + 1})
+    keys = ("gold_medal", "silver_medal", "bronze_medal", "above_median")
+    return {
+        "leaderboard_sha256": digest,
+        "n_teams": len(board),
+        "is_lower_better": grader.is_lower_better(board),
+        "thresholds": {k: float(base[k]) for k in base if k.endswith("_threshold")},
+        "probes": [{"score": s, **{k: bool(grader.rank_score(s, board)[k]) for k in keys}} for s in probes],
+    }
+
+
 @click.command()
 @click.option(
     "--upstream",
@@ -569,7 +594,14 @@ def run_upstream(cid: str, grade_fn: Callable, grader, sub_path: Path, ans_path:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=HERE / "vectors")
 @click.option("--competition", "only", multiple=True, help="only these competitions (default: all 23)")
 @click.option("--seed", default=20260301, show_default=True)
-def main(upstream: Path, commit: str, out: Path, only: tuple[str, ...], seed: int) -> None:
+@click.option(
+    "--leaderboards",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="a folder of <competition>/leaderboard.csv, upstream's LFS objects (checked by sha256)",
+)
+def main(
+    upstream: Path, commit: str, out: Path, only: tuple[str, ...], seed: int, leaderboards: Path | None
+) -> None:
     """Write tests/conformance/vectors/<competition>.json from upstream's graders."""
     import sklearn
     import yaml
@@ -616,6 +648,8 @@ def main(upstream: Path, commit: str, out: Path, only: tuple[str, ...], seed: in
             "answers": answers_text,
             "cases": records,
         }
+        if leaderboards is not None:
+            doc["medals"] = medal_vectors(grader, upstream, cid, leaderboards)
         buf = io.StringIO()
         json.dump(doc, buf, ensure_ascii=False, indent=1)
         (out / f"{cid}.json").write_text(buf.getvalue() + "\n", encoding="utf-8")

@@ -42,7 +42,9 @@ def _builtin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLEBENCH_HPC_BACKEND", "builtin")
 
 
-def test_without_mlebench_the_builtin_backend_is_chosen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_mlebench_the_builtin_backend_is_chosen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import importlib.util
 
     monkeypatch.delenv("MLEBENCH_HPC_BACKEND")
@@ -102,7 +104,10 @@ def test_shipped_specs_parse_with_named_fields() -> None:
     "change, words",
     [
         ({"direction": False}, "field 'direction' must be a non-empty string"),
-        ({"direction": "smaller"}, "field 'direction' is 'smaller'; one of higher_is_better, lower_is_better"),
+        (
+            {"direction": "smaller"},
+            "field 'direction' is 'smaller'; one of higher_is_better, lower_is_better",
+        ),
         ({"procedure": "guess"}, "field 'procedure' is 'guess'"),
         ({"metric": "rmse"}, "procedure 'accuracy_by_sorted_id' computes 'accuracy', not 'rmse'"),
         ({"target_columns": []}, "'target_columns' must be a non-empty list"),

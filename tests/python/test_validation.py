@@ -106,7 +106,10 @@ def test_missing_file(spaceship) -> None:
     ("content", "fragment"),
     [
         ("", "has 0 rows but the test set has 50"),
-        ("PassengerId\n" + "".join(f"{i:04d}_01\n" for i in range(50)), "missing required columns: 'Transported'"),
+        (
+            "PassengerId\n" + "".join(f"{i:04d}_01\n" for i in range(50)),
+            "missing required columns: 'Transported'",
+        ),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\x00", "not UTF-8"),
         ('a,b\n"unterminated,1\n', "could not be parsed"),
     ],

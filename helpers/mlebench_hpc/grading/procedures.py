@@ -241,7 +241,9 @@ def _roc_auc(y_true: np.ndarray, y_score: np.ndarray, what: str) -> float:
     try:
         return metrics.roc_auc(y_true, score)
     except metrics.MetricError as e:
-        raise InvalidSubmission(f"ROC AUC is undefined here ({e}).") from None
+        raise InvalidSubmission(
+            f"{what} cannot be graded: ROC AUC is undefined for it ({type(e).__name__})."
+        ) from None
 
 
 # ------------------------------------------------------------------------------- procedures
@@ -453,7 +455,9 @@ def rmsle_by_row_order(spec: Spec, ans: Answers, sub: pd.DataFrame) -> float:
         # booleans stay booleans in scikit-learn's check, and numpy's log1p of a boolean is float16
         p = as_float(_column(sub, c), f"Submission column '{c}'", keep_bool=True)
         if (t < 0).any() or (p < 0).any():
-            raise InvalidSubmission(f"Submission column '{c}' has negative values (RMSLE is undefined).")
+            raise InvalidSubmission(
+                f"Submission column '{c}' has negative values, which this grader refuses."
+            )
         values.append(metrics.rmse(np.log1p(t), np.log1p(p)))
     return float((values[0] + values[1]) / 2) if len(values) == 2 else float(np.mean(values))
 
@@ -471,7 +475,9 @@ def log_loss_by_id_set(spec: Spec, ans: Answers, sub: pd.DataFrame) -> float:
     try:
         return metrics.binary_log_loss(ans.values[target][ans.order], p)
     except metrics.MetricError as e:
-        raise InvalidSubmission(f"Log loss is undefined here ({e}).") from None
+        raise InvalidSubmission(
+            f"The submission cannot be graded: log loss is undefined for it ({e})."
+        ) from None
 
 
 def log_loss_one_hot(spec: Spec, ans: Answers, sub: pd.DataFrame) -> float:
@@ -513,7 +519,9 @@ def log_loss_one_hot(spec: Spec, ans: Answers, sub: pd.DataFrame) -> float:
     try:
         return metrics.log_loss(y_true, y_pred)
     except metrics.MetricError as e:
-        raise InvalidSubmission(f"Log loss is undefined here ({e}).") from None
+        raise InvalidSubmission(
+            f"The submission cannot be graded: log loss is undefined for it ({e})."
+        ) from None
 
 
 PROCEDURES: dict[str, tuple[Callable[[Spec, Answers, pd.DataFrame], float], str]] = {
