@@ -95,10 +95,9 @@ class BuiltinCompetition:
             raise InvalidSubmission(str(e)) from None
         try:
             return float(self._procedure(self._pspec, self._answers, sub))
-        except InvalidSubmission:
+        except (InvalidSubmission, GradingSetupError):
             raise
-        except (TypeError, ValueError, IndexError, KeyError, OverflowError, ZeroDivisionError) as e:
-            # upstream's grader raises on such input too (any exception is "invalid" there)
+        except Exception as e:  # upstream's Grader turns any exception of its grader into "invalid"
             raise InvalidSubmission(f"Submission could not be graded ({type(e).__name__}).") from None
 
     # ---- public API --------------------------------------------------------------------------
