@@ -160,7 +160,7 @@ if ((!bats_only)) && [[ -x .venv-pd22/bin/pytest ]]; then
         -p no:cacheprovider --junitxml="$WORK/pytest-pd22.xml" \
         tests/python/test_metrics.py tests/python/test_thresholds.py tests/python/test_validation.py \
         tests/python/test_builtin_competitions.py tests/python/test_pandas_compat.py \
-        tests/python/test_demo.py || rc=$?
+        tests/python/test_demo.py tests/conformance || rc=$?
     read -r p f s < <(junit_counts "$WORK/pytest-pd22.xml")
     passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
     summary+=("pytest pandas 2.2: $p passed, $f failed, $s skipped (exit $rc)")

@@ -11,7 +11,9 @@ import pytest
 from click.testing import CliRunner
 from mlebench_hpc import doctor
 from mlebench_hpc.doctor import doctor_cmd
+from mlebench_hpc.grading.thresholds import SHIPPED_LEADERBOARDS
 
+SHIPPED = SHIPPED_LEADERBOARDS / "spaceship-titanic.csv"
 LFS_POINTER = (
     "version https://git-lfs.github.com/spec/v1\n"
     "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
@@ -80,9 +82,9 @@ def test_missing_images_unprepared_data_and_lfs_pointers_fail_with_fixes(site: d
     assert [line.split()[2] for line in data] == ["spaceship-titanic:", "demo-diabetes:"]
     assert all(line.startswith("FAIL") and "public/ missing" in line and "fix:" in line for line in data)
     assert "mlebench prepare -c spaceship-titanic" in data[0]
-    (lb,) = lines(out, "leaderboard")
-    assert lb.startswith("FAIL") and "2 leaderboard.csv are Git LFS pointers" in lb
-    assert "lfs" in lb.split("fix:")[1]
+    (ok,) = lines(out, "leaderboard")  # demo competitions are not upstream's: not looked up there
+    # pointers are fine: the shipped copies of upstream's leaderboards serve
+    assert ok.startswith("PASS") and "1 are Git LFS pointers, which is fine" in ok
     assert out[-1].startswith("doctor: ") and out[-1].endswith("fail") and " 0 fail" not in out[-1]
 
 
@@ -92,7 +94,7 @@ def test_everything_in_place_passes_with_size_and_sha256(site: dict[str, Path]) 
         (site["images"] / name).write_bytes(blob)
     for comp in ("spaceship-titanic", "demo-diabetes"):
         prepare(site["data"], comp)
-        leaderboard(site["mlebench"], comp, "teamId,score\n1,0.9\n2,0.8\n")
+    leaderboard(site["mlebench"], "spaceship-titanic", SHIPPED.read_text())
     _, out = invoke(site)
     images = lines(out, "image")
     for line, (name, blob) in zip(images, blobs.items(), strict=True):
@@ -101,7 +103,7 @@ def test_everything_in_place_passes_with_size_and_sha256(site: dict[str, Path]) 
     assert "293.0 KiB" in images[0] and "17 B" in images[1]
     assert all(line.startswith("PASS") for line in lines(out, "data"))
     (lb,) = lines(out, "leaderboard")
-    assert lb.startswith("PASS") and "2 leaderboard.csv" in lb
+    assert lb.startswith("PASS") and "1 leaderboard.csv" in lb and "are upstream's (sha256 checked)" in lb
     # the only possible failures left are about this machine, not the config
     assert all(not line.startswith("FAIL") for line in out if line.split()[1:2] in (["config"], ["image"]))
 
@@ -117,8 +119,9 @@ def test_one_pointer_among_real_files_and_a_half_prepared_competition(site: dict
     data = lines(out, "data")
     assert data[0].startswith("FAIL") and "private/ missing" in data[0] and "public/" not in data[0]
     assert data[1].startswith("PASS")
-    (lb,) = lines(out, "leaderboard")
-    assert lb.startswith("FAIL") and "1 leaderboard.csv are Git LFS pointers: demo-diabetes" in lb
+    (differ,) = lines(out, "leaderboard")
+    assert differ.startswith("WARN") and "1 leaderboard.csv differ from upstream's" in differ
+    assert "spaceship-titanic; the shipped copies are used instead" in differ
 
 
 def test_unknown_config_key_and_missing_apptainer(site: dict[str, Path]) -> None:
@@ -141,8 +144,10 @@ def test_no_competitions_file_checks_every_leaderboard(site: dict[str, Path]) ->
     leaderboard(site["mlebench"], "a", "teamId,score\n1,1\n")
     leaderboard(site["mlebench"], "b", LFS_POINTER)
     result = CliRunner().invoke(doctor_cmd, ["--config", str(site["config"])])
-    (lb,) = lines(result.output.splitlines(), "leaderboard")
-    assert lb.startswith("FAIL") and "1 leaderboard.csv are Git LFS pointers: b" in lb
+    ok, differ, unusable = lines(result.output.splitlines(), "leaderboard")
+    assert ok.startswith("PASS") and "1 are Git LFS pointers" in ok
+    assert differ.startswith("WARN") and "differ from upstream's (sha256): a;" in differ
+    assert unusable.startswith("WARN") and "no usable leaderboard for a, b" in unusable
 
 
 def test_namespaces_from_the_sysctl_file(tmp_path: Path) -> None:

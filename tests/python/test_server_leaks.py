@@ -87,7 +87,7 @@ def regression_cases(answers: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, boo
     missing = answers.drop(columns=[TARGETS[1]])
     short = answers.iloc[:-1]
     return {
-        "one id wrong": (one_id, False),
+        "one id wrong": (one_id, True),  # upstream's nomad2018 grader never reads the ids (row order)
         "one value wrong": (one_value, True),
         "all values wrong": (all_wrong, True),
         "the answers themselves": (answers, True),

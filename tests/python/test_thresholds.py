@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlebench_hpc.grading import GradingSetupError, Thresholds, load_competition, medal_flags, rank_thresholds
-from mlebench_hpc.grading.thresholds import find_thresholds, medal_positions, read_leaderboard
+from mlebench_hpc.grading.thresholds import (
+    SHIPPED_LEADERBOARDS,
+    file_sha256,
+    find_thresholds,
+    leaderboard_placement,
+    medal_positions,
+    read_leaderboard,
+    upstream_oids,
+)
 
 # n -> (gold, silver, bronze) positions, worked out by hand from the rule
 POSITIONS = {
@@ -88,35 +97,69 @@ def _write_board(path: Path, scores: list[float]) -> None:
     )
 
 
-def test_upstream_leaderboard_wins_over_data_dir(tmp_path: Path) -> None:
-    mle = tmp_path / "mle-bench"
-    _write_board(mle / "mlebench" / "competitions" / "spaceship-titanic" / "leaderboard.csv", [0.9, 0.8, 0.7])
-    _write_board(tmp_path / "data" / "spaceship-titanic" / "leaderboard.csv", [0.5, 0.4])
-    th, scores = find_thresholds("spaceship-titanic", tmp_path / "data", mle)
-    assert scores == [0.9, 0.8, 0.7] and "upstream" in th.source and th.gold == 0.9
-    th2, _ = find_thresholds("spaceship-titanic", tmp_path / "data", None)
-    assert th2.gold == 0.5 and th2.n_teams == 2
-
-
-def test_git_lfs_pointer_is_a_clear_error(tmp_path: Path) -> None:
-    # A real pointer file, byte for byte as Git LFS writes them (upstream's leaderboards are these).
-    pointer = (
-        "version https://git-lfs.github.com/spec/v1\n"
-        "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
-        "size 12345\n"
+def test_mlebench_dir_leaderboard_used_only_when_it_is_upstreams(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cid = "spaceship-titanic"
+    shipped = SHIPPED_LEADERBOARDS / f"{cid}.csv"
+    upstream_copy = tmp_path / "mle" / "mlebench" / "competitions" / cid / "leaderboard.csv"
+    upstream_copy.parent.mkdir(parents=True)
+    upstream_copy.write_bytes(shipped.read_bytes())
+    th, scores = find_thresholds(cid, tmp_path / "data", tmp_path / "mle")
+    assert th.source.startswith(f"upstream leaderboard {upstream_copy} (sha256 ")
+    assert th.source.endswith(f"{file_sha256(shipped)[:12]})") and len(scores) == th.n_teams
+    # a different file there (edited, re-downloaded top rows...): one warning, the shipped copy
+    _write_board(upstream_copy, [0.9, 0.8, 0.7])
+    with caplog.at_level(logging.WARNING, logger="mlebench_hpc.grading"):
+        for _ in range(3):
+            th2, _ = find_thresholds(cid, tmp_path / "data", tmp_path / "mle")
+    assert th2.source.startswith(
+        "shipped upstream leaderboard mlebench_hpc/data/leaderboards/spaceship-titanic.csv"
     )
+    warnings = [r.getMessage() for r in caplog.records]
+    assert (
+        len(warnings) == 1
+        and "differs from upstream's" in warnings[0]
+        and "using the shipped copy" in warnings[0]
+    )
+
+
+def test_git_lfs_pointer_in_mlebench_dir_falls_back_to_the_shipped_copy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A real pointer file, byte for byte as Git LFS writes them (upstream's leaderboards are these).
+    oid = upstream_oids()["spaceship-titanic"]
+    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize 12345\n"
     path = tmp_path / "mle" / "mlebench" / "competitions" / "spaceship-titanic" / "leaderboard.csv"
     path.parent.mkdir(parents=True)
     path.write_text(pointer)
-    with pytest.raises(GradingSetupError) as err:
+    with caplog.at_level(logging.WARNING, logger="mlebench_hpc.grading"):
+        th, _ = find_thresholds("spaceship-titanic", tmp_path / "data", tmp_path / "mle")
+    assert th.source.startswith("shipped upstream leaderboard") and th.n_teams == 2288
+    assert [r.getMessage() for r in caplog.records] == [
+        f"leaderboard for spaceship-titanic at {path} is a Git LFS pointer; using the shipped copy"
+    ]
+    with pytest.raises(GradingSetupError) as err:  # reading a pointer directly stays a clear error
         read_leaderboard(path, "spaceship-titanic")
-    msg = str(err.value)
-    assert "\n" not in msg
-    assert msg.startswith(
-        "leaderboard for spaceship-titanic is a Git LFS pointer: run `git lfs pull` in MLEBENCH_DIR"
+    assert "\n" not in str(err.value) and "Git LFS pointer" in str(err.value)
+
+
+def test_demo_competitions_use_their_data_dir_baseline(tmp_path: Path) -> None:
+    _write_board(tmp_path / "data" / "demo-diabetes" / "leaderboard.csv", [40.0, 50.0, 60.0])
+    th, scores = find_thresholds("demo-diabetes", tmp_path / "data", None)
+    assert scores == [40.0, 50.0, 60.0] and th.gold == 40.0
+    assert th.source.startswith(
+        f"leaderboard {tmp_path / 'data' / 'demo-diabetes' / 'leaderboard.csv'} (sha256 "
     )
-    with pytest.raises(GradingSetupError, match="Git LFS pointer"):
-        find_thresholds("spaceship-titanic", tmp_path / "data", tmp_path / "mle")
+
+
+def test_every_shipped_leaderboard_is_byte_for_byte_upstreams() -> None:
+    oids = upstream_oids()
+    shipped = sorted(SHIPPED_LEADERBOARDS.glob("*.csv"))
+    assert len(oids) == 82 and len(shipped) == 81
+    for path in shipped:
+        assert file_sha256(path) == oids[path.stem], path.name
+    assert {p.stem for p in shipped} == set(oids) - {"ventilator-pressure-prediction"}
 
 
 def test_leaderboard_without_score_column(tmp_path: Path) -> None:
@@ -128,5 +171,33 @@ def test_leaderboard_without_score_column(tmp_path: Path) -> None:
 
 def test_unknown_thresholds_without_any_leaderboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLEBENCH_DIR", raising=False)
-    comp = load_competition("spaceship-titanic", tmp_path, need_answers=False)
-    assert comp.thresholds() is None  # nothing shipped: unknown, no medal claimed
+    comp = load_competition("demo-breast-cancer", tmp_path, need_answers=False)
+    assert comp.thresholds() is None  # nothing shipped, no baseline: unknown, no medal claimed
+
+
+# ---- where a score would stand on the leaderboard --------------------------------------------
+@pytest.mark.parametrize(
+    "score, lower, rank, beaten",
+    [
+        (0.95, False, 1, 5),  # better than all
+        (0.9, False, 1, 3),  # tied with the two best: takes their rank, beats neither
+        (0.85, False, 3, 3),
+        (0.7, False, 5, 0),  # tied with the last: beats nobody
+        (0.1, False, 6, 0),  # below all
+        (0.7, True, 1, 4),  # lower is better: the smallest score is first
+        (0.9, True, 4, 0),
+    ],
+)
+def test_leaderboard_placement_and_ties(score: float, lower: bool, rank: int, beaten: int) -> None:
+    board = [0.9, 0.9, 0.8, 0.75, 0.7] if not lower else [0.7, 0.75, 0.8, 0.9, 0.9]
+    place = leaderboard_placement(score, board, lower)
+    assert (place.rank, place.beaten, place.n_teams) == (rank, beaten, 5)
+    assert place.share_beaten == pytest.approx(beaten / 5)
+
+
+def test_leaderboard_placement_refuses_nan_and_empty() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        leaderboard_placement(float("nan"), [1.0], False)
+    with pytest.raises(ValueError, match="at least one"):
+        leaderboard_placement(1.0, [], False)
+    assert leaderboard_placement(1.0, [float("nan"), 2.0], False).n_teams == 1

@@ -105,8 +105,11 @@ def test_missing_file(spaceship) -> None:
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
-        ("", "missing required columns: PassengerId, Transported"),
-        ("PassengerId\n0000_01\n", "missing required columns: Transported"),
+        ("", "has 0 rows but the test set has 50"),
+        (
+            "PassengerId\n" + "".join(f"{i:04d}_01\n" for i in range(50)),
+            "missing required columns: 'Transported'",
+        ),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\x00", "not UTF-8"),
         ('a,b\n"unterminated,1\n', "could not be parsed"),
     ],
@@ -142,19 +145,20 @@ def test_missing_extra_duplicate_ids(spaceship) -> None:
     )
 
 
-def test_nan_and_junk_labels(spaceship) -> None:
+def test_nan_is_invalid_and_junk_labels_score_zero_as_upstream(spaceship) -> None:
     comp, ids, truth, tmp = spaceship
     rows = list(zip(ids, truth, strict=True))
     nan = [(i, "" if k == 3 else t) for k, (i, t) in enumerate(rows)]
     _assert_invalid(comp, _write(tmp / "n.csv", _csv(nan, "PassengerId,Transported")), "1 missing values")
+    # upstream (scikit-learn 1.5): text labels among True/False are a third class, never equal to
+    # a boolean answer, so the column scores 0.0; so does a column of 2s
     junk = [(i, "maybe" if k == 3 else t) for k, (i, t) in enumerate(rows)]
-    _assert_invalid(
-        comp, _write(tmp / "j.csv", _csv(junk, "PassengerId,Transported")), "must hold True or False"
-    )
+    assert comp.score(_write(tmp / "j.csv", _csv(junk, "PassengerId,Transported"))) == 0.0
     two = [(i, 2) for i, _ in rows]
-    _assert_invalid(
-        comp, _write(tmp / "t.csv", _csv(two, "PassengerId,Transported")), "must hold True or False"
-    )
+    assert comp.score(_write(tmp / "t.csv", _csv(two, "PassengerId,Transported"))) == 0.0
+    # two text labels and a boolean answer cannot be merged into one label set: invalid
+    yes_no = [(i, "yes" if t else "no") for i, t in rows]
+    _assert_invalid(comp, _write(tmp / "y.csv", _csv(yes_no, "PassengerId,Transported")), "another type")
 
 
 def test_probability_range_numbers_and_infinity(tmp_path: Path) -> None:
@@ -168,11 +172,11 @@ def test_probability_range_numbers_and_infinity(tmp_path: Path) -> None:
     ok_rows = [(i, 0.5) for i in ids]
     assert comp.validate(_write(tmp_path / "ok.csv", _csv(ok_rows, "id,has_cactus")))[0]
     high = [(i, 1.5 if k == 0 else 0.5) for k, i in enumerate(ids)]
-    _assert_invalid(comp, _write(tmp_path / "h.csv", _csv(high, "id,has_cactus")), "between 0 and 1; 1 rows")
+    _assert_invalid(comp, _write(tmp_path / "h.csv", _csv(high, "id,has_cactus")), "between 0 and 1")
     text = [(i, "yes") for i in ids]
     _assert_invalid(comp, _write(tmp_path / "t.csv", _csv(text, "id,has_cactus")), "must hold numbers")
     inf = [(i, "inf" if k == 0 else 0.5) for k, i in enumerate(ids)]
-    _assert_invalid(comp, _write(tmp_path / "i.csv", _csv(inf, "id,has_cactus")), "infinite")
+    _assert_invalid(comp, _write(tmp_path / "i.csv", _csv(inf, "id,has_cactus")), "between 0 and 1")
 
 
 def test_simplex_rows_and_exact_columns(tmp_path: Path) -> None:
@@ -183,13 +187,15 @@ def test_simplex_rows_and_exact_columns(tmp_path: Path) -> None:
     comp = load_competition("spooky-author-identification", tmp_path)
     good = [(i, 0.2, 0.3, 0.5) for i in ids]
     assert comp.validate(_write(tmp_path / "g.csv", _csv(good, "id,EAP,HPL,MWS")))[0]
-    reordered = [(0.3, i, 0.5, 0.2) for i in ids]  # columns matched by name, not position
-    assert comp.validate(_write(tmp_path / "o.csv", _csv(reordered, "HPL,id,MWS,EAP")))[0]
+    reordered = [(0.3, 0.5, 0.2, i) for i in ids]  # upstream sums columns 2-4 by position: id among them
+    _assert_invalid(comp, _write(tmp_path / "o.csv", _csv(reordered, "HPL,MWS,EAP,id")), "must hold numbers")
+    named = [(i, 0.3, 0.5, 0.2) for i in ids]  # id first: class columns are then taken by name
+    assert comp.validate(_write(tmp_path / "n.csv", _csv(named, "id,HPL,MWS,EAP")))[0]
     bad_sum = [(i, 0.2, 0.3, 0.6) for i in ids]
     _assert_invalid(comp, _write(tmp_path / "b.csv", _csv(bad_sum, "id,EAP,HPL,MWS")), "sum to 1")
     extra = [(i, 0.2, 0.3, 0.5, 1) for i in ids]
     _assert_invalid(
-        comp, _write(tmp_path / "x.csv", _csv(extra, "id,EAP,HPL,MWS,junk")), "unexpected columns: junk"
+        comp, _write(tmp_path / "x.csv", _csv(extra, "id,EAP,HPL,MWS,junk")), "must have 4 columns; it has 5"
     )
 
 
@@ -213,22 +219,21 @@ def test_integer_labels(tmp_path: Path) -> None:
         )
         == 1.0
     )
+    # upstream scores labels outside 0-4 (they only count as wrong) and refuses non-integers
+    assert comp.validate(_write(tmp_path / "b.csv", _csv([(i, 7) for i in ids], "id_code,diagnosis")))[0]
     _assert_invalid(
-        comp, _write(tmp_path / "b.csv", _csv([(i, 7) for i in ids], "id_code,diagnosis")), "from 0 to 4"
-    )
-    _assert_invalid(
-        comp, _write(tmp_path / "f.csv", _csv([(i, 1.5) for i in ids], "id_code,diagnosis")), "integer labels"
+        comp, _write(tmp_path / "f.csv", _csv([(i, 1.5) for i in ids], "id_code,diagnosis")), "continuous"
     )
 
 
-def test_negative_fares_rejected(tmp_path: Path) -> None:
+def test_negative_fares_scored_as_upstream(tmp_path: Path) -> None:
     keys = [f"2015-01-01 00:00:{i:02d}.1" for i in range(10)]
     _prepare(
         tmp_path, "new-york-city-taxi-fare-prediction", pd.DataFrame({"key": keys, "fare_amount": [5.0] * 10})
     )
     comp = load_competition("new-york-city-taxi-fare-prediction", tmp_path)
     rows = [(k, -1.0 if j == 0 else 5.0) for j, k in enumerate(keys)]
-    _assert_invalid(comp, _write(tmp_path / "n.csv", _csv(rows, "key,fare_amount")), "non-negative")
+    assert comp.score(_write(tmp_path / "n.csv", _csv(rows, "key,fare_amount"))) == round((36 / 10) ** 0.5, 5)
 
 
 def test_text_answers_never_quoted(textnorm) -> None:

@@ -1,7 +1,8 @@
 """Grading engine: load a competition once, then validate and score submissions.
 
 Backend: upstream `mlebench` when it is importable (inside an image built from a user's
-MLE-bench checkout), else the built-in registry (competitions.py) with our own metrics.
+MLE-bench checkout), else the built-in registry (data/competitions.json, loaded by competitions.py)
+with upstream's grading procedures (procedures.py) and our own metrics.
 """
 
 from __future__ import annotations
@@ -72,13 +73,12 @@ def load_competition(
 
         return UpstreamCompetition(competition_id, data_dir, mlebench_dir, need_answers)
     from .builtin import BuiltinCompetition
-    from .competitions import SKIPPED, get_spec
+    from .competitions import get_spec
 
     spec = get_spec(competition_id)
     if spec is None:
-        why = f" ({SKIPPED[competition_id]})" if competition_id in SKIPPED else ""
         raise UnknownCompetition(
-            f"competition {competition_id} is not in the built-in registry{why}; "
-            "use an image with upstream mlebench installed, or see `mlebench_hpc.grading.competitions`"
+            f"competition {competition_id} is not in the built-in registry (data/competitions.json); "
+            "use an image with upstream mlebench installed"
         )
     return BuiltinCompetition(spec, data_dir, mlebench_dir, need_answers)

@@ -1,19 +1,24 @@
-"""Medal thresholds: upstream's rule (kaggle.com/progression) applied to a leaderboard."""
+"""Medal thresholds: upstream's rule (kaggle.com/progression) applied to a leaderboard, upstream's
+leaderboards shipped as data and checked by hash, and where a score would place on one."""
 
 from __future__ import annotations
 
-import json
+import hashlib
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .errors import GradingSetupError
 
 LFS_POINTER_PREFIX = "version https://git-lfs.github.com/spec/v1"
-SHIPPED_THRESHOLDS = Path(__file__).resolve().parent.parent / "data" / "thresholds.json"
+SHIPPED_LEADERBOARDS = Path(__file__).resolve().parent.parent / "data" / "leaderboards"
+LOG = logging.getLogger("mlebench_hpc.grading")
 
 
 @dataclass(frozen=True)
@@ -98,36 +103,119 @@ def upstream_leaderboard_path(mlebench_dir: Path, competition_id: str) -> Path:
     return mlebench_dir / "mlebench" / "competitions" / competition_id / "leaderboard.csv"
 
 
-def shipped_thresholds(competition_id: str) -> Thresholds | None:
-    """Thresholds shipped as data with their public source; none are shipped yet (see data/README.md)."""
+@cache
+def upstream_oids() -> dict[str, str]:
+    """competition -> sha256 of upstream's leaderboard (the oid of its Git LFS pointer)."""
+    table = pd.read_csv(SHIPPED_LEADERBOARDS / "UPSTREAM_POINTERS.tsv", sep="\t", dtype=str)
+    return dict(zip(table["competition"], table["sha256"], strict=True))
+
+
+def shipped_leaderboard(competition_id: str) -> Path | None:
+    path = SHIPPED_LEADERBOARDS / f"{competition_id}.csv"
+    return path if path.is_file() else None
+
+
+@cache
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256(path, st.st_size, st.st_mtime_ns)
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_once(competition_id: str, path: Path, why: str) -> None:
+    key = (competition_id, str(path))
+    if key not in _warned:
+        _warned.add(key)
+        LOG.warning("leaderboard for %s at %s %s", competition_id, path, why)
+
+
+def _usable_upstream_copy(competition_id: str, path: Path) -> bool:
+    """A leaderboard under MLEBENCH_DIR counts only when it is byte for byte upstream's."""
+    want = upstream_oids().get(competition_id)
     try:
-        table = json.loads(SHIPPED_THRESHOLDS.read_text("utf-8"))
-    except FileNotFoundError:
-        return None
-    entry = table.get("competitions", {}).get(competition_id)
-    if not entry or not entry.get("source"):
-        return None  # never claim medals from numbers without a source
-    return Thresholds(
-        float(entry["gold"]), float(entry["silver"]), float(entry["bronze"]), float(entry["median"]),
-        str(entry["source"]), entry.get("n_teams"),
-    )  # fmt: skip
+        with path.open("rb") as fh:
+            is_pointer = fh.read(len(LFS_POINTER_PREFIX)) == LFS_POINTER_PREFIX.encode()
+        digest = file_sha256(path)
+    except OSError as e:
+        _warn_once(competition_id, path, f"cannot be read ({e.strerror}); using the shipped copy")
+        return False
+    if want is not None and digest == want:
+        return True
+    shipped = shipped_leaderboard(competition_id) is not None
+    fallback = "the shipped copy" if shipped else "no leaderboard (medals unknown)"
+    if is_pointer:
+        why = f"is a Git LFS pointer; using {fallback}"
+    elif want is None:
+        why = f"is not one of upstream's (no known sha256 for {competition_id}); using {fallback}"
+    else:
+        why = f"differs from upstream's (sha256 {digest[:12]}, upstream {want[:12]}); using {fallback}"
+    _warn_once(competition_id, path, why)
+    return False
+
+
+def _from_leaderboard(competition_id: str, path: Path, shown: str) -> tuple[Thresholds, list[float]]:
+    scores = read_leaderboard(path, competition_id)
+    return rank_thresholds(scores, f"{shown} (sha256 {file_sha256(path)[:12]})"), scores
 
 
 def find_thresholds(
     competition_id: str, data_dir: Path, mlebench_dir: Path | None
-) -> tuple[Thresholds, list[float] | None] | None:
-    """Order: MLEBENCH_DIR leaderboard > DATA_DIR/<id>/leaderboard.csv > shipped data > None.
+) -> tuple[Thresholds, list[float]] | None:
+    """Order: MLEBENCH_DIR's leaderboard when its sha256 is upstream's > the shipped copy of
+    upstream's > DATA_DIR/<id>/leaderboard.csv (demo baselines) > None (medals unknown).
 
-    Returns the thresholds and, when they came from a leaderboard, its scores.
+    Returns the thresholds and the leaderboard's scores (best first).
     """
     if mlebench_dir is not None:
         path = upstream_leaderboard_path(Path(mlebench_dir), competition_id)
-        if path.exists():
-            scores = read_leaderboard(path, competition_id)
-            return rank_thresholds(scores, f"upstream leaderboard {path}"), scores
+        if path.is_file() and _usable_upstream_copy(competition_id, path):
+            return _from_leaderboard(competition_id, path, f"upstream leaderboard {path}")
+    shipped = shipped_leaderboard(competition_id)
+    if shipped is not None:
+        shown = f"shipped upstream leaderboard mlebench_hpc/data/leaderboards/{shipped.name}"
+        return _from_leaderboard(competition_id, shipped, shown)
     path = Path(data_dir) / competition_id / "leaderboard.csv"
     if path.exists():
-        scores = read_leaderboard(path, competition_id)
-        return rank_thresholds(scores, f"leaderboard {path}"), scores
-    shipped = shipped_thresholds(competition_id)
-    return (shipped, None) if shipped else None
+        return _from_leaderboard(competition_id, path, f"leaderboard {path}")
+    return None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a score would stand on a leaderboard of n teams (best first)."""
+
+    rank: int  # 1-based position it would take: 1 + the number of teams strictly better
+    beaten: int  # teams strictly worse
+    share_beaten: float  # beaten / n_teams
+    n_teams: int
+
+
+def leaderboard_placement(score: float, scores: Sequence[float], is_lower_better: bool) -> Placement:
+    """Rank the score would take among the leaderboard's teams and the share of teams it beats.
+
+    Ties: a team with exactly the same score is neither better nor beaten, so the score takes
+    the best rank among equals (Kaggle's "1224" competition ranking) and ties do not count as
+    beaten. NaN scores on the leaderboard count as neither. Raises ValueError for an empty
+    leaderboard or a NaN score.
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        raise ValueError("a leaderboard needs at least one scored team")
+    if math.isnan(score):
+        raise ValueError("an invalid (NaN) score has no place on the leaderboard")
+    if is_lower_better:
+        better, worse = int((values < score).sum()), int((values > score).sum())
+    else:
+        better, worse = int((values > score).sum()), int((values < score).sum())
+    return Placement(rank=better + 1, beaten=worse, share_beaten=worse / len(values), n_teams=len(values))

@@ -21,43 +21,40 @@ def invalid_message(why: str) -> str:
     return INVALID_PREFIX + " ".join(str(why).split())
 
 
-def read_csv(
-    path: Path, *, text_columns: tuple[str, ...] = (), str_columns: tuple[str, ...] = ()
-) -> pd.DataFrame:
-    """pandas.read_csv(float_precision="round_trip") as upstream; an empty file is an empty table.
+def as_pandas22_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """pandas 3 infers the `str` dtype for text columns; upstream ran pandas 2.2, where they are
+    `object` columns of Python strings with NaN for missing cells. Sorting, comparing, astype(str)
+    and set() then behave as upstream's did, under either version."""
+    text = [c for c, dt in table.dtypes.items() if isinstance(dt, pd.StringDtype)]
+    if text:
+        table = table.astype(dict.fromkeys(text, object))
+    return table
 
-    text_columns: read as strings with keep_default_na=False, so "null", "NaN", "N/A" and "" stay
-    text under pandas 2.2 and 3 alike (the whole file is then read without NA tokens).
-    str_columns: read as strings (ids: matched textually, no numeric inference).
-    """
-    dtype = dict.fromkeys((*str_columns, *text_columns), str)
-    kwargs: dict = {**ROUND_TRIP, "dtype": dtype or None}
-    if text_columns:
-        kwargs["keep_default_na"] = False
+
+def read_csv(path: Path, **kwargs) -> pd.DataFrame:
+    """upstream's mlebench.utils.read_csv: pandas.read_csv(float_precision="round_trip"), an empty
+    file is an empty table; text columns as pandas 2.2 gives them."""
     try:
-        return pd.read_csv(path, **kwargs)
+        return as_pandas22_frame(pd.read_csv(path, **ROUND_TRIP, **kwargs))
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
 
 
-def read_submission(path: Path, id_column: str, text_columns: tuple[str, ...]) -> pd.DataFrame:
-    """Parse a submission; raises ValueError with a one-line reason when it is not a readable CSV."""
+def read_header(path: Path) -> list[str]:
+    """The column names pandas gives the file (BOM removed, quotes resolved, repeats renamed)."""
     try:
-        return read_csv(path, text_columns=text_columns, str_columns=(id_column,))
+        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    except pd.errors.EmptyDataError:
+        return []
+
+
+def read_submission(path: Path) -> pd.DataFrame:
+    """Parse a submission; raises ValueError with a one-line reason when pandas cannot read it
+    (upstream's validation turns the same exception into "invalid")."""
+    try:
+        return read_csv(path)
     except UnicodeDecodeError:
         raise ValueError("Submission is not UTF-8 text; write a CSV file.") from None
     except (pd.errors.ParserError, ValueError, OverflowError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"Submission could not be parsed as CSV ({first[:200]}).") from None
-
-
-def describe_id_mismatch(id_column: str, n_missing: int, n_extra: int, n_duplicated: int) -> str:
-    parts = []
-    if n_missing:
-        parts.append(f"{n_missing} expected ids are missing")
-    if n_extra:
-        parts.append(f"{n_extra} ids are not in the test set")
-    if n_duplicated:
-        parts.append(f"{n_duplicated} ids appear more than once")
-    detail = ", ".join(parts) if parts else "ids differ"
-    return f"Submission column '{id_column}' does not match the test set ids: {detail}."
