@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -116,18 +117,9 @@ def spawn(
         )
 
 
-def start_server(
-    data_dir: Path,
-    workdir: Path,
-    *extra: str,
-    competition: str = COMP,
-    env: dict[str, str] | None = None,
-    preexec_fn: Callable[[], None] | None = None,
-    wrapper: Sequence[str] = (),
-) -> ServerProc:
-    proc = spawn(
-        data_dir, workdir, *extra, competition=competition, env=env, preexec_fn=preexec_fn, wrapper=wrapper
-    )
+def start_server(data_dir: Path, workdir: Path, *extra: str, **spawn_options: Any) -> ServerProc:
+    """spawn(), then wait for the published URL and check that it accepts connections."""
+    proc = spawn(data_dir, workdir, *extra, **spawn_options)
     line = read_line(proc, timeout=120)
     # Connect at once: the line may only appear once the socket listens.
     assert line.startswith("GRADING_SERVER_URL=http://127.0.0.1:"), (
@@ -145,15 +137,17 @@ def validate(url: str, content: bytes, name: str = "submission.csv", **kwargs: o
     return requests.post(f"{url}/validate", files={"file": (name, content)}, timeout=60, **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+# Fixtures the other server test modules import (by these function names; tests ask for
+# `data_dir` and `answers`).
+@pytest.fixture(scope="module", name="data_dir")
+def data_dir_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")
     make_spaceship(root)
     return root
 
 
-@pytest.fixture(scope="module")
-def answers(data_dir: Path) -> pd.DataFrame:
+@pytest.fixture(scope="module", name="answers")
+def answers_fixture(data_dir: Path) -> pd.DataFrame:
     return pd.read_csv(data_dir / COMP / "prepared" / "private" / "test.csv", dtype={"PassengerId": str})
 
 

@@ -19,24 +19,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import requests
-from test_server import COMP, VALID_MESSAGE, ServerProc, make_spaceship, start_server, submission_bytes
+from test_server import (  # noqa: F401 - fixtures answers, data_dir
+    COMP,
+    VALID_MESSAGE,
+    ServerProc,
+    answers_fixture,
+    data_dir_fixture,
+    make_spaceship,
+    start_server,
+    submission_bytes,
+)
 
 MIB = 1024 * 1024
 SLOW = 48  # more than the 16 worker threads
 HEADER_SECS = 4.0
 MARGIN = 3.0
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    make_spaceship(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def answers(data_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(data_dir / COMP / "prepared" / "private" / "test.csv", dtype={"PassengerId": str})
 
 
 def address(srv: ServerProc) -> tuple[str, int]:

@@ -12,10 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import requests
-from test_server import (
+from test_server import (  # noqa: F401 - fixtures answers, data_dir
     COMP,
     VALID_MESSAGE,
     ServerProc,
+    answers_fixture,
+    data_dir_fixture,
     make_spaceship,
     spawn,
     start_server,
@@ -24,18 +26,6 @@ from test_server import (
 )
 
 TOKEN = "9f2c1e0b7a64d3f8c5e1a2b3c4d5e6f7"
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    make_spaceship(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def answers(data_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(data_dir / COMP / "prepared" / "private" / "test.csv", dtype={"PassengerId": str})
 
 
 def token_file(path: Path, content: str = TOKEN + "\n", mode: int = 0o600) -> Path:

@@ -7,6 +7,7 @@ mount that made 79 MiB uploads fail with "No space left on device" in the gradin
 
 from __future__ import annotations
 
+import functools
 import resource
 import shutil
 import signal
@@ -19,9 +20,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import requests
-from test_server import (
+from test_server import (  # noqa: F401 - fixtures answers, data_dir
     COMP,
     VALID_MESSAGE,
+    answers_fixture,
+    data_dir_fixture,
     make_spaceship,
     spawn,
     start_server,
@@ -30,18 +33,6 @@ from test_server import (
 )
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    make_spaceship(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def answers(data_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(data_dir / COMP / "prepared" / "private" / "test.csv", dtype={"PassengerId": str})
 
 
 def padded(answers: pd.DataFrame, size: int) -> bytes:
@@ -124,19 +115,16 @@ def assert_no_room(response: requests.Response) -> None:
     assert "Traceback" not in response.text and "/" not in body["details"], "no paths to the agent"
 
 
+# A user namespace in which we are root, with our own mounts (no privilege needed).
+USERNS = ("unshare", "--user", "--map-root-user", "--mount")
+
+
+@functools.cache
 def _userns_tmpfs_unavailable() -> str | None:
     if shutil.which("unshare") is None:
         return "unshare not on PATH"
     probe = subprocess.run(
-        [
-            "unshare",
-            "--user",
-            "--map-root-user",
-            "--mount",
-            "sh",
-            "-c",
-            "mount -t tmpfs -o size=1m tmpfs /mnt",
-        ],
+        [*USERNS, "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -153,17 +141,7 @@ def test_full_tmpfs_gives_a_clear_507(data_dir: Path, tmp_path: Path, answers: p
     # A 3 MiB tmpfs over --tmp-dir, mounted in the server's own user + mount namespace (no root
     # needed); the network namespace is ours, so the test talks to it as usual.
     mount_then_exec = 'mount -t tmpfs -o size=3m,mode=0700 tmpfs "$0" && shift && exec "$@"'
-    wrapper = [
-        "unshare",
-        "--user",
-        "--map-root-user",
-        "--mount",
-        "sh",
-        "-c",
-        mount_then_exec,
-        str(tmp_dir),
-        "--",
-    ]
+    wrapper = [*USERNS, "sh", "-c", mount_then_exec, str(tmp_dir), "--"]
     srv = start_server(
         data_dir, tmp_path / "srv", "--tmp-dir", str(tmp_dir), "--max-upload-mb", "64", wrapper=wrapper
     )
