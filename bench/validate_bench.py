@@ -70,7 +70,8 @@ class Server:
         return out
 
     def leftover_files(self) -> int:
-        return sum(1 for p in self.tmp_root.rglob("*") if p.is_file())
+        """Upload files still on disk (the server's own lock file does not count)."""
+        return sum(1 for p in self.tmp_root.rglob("upload-*") if p.is_file())
 
 
 def start_server(data_dir: Path, workdir: Path, *extra: str) -> Server:

@@ -7,7 +7,8 @@
 #
 # Same text and behaviour as upstream MLE-bench's script. The URL below is rewritten to the
 # real grading server (an overlay file bound over this one) before the agent starts.
-# If the server requires a token, GRADING_TOKEN in the environment is sent as a header.
+# The grading server answers 401 without the run's token: GRADING_SERVER_TOKEN (set in the
+# agent's environment) is sent as a header.
 
 SUBMISSION_FILE=$1
 SERVER_URL="http://localhost:5000/validate"
@@ -22,8 +23,8 @@ if [ ! -f "$SUBMISSION_FILE" ]; then
     exit 1
 fi
 
-if [ -n "${GRADING_TOKEN:-}" ]; then
-    curl -sS -X POST -H "X-Grading-Token: ${GRADING_TOKEN}" -F "file=@${SUBMISSION_FILE}" "${SERVER_URL}"
+if [ -n "${GRADING_SERVER_TOKEN:-}" ]; then
+    curl -sS -X POST -H "X-Grading-Token: ${GRADING_SERVER_TOKEN}" -F "file=@${SUBMISSION_FILE}" "${SERVER_URL}"
 else
     curl -sS -X POST -F "file=@${SUBMISSION_FILE}" "${SERVER_URL}"
 fi

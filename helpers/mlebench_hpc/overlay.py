@@ -8,6 +8,9 @@ the known upstream paths plus a grep of /home/agent and /home/*.txt, /home/*.sh)
 a mirrored tree under --out plus `overlays.tsv` (host_file TAB container_path), which the bash
 library turns into `--bind host:container:ro`. The originals are always the source, so a re-run
 writes identical files; files are only replaced when their content or mode changes.
+
+/home/validate_submission.sh also learns to send the run's grading token: upstream's script calls
+curl without it and the server answers 401 (see `add_token`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import click
 
 from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.discovery import normalize_url
+from mlebench_hpc.grading_token import TOKEN_ENV
 from mlebench_hpc.slurm_query import HelperError
 
 KNOWN_PATHS: tuple[str, ...] = (
@@ -36,6 +40,14 @@ SCAN_DIRS: tuple[str, ...] = ("/home/agent",)
 SCAN_GLOBS: tuple[str, ...] = ("/home/*.txt", "/home/*.sh")
 NEEDLES: tuple[bytes, ...] = (b"localhost:5000", b"127.0.0.1:5000")
 MANIFEST = "overlays.tsv"
+VALIDATE_SCRIPT = "/home/validate_submission.sh"
+# Put after the script's first line: every curl call in it (however written) sends the token when
+# the agent has one. A shell function, so bash and POSIX sh scripts both take it.
+CURL_WITH_TOKEN = (
+    b"# mlebench-hpc: send this run's grading token (GRADING_SERVER_TOKEN) with every curl call\n"
+    b'curl() { if [ -n "${GRADING_SERVER_TOKEN:-}" ]; then '
+    b'command curl -H "X-Grading-Token: ${GRADING_SERVER_TOKEN}" "$@"; else command curl "$@"; fi; }\n'
+)
 EXEC_TIMEOUT = 600.0
 # Compiled files break when a string changes length; Python recompiles .pyc from the rewritten
 # .py (its mtime and size change), so those are skipped with a note instead of corrupted.
@@ -57,6 +69,18 @@ def rewrite(data: bytes, url: str) -> bytes:
         out = out.replace(b"http://" + needle, url.encode())
         out = out.replace(needle, netloc_path)
     return out
+
+
+def add_token(data: bytes) -> bytes:
+    """Upstream's validate_submission.sh with the token added to its curl calls. A script that
+    already handles GRADING_SERVER_TOKEN (this project's) is left as it is: a second header would
+    make the server see two values and refuse."""
+    if TOKEN_ENV.encode() in data:
+        return data
+    if data.startswith(b"#!"):
+        shebang, _, body = data.partition(b"\n")
+        return shebang + b"\n" + CURL_WITH_TOKEN + body
+    return CURL_WITH_TOKEN + data
 
 
 def _mentions(data: bytes) -> bool:
@@ -217,8 +241,13 @@ def write_overlays(found: list[Found], url: str, out: Path) -> tuple[Path, list[
     entries: list[tuple[Path, str]] = []
     for item in found:
         host = out / item.path.lstrip("/")
+        data = rewrite(item.data, url)
+        if item.path == VALIDATE_SCRIPT:
+            data = add_token(data)
+            if b"curl" not in data:
+                click.echo(f"overlay: {item.path} does not call curl: the token cannot be added", err=True)
         # no setuid/setgid copies; the owner must be able to read it inside the container
-        _write_if_changed(host, rewrite(item.data, url), (item.mode & 0o777) | 0o400)
+        _write_if_changed(host, data, (item.mode & 0o777) | 0o400)
         entries.append((host, item.path))
     # forget files a previous run wrote that are no longer needed
     if manifest.is_file():

@@ -3,18 +3,24 @@
 Compatible with upstream MLE-bench's Flask server (same paths, same multipart field `file`, HTTP 200
 `{"result": message}` for valid and invalid submissions alike), but a real multi-threaded server
 (cheroot): answers are parsed once before the URL is published, each upload is streamed to its own
-temporary file, uploads are bounded, and no answer value, score, rank or medal ever leaves it.
+temporary file on disk (--tmp-dir), uploads are bounded in size and time, /validate requires the
+run's token when one is configured, and no answer value, score, rank or medal ever leaves it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hmac
 import json
 import os
+import re
+import resource
 import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -23,8 +29,8 @@ import traceback
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from pathlib import Path
+from traceback import format_exception
 from typing import IO, Any
-from urllib.parse import parse_qs
 
 import click
 from cheroot import wsgi
@@ -32,6 +38,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wrappers import Request
 
 from mlebench_hpc.atomic import write_atomic
+from mlebench_hpc.grading_token import TOKEN_ENV, TOKEN_HEADER, TokenError, resolve_token
+from mlebench_hpc.server_deadlines import DeadlineConnection, Deadlines, DeadlineSocketIO
 
 MIB = 1024 * 1024
 READ_CHUNK = 64 * 1024
@@ -40,8 +48,16 @@ READ_CHUNK = 64 * 1024
 DRAIN_MAX_BYTES = 16 * MIB
 DRAIN_MAX_SECS = 5.0
 FORCE_CLOSE_KEY = "mlebench_hpc.force_close"
+DEADLINE_KEY = "mlebench_hpc.deadline"
 URL_MARKER = "GRADING_SERVER_URL="
 WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+# cheroot keeps request headers in memory and does not bound them by default.
+MAX_HEADER_BYTES = 64 * 1024
+UPLOAD_DIR_PREFIX = "mlebench-grading-uploads-"
+UPLOAD_DIR_LOCK = ".owner.lock"
+ERROR_LOG_EVERY_SECS = 60.0
+# A write that fails with these means the upload area is full, not that the submission is wrong.
+NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 StartResponse = Callable[..., Any]
 
@@ -136,12 +152,14 @@ class GradingApp:
         max_upload_bytes: int,
         token: str | None = None,
         log: Callable[[str], None] | None = None,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self.competition_id = competition_id
         self.validator = validator
         self.upload_dir = upload_dir
         self.max_upload_bytes = max_upload_bytes
         self.token = token or None
+        self.deadlines = deadlines or Deadlines()
         self.activity = Activity()
         self._log = log or _stderr_line
 
@@ -208,7 +226,7 @@ class GradingApp:
 
     def _validate(self, environ: dict[str, Any]) -> tuple[int, dict[str, Any], list[tuple[str, str]], str]:
         if self.token is not None and not self._token_ok(environ):
-            return 403, {"error": "forbidden: missing or wrong grading token"}, [], "refused"
+            return 401, _UNAUTHORIZED, [("WWW-Authenticate", 'Bearer realm="grading"')], "unauthorized"
         declared = _content_length(environ)
         if declared is not None and declared > self.max_upload_bytes:
             return 413, self._too_large(), [], "refused"
@@ -216,9 +234,20 @@ class GradingApp:
         try:
             try:
                 upload = request.files.get("file")
+                if upload is not None:
+                    upload.stream.flush()  # a full disk shows here at the latest
             except RequestEntityTooLarge:
                 return 413, self._too_large(), [], "refused"
-            except HTTPException as exc:  # e.g. the client disconnected mid-body
+            except (HTTPException, OSError) as exc:  # client gone, too slow, or no room on disk
+                if _deadline_expired(environ):
+                    _force_close(environ)
+                    return 408, self._too_slow(), [], "too-slow"
+                if isinstance(exc, OSError):
+                    if exc.errno not in NO_ROOM_ERRNOS:
+                        raise
+                    self._log(f"error: no room for an upload in {self.upload_dir}: {exc.strerror}")
+                    _force_close(environ)
+                    return 507, _no_room(exc), [], "no-space"
                 code = exc.code or 400
                 return code, {"error": f"bad upload: {exc.name}"}, [], "refused"
             if upload is None:
@@ -231,9 +260,7 @@ class GradingApp:
                     [],
                     "refused",
                 )
-            stream = upload.stream
-            stream.flush()
-            valid, message = self.validator(Path(stream.name))
+            valid, message = self.validator(Path(upload.stream.name))
             return 200, {"result": message, "valid": bool(valid)}, [], "valid" if valid else "invalid"
         finally:
             request.discard()
@@ -242,13 +269,25 @@ class GradingApp:
         limit_mb = self.max_upload_bytes / MIB
         return {"error": f"upload too large: the limit is {limit_mb:g} MiB (--max-upload-mb)"}
 
+    def _too_slow(self) -> dict[str, Any]:
+        limits = self.deadlines
+        return {
+            "error": "upload too slow: the grading server closed the connection",
+            "details": f"the body must arrive within {limits.body_secs:g} s plus 1 s per "
+            f"{limits.body_min_rate / MIB:g} MiB; send the file again with /home/validate_submission.sh",
+        }
+
     def _token_ok(self, environ: dict[str, Any]) -> bool:
+        """The token from X-Grading-Token or `Authorization: Bearer`, compared in constant time.
+        Never from the query string: URLs end up in logs."""
         assert self.token is not None
-        given = environ.get("HTTP_X_GRADING_TOKEN")
-        if given is None:
-            values = parse_qs(environ.get("QUERY_STRING", "")).get("token")
-            given = values[0] if values else None
-        return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
+        expected = self.token.encode()
+        given = [environ.get("HTTP_" + TOKEN_HEADER.upper().replace("-", "_"))]
+        scheme, _, credentials = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+        if scheme.lower() == "bearer":
+            given.append(credentials.strip())
+        matches = [hmac.compare_digest(g.encode("latin-1", "replace"), expected) for g in given if g]
+        return any(matches)
 
     # -- connection hygiene -------------------------------------------------------------------
     def _settle_body(self, environ: dict[str, Any], raw: Any) -> None:
@@ -257,6 +296,9 @@ class GradingApp:
         cheroot would otherwise read an unread fixed-length body in one piece, into memory, to keep
         the connection alive."""
         if raw is None:
+            return
+        if _deadline_expired(environ):
+            _force_close(environ)
             return
         remaining = getattr(raw, "remaining", None)
         if remaining is not None:  # Content-Length body
@@ -275,6 +317,26 @@ class GradingApp:
                 return
             drained += len(chunk)
         _force_close(environ)
+
+
+_UNAUTHORIZED = {
+    "error": "unauthorized: this grading server needs the run's token",
+    "details": "validate with /home/validate_submission.sh, which sends it (header "
+    f"{TOKEN_HEADER} from the environment variable {TOKEN_ENV})",
+}
+
+
+def _no_room(exc: OSError) -> dict[str, Any]:
+    return {
+        "error": "no space for the upload",
+        "details": f"the grading server ran out of disk space for uploads ({exc.strerror}); this "
+        "says nothing about the submission: try again later or with a smaller file",
+    }
+
+
+def _deadline_expired(environ: dict[str, Any]) -> bool:
+    raw: DeadlineSocketIO | None = environ.get(DEADLINE_KEY)
+    return raw is not None and raw.expired_phase is not None
 
 
 def _force_close(environ: dict[str, Any]) -> None:
@@ -307,15 +369,56 @@ class _Gateway(wsgi.Gateway_10):
             req.close_connection = True
 
         env[FORCE_CLOSE_KEY] = close
+        rfile = getattr(req.conn, "rfile", None)
+        env[DEADLINE_KEY] = getattr(rfile, "raw", None)
         return env
 
 
 class _Server(wsgi.Server):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    ConnectionClass = DeadlineConnection
+
+    def __init__(self, *args: Any, deadlines: Deadlines, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.gateway = _Gateway
+        self.deadlines = deadlines
         # Body size is decided by the app (JSON 413, bounded drain); 0 = cheroot does not check.
         self.max_request_body_size = 0
+        self.max_request_header_size = MAX_HEADER_BYTES
+        self._error_lock = threading.Lock()
+        self._error_seen: dict[str, tuple[float, int]] = {}
+
+    def process_conn(self, conn: Any) -> None:
+        # A new connection, or a kept-alive one with a new request: its header deadline starts now.
+        conn.queued_at = time.monotonic()
+        super().process_conn(conn)
+
+    def on_slow_client(self, conn: Any, phase: str) -> None:
+        _stderr_line(
+            f"dropped a slow client {conn.remote_addr}:{conn.remote_port}: no complete request "
+            f"{phase} within {self.deadlines.header_secs:g}s"
+        )
+
+    def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
+        """cheroot's own errors, each kind at most once per ERROR_LOG_EVERY_SECS. When a client holds
+        every file descriptor, accept() fails in a loop: unthrottled, that wrote 25 MB of tracebacks
+        in two seconds."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            time.sleep(0.1)  # accept() keeps failing until connections close: do not spin
+        kind = re.sub(r"\d+", "N", f"{msg} {type(exc).__name__} {getattr(exc, 'errno', '')}")[:300]
+        now = time.monotonic()
+        with self._error_lock:
+            last, skipped = self._error_seen.get(kind, (-ERROR_LOG_EVERY_SECS, 0))
+            if now - last < ERROR_LOG_EVERY_SECS:
+                self._error_seen[kind] = (last, skipped + 1)
+                return
+            self._error_seen[kind] = (now, 0)
+        line = f"cheroot: {msg}" + (f": {exc!r}" if exc else "")
+        if skipped:
+            line += f" (and {skipped} more like it in the last {now - last:.0f}s)"
+        if traceback and exc is not None:
+            line += "\n" + "".join(format_exception(exc)).rstrip()
+        _stderr_line(line)
 
 
 # -- URL publication ------------------------------------------------------------------------------
@@ -358,6 +461,70 @@ def write_url_file(path: Path, url: str) -> None:
     write_atomic(path, (url + "\n").encode(), 0o644)
 
 
+class SetupError(Exception):
+    """A problem with the server's own configuration: one line, exit 2."""
+
+
+# -- uploads ---------------------------------------------------------------------------------------
+def prepare_upload_dir(tmp_dir: Path | None) -> tuple[Path, int | None]:
+    """A fresh private directory for this process's uploads under TMP_DIR (created 0700 if missing),
+    and the descriptor holding its owner lock. Directories of servers that died without cleaning up
+    (their lock is free) are removed first."""
+    base = tmp_dir if tmp_dir is not None else Path(tempfile.gettempdir())
+    try:
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _remove_stale_upload_dirs(base)
+        upload_dir = Path(tempfile.mkdtemp(prefix=UPLOAD_DIR_PREFIX, dir=base))
+        return upload_dir, _lock_upload_dir(upload_dir)
+    except OSError as exc:
+        raise SetupError(
+            f"cannot create the upload directory in {base} ({exc.strerror}); fix --tmp-dir"
+        ) from None
+
+
+def _lock_upload_dir(upload_dir: Path) -> int | None:
+    # Locked under a temporary name, then renamed: no other server ever sees it unlocked.
+    pending = upload_dir / (UPLOAD_DIR_LOCK + ".new")
+    fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # no flock on this file system: then nobody may judge this directory stale
+        os.close(fd)
+        pending.unlink()
+        return None
+    os.rename(pending, upload_dir / UPLOAD_DIR_LOCK)
+    return fd
+
+
+def _remove_stale_upload_dirs(base: Path) -> None:
+    for entry in base.glob(UPLOAD_DIR_PREFIX + "*"):
+        try:
+            if not stat.S_ISDIR(entry.lstat().st_mode):
+                continue
+            fd = os.open(entry / UPLOAD_DIR_LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:  # not ours, or no lock file: leave it alone
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # its server is alive (or the file system cannot tell)
+            continue
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+            _stderr_line(f"removed {entry}, left behind by a grading server that was killed")
+        finally:
+            os.close(fd)
+
+
+def _report_upload_room(upload_dir: Path, max_upload_mb: float) -> None:
+    free_mib = shutil.disk_usage(upload_dir).free / MIB
+    _stderr_line(f"uploads go to {upload_dir} ({free_mib:.0f} MiB free)")
+    if free_mib < max_upload_mb:
+        _stderr_line(
+            f"warning: only {free_mib:.0f} MiB free for uploads, less than --max-upload-mb "
+            f"{max_upload_mb:g}: larger uploads will fail with 507; give --tmp-dir more room"
+        )
+
+
 # -- the process ----------------------------------------------------------------------------------
 def serve(
     competition_id: str,
@@ -371,10 +538,12 @@ def serve(
     threads: int = 16,
     mlebench_dir: Path | None = None,
     tmp_dir: Path | None = None,
+    deadlines: Deadlines | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT or --idle-timeout; returns the exit code."""
     stop = threading.Event()
     reason: list[str] = []
+    deadlines = deadlines or Deadlines()
 
     def on_signal(signum: int, _frame: Any) -> None:
         reason.append(signal.Signals(signum).name)
@@ -383,41 +552,52 @@ def serve(
     # Registered first: a SIGTERM during start-up still ends in a clean exit.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-
-    # Imports and the answers are loaded before anything is published.
-    from mlebench_hpc.grading import GradingSetupError, load_competition
+    # A file size limit (ulimit -f; Slurm propagates it) must fail an upload's write with EFBIG
+    # (answered 507), not kill the server.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    _raise_fd_limit()
 
     try:
-        if mlebench_dir is not None:
-            competition = load_competition(competition_id, data_dir, mlebench_dir=mlebench_dir)
-        else:
-            competition = load_competition(competition_id, data_dir)
-    except GradingSetupError as exc:
-        _stderr_line(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        upload_dir, upload_lock = prepare_upload_dir(tmp_dir)
+    except SetupError as exc:
+        _stderr_line(f"error: {exc}")
         return 2
-    sample = getattr(getattr(competition, "spec", None), "sample_submission", "sample_submission.csv")
-    _warm_up(competition, data_dir / competition_id / "prepared" / "public" / sample)
-
-    # Private (0700) directory for this process's uploads, removed at exit.
-    upload_dir = Path(tempfile.mkdtemp(prefix="mlebench-grading-uploads-", dir=tmp_dir))
-    app = GradingApp(
-        competition_id,
-        competition.validate,
-        upload_dir,
-        max_upload_bytes=int(max_upload_mb * MIB),
-        token=token,
-    )
-    server = _Server(
-        (host, port),
-        app,
-        numthreads=threads,
-        request_queue_size=128,
-        timeout=30,
-        shutdown_timeout=5,
-        server_name="mlebench-hpc-grading",
-    )
+    server: _Server | None = None
     published = False
     try:
+        # Imports and the answers are loaded before anything is published.
+        from mlebench_hpc.grading import GradingSetupError, load_competition
+
+        try:
+            if mlebench_dir is not None:
+                competition = load_competition(competition_id, data_dir, mlebench_dir=mlebench_dir)
+            else:
+                competition = load_competition(competition_id, data_dir)
+        except GradingSetupError as exc:
+            _stderr_line(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            return 2
+        sample = getattr(getattr(competition, "spec", None), "sample_submission", "sample_submission.csv")
+        _warm_up(competition, data_dir / competition_id / "prepared" / "public" / sample)
+        _report_upload_room(upload_dir, max_upload_mb)
+
+        app = GradingApp(
+            competition_id,
+            competition.validate,
+            upload_dir,
+            max_upload_bytes=int(max_upload_mb * MIB),
+            token=token,
+            deadlines=deadlines,
+        )
+        server = _Server(
+            (host, port),
+            app,
+            numthreads=threads,
+            request_queue_size=128,
+            timeout=int(deadlines.read_idle_secs),
+            shutdown_timeout=5,
+            server_name="mlebench-hpc-grading",
+            deadlines=deadlines,
+        )
         try:
             server.prepare()  # bind + listen
         except OSError as exc:
@@ -440,7 +620,7 @@ def serve(
             _stderr_line(
                 f"serving {competition_id} ({backend} backend) on {url} (bound {host}:{bound_port}), "
                 f"max upload {max_upload_mb:g} MiB, idle timeout {idle_timeout:g}s, "
-                f"token {'required' if token else 'off'}"
+                f"token {'required' if token else 'off'}, {deadlines.describe()}"
             )
         while not stop.wait(0.5):
             if idle_timeout > 0 and app.activity.idle_for() >= idle_timeout:
@@ -455,9 +635,21 @@ def serve(
         if published and url_file is not None:
             with contextlib.suppress(OSError):
                 url_file.unlink()
-        with contextlib.suppress(Exception):
-            server.stop()
+        if server is not None:
+            with contextlib.suppress(Exception):
+                server.stop()
         shutil.rmtree(upload_dir, ignore_errors=True)
+        if upload_lock is not None:
+            os.close(upload_lock)
+
+
+def _raise_fd_limit() -> None:
+    """Every connection, queued or served, holds a descriptor: use all the hard limit allows (the
+    soft limit is often 1024 under a hard one of 4096 or more), so idle connections run out later."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _warm_up(competition: Any, sample: Path) -> None:
@@ -499,11 +691,12 @@ def _warm_up(competition: Any, sample: Path) -> None:
     help="Exit 0 after this many seconds without a request (0 = never).",
 )
 @click.option(
-    "--token",
-    envvar="GRADING_SERVER_TOKEN",
+    "--token-file",
+    envvar="GRADING_TOKEN_FILE",
     default=None,
-    help="If set, /validate requires it (header X-Grading-Token or ?token=). "
-    "Prefer the env var GRADING_SERVER_TOKEN: ps shows command lines.",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File (mode 0600) holding the token /validate requires, sent as header X-Grading-Token or "
+    "'Authorization: Bearer'. The env var GRADING_SERVER_TOKEN works too. Neither: no token.",
 )
 @click.option("--threads", default=16, show_default=True, type=click.IntRange(1, 256), help="Worker threads.")
 @click.option(
@@ -517,8 +710,33 @@ def _warm_up(competition: Any, sample: Path) -> None:
     "--tmp-dir",
     envvar="GRADING_TMP_DIR",
     default=None,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="Where uploads are streamed (default: $TMPDIR or /tmp). Needs room for --max-upload-mb.",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where uploads are streamed (created 0700 if missing; default: $TMPDIR or /tmp). "
+    "Needs room for --max-upload-mb: a 64 MiB tmpfs /tmp does not have it.",
+)
+@click.option(
+    "--header-timeout",
+    envvar="GRADING_HEADER_TIMEOUT",
+    default=Deadlines.header_secs,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds from connect to the end of the request headers; slower clients are dropped.",
+)
+@click.option(
+    "--body-timeout",
+    envvar="GRADING_BODY_TIMEOUT",
+    default=Deadlines.body_secs,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds allowed for a request body, plus 1 s per --body-min-rate MiB received.",
+)
+@click.option(
+    "--body-min-rate",
+    envvar="GRADING_BODY_MIN_RATE_MB",
+    default=Deadlines.body_min_rate / MIB,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Slowest accepted average upload rate (MiB/s) once --body-timeout is used up.",
 )
 def serve_cmd(
     competition_id: str,
@@ -528,13 +746,21 @@ def serve_cmd(
     url_file: Path | None,
     max_upload_mb: float,
     idle_timeout: float,
-    token: str | None,
+    token_file: Path | None,
     threads: int,
     mlebench_dir: Path | None,
     tmp_dir: Path | None,
+    header_timeout: float,
+    body_timeout: float,
+    body_min_rate: float,
 ) -> None:
     """Serve GET /health and POST /validate for one competition; print GRADING_SERVER_URL=... once
     listening."""
+    try:
+        token = resolve_token(token_file, dict(os.environ))
+    except TokenError as exc:
+        _stderr_line(f"error: {exc}")
+        sys.exit(2)
     code = serve(
         competition_id,
         data_dir,
@@ -547,5 +773,6 @@ def serve_cmd(
         threads=threads,
         mlebench_dir=mlebench_dir,
         tmp_dir=tmp_dir,
+        deadlines=Deadlines(header_timeout, body_timeout, body_min_rate * MIB),
     )
     sys.exit(code)

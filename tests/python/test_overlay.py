@@ -3,6 +3,7 @@ apptainer from a static busybox when both are available."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -11,7 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlebench_hpc.overlay import CURL_WITH_TOKEN
+from test_server import VALID_MESSAGE, make_spaceship, start_server
 
+REPO = Path(__file__).resolve().parents[2]
 RUNNER = "from mlebench_hpc.overlay import overlay_cmd as c; c(prog_name='mlebench-hpc overlay')"
 URL = "http://node7:43121"
 BLOB = b"\x00\x01\xff\xfe binary \x80\x81 http://localhost:5000/validate \x00 tail \xc3\x28\n"
@@ -64,11 +68,15 @@ def manifest(out: Path) -> dict[str, Path]:
     return {ctr: Path(host) for host, ctr in pairs}
 
 
-def expected_bytes(data: bytes, url: str = URL) -> bytes:
+def expected_bytes(data: bytes, url: str = URL, ctr: str = "") -> bytes:
     netloc = url.split("://", 1)[1].encode()
     for old in (b"http://localhost:5000", b"http://127.0.0.1:5000"):
         data = data.replace(old, url.encode())
-    return data.replace(b"localhost:5000", netloc)
+    data = data.replace(b"localhost:5000", netloc)
+    if ctr == "/home/validate_submission.sh":  # the token wrapper goes after the shebang
+        shebang, _, body = data.partition(b"\n")
+        data = shebang + b"\n" + CURL_WITH_TOKEN + body
+    return data
 
 
 def check_output(out: Path, url: str = URL) -> dict[str, Path]:
@@ -77,7 +85,7 @@ def check_output(out: Path, url: str = URL) -> dict[str, Path]:
     for ctr, host in found.items():
         data, mode = TREE[ctr]
         assert host.is_absolute() and host.is_relative_to(out.resolve())
-        assert host.read_bytes() == expected_bytes(data, url), ctr
+        assert host.read_bytes() == expected_bytes(data, url, ctr), ctr
         assert b"localhost:5000" not in host.read_bytes() and b"127.0.0.1:5000" not in host.read_bytes()
         assert stat.S_IMODE(host.stat().st_mode) == mode | 0o400, ctr
     return found
@@ -221,7 +229,8 @@ def test_real_image_scan(tmp_path: Path) -> None:
         timeout=120,
     )
     assert shown.returncode == 0, shown.stderr[-2000:]
-    assert shown.stdout == expected_bytes(TREE["/home/validate_submission.sh"][0]) + expected_bytes(BLOB)
+    script = expected_bytes(TREE["/home/validate_submission.sh"][0], ctr="/home/validate_submission.sh")
+    assert shown.stdout == script + expected_bytes(BLOB)
 
 
 def _gnu_image() -> Path | None:
@@ -246,3 +255,98 @@ def test_real_image_scan_with_gnu_grep(tmp_path: Path) -> None:
     res = overlay("--image", str(_gnu_image()), "--url", URL, "--out", str(out), env=env)
     assert res.returncode == 0, res.stderr
     check_output(out)
+
+
+# --------------------------------------------------------------------------- the token
+# upstream MLE-bench's environment/validate_submission.sh, byte for byte (no final newline)
+UPSTREAM_SCRIPT = b"""#!/bin/bash
+
+# This script is a tool for agents to submit a file to the grading server for validation.
+
+# validate_submission.sh
+# Usage: ./validate_submission.sh user_submission.csv
+
+SUBMISSION_FILE=$1
+SERVER_URL="http://localhost:5000/validate"
+
+if [ -z "$SUBMISSION_FILE" ]; then
+    echo "Usage: $0 <submission_file>"
+    exit 1
+fi
+
+if [ ! -f "$SUBMISSION_FILE" ]; then
+    echo "File $SUBMISSION_FILE does not exist."
+    exit 1
+fi
+
+curl -X POST -F "file=@${SUBMISSION_FILE}" ${SERVER_URL}"""
+OURS = (REPO / "environment" / "validate_submission.sh").read_bytes()
+TOKEN = "0d5e6c7b8a9f41e2b3c4d5e6f7a8b9c0"
+
+
+def overlaid_script(tmp_path: Path, name: str, original: bytes, url: str) -> Path:
+    root = tmp_path / name / "root"
+    (root / "home").mkdir(parents=True)
+    (root / "home/validate_submission.sh").write_bytes(original)
+    os.chmod(root / "home/validate_submission.sh", 0o755)
+    out = tmp_path / name / "out"
+    res = overlay("--from-dir", str(root), "--url", url, "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    script = manifest(out)["/home/validate_submission.sh"]
+    assert stat.S_IMODE(script.stat().st_mode) == 0o755
+    return script
+
+
+def test_upstream_script_gets_the_token_wrapper(tmp_path: Path) -> None:
+    script = overlaid_script(tmp_path, "upstream", UPSTREAM_SCRIPT, URL).read_bytes()
+    assert script.startswith(b"#!/bin/bash\n" + CURL_WITH_TOKEN)
+    # the rest is upstream's text with the URL rewritten
+    assert script.removeprefix(b"#!/bin/bash\n" + CURL_WITH_TOKEN) == UPSTREAM_SCRIPT.replace(
+        b"#!/bin/bash\n", b"", 1
+    ).replace(b"http://localhost:5000", URL.encode())
+
+
+def test_our_script_is_only_rewritten(tmp_path: Path) -> None:
+    # it sends the header itself; a second one would make the server see "tok, tok" and refuse
+    script = overlaid_script(tmp_path, "ours", OURS, URL).read_bytes()
+    assert script == OURS.replace(b"http://localhost:5000", URL.encode())
+    assert CURL_WITH_TOKEN not in script
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_overlaid_scripts_send_the_token_to_a_real_server(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    answers = make_spaceship(data_dir, n_rows=200)
+    submission = tmp_path / "submission.csv"
+    answers.to_csv(submission, index=False)
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    os.chmod(token_file, 0o600)
+    srv = start_server(data_dir, tmp_path / "srv", "--token-file", str(token_file))
+    try:
+        scripts = {
+            "upstream": overlaid_script(tmp_path, "upstream", UPSTREAM_SCRIPT, srv.url),
+            "ours": overlaid_script(tmp_path, "ours", OURS, srv.url),
+        }
+        base_env = {"PATH": os.environ["PATH"]}
+        for name, script in scripts.items():
+            for shell in ("bash", "sh"):
+                with_token = subprocess.run(
+                    [shell, str(script), str(submission)],
+                    env={**base_env, "GRADING_SERVER_TOKEN": TOKEN},
+                    capture_output=True,
+                    timeout=60,
+                )
+                assert with_token.returncode == 0, (name, shell, with_token.stderr)
+                body = json.loads(with_token.stdout)
+                assert body == {"result": VALID_MESSAGE, "valid": True}, (name, shell, body)
+            # the control: without the token in its environment the same script is refused
+            without = subprocess.run(
+                [str(script), str(submission)], env=base_env, capture_output=True, timeout=60
+            )
+            body = json.loads(without.stdout)
+            assert body["error"].startswith("unauthorized"), (name, body)
+            assert "/home/validate_submission.sh" in body["details"]
+    finally:
+        assert srv.stop() == 0, srv.stderr()
+    assert TOKEN not in srv.stderr()
