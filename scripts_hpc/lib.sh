@@ -93,13 +93,19 @@ mh_require_prepared() {
 }
 
 # ------------------------------------------------------------------ container command lines
-# Grading server: only this competition's private dir, read-only, at the upstream layout.
-# Fills MH_CMD. Args: comp state_dir
+# Grading server: only this competition's private dir, read-only, at the upstream layout; the
+# run's token (STATE/token, made by mh_new_token) and uploads streamed to STATE/uploads on disk (the
+# container's /tmp is a 64 MiB tmpfs for users). Fills MH_CMD. Args: comp state_dir
 mh_grading_cmd() {
     local comp=$1 state=$2 runtime
     runtime=$(mh_runtime)
     local server_args=(--competition-id "$comp" --host 0.0.0.0 --port 0
         --idle-timeout "$GRADING_IDLE_TIMEOUT" --max-upload-mb "$UPLOAD_LIMIT_MB")
+    if [[ $runtime == apptainer ]]; then
+        server_args+=(--token-file /state/token --tmp-dir /state/uploads)
+    else
+        server_args+=(--token-file "$state/token" --tmp-dir "$state/uploads")
+    fi
     if [[ $runtime == apptainer ]]; then
         local binds=(--bind "$DATA_DIR/$comp/prepared/private:/private/data/$comp/prepared/private:ro"
             --bind "$state:/state")
@@ -125,7 +131,8 @@ mh_agent_cmd() {
     local envs=(COMPETITION_ID="$comp" TIME_LIMIT_SECS="$MH_AGENT_SECS" STEP_LIMIT="$STEP_LIMIT"
         GRADING_SERVER="$url")
     if [[ $runtime == apptainer ]]; then
-        local scratch=${SCRATCH_DIR:-$run/.scratch}
+        local scratch
+        scratch=$(mh_scratch_dir "$run")
         mkdir -p "$scratch"
         MH_BINDS=("$DATA_DIR/$comp/prepared/public:/home/data:ro"
             "$run/submission:/home/submission" "$run/logs:/home/logs" "$run/code:/home/code")
@@ -138,8 +145,9 @@ mh_agent_cmd() {
         local b e
         for b in "${MH_BINDS[@]}"; do flags+=(--bind "$b"); done
         for e in "${envs[@]}"; do flags+=(--env "$e"); done
-        # API keys: from a 0600 file, never on a command line that ps shows
-        if [[ -n $AGENT_ENV_FILE ]]; then flags+=(--env-file "$AGENT_ENV_FILE"); fi
+        # Token and API keys: from a 0600 file (mh_agent_env_file), never on a command line that ps shows
+        local env_file=${MH_AGENT_ENV:-$AGENT_ENV_FILE}
+        if [[ -n $env_file ]]; then flags+=(--env-file "$env_file"); fi
         if [[ -n ${SLURM_JOB_GPUS:-${SLURM_STEP_GPUS:-${CUDA_VISIBLE_DEVICES:-}}} ]]; then flags+=(--nv); fi
         # shellcheck disable=SC2206
         local extra=($APPTAINER_EXTRA_FLAGS)
@@ -196,6 +204,54 @@ mh_slurm_secs() {
         1) s=${p[0]} ;;
     esac
     echo $(( 10#$d * 86400 + 10#$h * 3600 + 10#$m * 60 + 10#$s ))
+}
+
+# ------------------------------------------------------------------ tokens, env file, scratch
+# A fresh random token in FILE (mode 0600): the grading server accepts /validate only with it, so
+# another run's agent on the same node cannot use this run's server. Arg: file
+mh_new_token() {
+    local file=$1 token
+    token=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+    [[ ${#token} == 64 ]] || mh_die "could not read 32 random bytes from /dev/urandom"
+    (umask 077 && printf '%s\n' "$token" >"$file.tmp" && mv -f "$file.tmp" "$file")
+}
+
+# The token file of the grading server at URL: the hetjob's own, else auto:JOBID's state dir, else
+# the state dir whose url file names URL. Prints nothing when none is found. Args: url [grading_job comp]
+mh_token_file_for() {
+    local url=$1 job=${2:-} comp=${3:-} f
+    if [[ -n ${MH_GRADING_TOKEN_FILE:-} && -f $MH_GRADING_TOKEN_FILE ]]; then echo "$MH_GRADING_TOKEN_FILE"; return 0; fi
+    if [[ -n $job && -f $MH_STATE_BASE/${comp}_$job/token ]]; then echo "$MH_STATE_BASE/${comp}_$job/token"; return 0; fi
+    for f in "$MH_STATE_BASE"/*/url; do
+        [[ -f $f && $(head -n1 "$f") == "$url" && -f ${f%/url}/token ]] && { echo "${f%/url}/token"; return 0; }
+    done
+    return 0
+}
+
+# The agent's env file for this run (mode 0600, host-only): the user's AGENT_ENV_FILE lines (API
+# keys) plus GRADING_SERVER_TOKEN. Sets MH_AGENT_ENV. Args: out_file [token_file]
+mh_agent_env_file() {
+    local out=$1 token_file=${2:-}
+    (
+        umask 077
+        {
+            if [[ -n $AGENT_ENV_FILE ]]; then cat "$AGENT_ENV_FILE"; echo; fi
+            if [[ -n $token_file ]]; then printf 'GRADING_SERVER_TOKEN=%s\n' "$(head -n1 "$token_file")"; fi
+        } >"$out"
+    ) || mh_die "cannot write the agent's env file $out"
+    MH_AGENT_ENV=$out
+    export MH_AGENT_ENV
+}
+
+# The agent's writable scratch (bound at /tmp and /var/tmp): SCRATCH_DIR/<group>/<run dir name>
+# when SCRATCH_DIR is set, else RUN/.scratch; never shared between runs. Arg: run_dir
+mh_scratch_dir() {
+    local run=$1
+    if [[ -n ${SCRATCH_DIR:-} ]]; then
+        echo "$SCRATCH_DIR/$(basename "$(dirname "$run")")/$(basename "$run")"
+    else
+        echo "$run/.scratch"
+    fi
 }
 
 # ------------------------------------------------------------------ runs
@@ -280,12 +336,19 @@ mh_run_agent() {
     [[ $spec == auto:* ]] && grading_job=${spec#auto:}
 
     url=$("$MH_CLI" discover-url "$spec" --competition "$comp" --state-dir "$MH_STATE_BASE") || exit 2
+    local token_file
+    token_file=$(mh_token_file_for "$url" "$grading_job" "$comp")
+    [[ -n $token_file ]] || mh_log "WARNING: no token found for $url (a server started by hand?): validating without one"
     "$MH_CLI" wait-ready "$url" --competition "$comp" ${grading_job:+--job "$grading_job"} \
-        ${MH_GRADING_PID:+--pid "$MH_GRADING_PID"} --timeout 300 || exit 2
+        ${MH_GRADING_PID:+--pid "$MH_GRADING_PID"} ${token_file:+--token-file "$token_file"} --timeout 300 || exit 2
 
     job=$(mh_job_id)
     run=$(mh_make_run_dir "$comp" "$job")
     mh_log "run directory: $run"
+    # Host-only: the state dir of this run holds the agent's env file (token, API keys).
+    MH_RUN_STATE=$MH_STATE_BASE/${comp}_$job
+    mkdir -p "$MH_RUN_STATE"
+    mh_agent_env_file "$MH_RUN_STATE/agent.env" "$token_file"
     local started
     started=$(mh_now)
     mh_meta "$run" --set competition_id="$comp" --set group="${MH_GROUP:-$RUN_GROUP}" \
@@ -329,10 +392,11 @@ mh_run_agent() {
     MH_AGENT_PID=""
     MH_RUN=$run
     # Whatever ends us (scancel, time limit, the agent itself), the run keeps what it wrote and says how it ended.
-    trap 'mh_stop_pid "${MH_AGENT_PID:-}"' EXIT
-    # Record first: Slurm sends SIGKILL KillWait seconds after SIGTERM, and the record must survive it.
-    trap 'mh_log "stop requested (signal)"; mh_meta "$MH_RUN" --set end="$(mh_now)" --set-json exit_code=143 --set status=cancelled --set-json agent_secs_used="$(mh_agent_used)"; mh_print_outro "$MH_RUN"; mh_stop_pid "${MH_AGENT_PID:-}"; exit 143' TERM INT
-    trap 'mh_log "Slurm time limit near (USR1)"; mh_meta "$MH_RUN" --set end="$(mh_now)" --set-json exit_code=124 --set status=timeout --set-json agent_secs_used="$(mh_agent_used)"; mh_print_outro "$MH_RUN"; mh_stop_pid "${MH_AGENT_PID:-}"; exit 124' USR1
+    trap 'mh_stop_pid "${MH_AGENT_PID:-}"; rm -f "$MH_RUN_STATE/agent.env"' EXIT
+    # Record first: Slurm sends SIGKILL KillWait seconds after SIGTERM, and the record must survive
+    # it; then stop the agent and collect what it wrote so far (upstream grades what is there).
+    trap 'mh_log "stop requested (signal)"; mh_meta "$MH_RUN" --set end="$(mh_now)" --set-json exit_code=143 --set status=cancelled --set-json agent_secs_used="$(mh_agent_used)"; mh_print_outro "$MH_RUN"; mh_stop_pid "${MH_AGENT_PID:-}"; mh_meta "$MH_RUN" --collect-submission; exit 143' TERM INT
+    trap 'mh_log "Slurm time limit near (USR1)"; mh_meta "$MH_RUN" --set end="$(mh_now)" --set-json exit_code=124 --set status=timeout --set-json agent_secs_used="$(mh_agent_used)"; mh_print_outro "$MH_RUN"; mh_stop_pid "${MH_AGENT_PID:-}"; mh_meta "$MH_RUN" --collect-submission; exit 124' USR1
     mh_log "starting the agent for $comp (budget ${MH_AGENT_SECS}s, runtime $runtime)"
     # A hard outer bound in case the agent ignores the entrypoint's own time-out.
     timeout --signal=TERM --kill-after=30 "$(( MH_AGENT_SECS + 60 ))" "${MH_CMD[@]}" &
@@ -344,8 +408,7 @@ mh_run_agent() {
     (( rc == 0 )) || status=failed
     (( rc == 124 )) && status=timeout
     mh_meta "$run" --set end="$(mh_now)" --set-json exit_code="$rc" --set status="$status" \
-        --set-json agent_secs_used="$(mh_agent_used)" \
-        --set submission_exists="$([[ -f $run/submission/submission.csv ]] && echo true || echo false)"
+        --set-json agent_secs_used="$(mh_agent_used)" --collect-submission
     mh_log "agent exited with code $rc ($status)"
     mh_print_outro "$run"
     return "$rc"
@@ -413,9 +476,10 @@ mh_integrity_check() {
     for p in "$DATA_DIR/$comp/prepared/private" "$MH_STATE_BASE" "$HOME/.kaggle" ${MLEBENCH_DIR:+"$MLEBENCH_DIR"}; do
         args+=(-m "$(readlink -m "$p")")   # mountinfo shows resolved paths
     done
-    if [[ -n ${AGENT_ENV_FILE:-} && -r $AGENT_ENV_FILE ]]; then
+    local env_file=${MH_AGENT_ENV:-${AGENT_ENV_FILE:-}}
+    if [[ -n $env_file && -r $env_file ]]; then
         while IFS= read -r name; do args+=(-e "$name"); done < <(
-            sed -n 's/^[[:space:]]*\(export[[:space:]]\+\)\{0,1\}\([A-Za-z_][A-Za-z0-9_]*\)=.*/\2/p' "$AGENT_ENV_FILE")
+            sed -n 's/^[[:space:]]*\(export[[:space:]]\+\)\{0,1\}\([A-Za-z_][A-Za-z0-9_]*\)=.*/\2/p' "$env_file")
     fi
     # This shell is a host process of the job: the agent must not see it (--pid).
     local start canary
@@ -427,25 +491,33 @@ mh_integrity_check() {
     mh_agent_cmd_replace --bind "$checker:$ctr:ro" -- sh "$ctr" "${args[@]}"
     local out rc=0 version
     version=$(apptainer --version 2>/dev/null || echo unknown)
-    out=$(env "$canary=leak" timeout 120 "${MH_SWAPPED[@]}" 2>"$run/logs/integrity_check.stderr") || rc=$?
+    # Its stderr goes to a host-only file, then into the record: the host never writes into a
+    # directory the agent can write (a link planted in logs/ would make it truncate any file).
+    local errfile
+    errfile=$(mktemp "${TMPDIR:-/tmp}/mlebench-integrity.XXXXXX")
+    out=$(env "$canary=leak" timeout 120 "${MH_SWAPPED[@]}" 2>"$errfile") || rc=$?
     local record
     record=$(python3 - "$out" "$rc" "$version" "$(mh_json_array "${MH_AGENT_FLAGS[@]}")" \
-        "$(mh_json_array "${MH_BINDS[@]}")" "$(mh_now)" "$url" <<'PY'
+        "$(mh_json_array "${MH_BINDS[@]}")" "$(mh_now)" "$url" "$errfile" <<'PY'
 import json, sys
-out, rc, version, flags, binds, when, url = sys.argv[1:8]
+out, rc, version, flags, binds, when, url, errfile = sys.argv[1:9]
+with open(errfile, "rb") as f:
+    stderr = f.read()[-4096:].decode("utf-8", "replace")
 try:
     rec = json.loads(out.strip().splitlines()[-1])
     if not isinstance(rec, dict) or "ok" not in rec:
         raise ValueError("no ok key")
 except (ValueError, IndexError) as exc:
-    rec = {"ok": False, "error": f"checker exit {rc}, unreadable output ({exc}): see logs/integrity_check.stderr"}
+    rec = {"ok": False, "error": f"checker exit {rc}, unreadable output ({exc}): see stderr_tail"}
 rec.update(apptainer_version=version, apptainer_flags=json.loads(flags), binds=json.loads(binds),
            checked_at=when, grading_server_url=url)
+if stderr.strip():
+    rec["stderr_tail"] = stderr
 print(json.dumps(rec, sort_keys=True))
 PY
 )
+    rm -f "$errfile"
     mh_meta "$run" --set-json integrity="$record" --set apptainer_version="$version"
-    [[ -s $run/logs/integrity_check.stderr ]] || rm -f "$run/logs/integrity_check.stderr"
     if [[ $record == *'"ok": true'* ]]; then
         mh_log "integrity check passed (private paths, host env and host processes out of reach)"
         return 0

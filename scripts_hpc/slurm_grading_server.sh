@@ -28,6 +28,8 @@ job=$(mh_job_id)
 state=$MH_STATE_BASE/${comp}_$job
 mkdir -p "$state"
 rm -f "$state/url"
+# This run's token: only an agent given it (through its 0600 env file) may use this server.
+mh_new_token "$state/token"
 # Let auto:<jobid> check the competition from Slurm's record too (the state dir name is the other check).
 if [[ -n ${SLURM_JOB_ID:-} && -z ${SLURM_HET_SIZE:-} ]]; then
     scontrol update JobId="$SLURM_JOB_ID" Comment="competition=$comp" >/dev/null 2>&1 || true
@@ -35,7 +37,7 @@ fi
 
 mh_grading_cmd "$comp" "$state"
 server_pid=""
-cleanup() { mh_stop_pid "$server_pid"; rm -f "$state/url"; }
+cleanup() { mh_stop_pid "$server_pid"; rm -f "$state/url" "$state/token"; }
 trap cleanup EXIT
 trap 'mh_log "stop requested"; exit 143' TERM INT
 mh_log "grading server for $comp (job $job, runtime $MH_RUNTIME) on node ${SLURMD_NODENAME:-$(hostname)}"

@@ -50,6 +50,7 @@ mh_log "grading server is at $url"
 rc=0
 # The agent's readiness wait also watches the server: by job id under Slurm, by pid without.
 if mh_in_hetjob_batch; then export MH_GRADING_JOB=$MH_JOB_ID; else export MH_GRADING_PID=$server_pid; fi
+export MH_GRADING_TOKEN_FILE=$state/token
 mh_step_prefix 1
 "${MH_STEP[@]}" bash "$MH_SCRIPTS/slurm_agent.sh" "$comp" "$url" || rc=$?
 mh_log "agent exited with code $rc; stopping the grading server"

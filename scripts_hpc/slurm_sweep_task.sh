@@ -51,7 +51,9 @@ slurm_task=${slurm_task:-${SLURM_JOB_ID:-}}
 
 run=$(mh_make_run_dir "$comp" "$MH_JOB_ID")
 prev=$(mh_sweep_meta_get "$run" status)
-if [[ $prev == finished || $prev == failed || $prev == timeout ]] && [[ -f $run/submission/submission.csv ]]; then
+# "with a submission" = the host collected one when the agent ended (never the agent's own dir)
+collected=$(mh_sweep_meta_get "$run" submission_exists)
+if [[ $prev == finished || $prev == failed || $prev == timeout ]] && [[ ${collected,,} == true ]]; then
     # requeued (e.g. preempted) after the agent had already finished: nothing left to do
     mh_log "sweep task $index: $run already finished ($prev): not running it again"
     exit 0

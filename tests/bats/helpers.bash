@@ -95,3 +95,55 @@ slurm_wait_job() {
         sleep 0.5
     done
 }
+
+# ---------------------------------------------------------------- the user's seat
+# An ordinary account for what users do (root only plays the site admin: it makes the account).
+# Root's checkout and venv are not readable by it (a venv under /root, a clone in a private dir),
+# so user_checkout gives it its own copy of this working tree with its own `make install`.
+TEST_USER=${MH_TEST_AGENT_USER:-mhagent}
+export TEST_USER
+
+# require_test_user: as root, make the account (once); otherwise the test user is ourselves.
+require_test_user() {
+    if (( EUID == 0 )); then
+        id "$TEST_USER" >/dev/null 2>&1 || useradd -m -s /bin/bash "$TEST_USER" || return 1
+    else
+        TEST_USER=$(id -un)
+    fi
+    TEST_USER_HOME=$(getent passwd "$TEST_USER" | cut -d: -f6)
+    export TEST_USER TEST_USER_HOME
+}
+
+# as_test_user CMD...: CMD as the test user, with a login-like environment (never root's).
+# Extra variables: MH_USER_ENV=(VAR=value ...) array in the caller.
+as_test_user() {
+    local envs=(PATH=/usr/local/bin:/usr/bin:/bin HOME="$TEST_USER_HOME" USER="$TEST_USER"
+        LOGNAME="$TEST_USER" LANG=C.UTF-8 "${MH_USER_ENV[@]}")
+    if (( EUID == 0 )); then
+        runuser -u "$TEST_USER" -- env -i "${envs[@]}" "$@"
+    else
+        env -i "${envs[@]}" "$@"
+    fi
+}
+
+# user_checkout: print the test user's copy of this working tree (tracked and new files), with
+# `make install` run by the user. Made again only when the tree's content changed.
+user_checkout() {
+    if (( EUID != 0 )); then echo "$REPO_ROOT"; return 0; fi
+    local dest=$TEST_USER_HOME/mlebench-hpc-test stamp
+    stamp=$(cd "$REPO_ROOT" && git ls-files -z --cached --others --exclude-standard \
+        | xargs -0 sha256sum 2>/dev/null | sha256sum | cut -c1-16)
+    if [[ ! -f $dest/.test-stamp || $(<"$dest/.test-stamp") != "$stamp" || ! -x $dest/.venv/bin/mlebench-hpc ]]; then
+        rm -rf "$dest.new"
+        mkdir -p "$dest.new"
+        (cd "$REPO_ROOT" && git ls-files -z --cached --others --exclude-standard \
+            | xargs -0 tar -cf - 2>/dev/null) | tar -xf - -C "$dest.new"
+        [[ -d $dest/.venv ]] && mv "$dest/.venv" "$dest.new/.venv"  # keep the installed packages
+        rm -rf "$dest"
+        mv "$dest.new" "$dest"
+        chown -R "$TEST_USER:" "$dest"
+        as_test_user make -C "$dest" install >&2 || return 1
+        echo "$stamp" >"$dest/.test-stamp"
+    fi
+    echo "$dest"
+}
