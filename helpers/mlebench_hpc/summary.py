@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlebench_hpc.grading.report import fmt_num, sort_key
+from mlebench_hpc.grading.report import fmt_num, fmt_share, sort_key
 
 # (label, report field) of the overall lines, in the order printed.
 OVERALL_METRICS: tuple[tuple[str, str], ...] = (
@@ -63,6 +63,9 @@ class Summary:
     seeds: list[str]
     per_seed: pd.DataFrame  # one row per seed: its rate (%) for each overall metric
     notes: list[str] = field(default_factory=list)
+    # Beyond upstream: per seed, the mean over the competitions that have a leaderboard of the share
+    # of its teams the run beats (a run without a valid score beats none); mean +- s.e. over seeds
+    share_beaten: MeanSE | None = None
 
 
 def seed_keys(reports: list[dict[str, Any]]) -> list[str]:
@@ -97,6 +100,10 @@ def summarize(reports: list[dict[str, Any]]) -> Summary:
         rs = [r for r in reports if r["competition_id"] == comp]
         scores = [float(r["score"]) for r in rs if r["valid_submission"] and r["score"] is not None]
         ms = mean_se(scores)
+        shares = [
+            float(r["leaderboard_share_beaten"]) for r in rs if r.get("leaderboard_share_beaten") is not None
+        ]
+        share = mean_se(shares)
         with_th = next((r for r in rs if r.get("gold_threshold") is not None), rs[0])
         lower = next((r["is_lower_better"] for r in rs if r.get("is_lower_better") is not None), None)
         rows.append(
@@ -113,6 +120,8 @@ def summarize(reports: list[dict[str, Any]]) -> Summary:
                 "score_mean": ms.mean if ms else None,
                 "score_se": ms.se if ms else None,
                 "scores_n": len(scores),
+                "share_beaten_mean": share.mean if share else None,
+                "share_beaten_se": share.se if share else None,
                 "gold_threshold": with_th.get("gold_threshold"),
                 "silver_threshold": with_th.get("silver_threshold"),
                 "bronze_threshold": with_th.get("bronze_threshold"),
@@ -148,7 +157,18 @@ def summarize(reports: list[dict[str, Any]]) -> Summary:
     missing = sum(len(competitions) - r["competitions_run"] for r in seed_rows)
     if missing:
         notes.append(f"{missing} (competition, seed) pairs have no run; they count as failures")
-    return Summary(per_comp, overall, competitions, seeds, per_seed, notes)
+    ranked = [
+        c
+        for c in competitions
+        if any(r.get("leaderboard_teams") for r in reports if r["competition_id"] == c)
+    ]
+    per_seed_share = []
+    for s in seeds:
+        if ranked:
+            beaten = [float((cell.get((c, s)) or {}).get("leaderboard_share_beaten") or 0.0) for c in ranked]
+            per_seed_share.append(100.0 * sum(beaten) / len(ranked))
+    share_beaten = mean_se(per_seed_share)
+    return Summary(per_comp, overall, competitions, seeds, per_seed, notes, share_beaten)
 
 
 # ---------------------------------------------------------------- files
@@ -176,10 +196,17 @@ def to_csv(summary: Summary, path: Path) -> None:
         ms = summary.overall.get(fld)
         total[f"{fld}_pct_mean"] = ms.mean if ms else None
         total[f"{fld}_pct_se"] = ms.se if ms else None
+    sb = summary.share_beaten
+    total["share_beaten_pct_mean"] = sb.mean if sb else None
+    total["share_beaten_pct_se"] = sb.se if sb else None
     out = pd.concat([df, pd.DataFrame([total])], ignore_index=True)
     tmp = path.with_name(f".{path.name}.tmp")
     out.to_csv(tmp, index=False)
     tmp.replace(path)
+
+
+def _share_cell(x: Any) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt_share(x)
 
 
 def _md_cell(x: Any) -> str:
@@ -204,6 +231,12 @@ def to_markdown(summary: Summary, title: str, backend: str | None) -> str:
         ms = summary.overall.get(fld)
         if ms is not None:
             lines.append(f"- **{label}: {ms.text(2, '%')}** ({ms.n} seeds)")
+    if summary.share_beaten is not None:
+        lines.append(
+            f"- Leaderboard teams beaten (beyond upstream): {summary.share_beaten.text(2, '%')} "
+            f"({summary.share_beaten.n} seeds; the mean over competitions with a leaderboard of the share "
+            "of its teams each run beats, 0 without a valid score)"
+        )
     lines += ["", "## Per competition", ""]
     header = [
         "competition",
@@ -215,6 +248,7 @@ def to_markdown(summary: Summary, title: str, backend: str | None) -> str:
         "any medal",
         "above median",
         "score (mean ± s.e.)",
+        "beats (mean)",
         "gold thr.",
         "silver thr.",
         "bronze thr.",
@@ -242,6 +276,7 @@ def to_markdown(summary: Summary, title: str, backend: str | None) -> str:
             row["any_medal"],
             row["above_median"],
             score,
+            _share_cell(row["share_beaten_mean"]),
             fmt_num(row["gold_threshold"]),
             fmt_num(row["silver_threshold"]),
             fmt_num(row["bronze_threshold"]),
@@ -430,8 +465,10 @@ def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
                 frac = (x - lo) / (hi - lo)
                 on_right = (1 - frac if lower else frac) > 0.6
                 dx = -8 if on_right else 8
+                beats = r.get("leaderboard_share_beaten")
+                beats_txt = "" if beats is None else f", beats {fmt_share(beats)}"
                 ax.annotate(
-                    f"{fmt_num(s)}{off}  {cls}",
+                    f"{fmt_num(s)}{off}  {cls}{beats_txt}",
                     (x, y),
                     xytext=(dx, 0 if compact else 7),
                     textcoords="offset points",

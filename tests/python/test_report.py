@@ -250,3 +250,19 @@ def test_cleanup_demo_copy_is_independent(demo_data: Path, tmp_path: Path) -> No
     a = grade_run(spec_for(demo_data, "demo-diabetes", sub)).report["score"]
     b = grade_run(spec_for(copy, "demo-diabetes", sub)).report["score"]
     assert a == b and a is not None
+
+
+def test_leaderboard_placement_in_the_report(demo_data: Path, tmp_path: Path) -> None:
+    """Beyond upstream: rank and share of the leaderboard's teams beaten, by hand from the file."""
+    ans = answers(demo_data, "demo-diabetes")
+    mean_pred = tmp_path / "mean.csv"
+    ans.assign(target=150.0).to_csv(mean_pred, index=False)
+    r = grade_run(spec_for(demo_data, "demo-diabetes", mean_pred)).report
+    board = pd.read_csv(demo_data / "demo-diabetes" / "leaderboard.csv")["score"].to_numpy()
+    score = r["score"]
+    # lower is better: teams with a lower RMSE are better, teams with a higher one are beaten
+    assert r["leaderboard_rank"] == 1 + int((board < score).sum())
+    assert r["leaderboard_share_beaten"] == pytest.approx((board > score).sum() / len(board), abs=1e-6)
+    assert r["leaderboard_teams"] == len(board)
+    invalid = grade_run(spec_for(demo_data, "demo-diabetes", tmp_path / "missing.csv")).report
+    assert invalid["leaderboard_rank"] is None and invalid["leaderboard_share_beaten"] is None

@@ -21,6 +21,7 @@ def rep(
     exists: bool = True,
     lower: bool = False,
     run_dir: str | None = None,
+    beats: float | None = None,
 ) -> dict[str, Any]:
     """A report dict as grade writes it (only the fields the summary reads matter)."""
     return {
@@ -47,6 +48,9 @@ def rep(
         "seed": seed,
         "error": None if score is not None else "invalid",
         "isolation": None,
+        "leaderboard_rank": None if beats is None else 1,
+        "leaderboard_share_beaten": beats,
+        "leaderboard_teams": None if beats is None else 10,
     }
 
 
@@ -54,12 +58,13 @@ def rep(
 #   seed 0: a gold (0.95), b bronze (0.72)   -> any medal 100 %, valid 100 %
 #   seed 1: a silver (0.85), b invalid       -> any medal  50 %, valid  50 %
 #   seed 2: a no medal (0.60), b missing     -> any medal   0 %, valid  50 %
+# Share of the leaderboard beaten: a 0.9, 0.6, 0.3; b 0.5, then none (no valid score).
 REPORTS = [
-    rep("a", 0, 0.95, "gold"),
-    rep("b", 0, 0.72, "bronze"),
-    rep("a", 1, 0.85, "silver"),
+    rep("a", 0, 0.95, "gold", beats=0.9),
+    rep("b", 0, 0.72, "bronze", beats=0.5),
+    rep("a", 1, 0.85, "silver", beats=0.6),
     rep("b", 1, None),
-    rep("a", 2, 0.60),
+    rep("a", 2, 0.60, beats=0.3),
     rep("b", 2, None, exists=False),
 ]
 
@@ -90,6 +95,19 @@ def test_overall_rates_over_seeds() -> None:
     # gold: 50, 0, 0 -> mean 16.667, se = sd(ddof=1)/sqrt(3) = 28.868/1.732 = 16.667
     assert s.overall["gold_medal"].mean == pytest.approx(50.0 / 3)
     assert s.overall["gold_medal"].se == pytest.approx(50.0 / 3)
+
+
+def test_share_of_the_leaderboard_beaten() -> None:
+    s = summarize(REPORTS)
+    # per seed, the mean over both competitions (a run without a valid score beats none):
+    # seed 0 (0.9 + 0.5) / 2 = 70 %, seed 1 (0.6 + 0) / 2 = 30 %, seed 2 (0.3 + 0) / 2 = 15 %
+    assert s.share_beaten is not None and s.share_beaten.n == 3
+    assert s.share_beaten.mean == pytest.approx(115.0 / 3)
+    # deviations 31.667, -8.333, -23.333: sd(ddof=1) = sqrt(1616.67 / 2) = 28.431; se = 16.415
+    assert s.share_beaten.se == pytest.approx(16.4148, abs=1e-4)
+    df = s.per_competition.set_index("competition_id")
+    assert df.loc["a", "share_beaten_mean"] == pytest.approx(0.6)
+    assert df.loc["b", "share_beaten_mean"] == pytest.approx(0.5)
 
 
 def test_per_competition_rows() -> None:
@@ -146,7 +164,12 @@ def test_written_files(tmp_path: Path) -> None:
     md = (tmp_path / "summary.md").read_text()
     assert "**Any medal: 50.00% ± 28.87%** (3 seeds)" in md
     assert "**Valid submission: 66.67% ± 16.67%** (3 seeds)" in md
-    assert "| a | 3 | 3 | 1 | 1 | 0 | 2 | 3 | 0.8 ± 0.10408 (n=3) | 0.9 | 0.8 | 0.7 | 0.5 | higher |" in md
+    assert (
+        "| a | 3 | 3 | 1 | 1 | 0 | 2 | 3 | 0.8 ± 0.10408 (n=3) | 60.0% | 0.9 | 0.8 | 0.7 | 0.5 | higher |"
+        in md
+    )
+    assert "- Leaderboard teams beaten (beyond upstream): 38.33% ± 16.41% (3 seeds;" in md
+    assert overall["share_beaten_pct_mean"] == pytest.approx(115.0 / 3)
     png = (tmp_path / "summary.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
@@ -165,7 +188,8 @@ def test_nothing_graded_still_writes_files(tmp_path: Path) -> None:
     paths = write_summaries([r], tmp_path, title="t", warn=pytest.fail)
     assert len(paths) == 3
     md = (tmp_path / "summary.md").read_text()
-    assert "| c | 1 | 0 | 0 | 0 | 0 | 0 | 0 | - | - | - | - | - | ? | - |" in md
+    assert "| c | 1 | 0 | 0 | 0 | 0 | 0 | 0 | - | - | - | - | - | - | ? | - |" in md
+    assert "Leaderboard teams beaten" not in md  # no leaderboard: nothing to claim
     assert "**Any medal: 0.00% ± n/a** (1 seeds)" in md
 
 

@@ -30,6 +30,9 @@ EXTRA_REPORT_FIELDS = [
     "error",
     "isolation",
     "submission_sha256",
+    "leaderboard_rank",
+    "leaderboard_share_beaten",
+    "leaderboard_teams",
 ]
 REPORT_FIELDS = UPSTREAM_REPORT_FIELDS + EXTRA_REPORT_FIELDS
 # The run-group report: upstream's keys, then ours.

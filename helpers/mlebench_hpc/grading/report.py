@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -67,6 +68,9 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "error",
     "isolation",
     "submission_sha256",
+    "leaderboard_rank",
+    "leaderboard_share_beaten",
+    "leaderboard_teams",
 )
 REPORT_FIELDS: tuple[str, ...] = UPSTREAM_FIELDS + EXTRA_FIELDS
 # Upstream's aggregate_reports() keys.
@@ -356,6 +360,9 @@ def empty_report(spec: RunSpec) -> dict[str, Any]:
         "error": None,
         "isolation": spec.isolation,
         "submission_sha256": None,
+        "leaderboard_rank": None,
+        "leaderboard_share_beaten": None,
+        "leaderboard_teams": None,
     }
 
 
@@ -368,6 +375,19 @@ def _fill_thresholds(report: dict[str, Any], th: Any) -> None:
     report["bronze_threshold"] = float(th.bronze)
     report["median_threshold"] = float(th.median)
     report["thresholds_source"] = th.source
+
+
+def _fill_placement(report: dict[str, Any], score: float | None, th: Any) -> None:
+    """Beyond upstream: the rank the score would take among the leaderboard's teams and the share
+    of teams it beats (ties neither beaten nor better: thresholds.leaderboard_placement)."""
+    from mlebench_hpc.grading.thresholds import leaderboard_placement
+
+    if score is None or th is None or not th.scores or math.isnan(score):
+        return
+    place = leaderboard_placement(score, th.scores, bool(report["is_lower_better"]))
+    report["leaderboard_rank"] = place.rank
+    report["leaderboard_share_beaten"] = round(place.share_beaten, 6)
+    report["leaderboard_teams"] = place.n_teams
 
 
 def grade_run(spec: RunSpec) -> GradedRun:
@@ -422,6 +442,7 @@ def grade_run(spec: RunSpec) -> GradedRun:
         report["score"] = score
         report["valid_submission"] = score is not None
         flags = medal_flags(score, th, report["is_lower_better"])
+        _fill_placement(report, score, th)
         for name in ("gold_medal", "silver_medal", "bronze_medal", "any_medal", "above_median"):
             report[name] = bool(flags[name])
         if th_error and not report["error"]:
@@ -662,6 +683,11 @@ def fmt_num(x: Any) -> str:
     return f"{float(x):.5f}".rstrip("0").rstrip(".") if abs(float(x)) < 1e6 else f"{float(x):.4g}"
 
 
+def fmt_share(x: Any) -> str:
+    """A share of the leaderboard's teams as a percentage ("-" when there is none)."""
+    return "-" if x is None else f"{100.0 * float(x):.1f}%"
+
+
 def medal_word(r: dict[str, Any]) -> str:
     for name in ("gold", "silver", "bronze"):
         if r.get(f"{name}_medal"):
@@ -697,6 +723,7 @@ def format_table(reports: list[dict[str, Any]], root: Path | None = None) -> str
         "bronze",
         "median",
         "better",
+        "beats",
     ]
     rows: list[list[str]] = []
     notes: list[str] = []
@@ -722,12 +749,13 @@ def format_table(reports: list[dict[str, Any]], root: Path | None = None) -> str
                 fmt_num(r["bronze_threshold"]),
                 fmt_num(r["median_threshold"]),
                 better,
+                fmt_share(r.get("leaderboard_share_beaten")),
             ]
         )
         if r.get("error"):
             notes.append(f"  {r['competition_id']} {label}: {r['error']}")
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
-    numeric = {4, 6, 7, 8, 9}
+    numeric = {4, 6, 7, 8, 9, 11}
 
     def line(cells: list[str]) -> str:
         return "  ".join(

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -29,6 +29,8 @@ class Thresholds:
     median: float
     source: str
     n_teams: int | None
+    # the leaderboard's scores, best first (for placing a score on it); empty when not from one
+    scores: tuple[float, ...] = field(default=(), compare=False, repr=False)
 
 
 def medal_positions(n_teams: int) -> tuple[int, int, int]:
@@ -49,7 +51,7 @@ def rank_thresholds(scores: Sequence[float], source: str = "") -> Thresholds:
     values = [float(s) for s in scores]
     gold, silver, bronze = (values[p - 1] for p in medal_positions(len(values)))
     median = float(pd.Series(values).median())
-    return Thresholds(gold, silver, bronze, median, source, len(values))
+    return Thresholds(gold, silver, bronze, median, source, len(values), tuple(values))
 
 
 def leaderboard_is_lower_better(scores: Sequence[float]) -> bool:
