@@ -165,6 +165,13 @@ mh_agent_cmd() {
                 [[ -n $host_file ]] && cp -f "$host_file" "$home/${ctr_path#/home/}"
             done <"$run/overlay/overlays.tsv"
         fi
+        # the env file's KEY=value lines (token, API keys) as plain variables: no --env-file here
+        local env_file=${MH_AGENT_ENV:-$AGENT_ENV_FILE} line
+        if [[ -n $env_file ]]; then
+            while IFS= read -r line; do
+                [[ $line =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] && envs+=("$line")
+            done <"$env_file"
+        fi
         MH_CMD=(env -i PATH="$PATH" HOME="$home" AGENT_HOME="$home" "${envs[@]}"
             bash "$MH_ROOT/environment/entrypoint_hpc.sh" bash -c "${AGENT_CMD//\/home\//$home/}")
         mh_warn_no_isolation

@@ -90,6 +90,10 @@ PY
     # The grading server, in the grading image, run by the same user (lib.sh mh_grading_cmd).
     # shellcheck source=scripts_hpc/lib.sh
     source "$ROOT/scripts_hpc/lib.sh"
+    # The run's token and the agent's env file (API key + token), as the job makes them.
+    mh_new_token "$MH_STATE_BASE/${COMP}_leak/token"
+    mh_agent_env_file "$T/agent-run.env" "$MH_STATE_BASE/${COMP}_leak/token"
+    chown "$AGENT_USER:" "$MH_STATE_BASE/${COMP}_leak/token" "$T/agent-run.env"
     mh_grading_cmd "$COMP" "$MH_STATE_BASE/${COMP}_leak"
     (cd "$T" && exec setsid bash -c 'as_user_cmd "$@"' _ env LEAK_SERVER_SECRET="$HOST_SECRET" "${MH_CMD[@]}") \
         >"$T/server.log" 2>&1 &
@@ -187,7 +191,7 @@ in_agent() {
     agent_argv -- true
     local joined=" ${MH_SWAPPED[*]} "
     [[ $joined == *" --contain "* && $joined == *" --cleanenv "* && $joined == *" --no-home "* ]]
-    [[ $joined == *" --pid "* && $joined == *" --env-file $T/agent.env "* ]]
+    [[ $joined == *" --pid "* && $joined == *" --env-file $T/agent-run.env "* ]]
     [[ $joined == *" $PUB:/home/data:ro "* ]]
     [[ $joined != *"$PRIV"* ]]
 }
@@ -309,8 +313,8 @@ for p in /private/data/$C/prepared/private/test.csv /$C/prepared/private/test.cs
 done
 printf 'GET /validate '; curl -s -w ' %{http_code}\n' "$U/validate"
 printf 'POST other competition '; curl -s -w ' %{http_code}\n' -F "file=@/home/submission/other.csv" \
-    -F "competition_id=$O" "$U/validate?competition_id=$O&competition=$O"
-printf 'POST path traversal filename '; curl -s -w ' %{http_code}\n' \
+    -H "X-Grading-Token: $GRADING_SERVER_TOKEN" -F "competition_id=$O" "$U/validate?competition_id=$O&competition=$O"
+printf 'POST path traversal filename '; curl -s -w ' %{http_code}\n' -H "X-Grading-Token: $GRADING_SERVER_TOKEN" \
     -F "file=@/home/data/sample_submission.csv;filename=../../private/data/$C/prepared/private/test.csv" "$U/validate"
 EOF
 )
@@ -426,7 +430,7 @@ PY
     grep -q 'agent-dummy.sif' "$T/ps.out"
     run ! grep -q "$API_KEY" "$T/ps.out"
     # Control: passed with --env instead, the key is in ps for every user of the node to see.
-    agent_argv --swap "$T/agent.env" /dev/null -- sh -c 'printenv OPENAI_API_KEY; sleep 3'
+    agent_argv --swap "$T/agent-run.env" /dev/null -- sh -c 'printenv OPENAI_API_KEY; sleep 3'
     local with_env=()
     local a
     for a in "${MH_SWAPPED[@]}"; do
