@@ -19,22 +19,11 @@ mapfile -t comps < <("$MH_CLI" prepare-demo --data-dir "$demo/data")
 (( ${#comps[@]} > 0 )) || mh_die "prepare-demo printed no competition"
 comp=${DEMO_COMPETITION:-${comps[0]}}
 
-image_dir=${IMAGE_DIR:-$HOME/.cache/mlebench-hpc/images}
-if command -v apptainer >/dev/null 2>&1 && [[ ${MLEBENCH_HPC_RUNTIME:-auto} != none ]]; then
-    export MLEBENCH_HPC_RUNTIME=apptainer
-    mh_log "building or reusing the images in $image_dir"
-    IMAGE_DIR=$image_dir bash "$MH_SCRIPTS/build_images.sh" --agent dummy --builder "${BUILDER:-auto}" >&2
-else
-    export MLEBENCH_HPC_RUNTIME=none
-    mh_warn_no_isolation
-fi
-
+# Images go where the defaults (helpers/mlebench_hpc/config.py) say, unless IMAGE_DIR is set.
 cat >"$demo/config.env" <<CFG
 # written by make demo; use it with MLEBENCH_HPC_CONFIG=.demo/config.env
 DATA_DIR="$demo/data"
-IMAGE_DIR="$image_dir"
-GRADING_SIF="$image_dir/mlebench-grading.sif"
-AGENT_SIF="$image_dir/agent-dummy.sif"
+${IMAGE_DIR:+IMAGE_DIR=\"$IMAGE_DIR\"}
 OUTPUT_BASE="$demo/runs"
 RUN_GROUP="demo"
 TIME_LIMIT_SECS=600
@@ -42,6 +31,14 @@ STEP_LIMIT=10
 TIME_MARGIN_SECS=30
 CFG
 export MLEBENCH_HPC_CONFIG=$demo/config.env
+if command -v apptainer >/dev/null 2>&1 && [[ ${MLEBENCH_HPC_RUNTIME:-auto} != none ]]; then
+    export MLEBENCH_HPC_RUNTIME=apptainer
+    mh_log "building or reusing the images"
+    bash "$MH_SCRIPTS/build_images.sh" --agent dummy --builder "${BUILDER:-auto}" >&2
+else
+    export MLEBENCH_HPC_RUNTIME=none
+    mh_warn_no_isolation
+fi
 mh_log "config: $MLEBENCH_HPC_CONFIG"
 
 out=$demo/hetjob-$comp.out

@@ -24,25 +24,14 @@ mh_init() {
 }
 
 # ------------------------------------------------------------------ config
-# Finds the config as the README says, validates it with the Python checker (unknown keys,
-# missing images, unprepared competitions: one line each), then sources it.
-# Usage: mh_load_config [--need KEY]... [--competition C]...
+# The config in force, read and checked by the one Python loader (unknown keys, bad syntax,
+# missing images, unprepared competitions: one line each) and evaluated here as quoted
+# assignments: every key with its default filled in, MH_CONFIG and MH_STATE_BASE. Defaults live
+# in helpers/mlebench_hpc/config.py only. Usage: mh_load_config [--need KEY]... [--competition C]...
 mh_load_config() {
-    local path
-    path=$("$MH_CLI" check-config --print-path) || exit 2
-    "$MH_CLI" check-config "$@" || exit 2
-    set -a
-    # shellcheck disable=SC1090
-    source "$path"
-    set +a
-    MH_CONFIG=$path
-    : "${DATA_DIR:=$HOME/.cache/mle-bench/data}" "${OUTPUT_BASE:=$HOME/mlebench-runs}"
-    : "${RUN_GROUP:=default}" "${TIME_LIMIT_SECS:=86400}" "${STEP_LIMIT:=500}" "${TIME_MARGIN_SECS:=300}"
-    : "${AGENT_CMD:=/home/agent/start.sh}" "${GRADING_IDLE_TIMEOUT:=0}" "${UPLOAD_LIMIT_MB:=1024}"
-    : "${APPTAINER_EXTRA_FLAGS:=}" "${AGENT_ENV_FILE:=}" "${SCRATCH_DIR:=}" "${MLEBENCH_DIR:=}"
-    export MH_CONFIG DATA_DIR OUTPUT_BASE RUN_GROUP TIME_LIMIT_SECS STEP_LIMIT TIME_MARGIN_SECS
-    MH_STATE_BASE=$OUTPUT_BASE/.state
-    export MH_STATE_BASE
+    local out
+    out=$("$MH_CLI" config --shell "$@") || exit 2
+    eval "$out"
 }
 
 # Everything an entry script does before its own work: the CLI, the runtime, and the config

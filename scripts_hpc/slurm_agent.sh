@@ -3,13 +3,13 @@
 # usage: sbatch scripts_hpc/slurm_agent.sh <competition> <http://host:port | auto:GRADING_JOBID>
 #        bash   scripts_hpc/slurm_agent.sh <competition> <url>           (no Slurm: same code path)
 # Output: OUTPUT_BASE/<group>/<competition>_<jobid>/{submission,logs,code,overlay}/ + metadata.json
+# The agent's budget ends TIME_MARGIN_SECS (config) before this job's time limit: no --signal needed.
 #SBATCH --job-name=mlebench-agent
 #SBATCH --output=%x-%j.out
 #SBATCH --cpus-per-task=4
 #SBATCH --mem=32G
 #SBATCH --gres=gpu:1
 #SBATCH --time=1-01:00:00
-#SBATCH --signal=B:USR1@300
 set -euo pipefail
 # sbatch runs a spool copy of this file: find the checkout's scripts_hpc/ (lib.sh) from Slurm's record.
 d=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -77,7 +77,9 @@ cmd=(sbatch --parsable --array="0-$((count - 1))%$max_parallel" --job-name="mleb
     --output="$sdir/logs/%A_%a.out" --open-mode=append --requeue
     --signal="B:USR1@$(( TIME_MARGIN_SECS + 60 ))"
     --export="ALL,MH_MAX_REQUEUES=$max_requeues,MH_SWEEP_SCRIPTS=$MH_SCRIPTS")
-[[ -n ${SLURM_PARTITION:-} ]] && cmd+=(-p "$SLURM_PARTITION")
+# Each task runs an agent: the GPU partition when the config names one, else SLURM_PARTITION.
+partition=${SLURM_GPU_PARTITION:-${SLURM_PARTITION:-}}
+[[ -n $partition ]] && cmd+=(-p "$partition")
 [[ -n ${SLURM_ACCOUNT:-} ]] && cmd+=(-A "$SLURM_ACCOUNT")
 [[ -n ${SLURM_QOS:-} ]] && cmd+=(-q "$SLURM_QOS")
 cmd+=("${extra[@]}" "$MH_SCRIPTS/slurm_sweep_task.sh" "$tasks" "$group")

@@ -1,41 +1,67 @@
-"""The one configuration file users copy and edit (bash KEY=value syntax, shared with the
-sbatch scripts), found as the README says. Python reads it without running bash so that
-`grade` works on machines without the cluster tools."""
+"""The one configuration file users copy and edit, and the one place that reads it.
+
+The file holds plain `KEY=value` lines (scripts_hpc/config.example.env). Python parses it for
+every caller: the sbatch scripts get their values from `mlebench-hpc config --shell` (safely quoted
+assignments that bash evaluates), `grade`, `doctor` and the rest call `resolve()`. So `~`, `$HOME`
+and `${VAR}` mean the same everywhere, and a command substitution is refused instead of being run
+by one reader and kept as text by another. Every default is in SETTINGS, nowhere else.
+
+Value syntax: 'single quotes' are literal; "double quotes" and bare words expand `$NAME` and
+`${NAME}` (a key set earlier in the file, else the environment, else that key's default) and a
+leading `~`; `$(...)`, backticks and other `${...}` forms are errors. A key's value is the file's,
+else the environment's (a variable of the same name), else its default.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-KNOWN_KEYS: tuple[str, ...] = (
-    "DATA_DIR",
-    "IMAGE_DIR",
-    "GRADING_SIF",
-    "AGENT_SIF",
-    "OUTPUT_BASE",
-    "RUN_GROUP",
-    "TIME_LIMIT_SECS",
-    "STEP_LIMIT",
-    "TIME_MARGIN_SECS",
-    "MLEBENCH_DIR",
-    "AGENT_CMD",
-    "AGENT_ENV_FILE",
-    "SCRATCH_DIR",
-    "APPTAINER_EXTRA_FLAGS",
-    "GRADING_IDLE_TIMEOUT",
-    "UPLOAD_LIMIT_MB",
-    "SLURM_PARTITION",
-    "SLURM_GPU_PARTITION",
-    "SLURM_ACCOUNT",
-    "SLURM_QOS",
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    default: str  # written like a value in the file: may name $HOME and earlier keys
+    doc: str
+    # Exported to child processes by the bash library. Not for SLURM_*: srun reads SLURM_PARTITION
+    # and friends from its environment, and the steps of a hetjob must not inherit ours.
+    export: bool = True
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("DATA_DIR", "$HOME/.cache/mle-bench/data", "prepared MLE-bench data: DATA_DIR/<comp>/prepared/"),
+    Setting("IMAGE_DIR", "$HOME/.cache/mlebench-hpc/images", "where `make sif` puts the images"),
+    Setting("GRADING_SIF", "${IMAGE_DIR}/mlebench-grading.sif", "the grading image jobs run"),
+    Setting("AGENT_SIF", "${IMAGE_DIR}/agent-dummy.sif", "the agent image jobs run"),
+    Setting("OUTPUT_BASE", "$HOME/mlebench-runs", "run directories: OUTPUT_BASE/<group>/<comp>_<jobid>/"),
+    Setting("RUN_GROUP", "default", "group name when none is given"),
+    Setting("TIME_LIMIT_SECS", "86400", "the agent's budget (upstream's name)"),
+    Setting("STEP_LIMIT", "500", "the agent's step limit (upstream's name)"),
+    Setting("TIME_MARGIN_SECS", "300", "the agent ends this long before Slurm's time limit"),
+    Setting("MLEBENCH_DIR", "", "a user's upstream mle-bench checkout (optional)"),
+    Setting("AGENT_CMD", "/home/agent/start.sh", "the agent's command line inside its image"),
+    Setting("AGENT_ENV_FILE", "", "API keys for the agent: KEY=value lines, mode 0600"),
+    Setting("SCRATCH_DIR", "", "host dir for the agent's scratch (per run below it); empty: RUN/.scratch"),
+    Setting("APPTAINER_EXTRA_FLAGS", "", "extra flags for every apptainer exec"),
+    Setting("GRADING_IDLE_TIMEOUT", "0", "the grading server stops after this many idle seconds (0: never)"),
+    Setting("UPLOAD_LIMIT_MB", "1024", "largest upload the grading server takes"),
+    Setting("SLURM_PARTITION", "", "partition for jobs submitted by our tools (sweeps)", export=False),
+    Setting("SLURM_GPU_PARTITION", "", "partition for jobs that run an agent (sweep tasks)", export=False),
+    Setting("SLURM_ACCOUNT", "", "account for jobs submitted by our tools", export=False),
+    Setting("SLURM_QOS", "", "QOS for jobs submitted by our tools", export=False),
 )
-UPSTREAM_DEFAULT_DATA_DIR = Path("~/.cache/mle-bench/data").expanduser()
+SETTING: dict[str, Setting] = {s.key: s for s in SETTINGS}
+KNOWN_KEYS: tuple[str, ...] = tuple(SETTING)
+CONFIG_HELP = "copy scripts_hpc/config.example.env there"
 
 _LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
 class ConfigError(Exception):
@@ -55,83 +81,161 @@ def find_config_path(explicit: str | None = None) -> Path | None:
     return None
 
 
-def _unquote(raw: str) -> tuple[str, bool]:
+def _split_value(raw: str, where: str) -> list[tuple[str, bool]]:
+    """A value as (text, expand) pieces: quotes removed, comments dropped, bash's quoting rules."""
+    pieces: list[tuple[str, bool]] = []
     raw = raw.strip()
-    if len(raw) >= 2 and raw[0] == raw[-1] == "'":
-        return raw[1:-1], False
-    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
-        return raw[1:-1], True
-    return raw.split(" #", 1)[0].strip(), True
+    i, n, word = 0, len(raw), ""
+    while i < n:
+        c = raw[i]
+        if c == "'":
+            end = raw.find("'", i + 1)
+            if end < 0:
+                raise ConfigError(f"{where}: unterminated ' quote")
+            if word:
+                pieces.append((word, True))
+                word = ""
+            pieces.append((raw[i + 1 : end], False))
+            i = end + 1
+        elif c == '"':
+            j, text = i + 1, ""
+            while j < n and raw[j] != '"':
+                if raw[j] == "\\" and j + 1 < n and raw[j + 1] in '"\\$`':
+                    text += "\\" + raw[j + 1] if raw[j + 1] in "$`" else raw[j + 1]
+                    j += 2
+                    continue
+                text += raw[j]
+                j += 1
+            if j >= n:
+                raise ConfigError(f'{where}: unterminated " quote')
+            if word:
+                pieces.append((word, True))
+                word = ""
+            pieces.append((text, True))
+            i = j + 1
+        elif c.isspace():
+            rest = raw[i:].strip()
+            if rest and not rest.startswith("#"):
+                raise ConfigError(f'{where}: a value with spaces must be quoted: KEY="a b"')
+            break
+        elif c == "#" and not word and not pieces:
+            break  # KEY=#... is an empty value followed by a comment in bash too
+        else:
+            word += c
+            i += 1
+    if word:
+        pieces.append((word, True))
+    return pieces
 
 
-def _expand(value: str, scope: dict[str, str]) -> str:
+def _expand(text: str, scope: dict[str, str], where: str, first: bool) -> str:
+    if "$(" in text or "`" in text.replace("\\`", ""):
+        raise ConfigError(
+            f"{where}: command substitution ($(...) or backticks) is not allowed; write the value"
+        )
+    if first and (text == "~" or text.startswith("~/")):
+        text = str(Path.home()) + text[1:]
+    for m in re.finditer(r"\$\{([^}]*)\}", text):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", m.group(1)):
+            raise ConfigError(f"{where}: ${{{m.group(1)}}} is not supported; only $NAME and ${{NAME}}")
+
     def repl(m: re.Match[str]) -> str:
-        name = m.group(1) or m.group(2)
-        return scope.get(name, os.environ.get(name, ""))
+        return _lookup(m.group(1) or m.group(2), scope)
 
-    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", repl, value)
+    out = _REF.sub(repl, text.replace("\\$", "\0"))
+    return out.replace("\0", "$").replace("\\`", "`")
+
+
+def _lookup(name: str, scope: dict[str, str]) -> str:
+    if name in scope:
+        return scope[name]
+    if name in os.environ:
+        return os.environ[name]
+    if name in SETTING:  # a key the file does not set: its default
+        return _default(name, scope)
+    return ""
+
+
+def _default(key: str, scope: dict[str, str]) -> str:
+    return _expand(SETTING[key].default, scope, f"default of {key}", first=True)
+
+
+def _value(raw: str, scope: dict[str, str], where: str) -> str:
+    pieces = _split_value(raw, where)
+    return "".join(_expand(t, scope, where, first=k == 0) if ex else t for k, (t, ex) in enumerate(pieces))
 
 
 def load_config(path: Path) -> dict[str, str]:
-    """Parse KEY=value lines; raise ConfigError on unknown keys or lines bash would not take."""
+    """The keys the file sets, expanded; raises ConfigError on unknown keys or bad syntax."""
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found: copy scripts_hpc/config.example.env there")
+        raise ConfigError(f"config file {path} not found: {CONFIG_HELP}")
     values: dict[str, str] = {}
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
+        where = f"{path}:{lineno}"
         m = _LINE.match(stripped)
         if not m:
-            raise ConfigError(f"{path}:{lineno}: not a KEY=value line: {stripped[:60]!r}")
-        key, raw = m.group(1), m.group(2)
-        if key not in KNOWN_KEYS:
+            raise ConfigError(f"{where}: not a KEY=value line: {stripped[:60]!r}")
+        key = m.group(1)
+        if key not in SETTING:
             raise ConfigError(
-                f"{path}:{lineno}: unknown key {key}; known keys are listed in scripts_hpc/config.example.env"
+                f"{where}: unknown key {key}; known keys are listed in scripts_hpc/config.example.env"
             )
-        value, expand = _unquote(raw)
-        values[key] = _expand(value, values) if expand else value
+        values[key] = _value(m.group(2), values, f"{where} ({key})")
     return values
 
 
+def resolve(path: Path | None) -> dict[str, str]:
+    """Every key: the file's value, else the environment's, else the default (defaults may name
+    other keys, resolved the same way)."""
+    file_values = load_config(path) if path is not None else {}
+    out: dict[str, str] = {}
+    for s in SETTINGS:
+        if s.key in file_values:
+            out[s.key] = file_values[s.key]
+        elif s.key in os.environ:
+            out[s.key] = os.environ[s.key]
+        else:
+            out[s.key] = _expand(s.default, out, f"default of {s.key}", first=True)
+    return out
+
+
 def config_value(key: str, config_path: str | None = None) -> str | None:
-    """One key from the config in force, or None when there is no config or the key is empty."""
-    path = find_config_path(config_path)
-    if path is None:
-        return None
-    return load_config(path).get(key) or None
+    """One key of the config in force (file, environment, default), or None when it is empty."""
+    return resolve(find_config_path(config_path)).get(key) or None
 
 
-@click.command("check-config")
-@click.option("--config", "config_path", help="Config file (default: the one in force).")
-@click.option("--competition", "competitions", multiple=True, help="Competition that must be prepared.")
-@click.option("--need", multiple=True, help="Key whose file or directory must exist (e.g. GRADING_SIF).")
-@click.option("--print-path", is_flag=True, help="Print the config path in force and exit.")
-def check_config_cmd(
-    config_path: str | None, competitions: tuple[str, ...], need: tuple[str, ...], print_path: bool
-) -> None:
-    """Validate the config: unknown keys, missing images, data dir, unprepared competitions."""
-    path = find_config_path(config_path)
-    if path is None:
-        raise click.ClickException(
-            "no config: set MLEBENCH_HPC_CONFIG or copy scripts_hpc/config.example.env to ./mlebench-hpc.env"
-        )
-    if print_path:
-        click.echo(str(path.resolve()))
-        return
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+def state_base(values: dict[str, str]) -> Path:
+    """Where jobs keep their state (URL and token files, env files): OUTPUT_BASE/.state."""
+    return Path(values["OUTPUT_BASE"]) / ".state"
+
+
+def shell_assignments(values: dict[str, str], path: Path | None) -> str:
+    """Lines bash can eval: every key (exported unless it is one srun would read), MH_CONFIG and
+    MH_STATE_BASE. Values are quoted with shlex.quote: nothing in them is ever run."""
+    lines = [f"{'export ' if SETTING[k].export else ''}{k}={shlex.quote(v)}" for k, v in values.items()]
+    lines.append(f"export MH_CONFIG={shlex.quote(str(path.resolve()) if path else '')}")
+    lines.append(f"export MH_STATE_BASE={shlex.quote(str(state_base(values)))}")
+    return "\n".join(lines) + "\n"
+
+
+UPSTREAM_DEFAULT_DATA_DIR = Path(_expand(SETTING["DATA_DIR"].default, {}, "default", first=True))
+
+
+def problems_with(
+    values: dict[str, str], path: Path, need: tuple[str, ...], competitions: tuple[str, ...]
+) -> list[str]:
     problems: list[str] = []
     for key in need:
-        value = cfg.get(key, "")
+        value = values.get(key, "")
         if not value:
             problems.append(f"{key} is empty in {path}: set it")
         elif not Path(value).exists():
             hint = "run `make sif`" if key.endswith("_SIF") else "create it or fix the path"
             problems.append(f"{key}={value} does not exist: {hint}")
-    data_dir = Path(cfg.get("DATA_DIR") or UPSTREAM_DEFAULT_DATA_DIR)
+    data_dir = Path(values["DATA_DIR"])
     if competitions and not data_dir.is_dir():
         problems.append(
             f"DATA_DIR={data_dir} does not exist: set DATA_DIR in {path} to your prepared MLE-bench data"
@@ -144,7 +248,46 @@ def check_config_cmd(
                 f"competition {comp} is not prepared in {data_dir}: run `mlebench prepare -c {comp}` "
                 f"(or `mlebench-hpc prepare-demo --data-dir {data_dir}` for demo competitions)"
             )
+    return problems
+
+
+@click.command("config")
+@click.option("--config", "config_path", help="Config file (default: the one in force).")
+@click.option("--competition", "competitions", multiple=True, help="Competition that must be prepared.")
+@click.option("--need", multiple=True, help="Key whose file or directory must exist (e.g. GRADING_SIF).")
+@click.option("--shell", "as_shell", is_flag=True, help="Print every key as bash assignments (for eval).")
+@click.option("--print-path", is_flag=True, help="Print the config path in force and exit.")
+@click.option("--defaults-ok", is_flag=True, help="Without a config file, use the defaults (make sif).")
+def check_config_cmd(
+    config_path: str | None,
+    competitions: tuple[str, ...],
+    need: tuple[str, ...],
+    as_shell: bool,
+    print_path: bool,
+    defaults_ok: bool,
+) -> None:
+    """Validate the config (unknown keys, bad syntax, missing images, unprepared competitions: one
+    line each, exit 2); with --shell, print it as assignments the bash library evaluates."""
+    path = find_config_path(config_path)
+    if path is None and not defaults_ok:
+        click.echo(
+            "config error: no config: set MLEBENCH_HPC_CONFIG or copy scripts_hpc/config.example.env "
+            "to ~/.config/mlebench-hpc/config.env",
+            err=True,
+        )
+        sys.exit(2)
+    if print_path:
+        click.echo(str(path.resolve()) if path else "")
+        return
+    try:
+        values = resolve(path)
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        sys.exit(2)
+    problems = problems_with(values, path or Path("(defaults)"), need, competitions)
     for p in problems:
         click.echo(f"config error: {p}", err=True)
     if problems:
         sys.exit(2)
+    if as_shell:
+        click.echo(shell_assignments(values, path), nl=False)

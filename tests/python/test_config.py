@@ -49,9 +49,22 @@ def test_bad_lines_name_the_line(tmp_path: Path, text: str, message: str) -> Non
     assert ":2:" in str(err.value)
 
 
-def test_example_config_is_valid() -> None:
+def test_example_config_shows_every_key_with_its_one_default(tmp_path: Path) -> None:
+    """The example documents the defaults of config.py (the only place that sets them): every key,
+    each with exactly that default, and with the lines uncommented it is a valid config."""
+    from mlebench_hpc.config import SETTINGS
+
     example = Path(__file__).resolve().parents[2] / "scripts_hpc/config.example.env"
-    assert "DATA_DIR" in load_config(example)
+    assert load_config(example) == {}  # nothing set: the defaults apply
+    shown = {}
+    for line in example.read_text().splitlines():
+        if line.startswith("# ") and "=" in line and line[2:].split("=", 1)[0].isupper():
+            key, value = line[2:].split("=", 1)
+            shown[key] = value
+    assert {s.key: f'"{s.default}"' for s in SETTINGS} == shown
+    uncommented = tmp_path / "c.env"
+    uncommented.write_text("".join(f"{k}={v}\n" for k, v in shown.items()))
+    assert set(load_config(uncommented)) == set(shown)
 
 
 def test_check_config_reports_each_problem_on_one_line(tmp_path: Path) -> None:
@@ -80,3 +93,95 @@ def test_check_config_missing_data_dir(tmp_path: Path) -> None:
     res = CliRunner().invoke(check_config_cmd, ["--config", str(cfg), "--competition", "a"])
     assert res.exit_code == 2
     assert "does not exist" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def _shell_value(cfg: Path, key: str, env: dict[str, str]) -> str:
+    """KEY as the bash library sees it: `eval "$(mlebench-hpc config --shell)"`."""
+    import subprocess
+    import sys
+
+    cli = Path(sys.executable).parent / "mlebench-hpc"
+    script = f'out=$("{cli}" config --shell --config "$1") || exit 2; eval "$out"; printf %s "${key}"'
+    res = subprocess.run(["bash", "-c", script, "_", str(cfg)], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+@pytest.mark.parametrize(
+    ("line", "want"),
+    [
+        ("DATA_DIR=~/data", "{home}/data"),
+        ('DATA_DIR="~/data"', "{home}/data"),
+        ("DATA_DIR=$HOME/data", "{home}/data"),
+        ('DATA_DIR="${HOME}/my data"', "{home}/my data"),
+        ("DATA_DIR='$HOME/~literal'", "$HOME/~literal"),
+        ('DATA_DIR="$SCRATCH_ROOT/d"', "/scratch/u/d"),  # an environment variable, as on a cluster
+    ],
+)
+def test_every_reader_sees_the_same_value(tmp_path: Path, line: str, want: str) -> None:
+    """check-config, the sbatch scripts (bash eval) and grade (resolve) agree, `~` included."""
+    import os
+
+    home = tmp_path / "home"
+    home.mkdir()
+    cfg = tmp_path / "c.env"
+    cfg.write_text(line + "\n")
+    env = {**os.environ, "HOME": str(home), "SCRATCH_ROOT": "/scratch/u"}
+    expected = want.format(home=home)
+    assert _shell_value(cfg, "DATA_DIR", env) == expected
+    import mlebench_hpc.config as config
+
+    old = dict(os.environ)
+    try:
+        os.environ.update(env)
+        assert config.resolve(cfg)["DATA_DIR"] == expected
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('DATA_DIR="$(whoami)/d"', "command substitution"),
+        ("DATA_DIR=`whoami`", "command substitution"),
+        ('DATA_DIR="${X:-/d}"', "not supported"),
+        ('DATA_DIR="/d', "unterminated"),
+        ("DATA_DIR=/a b", "must be quoted"),
+    ],
+)
+def test_what_bash_would_run_is_refused_with_one_line(tmp_path: Path, line: str, message: str) -> None:
+    cfg = tmp_path / "c.env"
+    cfg.write_text(line + "\n")
+    res = CliRunner().invoke(check_config_cmd, ["--config", str(cfg), "--shell"])
+    assert res.exit_code == 2 and message in res.output
+    assert len(res.output.strip().splitlines()) == 1 and "c.env:1" in res.output
+
+
+def test_defaults_fill_every_key_and_name_earlier_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlebench_hpc.config import KNOWN_KEYS, resolve
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for key in KNOWN_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    cfg = tmp_path / "c.env"
+    cfg.write_text(f'IMAGE_DIR="{tmp_path}/img"\n')
+    values = resolve(cfg)
+    assert set(values) == set(KNOWN_KEYS)
+    assert values["GRADING_SIF"] == f"{tmp_path}/img/mlebench-grading.sif"  # default naming IMAGE_DIR
+    assert values["OUTPUT_BASE"] == f"{tmp_path}/mlebench-runs" and values["TIME_MARGIN_SECS"] == "300"
+    monkeypatch.setenv("RUN_GROUP", "from-env")  # a key the file does not set: the environment's value
+    assert resolve(cfg)["RUN_GROUP"] == "from-env"
+
+
+def test_slurm_keys_are_not_exported(tmp_path: Path) -> None:
+    """srun reads SLURM_PARTITION & co from its environment: a hetjob's steps must not inherit ours."""
+    cfg = tmp_path / "c.env"
+    cfg.write_text('SLURM_PARTITION="gpu"\nDATA_DIR=/d\n')
+    res = CliRunner().invoke(check_config_cmd, ["--config", str(cfg), "--shell"])
+    assert res.exit_code == 0
+    lines = res.output.splitlines()
+    assert "SLURM_PARTITION=gpu" in lines and "export DATA_DIR=/d" in lines
+    assert any(line.startswith("export MH_STATE_BASE=") for line in lines)
