@@ -14,6 +14,7 @@ import click
 KNOWN_KEYS: tuple[str, ...] = (
     "DATA_DIR",
     "IMAGE_DIR",
+    "BASE_IMAGE",
     "GRADING_SIF",
     "AGENT_SIF",
     "OUTPUT_BASE",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from mlebench_hpc.base_image import THREE_WAYS, configured_base, probe
 from mlebench_hpc.config import UPSTREAM_DEFAULT_DATA_DIR, ConfigError, find_config_path, load_config
 from mlebench_hpc.run_metadata import sha256_file
 
@@ -165,6 +166,24 @@ def check_fuse(dev: Path = Path("/dev/fuse")) -> Check:
 
 
 # ------------------------------------------------------------------ images and data
+
+
+def check_base_image(cfg: dict[str, str], images_missing: bool, is_root: bool | None = None) -> Check:
+    """The base `make sif` starts from (BASE_IMAGE): on disk, or in its registry."""
+    ref = configured_base(cfg)
+    root = os.geteuid() == 0 if is_root is None else is_root
+    if not ref:
+        if root:
+            return Check(
+                "PASS", "base", "BASE_IMAGE unset: as root `make sif` builds from a local debootstrap rootfs"
+            )
+        ref = "debian:bookworm-slim"
+    result = probe(ref)
+    detail = f"BASE_IMAGE={ref}: {result.detail}"
+    if result.ok:
+        return Check("WARN" if result.status == "unchecked" else "PASS", "base", detail, THREE_WAYS)
+    # Only needed to build images: when they exist already, running works without it.
+    return Check("FAIL" if images_missing else "WARN", "base", detail, THREE_WAYS)
 
 
 def check_images(cfg: dict[str, str]) -> list[Check]:
@@ -358,7 +377,9 @@ def run_checks(config_path: str | None, competitions: list[str]) -> list[Check]:
     checks.append(app)
     checks.append(check_namespaces(exe))
     images = check_images(cfg)
-    checks.append(check_fakeroot(images_missing=any(c.status == "FAIL" for c in images)))
+    images_missing = any(c.status == "FAIL" for c in images)
+    checks.append(check_fakeroot(images_missing=images_missing))
+    checks.append(check_base_image(cfg, images_missing=images_missing))
     checks.append(check_fuse())
     checks.extend(images)
     checks.extend(check_data(Path(cfg.get("DATA_DIR") or UPSTREAM_DEFAULT_DATA_DIR), competitions))
@@ -376,7 +397,7 @@ def run_checks(config_path: str | None, competitions: list[str]) -> list[Check]:
 )
 @click.option("--config", "config_path", help="Config file (default: the one in force).")
 def doctor_cmd(competitions_file: Path | None, config_path: str | None) -> None:
-    """Check this machine: apptainer, namespaces, fakeroot, fuse, images, data, leaderboards, Slurm."""
+    """Check this machine: apptainer, userns, fakeroot, base, fuse, images, data, leaderboards, Slurm."""
     checks = run_checks(config_path, read_competitions(competitions_file))
     for c in checks:
         click.echo(c.line())
