@@ -308,11 +308,13 @@ build_with_apptainer() {  # name ctx deffile out.sif log
 }
 
 build_with_docker() {  # name ctx dockerfile out.sif log
-    local name=$1 ctx=$2 dockerfile=$3 out=$4 log=$5 tag tar
+    local name=$1 ctx=$2 dockerfile=$3 out=$4 log=$5 tag tar opts=()
     tag=mlebench-hpc/$name:latest
     tar=$WORK/$name.docker.tar
+    # --force rebuilds for real, as apptainer does: no layer of an earlier build (pip resolves anew).
+    ((FORCE)) && opts+=(--no-cache)
     # Host network, as apptainer builds: no bridge or NAT needed on the build machine.
-    run_step "$name" "docker build" "$log" docker build --network host \
+    run_step "$name" "docker build" "$log" docker build --network host "${opts[@]}" \
         --build-arg "BASE_IMAGE=$DOCKER_BASE" -t "$tag" -f "$ctx/$dockerfile" "$ctx"
     run_step "$name" "docker save" "$log" docker save -o "$tar" "$tag"
     run_step "$name" "apptainer build from docker-archive" "$log" \

@@ -346,10 +346,12 @@ img_fingerprint() {
     docker_site
     require_slurm
     local t0=$SECONDS run_dir
-    run env BASE_IMAGE="$SITE_BASE" IMAGE_DIR="$DIMG" make -C "$ROOT" --no-print-directory sif BUILDER=docker
+    # FORCE=1: no layer of an earlier docker build either, so pip resolves now, as apptainer will
+    run env BASE_IMAGE="$SITE_BASE" IMAGE_DIR="$DIMG" make -C "$ROOT" --no-print-directory sif AGENT=dummy BUILDER=docker FORCE=1
     echo "$output"
     assert_success
     echo "# docker builds of the grading and dummy agent images: $((SECONDS - t0)) s" >&3
+    grep -q '^### docker build: docker build --network host --no-cache ' "$DIMG/logs/mlebench-grading.build.log"
     assert_output --partial "building mlebench-grading.sif with docker from $SITE_BASE"
     assert_output --partial "building agent-dummy.sif with docker from $SITE_BASE"
     grep -q "^### docker build: docker build .*--build-arg BASE_IMAGE=$SITE_BASE" "$DIMG/logs/mlebench-grading.build.log"
@@ -375,13 +377,13 @@ img_fingerprint() {
     [[ -f $DIMG/mlebench-grading.sif ]] || skip "needs the docker-built images of the test before"
     local sif old
     for sif in mlebench-grading agent-dummy; do img_fingerprint "$DIMG/$sif.sif" >"$T/$sif.docker.fp"; done
-    run env BASE_IMAGE="$SITE_BASE" IMAGE_DIR="$DIMG" make -C "$ROOT" --no-print-directory sif BUILDER=apptainer
+    run env BASE_IMAGE="$SITE_BASE" IMAGE_DIR="$DIMG" make -C "$ROOT" --no-print-directory sif AGENT=dummy BUILDER=apptainer
     assert_success
     assert_output --partial "mlebench-grading.sif is up to date"
     assert_output --partial "agent-dummy.sif is up to date"
     refute_output --partial "building "
     old=$(cat "$DIMG/mlebench-grading.sif.sha256")
-    run env BASE_IMAGE="$SITE_BASE" IMAGE_DIR="$DIMG" make -C "$ROOT" --no-print-directory sif BUILDER=apptainer FORCE=1
+    run env BASE_IMAGE="$SITE_BASE" IMAGE_DIR="$DIMG" make -C "$ROOT" --no-print-directory sif AGENT=dummy BUILDER=apptainer FORCE=1
     assert_success
     assert_output --partial "building mlebench-grading.sif with apptainer from $SITE_BASE"
     assert_output --partial "building agent-dummy.sif with apptainer from $SITE_BASE"
