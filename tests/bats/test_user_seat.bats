@@ -107,6 +107,10 @@ timed() { echo "# $1: $(($(date +%s) - $2)) s" >&3; }
 
 @test "as the user: make sif builds both images with apptainer --fakeroot from the site registry" {
     local t0
+    # no root, so no debootstrap rootfs: one line that names the three ways to a base
+    run as_seat "bash scripts_hpc/build_images.sh --base local"
+    [ "$status" -eq 2 ]
+    [[ ${lines[-1]} == "mlebench-hpc: error: the local base rootfs "*"needs root for debootstrap; take one of three ways: (1)"*"(2)"*"(3)"* ]]
     t0=$(date +%s)
     run as_seat "make sif"
     echo "$output"
