@@ -7,6 +7,7 @@
 set -euo pipefail
 
 readonly SITE=${MLEBENCH_SITE_BASE:-/var/lib/mlebench-hpc-site}
+readonly SOCK=${MLEBENCH_DOCKER_SOCKET:-/var/run/docker.sock}
 readonly T_START=$EPOCHREALTIME
 
 log() { printf '[registry_down %(%T)T] %s\n' -1 "$*" >&2; }
@@ -22,10 +23,10 @@ exec 9>"$SITE/.lock"
 flock -w 300 9 || die "another registry_up/registry_down holds $SITE/.lock for 300 s; try again"
 
 # stop FILE COMM SECONDS: the process in FILE, if it still runs COMM (a stale file may name a
-# recycled PID that belongs to someone else).
+# recycled PID that belongs to someone else). False when there was nothing of ours to stop.
 stop() {
-    local file=$1 comm=$2 secs=$3 pid deadline
-    [[ -s $file ]] || return 0
+    local file=$1 comm=$2 secs=$3 pid deadline ours=1
+    [[ -s $file ]] || return 1
     pid=$(<"$file")
     if [[ $pid =~ ^[0-9]+$ && $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm" ]]; then
         log "stopping $comm ($pid)"
@@ -33,11 +34,19 @@ stop() {
         deadline=$((SECONDS + secs))
         while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
         kill -0 "$pid" 2>/dev/null && { log "SIGKILL to $comm ($pid)"; kill -KILL "$pid" 2>/dev/null || true; }
+    else
+        ours=0
     fi
     rm -f "$file"
+    ((ours))
 }
 
-stop "$SITE/run/registry.pid" docker-registry 10
-# dockerd stops its containerd itself; give it the time to.
-stop "$SITE/run/dockerd.pid" dockerd 30
+stop "$SITE/run/registry.pid" docker-registry 10 || true
+# dockerd stops its containerd itself; give it the time to. It leaves the mount of its default
+# network namespace behind: remove that too.
+if stop "$SITE/run/dockerd.pid" dockerd 30; then
+    netns=/var/run/docker/netns/default
+    [[ $SOCK == /var/run/docker.sock ]] || netns=$SITE/docker-exec/netns/default
+    if mountpoint -q "$netns" 2>/dev/null; then umount "$netns" || log "could not unmount $netns"; fi
+fi
 log "stopped in $(since "$T_START") s"
