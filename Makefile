@@ -12,6 +12,7 @@ RUN      ?=
 DATA_DIR ?=
 AGENT    ?= dummy
 BUILDER  ?= auto
+FORCE    ?= 0
 
 .PHONY: help install test test-python test-bats lint demo grade sif cluster-up cluster-down bench clean
 
@@ -56,13 +57,13 @@ grade: $(STAMP) ## grade a run or run group: make grade RUN=dir [DATA_DIR=dir]
 	@[ -n "$(RUN)" ] || { echo "usage: make grade RUN=<run dir or group dir> [DATA_DIR=<dir>]" >&2; exit 2; }
 	$(BIN)/mlebench-hpc grade "$(RUN)" $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
 
-sif: $(STAMP) ## build images: make sif [AGENT=dummy|aide] [BUILDER=auto|docker|apptainer]
-	bash scripts_hpc/build_images.sh --agent "$(AGENT)" --builder "$(BUILDER)"
+sif: $(STAMP) ## build images: make sif [AGENT=dummy|aide] [BUILDER=auto|docker|apptainer] [FORCE=1] [BASE_IMAGE=ref]
+	bash scripts_hpc/build_images.sh --agent "$(AGENT)" --builder "$(BUILDER)" $(if $(filter 1,$(FORCE)),--force)
 
-cluster-up: ## (root) install and start a local Slurm + Apptainer for development and CI
+cluster-up: ## (root) the site: a local Slurm, Apptainer, a Docker daemon and a registry with the base image
 	bash scripts_hpc/provision/cluster_up.sh
 
-cluster-down: ## (root) stop the local Slurm
+cluster-down: ## (root) stop the local Slurm, the Docker daemon and the registry
 	bash scripts_hpc/provision/cluster_down.sh
 
 bench: $(STAMP) ## benchmarks that print their figures

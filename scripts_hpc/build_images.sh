@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
 # build_images.sh: build the grading image and one agent image as SIF files (what `make sif` runs).
 #
-#   build_images.sh [--agent dummy|aide] [--builder auto|docker|apptainer] [--base local|docker]
+#   build_images.sh [--agent dummy|aide] [--builder auto|docker|apptainer] [--base auto|local|registry]
 #                   [--image-dir DIR] [--force] [--base-only]
 #
+# Base (what both images start from): BASE_IMAGE (environment, else the config in force), one of
+#   a registry image   127.0.0.1:5000/mlebench-hpc/base:bookworm (what `make cluster-up` serves);
+#                      registries on loopback addresses are reached over plain http
+#   a local base       /path/to/base.sif or a root filesystem directory someone gave you
+# --base (env IMAGE_BASE): auto (default) = BASE_IMAGE when set, else as root the local rootfs,
+#   else debian:bookworm-slim from the builder's default registry; local = a Debian bookworm rootfs
+#   made once by debootstrap (needs root the first time) from the Debian mirror of this machine's
+#   apt sources (or DEBIAN_MIRROR), cached in ~/.cache/mlebench-hpc/rootfs (MLEBENCH_HPC_CACHE moves
+#   it); registry = BASE_IMAGE or debian:bookworm-slim.
 # Builders:
-#   docker     as upstream: docker build, docker save, apptainer build x.sif docker-archive://x.tar
+#   docker     as upstream: docker build (BASE_IMAGE as build argument), docker save,
+#              apptainer build x.sif docker-archive://x.tar
 #   apptainer  apptainer build --fakeroot from the .def files, no Docker at all
-#   auto       docker when `docker info` answers, else apptainer
-# Base of the apptainer builds (--base, env IMAGE_BASE):
-#   local   (default) a Debian bookworm rootfs made once by debootstrap from the Debian mirror
-#           (no image registry), cached in ~/.cache/mlebench-hpc/rootfs/bookworm-python
-#           (MLEBENCH_HPC_CACHE moves it); needs root the first time
-#   docker  Bootstrap: docker from $BASE_DOCKER_IMAGE (default docker.io/library/debian:bookworm-slim),
-#           what a cluster with registry access uses
+#   auto       docker only when the daemon answers and can get the base (has it or pulls it);
+#              else apptainer. A local base is always built with apptainer under auto.
 # Images go to IMAGE_DIR (env, else the config in force, else ~/.cache/mlebench-hpc/images):
-# mlebench-grading.sif and agent-<name>.sif. An image whose inputs did not change is not rebuilt
-# (hash stored beside the SIF as <sif>.inputs); each image's size and sha256 are printed.
+# mlebench-grading.sif and agent-<name>.sif. An image whose inputs (its sources and its base, not
+# the builder) did not change is not rebuilt unless --force; each image's size and sha256 are
+# printed. A failed build stops at the failing step with one line naming it and its log, and
+# leaves the previous SIF in place.
 # MLEBENCH_DIR (env or config) = an upstream mle-bench checkout to pip install into the grading image.
 set -euo pipefail
 
@@ -27,15 +34,23 @@ source "$MH_SCRIPTS/lib.sh"
 ROOT=$(cd "$MH_SCRIPTS/.." && pwd)
 
 CACHE=${MLEBENCH_HPC_CACHE:-$HOME/.cache/mlebench-hpc}
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 BASE_NAME=bookworm-python
 BASE_PACKAGES=python3,python3-pip,ca-certificates,curl
-BASE_DOCKER_IMAGE=${BASE_DOCKER_IMAGE:-docker.io/library/debian:bookworm-slim}
+# A short name: each builder resolves it with its own default registry.
+DEFAULT_REGISTRY_BASE=debian:bookworm-slim
 APPTAINER=${APPTAINER:-apptainer}
+DOCKER_PULL_TIMEOUT=${MLEBENCH_DOCKER_PULL_TIMEOUT:-300}
 
-AGENT=dummy BUILDER=auto BASE=${IMAGE_BASE:-local} FORCE=0 BASE_ONLY=0 IMAGE_DIR_ARG=""
-WORK=""
-cleanup() { [[ -n $WORK ]] && rm -rf "$WORK"; return 0; }
+AGENT=dummy BUILDER=auto BASE_MODE=${IMAGE_BASE:-auto} FORCE=0 BASE_ONLY=0 IMAGE_DIR_ARG=""
+WORK="" WORK_BASE="" PARTIAL=""
+# BASE_KIND: rootfs (the debootstrap cache) | path (a given SIF or rootfs) | loopback | registry | short
+BASE_KIND="" BASE_REF="" DOCKER_BASE=""
+cleanup() {
+    [[ -n $WORK ]] && rm -rf "$WORK"
+    [[ -n $WORK_BASE ]] && rm -rf "$WORK_BASE"
+    [[ -n $PARTIAL ]] && rm -f "$PARTIAL"
+    return 0
+}
 trap cleanup EXIT
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
@@ -45,7 +60,7 @@ parse_args() {
         case $1 in
             --agent) AGENT=${2:?--agent needs a value}; shift 2 ;;
             --builder) BUILDER=${2:?--builder needs a value}; shift 2 ;;
-            --base) BASE=${2:?--base needs a value}; shift 2 ;;
+            --base) BASE_MODE=${2:?--base needs a value}; shift 2 ;;
             --image-dir) IMAGE_DIR_ARG=${2:?--image-dir needs a value}; shift 2 ;;
             --force) FORCE=1; shift ;;
             --base-only) BASE_ONLY=1; shift ;;
@@ -56,62 +71,77 @@ parse_args() {
     [[ $AGENT =~ ^[a-z0-9_-]+$ && -d $ROOT/agents/$AGENT ]] \
         || mh_die "no agent '$AGENT' (agents/$AGENT missing): use --agent dummy or --agent aide"
     case $BUILDER in auto | docker | apptainer) ;; *) mh_die "--builder must be auto, docker or apptainer" ;; esac
-    case $BASE in local | docker) ;; *) mh_die "--base must be local or docker" ;; esac
-}
-
-# One key of the config in force (read by the Python loader, so the rules are the same).
-config_get() {
-    local py=python3
-    [[ -x $ROOT/.venv/bin/python ]] && py=$ROOT/.venv/bin/python
-    PYTHONPATH=$ROOT/helpers "$py" -c \
-        'import sys; from mlebench_hpc.config import config_value; print(config_value(sys.argv[1]) or "")' \
-        "$1" 2>/dev/null || true
+    [[ $BASE_MODE == docker ]] && BASE_MODE=registry  # the name of earlier versions
+    case $BASE_MODE in auto | local | registry) ;; *) mh_die "--base must be auto, local or registry" ;; esac
 }
 
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 human_size() { numfmt --to=iec-i --suffix=B "$(stat -c %s "$1")"; }
+is_root() { [[ $(id -u) == 0 ]]; }
+# The one line that names the three ways to a base (helpers/mlebench_hpc/base_image.py owns it).
+three_ways() { [[ -n ${MH_CLI:-} ]] || mh_init; "$MH_CLI" base-image ways; }
 
-pick_builder() {
-    if [[ $BUILDER == auto ]]; then
-        if command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1; then
-            BUILDER=docker
-        else
-            BUILDER=apptainer
-        fi
-    fi
-    command -v "$APPTAINER" >/dev/null 2>&1 \
-        || mh_die "apptainer is not on PATH: as root run scripts_hpc/provision/install_apptainer.sh (or module load apptainer)"
-    if [[ $BUILDER == docker ]]; then
-        timeout 20 docker info >/dev/null 2>&1 || mh_die "docker daemon not reachable: start it or use --builder apptainer"
-    elif [[ $(id -u) != 0 ]] && ! grep -q "^$(id -un):" /etc/subuid 2>/dev/null \
-        && ! command -v fakeroot >/dev/null 2>&1; then
-        # Without a subuid range apptainer can only fake root through the `fakeroot` program.
-        mh_die "apptainer build --fakeroot needs a subuid/subgid range for $(id -un): ask an admin to run 'apptainer config fakeroot --add $(id -un)', or build with --builder docker elsewhere and copy the SIFs into $IMAGE_DIR"
+# ------------------------------------------------------------------ the base
+resolve_base() {
+    local want=${BASE_IMAGE:-}  # the config's, or the environment's (which wins)
+    case $BASE_MODE in
+        local) BASE_KIND=rootfs ;;
+        registry) BASE_REF=${want:-$DEFAULT_REGISTRY_BASE} ;;
+        auto)
+            if [[ -n $want ]]; then BASE_REF=$want
+            elif is_root; then BASE_KIND=rootfs
+            else BASE_REF=$DEFAULT_REGISTRY_BASE; fi ;;
+    esac
+    if [[ $BASE_KIND != rootfs ]]; then
+        BASE_KIND=$("$MH_CLI" base-image kind "$BASE_REF" 2>/dev/null) || mh_die "BASE_IMAGE='$BASE_REF' is no image reference or path: fix it in the config"
+        [[ $BASE_MODE != registry || $BASE_KIND != path ]] \
+            || mh_die "--base registry needs a registry image, BASE_IMAGE is the path $BASE_REF: use --base auto"
     fi
 }
 
-# ------------------------------------------------------------------ cached base rootfs
+base_desc() {
+    if [[ $BASE_KIND == rootfs ]]; then echo "the local rootfs ($CACHE/rootfs/$BASE_NAME)"; else echo "$BASE_REF"; fi
+}
+
+# What identifies the base in the inputs hash: the builder is not part of it.
+base_identity() {
+    case $BASE_KIND in
+        rootfs) head -n1 "$CACHE/rootfs/$BASE_NAME.stamp" ;;
+        path) echo "path $BASE_REF $(stat -L -c '%s %Y' "$BASE_REF" 2>/dev/null)" ;;
+        *) echo "image $BASE_REF" ;;
+    esac
+}
+
+# Can the apptainer builder get the base? One line with the three ways when it cannot.
+check_base() {
+    local out
+    [[ $BASE_KIND == rootfs ]] && return 0
+    out=$("$MH_CLI" base-image check "$BASE_REF" 2>&1) || mh_die "no base image: $out; $(three_ways)"
+    mh_log "base $out"
+}
+
 # debootstrap minbase bookworm + python3/pip/curl, pruned, without device nodes (a --fakeroot
 # build that unpacks a tree with device nodes fails). Built once per machine and user; the
 # stamp records how, so a change of package list rebuilds it.
 ensure_base_rootfs() {
-    local dir=$CACHE/rootfs/$BASE_NAME stamp want
+    local dir=$CACHE/rootfs/$BASE_NAME stamp want mirror
     stamp=$CACHE/rootfs/$BASE_NAME.stamp
-    want="debootstrap --variant=minbase --include=$BASE_PACKAGES bookworm $MIRROR"
-    if [[ -d $dir && -f $stamp && $(head -n1 "$stamp") == "$want" ]]; then
+    mirror=$(bash "$MH_SCRIPTS/provision/debian_mirror.sh" bookworm 2>/dev/null) || mirror=""
+    want="debootstrap --variant=minbase --include=$BASE_PACKAGES bookworm $mirror"
+    if [[ -d $dir && -f $stamp ]] && [[ $(head -n1 "$stamp") == "$want" || -z $mirror ]]; then
         BASE_ROOTFS=$dir
         return 0
     fi
-    [[ $(id -u) == 0 ]] \
-        || mh_die "the local base rootfs ($dir) needs root for debootstrap: run 'make sif' once as root, or use --base docker"
+    is_root || mh_die "the local base rootfs ($dir) needs root for debootstrap; $(three_ways)"
+    [[ -n $mirror ]] || bash "$MH_SCRIPTS/provision/debian_mirror.sh" bookworm >/dev/null || exit 2
     command -v debootstrap >/dev/null 2>&1 \
         || mh_die "debootstrap is not installed: run scripts_hpc/provision/install_apptainer.sh (installs it) or apt-get install debootstrap"
     mkdir -p "$CACHE/rootfs"
     local tmp=$dir.tmp.$$ t0=$SECONDS
     WORK_BASE=$tmp
     rm -rf "$tmp"
-    mh_log "building the base rootfs (debootstrap minbase bookworm from $MIRROR, ~40 s)"
-    timeout 1200 debootstrap --variant=minbase --include="$BASE_PACKAGES" bookworm "$tmp" "$MIRROR" \
+    mh_log "building the base rootfs (debootstrap minbase bookworm from $mirror, ~40 s)"
+    timeout 1200 debootstrap --variant=minbase --include="$BASE_PACKAGES" bookworm "$tmp" "$mirror" \
         >"$CACHE/rootfs/$BASE_NAME.debootstrap.log" 2>&1 \
         || mh_die "debootstrap failed: see $CACHE/rootfs/$BASE_NAME.debootstrap.log"
     rm -rf "$tmp"/var/cache/apt/archives/*.deb "$tmp"/var/lib/apt/lists/* \
@@ -125,12 +155,68 @@ ensure_base_rootfs() {
     BASE_ROOTFS=$dir
 }
 
+# ------------------------------------------------------------------ builder choice
+docker_answers() { command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1; }
+
+# Docker can build from the base: it has it, or pulls it (what its build would do first).
+docker_has_base() {
+    timeout 20 docker image inspect "$1" >/dev/null 2>&1 \
+        || timeout "$DOCKER_PULL_TIMEOUT" docker pull -q "$1" >/dev/null 2>&1
+}
+
+pick_builder() {
+    if [[ $BUILDER == auto ]]; then
+        BUILDER=apptainer
+        if docker_answers; then
+            # A daemon that answers but cannot get the base must not take the build over.
+            if [[ $BASE_KIND == rootfs || $BASE_KIND == path ]]; then
+                mh_log "builder: apptainer (the base $(base_desc) is local; docker is used only when asked)"
+            elif docker_has_base "$BASE_REF"; then
+                BUILDER=docker
+                mh_log "builder: docker (the daemon answers and has $BASE_REF)"
+            else
+                mh_log "builder: apptainer (docker answers but cannot get $BASE_REF)"
+            fi
+        fi
+    fi
+    command -v "$APPTAINER" >/dev/null 2>&1 \
+        || mh_die "apptainer is not on PATH: as root run scripts_hpc/provision/install_apptainer.sh (or module load apptainer)"
+    if [[ $BUILDER == docker ]]; then
+        docker_answers || mh_die "docker daemon not reachable: start it or use --builder apptainer"
+    elif ! is_root && ! grep -q "^$(id -un):" /etc/subuid 2>/dev/null \
+        && ! command -v fakeroot >/dev/null 2>&1; then
+        # Without a subuid range apptainer can only fake root through the `fakeroot` program.
+        mh_die "apptainer build --fakeroot needs a subuid/subgid range for $(id -un): ask an admin to run 'apptainer config fakeroot --add $(id -un)', or build with --builder docker elsewhere and copy the SIFs into $IMAGE_DIR"
+    fi
+}
+
+# The image docker builds FROM. A local rootfs (only when --builder docker was asked for) is
+# imported into the daemon once, under a name made from what identifies it.
+prepare_docker_base() {
+    local dir tag
+    case $BASE_KIND in
+        rootfs | path)
+            dir=${BASE_ROOTFS:-$BASE_REF}
+            [[ -d $dir ]] || mh_die "the docker builder cannot start from the SIF $dir: use --builder apptainer, or BASE_IMAGE=<registry image>"
+            tag=mlebench-hpc/base-local:$(base_identity | sha256sum | cut -c1-12)
+            if ! timeout 20 docker image inspect "$tag" >/dev/null 2>&1; then
+                mh_log "importing $dir into docker as $tag"
+                tar -C "$dir" -cf - . | docker import - "$tag" >/dev/null \
+                    || mh_die "docker import of $dir failed: check 'docker info'"
+            fi
+            DOCKER_BASE=$tag ;;
+        *)
+            docker_has_base "$BASE_REF" || mh_die "docker cannot get the base image $BASE_REF; $(three_ways)"
+            DOCKER_BASE=$BASE_REF ;;
+    esac
+}
+
 # ------------------------------------------------------------------ build contexts
 # A context directory holds exactly what an image needs, in the same layout for the .def
 # (%files paths are relative to it: the build runs with it as working directory) and for
 # the Dockerfile (docker build context).
 # The host's CA bundle, for pip during the build only (sites that intercept TLS add their own CA);
-# %post deletes it, and it is left out of the inputs hash.
+# the build deletes it, and it is left out of the inputs hash.
 stage_build_ca() {
     local ctx=$1 bundle=${PIP_CERT:-${SSL_CERT_FILE:-${REQUESTS_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}}}
     if [[ -f $bundle ]]; then cp "$bundle" "$ctx/build-ca.crt"; else : >"$ctx/build-ca.crt"; fi
@@ -151,7 +237,7 @@ stage_grading() {
     cp "$ROOT/environment/run_grading_server.py" "$ctx/environment/"
     cp "$ROOT/environment/grading.def" "$ROOT/environment/Dockerfile" "$ctx/"
     stage_build_ca "$ctx"
-    local mle=${MLEBENCH_DIR:-$(config_get MLEBENCH_DIR)}
+    local mle=${MLEBENCH_DIR:-}
     if [[ -n $mle ]]; then
         [[ -f $mle/pyproject.toml || -f $mle/setup.py ]] \
             || mh_die "MLEBENCH_DIR=$mle is not an mle-bench checkout (no pyproject.toml): fix MLEBENCH_DIR"
@@ -172,37 +258,58 @@ stage_agent() {
     stage_build_ca "$ctx"
 }
 
-# Hash of everything that goes into an image: the staged context (recipes included), the
-# builder and the base it starts from.
+# Hash of everything that goes into an image: the staged context (both recipes included) and
+# the base it starts from. Not the builder: both make the same image, so switching builders
+# alone rebuilds nothing.
 inputs_hash() {
     local ctx=$1
     {
         (cd "$ctx" && find . -type f ! -name build-ca.crt -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
-        echo "builder=$BUILDER base=$BASE"
-        if [[ $BUILDER == apptainer && $BASE == local ]]; then head -n1 "$CACHE/rootfs/$BASE_NAME.stamp"
-        elif [[ $BUILDER == apptainer ]]; then echo "$BASE_DOCKER_IMAGE"; fi
+        echo "base=$(base_identity)"
     } | sha256sum | cut -d' ' -f1
 }
 
 # ------------------------------------------------------------------ builders
-build_with_apptainer() {  # ctx deffile out.sif log
-    local ctx=$1 def=$2 out=$3 log=$4 args=()
-    if [[ $BASE == local ]]; then
-        args=(--build-arg BOOTSTRAP=localimage --build-arg "BASE=$BASE_ROOTFS")
-    else
-        args=(--build-arg BOOTSTRAP=docker --build-arg "BASE=$BASE_DOCKER_IMAGE")
+# run_step NAME STEP LOG CMD...: one step of a build, its output appended to LOG. A failure ends
+# the build with one line naming the step and the log (the EXIT trap removes the partial SIF).
+run_step() {
+    local name=$1 step=$2 log=$3 rc=0
+    shift 3
+    printf '### %s: %s\n' "$step" "$*" >>"$log"
+    "$@" >>"$log" 2>&1 || rc=$?
+    ((rc == 0)) && return 0
+    # The base could not be fetched: say which ways lead to one (apptainer's and docker's words).
+    if grep -qE 'conveyor failed to get|failed to get checksum|pull access denied|manifest unknown|error pulling image' "$log"; then
+        mh_die "building $name.sif: $step could not get the base image $(base_desc) (see $log); $(three_ways)"
     fi
-    (cd "$ctx" && "$APPTAINER" build --fakeroot --force "${args[@]}" "$out" "$def") >"$log" 2>&1
+    mh_die "building $name.sif: $step failed (exit $rc): see $log"
 }
 
-build_with_docker() {  # ctx dockerfile out.sif log tag
-    local ctx=$1 dockerfile=$2 out=$3 log=$4 tag=$5 tar
-    tar=$WORK/${tag//[:\/]/_}.tar
-    {
-        docker build -t "$tag" -f "$ctx/$dockerfile" "$ctx"
-        docker save -o "$tar" "$tag"
+build_with_apptainer() {  # name ctx deffile out.sif log
+    local name=$1 ctx=$2 def=$3 out=$4 log=$5 args=() envs=()
+    case $BASE_KIND in
+        rootfs) args=(--build-arg BOOTSTRAP=localimage --build-arg "BASE=$BASE_ROOTFS") ;;
+        path) args=(--build-arg BOOTSTRAP=localimage --build-arg "BASE=$BASE_REF") ;;
+        *) args=(--build-arg BOOTSTRAP=docker --build-arg "BASE=$BASE_REF") ;;
+    esac
+    # A registry on this machine speaks plain http, as Docker assumes for loopback registries.
+    [[ $BASE_KIND == loopback ]] && envs=(APPTAINER_NOHTTPS=1)
+    (cd "$ctx" && run_step "$name" "apptainer build" "$log" \
+        env "${envs[@]}" "$APPTAINER" build --fakeroot --force "${args[@]}" "$out" "$def")
+}
+
+build_with_docker() {  # name ctx dockerfile out.sif log
+    local name=$1 ctx=$2 dockerfile=$3 out=$4 log=$5 tag tar opts=()
+    tag=mlebench-hpc/$name:latest
+    tar=$WORK/$name.docker.tar
+    # --force rebuilds for real, as apptainer does: no layer of an earlier build (pip resolves anew).
+    ((FORCE)) && opts+=(--no-cache)
+    # Host network, as apptainer builds: no bridge or NAT needed on the build machine.
+    run_step "$name" "docker build" "$log" docker build --network host "${opts[@]}" \
+        --build-arg "BASE_IMAGE=$DOCKER_BASE" -t "$tag" -f "$ctx/$dockerfile" "$ctx"
+    run_step "$name" "docker save" "$log" docker save -o "$tar" "$tag"
+    run_step "$name" "apptainer build from docker-archive" "$log" \
         "$APPTAINER" build --force "$out" "docker-archive://$tar"
-    } >"$log" 2>&1
     rm -f "$tar"
 }
 
@@ -216,17 +323,19 @@ build_image() {
     else
         log=$IMAGE_DIR/logs/$name.build.log
         mkdir -p "$IMAGE_DIR/logs"
+        : >"$log"
         t0=$SECONDS
-        mh_log "building $name.sif with $BUILDER (base: $([[ $BUILDER == docker ]] && echo Dockerfile || echo "$BASE")), log: $log"
-        local partial=$IMAGE_DIR/.$name.sif.partial.$$
+        mh_log "building $name.sif with $BUILDER from $(base_desc), log: $log"
+        # Readers never see a half-written SIF, and a failed build leaves the previous one.
+        PARTIAL=$IMAGE_DIR/.$name.sif.partial.$$
         if [[ $BUILDER == docker ]]; then
-            build_with_docker "$ctx" "$dockerfile" "$partial" "$log" "mlebench-hpc/$name:latest" \
-                || { tail -n 30 "$log" >&2; mh_die "building $name failed: see $log"; }
+            build_with_docker "$name" "$ctx" "$dockerfile" "$PARTIAL" "$log"
         else
-            build_with_apptainer "$ctx" "$def" "$partial" "$log" \
-                || { rm -f "$partial"; tail -n 30 "$log" >&2; mh_die "building $name failed: see $log"; }
+            build_with_apptainer "$name" "$ctx" "$def" "$PARTIAL" "$log"
         fi
-        mv -f "$partial" "$sif"  # readers never see a half-written SIF
+        [[ -s $PARTIAL ]] || mh_die "building $name.sif: the build made no image: see $log"
+        mv -f "$PARTIAL" "$sif"
+        PARTIAL=""
         echo "$hash" >"$sif.inputs"
         mh_log "built $name.sif in $((SECONDS - t0)) s"
     fi
@@ -234,25 +343,36 @@ build_image() {
     printf '%s\t%s\tsha256:%s\n' "$sif" "$(human_size "$sif")" "$(cat "$sif.sha256")"
 }
 
-main() {
-    parse_args "$@"
-    IMAGE_DIR=${IMAGE_DIR_ARG:-${IMAGE_DIR:-$(config_get IMAGE_DIR)}}
-    IMAGE_DIR=${IMAGE_DIR:-$HOME/.cache/mlebench-hpc/images}
-    ((BASE_ONLY)) || pick_builder
-    if ! mkdir -p "$IMAGE_DIR" "$CACHE" 2>/dev/null || [[ ! -w $IMAGE_DIR || ! -w $CACHE ]]; then
-        mh_die "cannot write $IMAGE_DIR or $CACHE: set IMAGE_DIR (config) and MLEBENCH_HPC_CACHE to writable directories"
+# Two builds at once (tests, demo, a user) would race on the cache and the SIFs.
+lock_cache() {
+    if ! mkdir -p "$CACHE" 2>/dev/null || [[ ! -w $CACHE ]]; then
+        mh_die "cannot write $CACHE: set MLEBENCH_HPC_CACHE to a writable directory"
     fi
-    # Two builds at once (tests, demo, a user) would race on the cache and the SIFs.
     exec 9>"$CACHE/.build.lock"
     flock -w 3600 9 || mh_die "another image build holds $CACHE/.build.lock for over an hour: check 'ps'"
-    WORK_BASE=""
-    trap 'cleanup; [[ -n ${WORK_BASE:-} ]] && rm -rf "$WORK_BASE"; true' EXIT
-    if ((BASE_ONLY)); then
+}
+
+main() {
+    parse_args "$@"
+    if ((BASE_ONLY)); then  # the admin's step (make cluster-up): no venv needed
+        lock_cache
         ensure_base_rootfs
         echo "$BASE_ROOTFS"
         return 0
     fi
-    if [[ $BUILDER == apptainer && $BASE == local ]]; then ensure_base_rootfs; fi
+    mh_init
+    # The config in force (or, without one, the defaults); IMAGE_DIR and BASE_IMAGE of the
+    # environment win over the file's.
+    mh_load_config --defaults-ok
+    IMAGE_DIR=${IMAGE_DIR_ARG:-$IMAGE_DIR}
+    resolve_base
+    pick_builder
+    if ! mkdir -p "$IMAGE_DIR" 2>/dev/null || [[ ! -w $IMAGE_DIR ]]; then
+        mh_die "cannot write $IMAGE_DIR: set IMAGE_DIR (config) to a writable directory"
+    fi
+    lock_cache
+    if [[ $BASE_KIND == rootfs ]]; then ensure_base_rootfs; fi
+    if [[ $BUILDER == docker ]]; then prepare_docker_base; else check_base; fi
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/mlebench-hpc-build.XXXXXX")
     stage_grading "$WORK/grading"
     build_image mlebench-grading "$WORK/grading" grading.def Dockerfile

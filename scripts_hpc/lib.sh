@@ -289,13 +289,24 @@ mh_in_hetjob_batch() { [[ -n ${SLURM_HET_SIZE:-} && -z ${SLURM_STEP_ID:-} ]]; }
 # Stop a background srun step gracefully. srun answers its own SIGTERM by cancelling the step
 # at once (SIGKILL before the server can remove its URL file), so signal the step's processes
 # through Slurm, wait (bounded) for srun to return, and only then fall back to killing.
+# SIGINT, not SIGTERM: slurmstepd writes "error: *** STEP ... CANCELLED ***" into the job output
+# for a step sent SIGTERM or SIGKILL, and a normal end must print no error.
+# Sets MH_STEP_RC to the step's exit code, and MH_STEP_GONE=1 when it had ended before the
+# signal (the server died during the run: a failure, never a normal end).
 # Args: srun_pid step_id (JOBID.STEP)
+# shellcheck disable=SC2034 # MH_STEP_RC and MH_STEP_GONE are read by the caller
 mh_stop_step() {
     local pid=$1 step=$2 waited=0
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-    scancel --signal=TERM "$step" >/dev/null 2>&1 || true
-    while kill -0 "$pid" 2>/dev/null && (( waited < 150 )); do sleep 0.1; waited=$((waited + 1)); done
-    mh_stop_pid "$pid"
+    MH_STEP_RC="" MH_STEP_GONE=0
+    [[ -n $pid ]] || return 0
+    if kill -0 "$pid" 2>/dev/null; then
+        scancel --signal=INT "$step" >/dev/null 2>&1 || true
+        while kill -0 "$pid" 2>/dev/null && (( waited < 150 )); do sleep 0.1; waited=$((waited + 1)); done
+        if kill -0 "$pid" 2>/dev/null; then mh_stop_pid "$pid"; return 0; fi
+    else
+        MH_STEP_GONE=1
+    fi
+    MH_STEP_RC=0; wait "$pid" || MH_STEP_RC=$?
 }
 
 # The command prefix that runs something as a step of het component GROUP inside a

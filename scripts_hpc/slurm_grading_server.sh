@@ -39,7 +39,9 @@ mh_grading_cmd "$comp" "$state"
 server_pid=""
 cleanup() { mh_stop_pid "$server_pid"; rm -f "$state/url" "$state/token"; }
 trap cleanup EXIT
-trap 'mh_log "stop requested"; exit 143' TERM INT
+# Asked to stop (the hetjob's end, scancel): a normal end, exit 0, said once however many signals
+# come. A server that fails on its own keeps its exit code below.
+trap 'trap "" TERM INT; mh_log "grading server stopped on request"; exit 0' TERM INT
 mh_log "grading server for $comp (job $job, runtime $MH_RUNTIME) on node ${SLURMD_NODENAME:-$(hostname)}"
 "${MH_CMD[@]}" &
 server_pid=$!

@@ -35,7 +35,16 @@ state=$MH_STATE_BASE/${comp}_$MH_JOB_ID
 server_pid=""
 cleanup() {
     # the server is step 0 of this job: the first srun of this script
-    if mh_in_hetjob_batch; then mh_stop_step "$server_pid" "$SLURM_JOB_ID.0"; else mh_stop_pid "$server_pid"; fi
+    if mh_in_hetjob_batch && [[ -n $server_pid ]]; then
+        mh_stop_step "$server_pid" "$SLURM_JOB_ID.0"
+        if ((MH_STEP_GONE)); then
+            mh_log "ERROR: the grading server exited during the run with code ${MH_STEP_RC:-unknown}: see its lines above"
+        else
+            mh_log "grading server step ended (exit code ${MH_STEP_RC:-unknown})"
+        fi
+    else
+        mh_stop_pid "$server_pid"
+    fi
     server_pid=""
 }
 trap cleanup EXIT

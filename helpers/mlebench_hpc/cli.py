@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "mlebench_hpc.doctor:doctor_cmd",
     "status": "mlebench_hpc.sweep:status_cmd",
     "sweep-plan": "mlebench_hpc.sweep:sweep_plan_cmd",
+    "base-image": "mlebench_hpc.base_image:base_image_cmd",
 }
 
 

@@ -9,7 +9,8 @@ by one reader and kept as text by another. Every default is in SETTINGS, nowhere
 Value syntax: 'single quotes' are literal; "double quotes" and bare words expand `$NAME` and
 `${NAME}` (a key set earlier in the file, else the environment, else that key's default) and a
 leading `~`; `$(...)`, backticks and other `${...}` forms are errors. A key's value is the file's,
-else the environment's (a variable of the same name), else its default.
+else the environment's (a variable of the same name), else its default; for IMAGE_DIR and
+BASE_IMAGE (build-time choices: `BASE_IMAGE=... make sif`) the environment's wins over the file's.
 """
 
 from __future__ import annotations
@@ -32,13 +33,24 @@ class Setting:
     # Exported to child processes by the bash library. Not for SLURM_*: srun reads SLURM_PARTITION
     # and friends from its environment, and the steps of a hetjob must not inherit ours.
     export: bool = True
+    # The environment's value beats the file's (a site's base image for one build: BASE_IMAGE=... make sif)
+    env_wins: bool = False
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("DATA_DIR", "$HOME/.cache/mle-bench/data", "prepared MLE-bench data: DATA_DIR/<comp>/prepared/"),
-    Setting("IMAGE_DIR", "$HOME/.cache/mlebench-hpc/images", "where `make sif` puts the images"),
+    Setting(
+        "IMAGE_DIR", "$HOME/.cache/mlebench-hpc/images", "where `make sif` puts the images", env_wins=True
+    ),
     Setting("GRADING_SIF", "${IMAGE_DIR}/mlebench-grading.sif", "the grading image jobs run"),
     Setting("AGENT_SIF", "${IMAGE_DIR}/agent-dummy.sif", "the agent image jobs run"),
+    Setting(
+        "BASE_IMAGE",
+        "",
+        "base of `make sif`: a registry image or a base SIF/rootfs; empty: as root a local rootfs, "
+        "else debian:bookworm-slim",
+        env_wins=True,
+    ),
     Setting("OUTPUT_BASE", "$HOME/mlebench-runs", "run directories: OUTPUT_BASE/<group>/<comp>_<jobid>/"),
     Setting("RUN_GROUP", "default", "group name when none is given"),
     Setting("TIME_LIMIT_SECS", "86400", "the agent's budget (upstream's name)"),
@@ -193,7 +205,9 @@ def resolve(path: Path | None) -> dict[str, str]:
     file_values = load_config(path) if path is not None else {}
     out: dict[str, str] = {}
     for s in SETTINGS:
-        if s.key in file_values:
+        if s.env_wins and os.environ.get(s.key):
+            out[s.key] = os.environ[s.key]
+        elif s.key in file_values:
             out[s.key] = file_values[s.key]
         elif s.key in os.environ:
             out[s.key] = os.environ[s.key]

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import click
 
-from mlebench_hpc.config import UPSTREAM_DEFAULT_DATA_DIR, ConfigError, find_config_path, load_config
+from mlebench_hpc.base_image import THREE_WAYS, configured_base, probe
+from mlebench_hpc.config import ConfigError, find_config_path, resolve
 from mlebench_hpc.run_metadata import sha256_file
 
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
-DEFAULT_IMAGE_DIR = Path("~/.cache/mlebench-hpc/images").expanduser()
 PROBE_TIMEOUT = 20.0
 
 
@@ -167,12 +167,26 @@ def check_fuse(dev: Path = Path("/dev/fuse")) -> Check:
 # ------------------------------------------------------------------ images and data
 
 
+def check_base_image(cfg: dict[str, str], images_missing: bool, is_root: bool | None = None) -> Check:
+    """The base `make sif` starts from (BASE_IMAGE): on disk, or in its registry."""
+    ref = configured_base(cfg)
+    root = os.geteuid() == 0 if is_root is None else is_root
+    if not ref:
+        if root:
+            return Check(
+                "PASS", "base", "BASE_IMAGE unset: as root `make sif` builds from a local debootstrap rootfs"
+            )
+        ref = "debian:bookworm-slim"
+    result = probe(ref)
+    detail = f"BASE_IMAGE={ref}: {result.detail}"
+    if result.ok:
+        return Check("WARN" if result.status == "unchecked" else "PASS", "base", detail, THREE_WAYS)
+    # Only needed to build images: when they exist already, running works without it.
+    return Check("FAIL" if images_missing else "WARN", "base", detail, THREE_WAYS)
+
+
 def check_images(cfg: dict[str, str]) -> list[Check]:
-    image_dir = Path(cfg.get("IMAGE_DIR") or DEFAULT_IMAGE_DIR)
-    wanted = {
-        "GRADING_SIF": cfg.get("GRADING_SIF") or str(image_dir / "mlebench-grading.sif"),
-        "AGENT_SIF": cfg.get("AGENT_SIF") or str(image_dir / "agent-dummy.sif"),
-    }
+    wanted = {"GRADING_SIF": cfg["GRADING_SIF"], "AGENT_SIF": cfg["AGENT_SIF"]}
     checks = []
     for key, raw in wanted.items():
         path = Path(raw)
@@ -370,7 +384,7 @@ def read_competitions(path: Path | None) -> list[str]:
 
 def run_checks(config_path: str | None, competitions: list[str]) -> list[Check]:
     checks: list[Check] = []
-    cfg: dict[str, str] = {}
+    cfg = resolve(None)  # the defaults, until a config file says otherwise
     path = find_config_path(config_path)
     if path is None:
         checks.append(
@@ -383,7 +397,7 @@ def run_checks(config_path: str | None, competitions: list[str]) -> list[Check]:
         )
     else:
         try:
-            cfg = load_config(path)
+            cfg = resolve(path)
             checks.append(Check("PASS", "config", f"{path.resolve()}"))
         except ConfigError as exc:
             checks.append(Check("FAIL", "config", str(exc), "fix the line named above"))
@@ -391,10 +405,12 @@ def run_checks(config_path: str | None, competitions: list[str]) -> list[Check]:
     checks.append(app)
     checks.append(check_namespaces(exe))
     images = check_images(cfg)
-    checks.append(check_fakeroot(images_missing=any(c.status == "FAIL" for c in images)))
+    images_missing = any(c.status == "FAIL" for c in images)
+    checks.append(check_fakeroot(images_missing=images_missing))
+    checks.append(check_base_image(cfg, images_missing=images_missing))
     checks.append(check_fuse())
     checks.extend(images)
-    checks.extend(check_data(Path(cfg.get("DATA_DIR") or UPSTREAM_DEFAULT_DATA_DIR), competitions))
+    checks.extend(check_data(Path(cfg["DATA_DIR"]), competitions))
     checks.extend(check_leaderboards(cfg.get("MLEBENCH_DIR"), competitions))
     checks.append(check_slurm())
     return checks
@@ -409,7 +425,7 @@ def run_checks(config_path: str | None, competitions: list[str]) -> list[Check]:
 )
 @click.option("--config", "config_path", help="Config file (default: the one in force).")
 def doctor_cmd(competitions_file: Path | None, config_path: str | None) -> None:
-    """Check this machine: apptainer, namespaces, fakeroot, fuse, images, data, leaderboards, Slurm."""
+    """Check this machine: apptainer, userns, fakeroot, base, fuse, images, data, leaderboards, Slurm."""
     checks = run_checks(config_path, read_competitions(competitions_file))
     for c in checks:
         click.echo(c.line())

@@ -13,7 +13,9 @@
 #   APPTAINER_PREFIX=/opt/apptainer          private prefix (absolute; baked into ELF headers)
 #   APPTAINER_CACHE=$APPTAINER_PREFIX.cache  private apt state and downloaded .debs
 #   APPTAINER_LINK=/usr/local/bin/apptainer  symlink to create ("" = none)
-#   APPTAINER_SUITE=sid APPTAINER_MIRROR=http://deb.debian.org/debian
+#   APPTAINER_SUITE=sid
+#   APPTAINER_MIRROR   the Debian mirror (default: DEBIAN_MIRROR, else the one this machine's apt
+#                      sources use for its own suite: provision/debian_mirror.sh)
 #   APPTAINER_ROOT_SUBID=1  give root a subuid/subgid range (`build --fakeroot` as root needs it)
 #   APPTAINER_FIX_FUSE=1    chmod 0666 /dev/fuse when root-only (non-root users mount SIFs with squashfuse)
 #   APPTAINER_FORCE=0       1 = download and reinstall
@@ -23,7 +25,9 @@ readonly PREFIX=${APPTAINER_PREFIX:-/opt/apptainer}
 readonly CACHE=${APPTAINER_CACHE:-${PREFIX%/}.cache}
 readonly LINK=${APPTAINER_LINK-/usr/local/bin/apptainer}
 readonly SUITE=${APPTAINER_SUITE:-sid}
-readonly MIRROR=${APPTAINER_MIRROR:-http://deb.debian.org/debian}
+MIRROR=${APPTAINER_MIRROR:-}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly HERE
 readonly ROOT_SUBID=${APPTAINER_ROOT_SUBID:-1}
 readonly FIX_FUSE=${APPTAINER_FIX_FUSE:-1}
 readonly FORCE=${APPTAINER_FORCE:-0}
@@ -64,7 +68,11 @@ installed_ok() {
 }
 
 download_debs() {  # $1 = dir for the .debs
-  local debdir=$1 aptdir="$CACHE/apt" p
+  local debdir=$1 aptdir="$CACHE/apt" p codename
+  if [[ -z "$MIRROR" ]]; then
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+    MIRROR=$(bash "$HERE/debian_mirror.sh" "$codename") || die "no Debian mirror: set APPTAINER_MIRROR or DEBIAN_MIRROR"
+  fi
   mkdir -p "$aptdir/lists/partial" "$aptdir/cache/archives/partial" "$debdir"
   echo "deb [signed-by=$KEYRING] $MIRROR $SUITE main" >"$aptdir/sources.list"
   : >"$aptdir/empty-prefs"

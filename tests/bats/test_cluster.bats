@@ -90,3 +90,21 @@ EOF
     assert_success
     assert_equal "$(grep -c 'HetJobOffset=' <<<"$output")" 2
 }
+
+@test "the site's registry holds exactly 127.0.0.1:5000/mlebench-hpc/base:bookworm; registry_up.sh again changes nothing" {
+    require_root
+    # shellcheck disable=SC2016 # python code
+    run "$REPO_ROOT/.venv/bin/python" -c '
+import requests
+r = "http://127.0.0.1:5000/v2"
+print(requests.get(f"{r}/_catalog", timeout=10).json()["repositories"],
+      requests.get(f"{r}/mlebench-hpc/base/tags/list", timeout=10).json()["tags"])'
+    [[ $status == 0 ]] || _unavailable "the site registry" MLEBENCH_REQUIRE_SLURM "nothing on 127.0.0.1:5000 (as root: make cluster-up)"
+    assert_output "['mlebench-hpc/base'] ['bookworm']"
+    run bash "$REPO_ROOT/scripts_hpc/provision/registry_up.sh"
+    assert_success
+    assert_output --partial "127.0.0.1:5000/mlebench-hpc/base:bookworm is up to date"
+    assert_line "BASE_IMAGE=127.0.0.1:5000/mlebench-hpc/base:bookworm"
+    # ordinary users get no Docker: the daemon's socket is root's and the docker group's
+    assert_equal "$(stat -c '%U:%G %a' "${MLEBENCH_DOCKER_SOCKET:-/var/run/docker.sock}")" "root:docker 660"
+}

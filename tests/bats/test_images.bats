@@ -2,8 +2,13 @@
 # The images, built for real with `apptainer build --fakeroot` (BUILDER=apptainer, no Docker, no
 # image registry) or reused when their inputs did not change, and run with real Apptainer: the
 # grading server in the grading image, the dummy agent in the agent image, validating over HTTP.
-# Also the Docker path without Docker: a hand-made `docker save` archive converted with
+# The Docker path for real where `make cluster-up` runs a Docker daemon and the registry with the
+# base image (root): docker build from BASE_IMAGE, docker save, docker-archive, its images running a
+# hetjob, the same image contents as the apptainer builder, BUILDER=auto and failed builds. And the
+# Docker path without Docker: a hand-made `docker save` archive converted with
 # `apptainer build x.sif docker-archive://x.tar`.
+
+load helpers
 
 # Temporary local helpers (tests/bats/helpers.bash, owned by the harness, did not exist yet).
 img_require_apptainer() {
@@ -37,6 +42,7 @@ setup_file() {
     export T=$BATS_FILE_TMPDIR
     export IMAGES=${MH_TEST_IMAGE_DIR:-$HOME/.cache/mlebench-hpc/images}
     export GRADING=$IMAGES/mlebench-grading.sif AGENT=$IMAGES/agent-dummy.sif
+    export DIMG=$T/docker-images SITE_BASE=127.0.0.1:5000/mlebench-hpc/base:bookworm
     local t0=$SECONDS
     bash "$ROOT/scripts_hpc/build_images.sh" --agent dummy --builder apptainer --image-dir "$IMAGES" \
         >"$T/build.out" 2>"$T/build.err" || { cat "$T/build.err" >&2; return 1; }
@@ -65,6 +71,7 @@ setup_file() {
 }
 
 teardown_file() {
+    if command -v docker >/dev/null 2>&1; then docker image rm mlebench-hpc-test/no-python:1 >/dev/null 2>&1 || true; fi
     if [[ -f $BATS_FILE_TMPDIR/server.pid ]]; then
         local pid
         pid=$(cat "$BATS_FILE_TMPDIR/server.pid")
@@ -301,4 +308,147 @@ print(sys.version.split()[0], pandas.__version__)'
         sh -c 'read -r m </etc/marker; echo "$m $MARKER"'
     [ "$status" -eq 0 ]
     [ "$output" = "archive-ok from-image-config" ]
+}
+
+# ------------------------------------------------------------------ the Docker path, for real
+# A small root filesystem from the host's own dash and its libraries (no download), at DIR.
+img_dash_rootfs() {
+    local rootfs=$1 lib
+    mkdir -p "$rootfs"/{bin,etc,tmp}
+    cp /bin/dash "$rootfs/bin/sh"
+    for lib in $(ldd /bin/dash | grep -oE '/[^ ]+'); do
+        mkdir -p "$rootfs$(dirname "$lib")"
+        cp -L "$lib" "$rootfs$lib"
+    done
+}
+
+# `make cluster-up` gives root a Docker daemon and the registry with the base image.
+docker_site() {
+    [[ $(id -u) == 0 ]] || skip "the Docker builder needs root or the docker group (CI runs this as root)"
+    { command -v docker >/dev/null && timeout 20 docker info >/dev/null 2>&1; } \
+        || _unavailable "a Docker daemon" MLEBENCH_REQUIRE_SLURM "docker info fails (as root: make cluster-up)"
+    "$ROOT/.venv/bin/mlebench-hpc" base-image check "$SITE_BASE" >/dev/null 2>&1 \
+        || _unavailable "the site registry" MLEBENCH_REQUIRE_SLURM "$SITE_BASE not served (as root: make cluster-up)"
+}
+
+# What both builders must agree on: Python, every package and its version, the image's own files
+# and the package's installed files, the environment. One line each.
+img_fingerprint() {
+    # shellcheck disable=SC2016 # expanded inside the container
+    apptainer exec --contain --cleanenv --no-home "$1" sh -c '
+        python3 --version; python3 -m pip list --format=freeze 2>/dev/null | LC_ALL=C sort
+        env | grep -E "^(PATH|PYTHON[A-Z]*|LC_ALL|SUBMISSION_DIR|LOGS_DIR|CODE_DIR|AGENT_DIR)=" | LC_ALL=C sort
+        pkg=$(python3 -c "import mlebench_hpc, os; print(os.path.dirname(mlebench_hpc.__file__))" 2>/dev/null)
+        cd / && find /opt/mlebench-hpc /home $pkg -type f ! -name "*.pyc" 2>/dev/null | LC_ALL=C sort | xargs -r sha256sum'
+}
+
+@test "make sif BUILDER=docker: docker build from BASE_IMAGE, docker save, docker-archive; the images run a hetjob" {
+    docker_site
+    require_slurm
+    local t0=$SECONDS run_dir
+    # FORCE=1: no layer of an earlier docker build either, so pip resolves now, as apptainer will
+    run env BASE_IMAGE="$SITE_BASE" IMAGE_DIR="$DIMG" make -C "$ROOT" --no-print-directory sif AGENT=dummy BUILDER=docker FORCE=1
+    echo "$output"
+    assert_success
+    echo "# docker builds of the grading and dummy agent images: $((SECONDS - t0)) s" >&3
+    grep -q '^### docker build: docker build --network host --no-cache ' "$DIMG/logs/mlebench-grading.build.log"
+    assert_output --partial "building mlebench-grading.sif with docker from $SITE_BASE"
+    assert_output --partial "building agent-dummy.sif with docker from $SITE_BASE"
+    grep -q "^### docker build: docker build .*--build-arg BASE_IMAGE=$SITE_BASE" "$DIMG/logs/mlebench-grading.build.log"
+    grep -q '^### docker save: ' "$DIMG/logs/mlebench-grading.build.log"
+    grep -q '^### apptainer build from docker-archive: .*docker-archive://' "$DIMG/logs/agent-dummy.build.log"
+    printf '%s\n' "DATA_DIR=\"$T/data\"" "GRADING_SIF=\"$DIMG/mlebench-grading.sif\"" \
+        "AGENT_SIF=\"$DIMG/agent-dummy.sif\"" "OUTPUT_BASE=\"$T/runs\"" TIME_LIMIT_SECS=300 TIME_MARGIN_SECS=10 \
+        >"$T/docker.env"
+    run bash -c "cd '$ROOT' && MLEBENCH_HPC_CONFIG='$T/docker.env' timeout 300 sbatch --wait --output='$T/docker-het.out' scripts_hpc/slurm_hetjob.sh '$COMP'"
+    cat "$T/docker-het.out"
+    assert_success
+    run_dir=$(sed -n 's/^MLEBENCH_RUN_DIR=//p' "$T/docker-het.out" | tail -n1)
+    grep -q '"valid": true' "$run_dir/logs/validation_verdict.json"
+    grep -q "\"agent_sif\": \"$DIMG/agent-dummy.sif\"" "$run_dir/metadata.json"
+    run "$ROOT/.venv/bin/mlebench-hpc" grade "$run_dir" --data-dir "$T/data"
+    assert_success
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["total_valid_submissions"] == 1, r' \
+        "$run_dir/grading_report.json"
+}
+
+@test "a builder change alone rebuilds nothing, FORCE=1 rebuilds, and both builders make the same images" {
+    docker_site
+    [[ -f $DIMG/mlebench-grading.sif ]] || skip "needs the docker-built images of the test before"
+    local sif old
+    for sif in mlebench-grading agent-dummy; do img_fingerprint "$DIMG/$sif.sif" >"$T/$sif.docker.fp"; done
+    run env BASE_IMAGE="$SITE_BASE" IMAGE_DIR="$DIMG" make -C "$ROOT" --no-print-directory sif AGENT=dummy BUILDER=apptainer
+    assert_success
+    assert_output --partial "mlebench-grading.sif is up to date"
+    assert_output --partial "agent-dummy.sif is up to date"
+    refute_output --partial "building "
+    old=$(cat "$DIMG/mlebench-grading.sif.sha256")
+    run env BASE_IMAGE="$SITE_BASE" IMAGE_DIR="$DIMG" make -C "$ROOT" --no-print-directory sif AGENT=dummy BUILDER=apptainer FORCE=1
+    assert_success
+    assert_output --partial "building mlebench-grading.sif with apptainer from $SITE_BASE"
+    assert_output --partial "building agent-dummy.sif with apptainer from $SITE_BASE"
+    [[ $(cat "$DIMG/mlebench-grading.sif.sha256") != "$old" ]]
+    for sif in mlebench-grading agent-dummy; do
+        img_fingerprint "$DIMG/$sif.sif" >"$T/$sif.apptainer.fp"
+        diff "$T/$sif.docker.fp" "$T/$sif.apptainer.fp"
+    done
+    # the fingerprints are real: versions, the package's files, the entrypoint
+    grep -qE '^pandas==[0-9]' "$T/mlebench-grading.docker.fp"
+    grep -qE '^mlebench-hpc==' "$T/mlebench-grading.docker.fp"
+    grep -q '/mlebench_hpc/server.py$' "$T/mlebench-grading.docker.fp"
+    grep -q ' /opt/mlebench-hpc/entrypoint_hpc.sh$' "$T/agent-dummy.docker.fp"
+}
+
+@test "BUILDER=auto: a daemon that cannot get the base does not take over; no base gives one line with the three ways" {
+    docker_site
+    local port
+    port=$(img_free_port)
+    run env BASE_IMAGE="127.0.0.1:$port/nothing/here:1" bash "$ROOT/scripts_hpc/build_images.sh" --image-dir "$T/none"
+    echo "$output"
+    [ "$status" -eq 2 ]
+    assert_output --partial "builder: apptainer (docker answers but cannot get 127.0.0.1:$port/nothing/here:1)"
+    [[ ${lines[-1]} == "mlebench-hpc: error: no base image: "*"take one of three ways: (1)"*"(2)"*"(3)"* ]]
+    [[ $(grep -ci error <<<"$output") == 1 ]]
+    # root without BASE_IMAGE builds from the local rootfs: auto keeps apptainer and the good images
+    run bash "$ROOT/scripts_hpc/build_images.sh" --builder auto --image-dir "$IMAGES"
+    assert_success
+    assert_output --partial "builder: apptainer (the base the local rootfs"
+    assert_output --partial "mlebench-grading.sif is up to date"
+    assert_output --partial "agent-dummy.sif is up to date"
+    refute_output --partial "building "
+    # the site's base, which the daemon has: auto takes docker, and the images are up to date
+    if [[ -f $DIMG/mlebench-grading.sif ]]; then
+        run env BASE_IMAGE="$SITE_BASE" bash "$ROOT/scripts_hpc/build_images.sh" --builder auto --image-dir "$DIMG"
+        assert_success
+        assert_output --partial "builder: docker (the daemon answers and has $SITE_BASE)"
+        refute_output --partial "building "
+    fi
+}
+
+@test "a failed build stops at its step with one line naming it and its log, and keeps the previous SIF" {
+    docker_site
+    [[ -f $DIMG/mlebench-grading.sif ]] || skip "needs the images of the docker tests before"
+    local rootfs=$T/no-python old log=$DIMG/logs/mlebench-grading.build.log
+    # a base without python3 and without apt: the first build step that needs them fails
+    img_dash_rootfs "$rootfs"
+    tar -C "$rootfs" -cf - . | docker import - mlebench-hpc-test/no-python:1 >/dev/null
+    old=$(sha256sum "$DIMG/mlebench-grading.sif")
+    run env BASE_IMAGE=mlebench-hpc-test/no-python:1 bash "$ROOT/scripts_hpc/build_images.sh" --builder docker --image-dir "$DIMG"
+    echo "$output"
+    [ "$status" -eq 2 ]
+    [[ ${lines[-1]} == "mlebench-hpc: error: building mlebench-grading.sif: docker build failed (exit "*"): see $log" ]]
+    [[ $(grep -ci error <<<"$output") == 1 ]]
+    refute_output --partial "mv:"
+    refute_output --partial "docker save"
+    [[ $(sha256sum "$DIMG/mlebench-grading.sif") == "$old" ]]
+    run ! compgen -G "$DIMG/.*.partial.*"
+    # the same base as a local rootfs for apptainer: its %post fails the same way
+    run env BASE_IMAGE="$rootfs" bash "$ROOT/scripts_hpc/build_images.sh" --builder apptainer --image-dir "$DIMG"
+    echo "$output"
+    [ "$status" -eq 2 ]
+    [[ ${lines[-1]} == "mlebench-hpc: error: building mlebench-grading.sif: apptainer build failed (exit "*"): see $log" ]]
+    [[ $(grep -ci error <<<"$output") == 1 ]]
+    [[ $(sha256sum "$DIMG/mlebench-grading.sif") == "$old" ]]
+    run ! compgen -G "$DIMG/.*.partial.*"
+    docker image rm mlebench-hpc-test/no-python:1 >/dev/null
 }

@@ -132,6 +132,14 @@ teardown_file() {
     # Apptainer's squashfuse helper leaves those process groups and keeps bats' pipes open (bats
     # then waits forever at the end of the run): end whatever the dedicated test user still runs.
     if [[ $(id -u) == 0 ]]; then pkill -KILL -u "${MH_TEST_AGENT_USER:-mhagent}" 2>/dev/null; fi
+    # Run as an ordinary user (the agent user is ourselves): end exactly the helpers that still hold
+    # this run's SIFs open.
+    local fd
+    for p in $(pgrep -u "$(id -u)" squashfuse); do
+        for fd in "/proc/$p/fd/"*; do
+            if [[ $(readlink "$fd" 2>/dev/null) == "$t/images/"* ]]; then kill -KILL "$p" 2>/dev/null; break; fi
+        done
+    done
     if [[ -n ${AGENT_HOME:-} && -d $AGENT_HOME ]]; then
         rm -rf "$AGENT_HOME/.kaggle" "$AGENT_HOME/mhleak-home-secret.txt"
         [[ -e $AGENT_HOME/.kaggle.mhleak-saved ]] && mv "$AGENT_HOME/.kaggle.mhleak-saved" "$AGENT_HOME/.kaggle"

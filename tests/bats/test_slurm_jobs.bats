@@ -115,6 +115,49 @@ wait_url() {
     run python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(m['exit_code'], m['status'], m['agent_node'])" "$run_dir/metadata.json"
     assert_output "0 finished $n1"
     [ ! -e "$T/runs/.state/${COMP}_$j/url" ]
+    # A normal end prints no line with "error" (users grep job outputs for it): the server's step
+    # was asked to stop and ended with exit code 0, without Slurm's CANCELLED line.
+    run grep -in error "$T/het-$j.out"
+    assert_failure
+    grep -q 'grading server stopped on request' "$T/het-$j.out"
+    grep -q 'grading server step ended (exit code 0)' "$T/het-$j.out"
+}
+
+@test "hetjob whose grading server dies during the run: the job output says so with error lines" {
+    sed 's|^RUN_GROUP=.*|RUN_GROUP="dies"|' "$T/config.env" >"$T/dies.env"
+    echo 'AGENT_CMD="sleep 20"' >>"$T/dies.env"
+    j=$(MLEBENCH_HPC_CONFIG=$T/dies.env submit "$T/het-%j.out" --export=ALL,MLEBENCH_HPC_CONFIG="$T/dies.env" scripts_hpc/slurm_hetjob.sh "$COMP")
+    wait_url "$COMP" "$j" >/dev/null
+    # once the agent runs (before, its readiness wait would wait out its bound for a dead server)
+    local t=$SECONDS
+    until grep -q 'starting the agent' "$T/het-$j.out" 2>/dev/null; do
+        (( SECONDS - t < 120 )) || { cat "$T/het-$j.out"; false; }
+        sleep 0.5
+    done
+    # The server process of this job's step 0 (this test started it: a descendant of the step's
+    # task, whose environment names the job and step), killed as a crash would.
+    local server="" p task="" start=$SECONDS
+    until [[ -n $server ]]; do
+        (( SECONDS - start < 60 )) || { cat "$T/het-$j.out"; false; }
+        for p in $(pgrep -f slurm_grading_server.sh); do
+            tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "SLURM_JOB_ID=$j" || continue
+            tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "SLURM_STEP_ID=0" && task=$p
+        done
+        if [[ -n $task ]]; then
+            for p in $(ps -e -o pid= -o ppid= | awk -v t="$task" '{k[$2] = k[$2] " " $1} END {
+                    todo = t; while (todo != "") { split(todo, a, " "); todo = ""
+                        for (i in a) { print a[i]; todo = todo " " k[a[i]] } } }'); do
+                [[ $(cat "/proc/$p/comm" 2>/dev/null) == python3* ]] && server=$p
+            done
+        fi
+        sleep 0.5
+    done
+    kill -KILL "$server"
+    wait_job "$j" 120
+    cat "$T/het-$j.out"
+    grep -q 'grading server exited with code 137' "$T/het-$j.out"
+    grep -qE '^srun: error: .*Exited with exit code 137' "$T/het-$j.out"
+    grep -q 'ERROR: the grading server exited during the run with code 137' "$T/het-$j.out"
 }
 
 @test "scancel mid-run: server stopped, partial submission and logs kept" {
