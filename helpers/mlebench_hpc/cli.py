@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "discover-url": "mlebench_hpc.discovery:discover_url_cmd",
     "overlay": "mlebench_hpc.overlay:overlay_cmd",
     "wait-ready": "mlebench_hpc.readiness:wait_ready_cmd",
+    "llm-ready": "mlebench_hpc.llm_endpoint:llm_ready_cmd",
     "check-config": "mlebench_hpc.config:check_config_cmd",
     "run-metadata": "mlebench_hpc.run_metadata:run_metadata_cmd",
     "doctor": "mlebench_hpc.doctor:doctor_cmd",

@@ -32,6 +32,13 @@ KNOWN_KEYS: tuple[str, ...] = (
     "SLURM_GPU_PARTITION",
     "SLURM_ACCOUNT",
     "SLURM_QOS",
+    "LLM_BASE_URL",
+    "LLM_MODEL",
+    "LLM_API_KEY_FILE",
+    "LLM_SIF",
+    "LLM_MODEL_DIR",
+    "LLM_CMD",
+    "LLM_READY_TIMEOUT",
 )
 UPSTREAM_DEFAULT_DATA_DIR = Path("~/.cache/mle-bench/data").expanduser()
 

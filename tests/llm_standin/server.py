@@ -239,20 +239,8 @@ def make_handler(state: StandIn) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
             pass  # one JSON line per request instead (state.log)
 
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _error(self, status: int, message: str) -> None:
-            self._send(
-                status, {"error": {"message": message, "type": HTTPStatus(status).phrase, "code": status}}
-            )
-
-        def _record(self, status: int, **extra: Any) -> None:
+        def _reply(self, status: int, payload: dict[str, Any], **extra: Any) -> None:
+            """Log the request, then answer: a client that has its answer finds it in the log."""
             state.log(
                 {
                     "time": round(time.time(), 3),
@@ -265,11 +253,20 @@ def make_handler(state: StandIn) -> type[BaseHTTPRequestHandler]:
                     **extra,
                 }
             )
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _error(self, status: int, message: str, **extra: Any) -> None:
+            error = {"message": message, "type": HTTPStatus(status).phrase, "code": status}
+            self._reply(status, {"error": error}, **extra)
 
         def _authorized(self) -> bool:
             if state.api_key and self.headers.get("Authorization") != f"Bearer {state.api_key}":
                 self._error(401, "missing or wrong API key")
-                self._record(401)
                 return False
             return True
 
@@ -277,17 +274,10 @@ def make_handler(state: StandIn) -> type[BaseHTTPRequestHandler]:
             if not self._authorized():
                 return
             if self.path.rstrip("/") == "/v1/models":
-                model = {
-                    "id": state.model,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "mlebench-hpc-standin",
-                }
-                self._send(200, {"object": "list", "data": [model]})
-                self._record(200, kind="models")
+                model = {"id": state.model, "object": "model", "created": 0, "owned_by": "llm-standin"}
+                self._reply(200, {"object": "list", "data": [model]}, kind="models")
             else:
                 self._error(404, f"no route {self.path}")
-                self._record(404)
 
         def do_POST(self) -> None:  # noqa: N802
             if not self._authorized():
@@ -296,11 +286,9 @@ def make_handler(state: StandIn) -> type[BaseHTTPRequestHandler]:
             if self.path.rstrip("/") != "/v1/chat/completions":
                 self.rfile.read(min(length, MAX_BODY))
                 self._error(404, f"no route {self.path}")
-                self._record(404)
                 return
             if length <= 0 or length > MAX_BODY:
                 self._error(400, "a JSON body (Content-Length) is required")
-                self._record(400)
                 return
             try:
                 body = json.loads(self.rfile.read(length))
@@ -308,24 +296,20 @@ def make_handler(state: StandIn) -> type[BaseHTTPRequestHandler]:
                     raise ValueError("not an object")
             except ValueError as exc:
                 self._error(400, f"body is not JSON: {exc}")
-                self._record(400)
                 return
             model = body.get("model")
             if model != state.model:
-                self._error(404, f"The model `{model}` does not exist.")
-                self._record(404, model=model)
+                self._error(404, f"The model `{model}` does not exist.", model=model)
                 return
             if body.get("stream"):
-                self._error(400, "streaming is not supported by the stand-in")
-                self._record(400, model=model)
+                self._error(400, "streaming is not supported by the stand-in", model=model)
                 return
             kind = classify(body)
             if kind in state.fail:
-                self._error(503, f"the stand-in was told to fail {kind} requests")
-                self._record(503, model=model, kind=kind)
+                self._error(503, f"the stand-in was told to fail {kind} requests", model=model, kind=kind)
                 return
-            self._send(200, state.completion(body, kind))
-            self._record(200, model=model, kind=kind, tools=bool(body.get("tools")))
+            answer = state.completion(body, kind)
+            self._reply(200, answer, model=model, kind=kind, tools=bool(body.get("tools")))
 
     return Handler
 
