@@ -11,6 +11,7 @@ STAMP  := $(VENV)/.installed
 RUN      ?=
 DATA_DIR ?=
 AGENT    ?= dummy
+LLM      ?=
 BUILDER  ?= auto
 
 .PHONY: help install test test-python test-bats lint demo grade sif cluster-up cluster-down bench clean
@@ -56,8 +57,8 @@ grade: $(STAMP) ## grade a run or run group: make grade RUN=dir [DATA_DIR=dir]
 	@[ -n "$(RUN)" ] || { echo "usage: make grade RUN=<run dir or group dir> [DATA_DIR=<dir>]" >&2; exit 2; }
 	$(BIN)/mlebench-hpc grade "$(RUN)" $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
 
-sif: $(STAMP) ## build images: make sif [AGENT=dummy|aide] [BUILDER=auto|docker|apptainer]
-	bash scripts_hpc/build_images.sh --agent "$(AGENT)" --builder "$(BUILDER)"
+sif: $(STAMP) ## build images: make sif [AGENT=dummy|aide] [LLM=vllm] [BUILDER=auto|docker|apptainer]
+	bash scripts_hpc/build_images.sh --agent "$(AGENT)" --builder "$(BUILDER)" $(if $(LLM),--llm "$(LLM)")
 
 cluster-up: ## (root) install and start a local Slurm + Apptainer for development and CI
 	bash scripts_hpc/provision/cluster_up.sh

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # build_images.sh: build the grading image and one agent image as SIF files (what `make sif` runs).
 #
-#   build_images.sh [--agent dummy|aide] [--builder auto|docker|apptainer] [--base local|docker]
-#                   [--image-dir DIR] [--force] [--base-only]
+#   build_images.sh [--agent dummy|aide] [--llm vllm] [--builder auto|docker|apptainer]
+#                   [--base local|docker] [--image-dir DIR] [--force] [--base-only]
 #
 # Builders:
 #   docker     as upstream: docker build, docker save, apptainer build x.sif docker-archive://x.tar
@@ -15,7 +15,8 @@
 #   docker  Bootstrap: docker from $BASE_DOCKER_IMAGE (default docker.io/library/debian:bookworm-slim),
 #           what a cluster with registry access uses
 # Images go to IMAGE_DIR (env, else the config in force, else ~/.cache/mlebench-hpc/images):
-# mlebench-grading.sif and agent-<name>.sif. An image whose inputs did not change is not rebuilt
+# mlebench-grading.sif, agent-<name>.sif and, with --llm, the LLM server image llm-<name>.sif
+# (environment/llm/<name>.def; vLLM from PyPI, many GB). An image whose inputs did not change is not rebuilt
 # (hash stored beside the SIF as <sif>.inputs); each image's size and sha256 are printed.
 # MLEBENCH_DIR (env or config) = an upstream mle-bench checkout to pip install into the grading image.
 set -euo pipefail
@@ -33,7 +34,7 @@ BASE_PACKAGES=python3,python3-pip,ca-certificates,curl
 BASE_DOCKER_IMAGE=${BASE_DOCKER_IMAGE:-docker.io/library/debian:bookworm-slim}
 APPTAINER=${APPTAINER:-apptainer}
 
-AGENT=dummy BUILDER=auto BASE=${IMAGE_BASE:-local} FORCE=0 BASE_ONLY=0 IMAGE_DIR_ARG=""
+AGENT=dummy LLM="" BUILDER=auto BASE=${IMAGE_BASE:-local} FORCE=0 BASE_ONLY=0 IMAGE_DIR_ARG=""
 WORK=""
 cleanup() { [[ -n $WORK ]] && rm -rf "$WORK"; return 0; }
 trap cleanup EXIT
@@ -44,6 +45,7 @@ parse_args() {
     while (($#)); do
         case $1 in
             --agent) AGENT=${2:?--agent needs a value}; shift 2 ;;
+            --llm) LLM=${2:?--llm needs a value}; shift 2 ;;
             --builder) BUILDER=${2:?--builder needs a value}; shift 2 ;;
             --base) BASE=${2:?--base needs a value}; shift 2 ;;
             --image-dir) IMAGE_DIR_ARG=${2:?--image-dir needs a value}; shift 2 ;;
@@ -55,6 +57,8 @@ parse_args() {
     done
     [[ $AGENT =~ ^[a-z0-9_-]+$ && -d $ROOT/agents/$AGENT ]] \
         || mh_die "no agent '$AGENT' (agents/$AGENT missing): use --agent dummy or --agent aide"
+    [[ -z $LLM || ( $LLM =~ ^[a-z0-9_-]+$ && -f $ROOT/environment/llm/$LLM.def ) ]] \
+        || mh_die "no LLM server image '$LLM' (environment/llm/$LLM.def missing): use --llm vllm"
     case $BUILDER in auto | docker | apptainer) ;; *) mh_die "--builder must be auto, docker or apptainer" ;; esac
     case $BASE in local | docker) ;; *) mh_die "--base must be local or docker" ;; esac
 }
@@ -172,6 +176,14 @@ stage_agent() {
     stage_build_ca "$ctx"
 }
 
+stage_llm() {
+    local ctx=$1 name=$2
+    mkdir -p "$ctx/llm"
+    cp "$ROOT/environment/llm/requirements-$name.txt" "$ctx/llm/"
+    cp "$ROOT/environment/llm/$name.def" "$ROOT/environment/llm/Dockerfile.$name" "$ctx/"
+    stage_build_ca "$ctx"
+}
+
 # Hash of everything that goes into an image: the staged context (recipes included), the
 # builder and the base it starts from.
 inputs_hash() {
@@ -258,6 +270,10 @@ main() {
     build_image mlebench-grading "$WORK/grading" grading.def Dockerfile
     stage_agent "$WORK/agent" "$AGENT"
     build_image "agent-$AGENT" "$WORK/agent" agent.def Dockerfile
+    if [[ -n $LLM ]]; then
+        stage_llm "$WORK/llm" "$LLM"
+        build_image "llm-$LLM" "$WORK/llm" "$LLM.def" "Dockerfile.$LLM"
+    fi
 }
 
 main "$@"
