@@ -52,6 +52,7 @@ THIRD = """#SBATCH hetjob
 BODY = """set -euo pipefail
 now() {{ date +%s.%N; }}
 echo "T batch_start $(now)"
+scontrol show job -o "$SLURM_JOB_ID" | sed 's/^/J /'
 export MH_JOB_ID=$SLURM_JOB_ID MLEBENCH_HPC_CONFIG={cfg}
 echo "T llm_launch $(now)"
 srun --het-group=1 --ntasks=1 {overlap} bash {repo}/scripts_hpc/slurm_llm_server.sh {model} &
@@ -63,8 +64,10 @@ srun --het-group={agent_group} --ntasks=1 {overlap} bash -c \\
     'curl -fsS --max-time 10 "$1/models" >/dev/null && echo "T agent_end $(date +%s.%N)"' \\
     _ "$url"
 echo "T stop_llm $(now)"
-scancel --signal=TERM "$SLURM_JOB_ID.0" || true
-wait "$llm" || true
+# the LLM step is the first step of component 1, whose job id is SLURM_JOB_ID_HET_GROUP_1
+scancel --signal=TERM "$SLURM_JOB_ID_HET_GROUP_1.0" || true
+for _ in $(seq 300); do kill -0 "$llm" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$llm" 2>/dev/null && {{ echo "LLM step still running 30 s after SIGTERM"; exit 1; }}
 echo "T llm_gone $(now)"
 """
 
@@ -102,34 +105,50 @@ def squeue_has(job: str) -> bool:
     return bool(out.stdout.strip())
 
 
-def gpus_and_nodes(job: str) -> tuple[int, list[str]]:
-    out = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-j", job, "--format=JobID,AllocTRES,NodeList"],
-        capture_output=True,
-        text=True,
-    ).stdout
+def gpus_and_nodes(out: str) -> tuple[int, list[str]]:
+    """GPUs held and node of each component, from the job's own `scontrol show job` lines."""
     gpus, nodes = 0, []
     for line in out.splitlines():
-        _jid, tres, nodelist = (line.split("|") + ["", "", ""])[:3]
-        m = re.search(r"gres/gpu=(\d+)", tres)
+        if not line.startswith("J "):
+            continue
+        # TRES lists gres/gpu only where accounting tracks it; TresPerNode always has the request
+        m = re.search(r"\bTRES=\S*gres/gpu=(\d+)", line) or re.search(
+            r"\bTresPerNode=\S*gres[:/]gpu:(\d+)", line
+        )
         gpus += int(m.group(1)) if m else 0
-        nodes.append(nodelist)
+        node = re.search(r"\bNodeList=(\S+)", line)
+        nodes.append(node.group(1) if node else "?")
     return gpus, nodes
 
 
-def run_once(layout: str, script: Path, work: Path) -> dict[str, float | str | int]:
+def squeue_state(job: str) -> tuple[str, str]:
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T|%r"], capture_output=True, text=True).stdout
+    first = (out.strip().splitlines() or ["|"])[0]
+    state, _, reason = first.partition("|")
+    return state, reason
+
+
+def run_once(layout: str, script: Path, work: Path, start_timeout: float) -> dict[str, float | str | int]:
     t_submit = time.time()
     job = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, check=True)
     job_id = job.stdout.strip().split(";")[0]
-    while squeue_has(job_id):
+    while True:
+        state, reason = squeue_state(job_id)
+        if not state:
+            break
+        if state == "PENDING" and time.time() - t_submit > start_timeout:
+            subprocess.run(["scancel", job_id], check=False)
+            while squeue_has(job_id):
+                time.sleep(0.2)
+            return {"job": job_id, "never_started": f"still PENDING ({reason}) after {start_timeout:.0f}s"}
         time.sleep(0.2)
     t_gone = time.time()
     out = (work / f"mh-bench-{layout}-{job_id}.out").read_text()
     marks = {m[1]: float(m[2]) for m in re.finditer(r"^T (\w+) ([0-9.]+)", out, re.MULTILINE)}
-    if "agent_end" not in marks:
-        raise click.ClickException(f"{layout} job {job_id} did not complete; see {work}")
-    time.sleep(1)  # sacct catches up
-    gpus, nodes = gpus_and_nodes(job_id)
+    missing = {"batch_start", "llm_ready", "agent_end", "llm_gone"} - set(marks)
+    if missing:
+        raise click.ClickException(f"{layout} job {job_id} stopped before {sorted(missing)}:\n{out}")
+    gpus, nodes = gpus_and_nodes(out)
     return {
         "job": job_id,
         "queue": marks["batch_start"] - t_submit,
@@ -146,7 +165,8 @@ def run_once(layout: str, script: Path, work: Path) -> dict[str, float | str | i
 @click.option("--rounds", default=3, show_default=True, help="Jobs per layout.")
 @click.option("--blocker", is_flag=True, help="Hold one GPU node's GPU while submitting (a busy cluster).")
 @click.option("--blocker-secs", default=40, show_default=True)
-def main(rounds: int, blocker: bool, blocker_secs: int) -> None:
+@click.option("--start-timeout", default=120.0, show_default=True, help="Give up on a job pending this long.")
+def main(rounds: int, blocker: bool, blocker_secs: int, start_timeout: float) -> None:
     with tempfile.TemporaryDirectory(prefix="mh-llm-bench-") as tmp:
         work = Path(tmp)
         cfg = write_config(work)
@@ -169,7 +189,7 @@ def main(rounds: int, blocker: bool, blocker_secs: int) -> None:
                         ).stdout
                     ):
                         time.sleep(0.2)
-                rows[layout].append(run_once(layout, script, work))
+                rows[layout].append(run_once(layout, script, work, start_timeout))
                 if blocker_id:
                     subprocess.run(["scancel", blocker_id], check=False)
                     while squeue_has(blocker_id):
@@ -180,18 +200,22 @@ def main(rounds: int, blocker: bool, blocker_secs: int) -> None:
         )
         for layout, runs in rows.items():
             for r in runs:
-                print(
-                    f"{layout:8} {r['job']:>6} "
-                    + " ".join(f"{r[k]:9.2f}" for k in keys)
-                    + f"  {r['gpus']:4}  {r['nodes']}"
-                )
+                if "never_started" in r:
+                    print(f"{layout:8} {r['job']:>6} never started: {r['never_started']}")
+                    continue
+                figures = " ".join(f"{float(r[k]):9.2f}" for k in keys)
+                print(f"{layout:8} {r['job']:>6} {figures}  {r['gpus']:4}  {r['nodes']}")
         print("medians (s):")
         for layout, runs in rows.items():
-            med = {k: statistics.median(float(r[k]) for r in runs) for k in keys}
+            done = [r for r in runs if "never_started" not in r]
+            if not done:
+                print(f"  {layout:8} no run started")
+                continue
+            med = {k: statistics.median(float(r[k]) for r in done) for k in keys}
             print(
                 f"  {layout:8} "
                 + "  ".join(f"{k} {v:.2f}" for k, v in med.items())
-                + f"  gpus {runs[0]['gpus']}"
+                + f"  gpus {done[0]['gpus']}"
             )
 
 
