@@ -204,3 +204,55 @@ def test_llm_server_job_found_by_auto_jobid_and_stopped_by_scancel(tmp_path: Pat
     res = llm_ready(f"auto:{job}", "--model", MODEL, "--timeout", "10", env=env)
     assert res.returncode == 2
     assert "not found" in res.stderr or "CANCELLED" in res.stderr
+
+
+# ---------------------------------------------------------------- the LLM server job without Slurm
+def run_server_job(cfg: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env |= {"MLEBENCH_HPC_CONFIG": str(cfg), "MLEBENCH_HPC_RUNTIME": "none"}
+    return subprocess.run(
+        ["bash", str(REPO / "scripts_hpc" / "slurm_llm_server.sh"), *args],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ("LLM_CMD=''", "LLM_CMD is empty"),
+        ("LLM_MODEL_DIR=/nonexistent/weights", "LLM_MODEL_DIR=/nonexistent/weights is not a directory"),
+        ("LLM_MODEL=''", "usage: sbatch scripts_hpc/slurm_llm_server.sh <model>"),
+        ("LLM_CMD='exit 3'", "LLM server process"),
+    ],
+)
+def test_server_job_refuses_bad_config_in_one_line(tmp_path: Path, extra: str, says: str) -> None:
+    cfg = _config(tmp_path)
+    cfg.write_text(cfg.read_text() + extra + "\n")
+    res = run_server_job(cfg)
+    assert res.returncode == 2, res.stderr
+    errors = [line for line in res.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and says in errors[0], res.stderr
+
+
+def test_server_job_publishes_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env |= {"MLEBENCH_HPC_CONFIG": str(cfg), "MLEBENCH_HPC_RUNTIME": "none", "MH_JOB_ID": "local-test"}
+    proc = subprocess.Popen(
+        ["bash", str(REPO / "scripts_hpc" / "slurm_llm_server.sh")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+    url_file = tmp_path / "runs" / ".state" / "llm" / "local-test" / "url"
+    deadline = time.monotonic() + 60
+    while not url_file.is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.1)
+    url = url_file.read_text().strip()
+    assert llm_ready(url, "--model", MODEL, "--timeout", "10").returncode == 0
+    proc.terminate()
+    out, err = proc.communicate(timeout=60)
+    assert f"LLM_SERVER_URL={url}" in out
+    assert "[llm-standin] stopped" in err  # the server got SIGTERM and shut down by itself
+    assert not url_file.exists()
+    res = llm_ready(url, "--model", MODEL, "--timeout", "2")
+    assert res.returncode == 2  # nothing listens there any more
