@@ -44,7 +44,7 @@ if [[ -n ${LLM_BASE_URL:-} || -n ${OPENAI_BASE_URL:-} ]]; then
     [[ -n ${LLM_MODEL:-} ]] \
         || die "an endpoint is set (LLM_BASE_URL/OPENAI_BASE_URL) but LLM_MODEL is not: set LLM_MODEL to a model the endpoint lists at /v1/models"
     # aideml's provider rules (backend/__init__.py, backend_openai.py): these names never reach OPENAI_BASE_URL
-    if [[ $LLM_MODEL =~ ^(gpt-.*|o[0-9]+(-.*)?|codex-mini-latest|claude-.*|gemini-.*)$ ]]; then
+    if [[ $LLM_MODEL =~ ^(gpt-.*|o[0-9]-.*|codex-mini-latest|claude-.*|gemini-.*)$ ]]; then
         die "LLM_MODEL=$LLM_MODEL looks like a hosted model name to aideml, which would send it to the public API, not to the endpoint: serve it under another name (e.g. vllm serve --served-model-name local-$LLM_MODEL)"
     fi
     if [[ -n ${LLM_BASE_URL:-} ]]; then
@@ -113,7 +113,16 @@ sync_outputs() {
 budget=$((TIME_LIMIT_SECS > 2 * MARGIN ? TIME_LIMIT_SECS - MARGIN : TIME_LIMIT_SECS))
 deadline=$((SECONDS + budget))
 cd "$WORK"
-( while sleep "$SYNC_SECS"; do sync_outputs; done ) &
+# The sleep is waited for, so that TERM stops it too (an orphaned sleep would hold the outputs open).
+(
+    trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+    while true; do
+        sleep "$SYNC_SECS" &
+        nap=$!
+        wait "$nap"
+        sync_outputs
+    done
+) &
 syncer=$!
 trap 'kill "$syncer" 2>/dev/null || true; sync_outputs' EXIT
 
