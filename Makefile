@@ -11,6 +11,7 @@ STAMP  := $(VENV)/.installed
 RUN      ?=
 DATA_DIR ?=
 AGENT    ?= dummy
+LLM      ?=
 BUILDER  ?= auto
 FORCE    ?= 0
 
@@ -57,8 +58,9 @@ grade: $(STAMP) ## grade a run or run group: make grade RUN=dir [DATA_DIR=dir]
 	@[ -n "$(RUN)" ] || { echo "usage: make grade RUN=<run dir or group dir> [DATA_DIR=<dir>]" >&2; exit 2; }
 	$(BIN)/mlebench-hpc grade "$(RUN)" $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
 
-sif: $(STAMP) ## build images: make sif [AGENT=dummy|aide] [BUILDER=auto|docker|apptainer] [FORCE=1] [BASE_IMAGE=ref]
-	bash scripts_hpc/build_images.sh --agent "$(AGENT)" --builder "$(BUILDER)" $(if $(filter 1,$(FORCE)),--force)
+sif: $(STAMP) ## build images: make sif [AGENT=dummy|aide] [LLM=vllm] [BUILDER=auto|docker|apptainer] [FORCE=1]
+	bash scripts_hpc/build_images.sh --agent "$(AGENT)" --builder "$(BUILDER)" $(if $(filter 1,$(FORCE)),--force) \
+		$(if $(LLM),--llm "$(LLM)")
 
 cluster-up: ## (root) the site: a local Slurm, Apptainer, a Docker daemon and a registry with the base image
 	bash scripts_hpc/provision/cluster_up.sh

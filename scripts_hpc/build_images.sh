@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # build_images.sh: build the grading image and one agent image as SIF files (what `make sif` runs).
 #
-#   build_images.sh [--agent dummy|aide] [--builder auto|docker|apptainer] [--base auto|local|registry]
-#                   [--image-dir DIR] [--force] [--base-only]
+#   build_images.sh [--agent dummy|aide] [--llm vllm] [--builder auto|docker|apptainer]
+#                   [--base auto|local|registry] [--image-dir DIR] [--force] [--base-only]
 #
 # Base (what both images start from): BASE_IMAGE (environment, else the config in force), one of
 #   a registry image   127.0.0.1:5000/mlebench-hpc/base:bookworm (what `make cluster-up` serves);
@@ -20,7 +20,8 @@
 #   auto       docker only when the daemon answers and can get the base (has it or pulls it);
 #              else apptainer. A local base is always built with apptainer under auto.
 # Images go to IMAGE_DIR (env, else the config in force, else ~/.cache/mlebench-hpc/images):
-# mlebench-grading.sif and agent-<name>.sif. An image whose inputs (its sources and its base, not
+# mlebench-grading.sif, agent-<name>.sif and, with --llm, the LLM server image llm-<name>.sif
+# (environment/llm/<name>.def; vLLM from PyPI, many GB). An image whose inputs (its sources and its base, not
 # the builder) did not change is not rebuilt unless --force; each image's size and sha256 are
 # printed. A failed build stops at the failing step with one line naming it and its log, and
 # leaves the previous SIF in place.
@@ -41,7 +42,7 @@ DEFAULT_REGISTRY_BASE=debian:bookworm-slim
 APPTAINER=${APPTAINER:-apptainer}
 DOCKER_PULL_TIMEOUT=${MLEBENCH_DOCKER_PULL_TIMEOUT:-300}
 
-AGENT=dummy BUILDER=auto BASE_MODE=${IMAGE_BASE:-auto} FORCE=0 BASE_ONLY=0 IMAGE_DIR_ARG=""
+AGENT=dummy LLM="" BUILDER=auto BASE_MODE=${IMAGE_BASE:-auto} FORCE=0 BASE_ONLY=0 IMAGE_DIR_ARG=""
 WORK="" WORK_BASE="" PARTIAL=""
 # BASE_KIND: rootfs (the debootstrap cache) | path (a given SIF or rootfs) | loopback | registry | short
 BASE_KIND="" BASE_REF="" DOCKER_BASE=""
@@ -59,6 +60,7 @@ parse_args() {
     while (($#)); do
         case $1 in
             --agent) AGENT=${2:?--agent needs a value}; shift 2 ;;
+            --llm) LLM=${2:?--llm needs a value}; shift 2 ;;
             --builder) BUILDER=${2:?--builder needs a value}; shift 2 ;;
             --base) BASE_MODE=${2:?--base needs a value}; shift 2 ;;
             --image-dir) IMAGE_DIR_ARG=${2:?--image-dir needs a value}; shift 2 ;;
@@ -70,6 +72,8 @@ parse_args() {
     done
     [[ $AGENT =~ ^[a-z0-9_-]+$ && -d $ROOT/agents/$AGENT ]] \
         || mh_die "no agent '$AGENT' (agents/$AGENT missing): use --agent dummy or --agent aide"
+    [[ -z $LLM || ( $LLM =~ ^[a-z0-9_-]+$ && -f $ROOT/environment/llm/$LLM.def ) ]] \
+        || mh_die "no LLM server image '$LLM' (environment/llm/$LLM.def missing): use --llm vllm"
     case $BUILDER in auto | docker | apptainer) ;; *) mh_die "--builder must be auto, docker or apptainer" ;; esac
     [[ $BASE_MODE == docker ]] && BASE_MODE=registry  # the name of earlier versions
     case $BASE_MODE in auto | local | registry) ;; *) mh_die "--base must be auto, local or registry" ;; esac
@@ -258,6 +262,14 @@ stage_agent() {
     stage_build_ca "$ctx"
 }
 
+stage_llm() {
+    local ctx=$1 name=$2
+    mkdir -p "$ctx/llm"
+    cp "$ROOT/environment/llm/requirements-$name.txt" "$ctx/llm/"
+    cp "$ROOT/environment/llm/$name.def" "$ROOT/environment/llm/Dockerfile.$name" "$ctx/"
+    stage_build_ca "$ctx"
+}
+
 # Hash of everything that goes into an image: the staged context (both recipes included) and
 # the base it starts from. Not the builder: both make the same image, so switching builders
 # alone rebuilds nothing.
@@ -378,6 +390,10 @@ main() {
     build_image mlebench-grading "$WORK/grading" grading.def Dockerfile
     stage_agent "$WORK/agent" "$AGENT"
     build_image "agent-$AGENT" "$WORK/agent" agent.def Dockerfile
+    if [[ -n $LLM ]]; then
+        stage_llm "$WORK/llm" "$LLM"
+        build_image "llm-$LLM" "$WORK/llm" "$LLM.def" "Dockerfile.$LLM"
+    fi
 }
 
 main "$@"

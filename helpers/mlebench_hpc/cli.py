@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "overlay": "mlebench_hpc.overlay:overlay_cmd",
     "wait-ready": "mlebench_hpc.readiness:wait_ready_cmd",
     "config": "mlebench_hpc.config:check_config_cmd",
+    "llm-ready": "mlebench_hpc.llm_endpoint:llm_ready_cmd",
     "check-config": "mlebench_hpc.config:check_config_cmd",
     "run-metadata": "mlebench_hpc.run_metadata:run_metadata_cmd",
     "collect-submission": "mlebench_hpc.untrusted:collect_submission_cmd",

@@ -35,6 +35,8 @@ class Setting:
     export: bool = True
     # The environment's value beats the file's (a site's base image for one build: BASE_IMAGE=... make sif)
     env_wins: bool = False
+    # The default is literal text, not expanded (a command template filled in by the job)
+    literal: bool = False
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -67,6 +69,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SLURM_GPU_PARTITION", "", "partition for jobs that run an agent (sweep tasks)", export=False),
     Setting("SLURM_ACCOUNT", "", "account for jobs submitted by our tools", export=False),
     Setting("SLURM_QOS", "", "QOS for jobs submitted by our tools", export=False),
+    Setting(
+        "LLM_BASE_URL", "", "an OpenAI-compatible endpoint for the agent: http://host:port/v1 or auto:<jobid>"
+    ),
+    Setting("LLM_MODEL", "", "the model's name as the endpoint lists it at /v1/models"),
+    Setting("LLM_API_KEY_FILE", "", "a file (mode 0600) holding the endpoint's key on its first line"),
+    Setting("LLM_SIF", "${IMAGE_DIR}/llm-vllm.sif", "the LLM server job's image (`make sif LLM=vllm`)"),
+    Setting("LLM_MODEL_DIR", "", "the weights, a local directory (nothing is downloaded at run time)"),
+    Setting(
+        "LLM_CMD",
+        'vllm serve "$LLM_MODEL_DIR" --served-model-name "$LLM_MODEL" --host "$LLM_HOST" --port "$LLM_PORT"'
+        ' --tensor-parallel-size "$LLM_NUM_GPUS"',
+        "the LLM server's command, run with bash -c; the job fills in the variables",
+        literal=True,
+    ),
+    Setting("LLM_READY_TIMEOUT", "900", "seconds the LLM server may take until /v1/models lists the model"),
 )
 SETTING: dict[str, Setting] = {s.key: s for s in SETTINGS}
 KNOWN_KEYS: tuple[str, ...] = tuple(SETTING)
@@ -169,7 +186,8 @@ def _lookup(name: str, scope: dict[str, str]) -> str:
 
 
 def _default(key: str, scope: dict[str, str]) -> str:
-    return _expand(SETTING[key].default, scope, f"default of {key}", first=True)
+    s = SETTING[key]
+    return s.default if s.literal else _expand(s.default, scope, f"default of {key}", first=True)
 
 
 def _value(raw: str, scope: dict[str, str], where: str) -> str:
@@ -211,6 +229,8 @@ def resolve(path: Path | None) -> dict[str, str]:
             out[s.key] = file_values[s.key]
         elif s.key in os.environ:
             out[s.key] = os.environ[s.key]
+        elif s.literal:
+            out[s.key] = s.default
         else:
             out[s.key] = _expand(s.default, out, f"default of {s.key}", first=True)
     return out

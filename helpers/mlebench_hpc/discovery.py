@@ -56,9 +56,9 @@ def normalize_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def last_url_in_file(path: Path) -> str | None:
-    """The URL of the last complete line carrying GRADING_SERVER_URL= (a line still being
-    written, without its newline, is ignored). Reads backwards so a large log costs little."""
+def last_url_in_file(path: Path, mark: str = URL_MARK) -> str | None:
+    """The URL of the last complete line carrying MARK (default GRADING_SERVER_URL=; a line still
+    being written, without its newline, is ignored). Reads backwards so a large log costs little."""
     try:
         f = path.open("rb")
     except OSError:
@@ -79,18 +79,23 @@ def last_url_in_file(path: Path) -> str | None:
                 complete = complete[:-1]  # drop what follows the file's last newline
                 seen_newline = True
             for line in reversed(complete):
-                url = _url_from_line(line)
+                url = _url_from_line(line, mark)
                 if url:
                     return url
         if seen_newline and carry:
-            return _url_from_line(carry)
+            return _url_from_line(carry, mark)
     return None
 
 
-def _url_from_line(line: bytes) -> str | None:
-    if URL_MARK.encode() not in line:
+def _url_from_line(line: bytes, mark: str = URL_MARK) -> str | None:
+    if mark.encode() not in line:
         return None
-    matches = _URL_IN_LINE.findall(line)
+    pattern = (
+        _URL_IN_LINE
+        if mark == URL_MARK
+        else re.compile(re.escape(mark.encode()) + rb"(https?://[^\s'\"<>]+)")
+    )
+    matches = pattern.findall(line)
     for raw in reversed(matches):
         try:
             return normalize_url(raw.decode("ascii", "strict"))

@@ -26,32 +26,32 @@ MAX_DELAY = 5.0
 _outputs: dict[str, str] = {}
 
 
-def check_job_alive(job_id: str) -> None:
-    """Raise HelperError when the grading job is unknown to Slurm or has ended."""
+def check_job_alive(job_id: str, what: str = "grading job") -> None:
+    """Raise HelperError when the job (WHAT, for the message) is unknown to Slurm or has ended."""
     try:
         job = slurm_query.main_record(job_id)
     except SlurmError as exc:
-        raise HelperError(f"cannot check grading job {job_id}: {exc}") from None
+        raise HelperError(f"cannot check {what} {job_id}: {exc}") from None
     if job is None:
         out = _outputs.get(job_id, "file")
-        raise HelperError(f"grading job {job_id} ended (no longer known to Slurm): see its output {out}")
+        raise HelperError(f"{what} {job_id} ended (no longer known to Slurm): see its output {out}")
     _outputs[job_id] = str(expand_output_path(job.get("StdOut"), job, job_id))
     if job.state in slurm_query.ENDED_STATES:
-        raise HelperError(f"grading job {job_id} ended ({job.state}): see its output {_outputs[job_id]}")
+        raise HelperError(f"{what} {job_id} ended ({job.state}): see its output {_outputs[job_id]}")
 
 
-def check_pid_alive(pid: int) -> None:
+def check_pid_alive(pid: int, what: str = "grading server process") -> None:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        raise HelperError(f"grading server process {pid} exited: see its log") from None
+        raise HelperError(f"{what} {pid} exited: see its log") from None
     except PermissionError:
         pass  # exists, owned by someone else
     # a zombie child of ours counts as gone
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
             if f.read().rsplit(")", 1)[-1].split()[0] == "Z":
-                raise HelperError(f"grading server process {pid} exited: see its log")
+                raise HelperError(f"{what} {pid} exited: see its log")
     except OSError:
         pass
 

@@ -61,7 +61,7 @@ def test_example_config_shows_every_key_with_its_one_default(tmp_path: Path) -> 
         if line.startswith("# ") and "=" in line and line[2:].split("=", 1)[0].isupper():
             key, value = line[2:].split("=", 1)
             shown[key] = value
-    assert {s.key: f'"{s.default}"' for s in SETTINGS} == shown
+    assert {s.key: f"'{s.default}'" if s.literal else f'"{s.default}"' for s in SETTINGS} == shown
     uncommented = tmp_path / "c.env"
     uncommented.write_text("".join(f"{k}={v}\n" for k, v in shown.items()))
     assert set(load_config(uncommented)) == set(shown)
