@@ -224,11 +224,11 @@ start_slurmd() {
     echo "$output"
     assert_output --partial "3 tasks"
     wait_for "resumed array finished" 240 group_idle cancel
+    same_numbers cancel ref4
+    [[ $(superseded_count cancel) == 2 ]]
     run "$CLI" status "$(gdir cancel)"
     echo "$output"
     assert_output --partial "4 pairs: 4 finished; 2 earlier attempts superseded"
-    same_numbers cancel ref4
-    [[ $(superseded_count cancel) == 2 ]]
     echo "# cancel + resume: $((SECONDS - t0))s" >&3
 }
 
@@ -282,12 +282,12 @@ PY
     assert_success
     assert_output --partial "1 tasks"
     wait_for "second attempt finished" 180 group_idle server
-    run "$CLI" status "$(gdir server)"
-    echo "$output"
-    assert_output --partial "attempt 2 of 2, finished (exit 0, submission present)"
     same_numbers server ref1
     [[ $(superseded_count server) == 1 ]]
     grep -q "grading server died" "$(gdir server).grade.txt"
+    run "$CLI" status "$(gdir server)"
+    echo "$output"
+    assert_output --partial "attempt 2 of 2, finished (exit 0, submission present)"
     echo "# server killed + resume: $((SECONDS - t0))s" >&3
 }
 
