@@ -26,7 +26,7 @@ from typing import Any
 import click
 
 from mlebench_hpc.atomic import write_atomic
-from mlebench_hpc.attempts import attempt_numbers
+from mlebench_hpc.attempts import attempt_numbers, split_attempts
 from mlebench_hpc.run_status import FAILED, RunStatus
 from mlebench_hpc.runs import Run, scan_runs
 from mlebench_hpc.slurm_query import WAITING_STATES, HelperError, JobRecord
@@ -432,13 +432,23 @@ def sweep_status(group_dir: Path, use_slurm: bool = True) -> SweepStatus:
     runs, slurm = settled_runs(group_dir, data, use_slurm, reader="status")
     by_name = {r.path.name: r for r in runs}
     attempts = attempt_numbers(runs)
+    finals = {(r.competition, r.seed): r for r in split_attempts(runs)[0] if r.from_sweep}
     rows: list[PairStatus] = []
     for (comp, seed), task in sorted(latest_tasks(data).items()):
-        run = by_name.get(f"{comp}_{task_job_id(task)}")
-        state, text = describe_task(
-            task, run, slurm, group_dir, attempts.get(run.path) if run is not None else None
-        )
-        rows.append(PairStatus(comp, seed, task_job_id(task), state, text))
+        job = task_job_id(task)
+        run = by_name.get(f"{comp}_{job}")
+        final = finals.get((comp, seed))
+        ts = slurm.get(job) if slurm is not None else None
+        if run is None and final is not None and not (ts is not None and ts.state in ACTIVE):
+            # The latest task never made a run directory (cancelled or failed before it started):
+            # the pair is its final attempt, as `grade` counts it.
+            final_task = {"array_job_id": final.array_job_id, "array_index": final.meta["sweep_task_index"]}
+            state, text = describe_task(final_task, final, slurm, group_dir, attempts.get(final.path))
+            text += f"; then {job}: {describe_task(task, None, slurm, group_dir)[1]}"
+            rows.append(PairStatus(comp, seed, task_job_id(final_task), state, text))
+            continue
+        state, text = describe_task(task, run, slurm, group_dir, attempts.get(run.path) if run else None)
+        rows.append(PairStatus(comp, seed, job, state, text))
     superseded = sum(1 for n, total in attempts.values() if n < total)
     return SweepStatus(rows, superseded)
 

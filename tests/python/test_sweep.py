@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from mlebench_hpc import sweep as sweep_module
 from mlebench_hpc.demo import prepare_demo
 from mlebench_hpc.runs import Run, read_run, scan_runs
 from mlebench_hpc.slurm_query import JobRecord
@@ -225,3 +226,30 @@ def scan_runs_one(run_dir: Path) -> Run:
     run = read_run(run_dir)
     assert run is not None
     return run
+
+
+def test_status_counts_the_final_attempt_when_the_last_task_never_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """a/0 failed in array 10; its resubmission (array 11) was cancelled before it started: the pair
+    is its failed run, as grade counts it, and the line says what became of the resubmission."""
+    g = tmp_path / "g"
+    for n, (array, pairs) in enumerate((("10", [("a", 0), ("a", 1)]), ("11", [("a", 0)])), 1):
+        tasks = g / ".sweep" / f"tasks-{n}.tsv"
+        write_tasks_file(tasks, pairs)
+        record_submission(g, array, tasks, {"seeds": 2}, "sbatch")
+    make_run(g, "a_10_0", "a", 0, "failed", 1, False, sweep_array_job_id="10", sweep_task_index="0")
+    make_run(g, "a_10_1", "a", 1, "finished", 0, True, sweep_array_job_id="10", sweep_task_index="1")
+    slurm = {"11_0": JobRecord("11_0", "CANCELLED"), "10_0": JobRecord("10_0", "FAILED")}
+    monkeypatch.setattr(sweep_module, "settle", lambda runs, reader, extra_ids=(): (runs, slurm))
+    st = sweep_status(g)
+    first = st.pairs[0]
+    assert (first.job, first.state) == ("10_0", "failed")
+    assert first.text.startswith("failed (exit 1, no submission)")
+    assert first.text.endswith("; then 11_0: cancelled before it started")
+    assert st.counts_line() == "2 pairs: 1 finished, 1 failed"
+    # while the resubmission is queued, the pair is pending
+    slurm["11_0"] = JobRecord("11_0", "PENDING", reason="Priority")
+    assert sweep_status(g).pairs[0] == sweep_module.PairStatus(
+        "a", 0, "11_0", "pending", "pending (Priority)"
+    )
