@@ -259,7 +259,9 @@ mh_make_run_dir() {
     echo "$run"
 }
 
-mh_meta() { "$MH_CLI" run-metadata "$@" >/dev/null; }
+# A sweep task exports MH_ATTEMPT (Slurm's restart count): its writes are dropped once a later
+# attempt of the same task owns the run directory (an attempt Slurm gave up on may still be running).
+mh_meta() { "$MH_CLI" run-metadata ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} "$@" >/dev/null; }
 
 mh_now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 
@@ -363,6 +365,7 @@ mh_run_agent() {
         --set agent_node="${SLURMD_NODENAME:-$(hostname)}" --set grading_server_url="$url" --set runtime="$runtime" \
         --set data_dir="$DATA_DIR" --set config="$MH_CONFIG" --set seed="${MH_SEED:-}" \
         --set-json time_limit_secs="$TIME_LIMIT_SECS" --set start="$started" --set status=running \
+        --set slurm_cluster="${SLURM_CLUSTER_NAME:-}" \
         --set network_access="host network: the agent can reach whatever this node reaches"
 
     if [[ $runtime == apptainer ]]; then
@@ -556,6 +559,21 @@ except (OSError, ValueError):
     v = ""
 print("" if v is None else v)
 PY
+}
+
+# The grading server died before the agent ended: the agent was denied the validation it was
+# promised, so the attempt is failed whatever the agent did (a resume runs the pair again), with
+# the reason in metadata.json `failure`. Only a run whose agent recorded its end is changed.
+# Args: run_dir server_exit_code
+mh_record_server_death() {
+    local run=$1 code=$2 status reason
+    [[ -f $run/metadata.json ]] || return 0
+    status=$(mh_sweep_meta_get "$run" status)
+    case $status in finished | failed | timeout | running | starting) ;; *) return 0 ;; esac
+    reason="the grading server died (exit $code) before the agent ended: the agent could not validate"
+    mh_log "FAILED: $reason"
+    mh_meta "$run" --set status=failed \
+        --set-json failure="{\"cause\": \"grading_server_died\", \"reason\": \"$reason\", \"server_exit_code\": $code}"
 }
 
 # How many times this run was requeued so far (metadata requeue_count, 0 when absent).

@@ -62,8 +62,16 @@ if mh_in_hetjob_batch; then export MH_GRADING_JOB=$MH_JOB_ID; else export MH_GRA
 export MH_GRADING_TOKEN_FILE=$state/token
 mh_step_prefix 1
 "${MH_STEP[@]}" bash "$MH_SCRIPTS/slurm_agent.sh" "$comp" "$url" || rc=$?
+run=$OUTPUT_BASE/${MH_GROUP:-$RUN_GROUP}/${comp}_$MH_JOB_ID
+if ! kill -0 "$server_pid" 2>/dev/null; then
+    server_rc=0
+    wait "$server_pid" || server_rc=$?
+    server_pid=""
+    mh_record_server_death "$run" "$server_rc"
+    (( rc != 0 )) || rc=1
+fi
 mh_log "agent exited with code $rc; stopping the grading server"
 cleanup
 # The job output ends with where the results are and how to grade them.
-mh_print_outro "$OUTPUT_BASE/${MH_GROUP:-$RUN_GROUP}/${comp}_$MH_JOB_ID"
+mh_print_outro "$run"
 exit "$rc"

@@ -43,7 +43,9 @@ MH_GROUP=$group
 MH_SEED=$seed
 # The same id (and so the same run dir) after a requeue: array job id + index, not the task's own id.
 if [[ -n ${SLURM_ARRAY_JOB_ID:-} ]]; then MH_JOB_ID=${SLURM_ARRAY_JOB_ID}_$index; else MH_JOB_ID=$(mh_job_id)_$index; fi
-export MH_GROUP MH_SEED MH_JOB_ID
+# This attempt's number: once a later attempt owns the run dir, this one's writes are dropped (mh_meta).
+MH_ATTEMPT=${SLURM_RESTART_COUNT:-0}
+export MH_GROUP MH_SEED MH_JOB_ID MH_ATTEMPT
 max_requeues=${MH_MAX_REQUEUES:-5}
 
 slurm_task=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_$index}
@@ -59,10 +61,12 @@ if [[ $prev == finished || $prev == failed || $prev == timeout ]] && [[ ${collec
     exit 0
 fi
 # Written before the pair starts, so that a task that fails early still counts as a failed run.
+# A requeued attempt starts a clean end: an earlier attempt's failure or Slurm end is not its own.
 mh_meta "$run" --set competition_id="$comp" --set seed="$seed" --set group="$group" \
     --set sweep_array_job_id="${SLURM_ARRAY_JOB_ID:-}" --set sweep_task_index="$index" \
     --set sweep_task_job_id="${SLURM_JOB_ID:-}" --set status=starting --set attempt_start="$(mh_now)" \
-    --set-json slurm_restart_count="${SLURM_RESTART_COUNT:-0}"
+    --set slurm_cluster="${SLURM_CLUSTER_NAME:-}" --set-json failure=null --set-json slurm_end=null \
+    --set-json slurm_restart_count="$MH_ATTEMPT"
 mh_log "sweep task $index: $comp seed $seed, run directory $run (restart ${SLURM_RESTART_COUNT:-0})"
 
 pair_pid=""

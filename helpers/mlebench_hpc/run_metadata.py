@@ -4,7 +4,11 @@ Updates merge keys into the existing object under an exclusive lock (a hetjob's 
 may write at the same time) and land atomically (temporary file + os.replace), so a reader
 never sees half a file. `--sha256 key=path` hashes a file by streaming it; the digest is cached
 by (path, size, mtime, inode) under ~/.cache/mlebench-hpc/sha256 so that every job of a sweep
-does not re-read a multi-GB image."""
+does not re-read a multi-GB image.
+
+`--attempt N` fences a requeued run: an attempt writes only while no later attempt (a higher Slurm
+restart count, `slurm_restart_count`) has taken the run directory over, so the processes of an
+attempt Slurm gave up on (a node that stopped answering) cannot overwrite the next attempt's record."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,26 +68,60 @@ def _split(item: str, option: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-def update_metadata(run_dir: Path, updates: dict[str, Any]) -> Path:
+@contextlib.contextmanager
+def _locked(run_dir: Path) -> Iterator[None]:
+    """The run directory's exclusive lock (Linux flock works on directories: no lock file)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    target = run_dir / METADATA
-    # lock the directory itself (Linux flock works on directories): no lock file left behind
     dir_fd = os.open(run_dir, os.O_RDONLY)
     try:
         fcntl.flock(dir_fd, fcntl.LOCK_EX)
-        current: dict[str, Any] = {}
-        if target.is_file():
-            try:
-                current = json.loads(target.read_text() or "{}")
-            except ValueError:
-                raise HelperError(f"{target} is not valid JSON: fix or remove it") from None
-            if not isinstance(current, dict):
-                raise HelperError(f"{target} does not hold a JSON object: fix or remove it")
-        current.update(updates)
-        _atomic_write(target, (json.dumps(current, indent=2, sort_keys=True) + "\n").encode())
+        yield
     finally:
         os.close(dir_fd)
-    return target
+
+
+def _read_current(target: Path) -> dict[str, Any]:
+    if not target.is_file():
+        return {}
+    try:
+        current = json.loads(target.read_text() or "{}")
+    except ValueError:
+        raise HelperError(f"{target} is not valid JSON: fix or remove it") from None
+    if not isinstance(current, dict):
+        raise HelperError(f"{target} does not hold a JSON object: fix or remove it")
+    return current
+
+
+def update_metadata_if(
+    run_dir: Path,
+    make_updates: Callable[[dict[str, Any]], dict[str, Any] | None],
+) -> dict[str, Any] | None:
+    """Under the run directory's lock: read metadata.json, call make_updates(current), and merge
+    what it returns (None: write nothing). Returns the merged record, or None when nothing was
+    written. Every writer takes this lock, so a decision made on `current` cannot be overtaken."""
+    target = run_dir / METADATA
+    with _locked(run_dir):
+        current = _read_current(target)
+        updates = make_updates(current)
+        if updates is None:
+            return None
+        current.update(updates)
+        _atomic_write(target, (json.dumps(current, indent=2, sort_keys=True) + "\n").encode())
+        return current
+
+
+def update_metadata(run_dir: Path, updates: dict[str, Any]) -> Path:
+    update_metadata_if(run_dir, lambda _current: updates)
+    return run_dir / METADATA
+
+
+def superseded_attempt(current: dict[str, Any], attempt: int) -> int | None:
+    """The restart count of a later attempt that owns the run, or None when ATTEMPT may write."""
+    try:
+        owner = int(current.get("slurm_restart_count", 0))
+    except (TypeError, ValueError):
+        return None
+    return owner if owner > attempt else None
 
 
 @click.command("run-metadata")
@@ -108,19 +147,22 @@ def update_metadata(run_dir: Path, updates: dict[str, Any]) -> Path:
     help="Also copy RUN_DIR/submission/submission.csv, never following links, to RUN_DIR/collected/ "
     "and record it (submission_exists, submission: size, sha256 or why it was refused).",
 )
+@click.option(
+    "--attempt",
+    type=click.IntRange(min=0),
+    help="Write only while no later attempt (a higher slurm_restart_count) owns RUN_DIR; "
+    "else say so and write nothing (exit 0).",
+)
 def run_metadata_cmd(
     run_dir: Path,
     sets: tuple[str, ...],
     set_jsons: tuple[str, ...],
     hashes: tuple[str, ...],
     collect_submission: bool,
+    attempt: int | None,
 ) -> None:
     """Create or update RUN_DIR/metadata.json, merging the given keys."""
     updates: dict[str, Any] = {}
-    if collect_submission:
-        from mlebench_hpc.untrusted import collect_record
-
-        updates.update(collect_record(run_dir))
     for item in sets:
         key, value = _split(item, "--set")
         updates[key] = value
@@ -136,4 +178,20 @@ def run_metadata_cmd(
         if not path.is_file():
             raise HelperError(f"--sha256 {key}: {raw} is not a file")
         updates[key] = sha256_file(path)
-    update_metadata(run_dir, updates)
+
+    def merge(current: dict[str, Any]) -> dict[str, Any] | None:
+        owner = superseded_attempt(current, attempt) if attempt is not None else None
+        if owner is not None:
+            click.echo(
+                f"run-metadata: {run_dir} belongs to a later attempt (restart {owner}) than this one "
+                f"(restart {attempt}): not recorded",
+                err=True,
+            )
+            return None
+        if collect_submission:  # under the lock: a later attempt's collected copy is never replaced
+            from mlebench_hpc.untrusted import collect_record
+
+            return {**collect_record(run_dir), **updates}
+        return updates
+
+    update_metadata_if(run_dir, merge)

@@ -1,4 +1,5 @@
-"""Thin wrappers over `scontrol show job -o` and `squeue`, for URL discovery and readiness.
+"""Thin wrappers over `scontrol show job -o` and `squeue`, for URL discovery, readiness and the
+state of sweep tasks and runs (`job_records`: one batched squeue for many jobs, read by column name).
 
 Only reading: nothing here submits, cancels or changes a job. The cluster in force is whatever
 SLURM_CONF (or /etc/slurm) says, as for the user's own `scontrol`."""
@@ -149,6 +150,118 @@ def squeue_state(job_id: str) -> str | None:
         raise SlurmError(f"squeue -j {job_id} failed: {err}")
     lines = proc.stdout.split()
     return lines[0] if lines else None
+
+
+# ------------------------------------------------------------------ many jobs at once
+# squeue --Format columns (name:0| = unpadded, '|' after it); the header line names them, and the
+# reader goes by those names. Reason comes last: the only free text.
+_FORMAT_COLUMNS: dict[str, str] = {
+    "JobArrayID": "JOBID",
+    "State": "STATE",
+    "exit_code": "EXIT_CODE",
+    "EndTime": "END_TIME",
+    "RestartCnt": "RESTART_COUNT",
+    "NodeList": "NODELIST",
+    "Cluster": "CLUSTER",
+    "Reason": "REASON",
+}
+_IDS_PER_CALL = 400  # keeps the command line short on clusters with very long job ids
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job, array task (`123_4`) or hetjob component (`123+0`) as Slurm's controller holds it
+    (finished jobs for MinJobAge seconds after they end)."""
+
+    job_id: str
+    state: str
+    reason: str = ""
+    nodes: str = ""
+    exit_status: int | None = None  # the raw wait status squeue reports (exit code << 8 | signal)
+    end_time: str = ""
+    restarts: int = 0
+    cluster: str = ""
+
+    @property
+    def ended(self) -> bool:
+        """Never runs its script again (COMPLETING: processes still being killed, not yet ended)."""
+        return self.state in ENDED_STATES and self.state != "COMPLETING"
+
+    @property
+    def exit_text(self) -> str:
+        """`exit 2`, `signal 9`, or '' when Slurm did not say."""
+        if self.exit_status is None:
+            return ""
+        if self.exit_status & 0x7F:
+            return f"signal {self.exit_status & 0x7F}"
+        return f"exit {self.exit_status >> 8}"
+
+
+def _int(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+def parse_squeue_format(text: str) -> dict[str, JobRecord]:
+    """squeue --Format output (header line first, '|' between columns) -> records by job id."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return {}
+    header = [h.strip() for h in lines[0].split("|")]
+    out: dict[str, JobRecord] = {}
+    for line in lines[1:]:
+        row = dict(zip(header, (v.strip() for v in line.split("|", len(header) - 1)), strict=False))
+        job = row.get("JOBID", "")
+        if not job:
+            continue
+        reason = row.get("REASON", "")
+        out[job] = JobRecord(
+            job_id=job,
+            state=row.get("STATE", "UNKNOWN").split()[0] if row.get("STATE") else "UNKNOWN",
+            reason="" if reason in ("None", "(null)") else reason,
+            nodes=row.get("NODELIST", ""),
+            exit_status=_int(row.get("EXIT_CODE", "")),
+            end_time="" if row.get("END_TIME") in ("N/A", "Unknown", "NONE") else row.get("END_TIME", ""),
+            restarts=_int(row.get("RESTART_COUNT", "")) or 0,
+            cluster=row.get("CLUSTER", ""),
+        )
+    return out
+
+
+def job_records(job_ids: list[str]) -> dict[str, JobRecord] | None:
+    """Every job, array task and hetjob component Slurm still knows among JOB_IDS (an array job id
+    brings all its tasks), in one squeue call per 400 ids; None when Slurm cannot be asked (not
+    installed, controller down): then nobody may conclude that a job is gone."""
+    if not slurm_available():
+        return None
+    ids = sorted({j for j in job_ids if valid_job_id(j)})
+    fmt = ",".join(f"{col}:0|" for col in _FORMAT_COLUMNS)[:-1]  # no '|' after the last column
+    out: dict[str, JobRecord] = {}
+    for start in range(0, len(ids), _IDS_PER_CALL):
+        chunk = ids[start : start + _IDS_PER_CALL]
+        try:
+            proc = _run(["squeue", "-a", "-r", "-t", "all", "-j", ",".join(chunk), "-O", fmt])
+        except SlurmError:
+            return None
+        if proc.returncode != 0:
+            if "Invalid job id" in proc.stderr + proc.stdout:
+                continue  # squeue says so for a single unknown id only: Slurm knows none of them
+            return None
+        out.update(parse_squeue_format(proc.stdout))
+    return out
+
+
+def cluster_name() -> str | None:
+    """ClusterName of the controller in force, or None when it cannot be asked."""
+    try:
+        proc = _run(["scontrol", "show", "config"])
+    except SlurmError:
+        return None
+    for line in proc.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "ClusterName":
+            return value.strip() or None
+    return None
 
 
 def valid_job_id(job_id: str) -> bool:

@@ -298,10 +298,16 @@ def to_markdown(summary: Summary, title: str, backend: str | None) -> str:
 
 
 def write_summaries(
-    reports: list[dict[str, Any]], out_dir: Path, title: str, warn: Callable[[str], None]
+    reports: list[dict[str, Any]],
+    out_dir: Path,
+    title: str,
+    warn: Callable[[str], None],
+    notes: list[str] | None = None,
 ) -> list[Path]:
-    """summary.csv, summary.md and (with matplotlib) summary.png in out_dir; returns the paths."""
+    """summary.csv, summary.md and (with matplotlib) summary.png in out_dir; returns the paths.
+    NOTES go to summary.md's notes (e.g. superseded attempts, which REPORTS no longer hold)."""
     summary = summarize(reports)
+    summary.notes.extend(notes or [])
     backend = next(
         (
             f"{r['grading_backend']} ({r['grading_backend_version']})"

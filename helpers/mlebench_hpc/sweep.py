@@ -2,19 +2,22 @@
 
 `mlebench-hpc sweep-plan` validates the competition list, decides which (competition, seed)
 pairs still need a run (the resume rule below), writes the array's task list and records each
-submission in GROUP/sweep.json. `mlebench-hpc status GROUP` prints one line per pair.
+submission in GROUP/sweep.json. `mlebench-hpc status GROUP` prints one line per pair and a line of
+counts per state.
 
 Resume rule: a pair is done when one of its runs has an agent that exited (finished, failed or
-at its time limit) with a submission present, or when two of its runs failed. A pair whose
-latest array task is still pending or running in Slurm is not submitted again. Runs are found
-by their metadata.json (competition_id, seed, status, exit_code, submission_exists)."""
+at its time limit) with a submission collected and its grading server alive until the agent ended,
+or when two of its runs failed. A pair whose latest array task is still pending or running in
+Slurm is not submitted again. Runs are found by their metadata.json (mlebench_hpc.runs); before
+deciding anything, runs whose record says running while Slurm says their job ended get that end
+recorded (mlebench_hpc.stale_runs). Which attempt of a pair counts: mlebench_hpc.attempts."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import re
-import subprocess
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,21 +26,24 @@ from typing import Any
 import click
 
 from mlebench_hpc.atomic import write_atomic
-from mlebench_hpc.slurm_query import WAITING_STATES, HelperError, slurm_available
+from mlebench_hpc.attempts import attempt_numbers, split_attempts
+from mlebench_hpc.run_status import FAILED, RunStatus
+from mlebench_hpc.runs import Run, scan_runs
+from mlebench_hpc.slurm_query import WAITING_STATES, HelperError, JobRecord
+from mlebench_hpc.stale_runs import settle
 from mlebench_hpc.untrusted import UntrustedFileError, read_text_bounded
 
 SWEEP_JSON = "sweep.json"
 SWEEP_DIR = ".sweep"
 MAX_FAILURES = 2
-# Run statuses written by the agent job / sweep task (lib.sh mh_run_agent, slurm_sweep_task.sh).
-EXITED = frozenset({"finished", "failed", "timeout"})
-FAILED = frozenset({"failed", "timeout"})
 # Slurm states in which an array task may still run its script (again), or is still ending:
 # not to be submitted a second time.
 ACTIVE = WAITING_STATES | {"RUNNING", "COMPLETING"}
+RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING"})
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-SQUEUE_TIMEOUT = 30.0
 LOG_TAIL_BYTES = 64 * 1024
+# The states `status` counts pairs in, in the order of its last line.
+PAIR_STATES: tuple[str, ...] = ("finished", "failed", "cancelled", "lost", "running", "pending", "unknown")
 
 
 # ------------------------------------------------------------------ competition list
@@ -83,71 +89,7 @@ def competition_problems(ids: list[str], data_dir: Path) -> list[str]:
     return problems
 
 
-# ------------------------------------------------------------------ runs on disk
-@dataclass(frozen=True)
-class Run:
-    path: Path
-    meta: dict[str, Any]
-
-    @property
-    def competition(self) -> str:
-        return str(self.meta.get("competition_id", ""))
-
-    @property
-    def seed(self) -> int | None:
-        try:
-            return int(self.meta.get("seed"))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return None
-
-    @property
-    def status(self) -> str:
-        return str(self.meta.get("status", ""))
-
-    @property
-    def exit_code(self) -> int | None:
-        try:
-            return int(self.meta.get("exit_code"))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return None
-
-    @property
-    def has_submission(self) -> bool:
-        """The host collected a submission when the agent ended (mlebench_hpc.untrusted): the
-        agent's own directory is never looked at, so a planted link counts for nothing."""
-        return str(self.meta.get("submission_exists", "")).lower() == "true"
-
-    @property
-    def requeue_count(self) -> int:
-        try:
-            return int(self.meta.get("requeue_count", 0))
-        except (TypeError, ValueError):
-            return 0
-
-    @property
-    def done(self) -> bool:
-        """The agent exited (not stopped by us) and left a submission."""
-        return self.status in EXITED and self.has_submission
-
-    @property
-    def failed(self) -> bool:
-        return self.status in FAILED and not self.has_submission
-
-
-def scan_runs(group_dir: Path) -> list[Run]:
-    runs: list[Run] = []
-    for meta_path in sorted(group_dir.glob("*/metadata.json")):
-        if meta_path.parent.name.startswith("."):
-            continue
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            continue  # being written or broken: the run is not counted as done
-        if isinstance(meta, dict):
-            runs.append(Run(meta_path.parent, meta))
-    return runs
-
-
+# ------------------------------------------------------------------ pairs
 @dataclass
 class PairState:
     competition: str
@@ -209,51 +151,35 @@ def latest_tasks(data: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ Slurm
-@dataclass(frozen=True)
-class TaskState:
-    state: str
-    node: str
-    reason: str
-
-
-def slurm_task_states(array_job_ids: list[str]) -> dict[str, TaskState] | None:
-    """`<arrayjob>_<index>` -> state for every task Slurm still knows; None without Slurm."""
-    if not slurm_available():
-        return None
-    out: dict[str, TaskState] = {}
-    for job in sorted(set(array_job_ids)):
-        try:
-            proc = subprocess.run(
-                ["squeue", "-h", "-r", "-t", "all", "-j", job, "-o", "%i|%T|%N|%r"],
-                capture_output=True,
-                text=True,
-                timeout=SQUEUE_TIMEOUT,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        if proc.returncode != 0:
-            if "Invalid job id" in (proc.stderr + proc.stdout):
-                continue  # purged from Slurm's memory: the runs on disk tell the rest
-            return None
-        for line in proc.stdout.splitlines():
-            parts = line.split("|")
-            if len(parts) == 4:
-                out[parts[0].strip()] = TaskState(parts[1].strip(), parts[2].strip(), parts[3].strip())
-    return out
-
-
 def task_job_id(task: dict[str, Any]) -> str:
     return f"{task['array_job_id']}_{task['array_index']}"
 
 
+def array_ids(data: dict[str, Any]) -> list[str]:
+    return sorted({str(t["array_job_id"]) for t in data.get("tasks", [])})
+
+
+def settled_runs(
+    group_dir: Path, data: dict[str, Any], use_slurm: bool, reader: str
+) -> tuple[list[Run], dict[str, JobRecord] | None]:
+    """The group's runs, stale ones settled, and Slurm's records of its arrays (None: not asked
+    or no answer). One squeue call for the arrays and any stale run outside them."""
+    runs = scan_runs(group_dir)
+    if not use_slurm:
+        return runs, None
+    return settle(runs, reader, extra_ids=array_ids(data))
+
+
 # ------------------------------------------------------------------ sweep-plan
 def plan_pairs(
-    competitions: list[str], seeds: int, group_dir: Path, slurm: dict[str, TaskState] | None
+    competitions: list[str],
+    seeds: int,
+    runs: list[Run],
+    latest: dict[tuple[str, int], dict[str, Any]],
+    slurm: dict[str, JobRecord] | None,
 ) -> tuple[list[tuple[str, int]], dict[str, int]]:
     pairs = [(c, s) for c in competitions for s in range(seeds)]
-    states = pair_states(pairs, scan_runs(group_dir))
-    latest = latest_tasks(load_sweep(group_dir))
+    states = pair_states(pairs, runs)
     todo: list[tuple[str, int]] = []
     counts = {"pairs": len(pairs), "done": 0, "failed_twice": 0, "active": 0, "to_submit": 0}
     for pair in pairs:
@@ -390,17 +316,15 @@ def sweep_plan_cmd(
         raise HelperError(f"{len(problems)} problem(s) in {list_file}: fix the list (nothing was submitted)")
     if check_only:
         return
-    slurm = None
-    if not no_slurm:
-        tasks = load_sweep(group_dir).get("tasks", [])
-        slurm = slurm_task_states([str(t["array_job_id"]) for t in tasks]) if tasks else {}
-        if slurm is None:
-            click.echo(
-                "sweep: warning: cannot ask Slurm which tasks are queued; "
-                "pairs still queued may be submitted twice",
-                err=True,
-            )
-    todo, counts = plan_pairs(ids, seeds, group_dir, slurm)
+    data = load_sweep(group_dir)
+    runs, slurm = settled_runs(group_dir, data, use_slurm=not no_slurm, reader="sweep-plan")
+    if not no_slurm and slurm is None:
+        click.echo(
+            "sweep: warning: cannot ask Slurm which tasks are queued; "
+            "pairs still queued may be submitted twice",
+            err=True,
+        )
+    todo, counts = plan_pairs(ids, seeds, runs, latest_tasks(data), slurm)
     click.echo(
         f"sweep: {counts['pairs']} pairs ({len(ids)} competitions x {seeds} seeds): {counts['done']} done, "
         f"{counts['failed_twice']} failed twice, {counts['active']} queued or running, "
@@ -424,62 +348,121 @@ def _log_error(group_dir: Path, job_id: str) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class PairStatus:
+    competition: str
+    seed: int
+    job: str
+    state: str  # one of PAIR_STATES
+    text: str
+
+
+def _prefix(run: Run | None, attempt: tuple[int, int] | None) -> str:
+    parts = []
+    if attempt is not None:
+        parts.append(f"attempt {attempt[0]} of {attempt[1]}")
+    n = run.requeue_count if run is not None else 0
+    if n:
+        parts.append(f"requeued {n} time{'s' if n != 1 else ''}")
+    return "".join(f"{p}, " for p in parts)
+
+
 def describe_task(
-    task: dict[str, Any], run: Run | None, slurm: dict[str, TaskState] | None, group_dir: Path
-) -> str:
+    task: dict[str, Any],
+    run: Run | None,
+    slurm: dict[str, JobRecord] | None,
+    group_dir: Path,
+    attempt: tuple[int, int] | None = None,
+) -> tuple[str, str]:
+    """(state, one line) of a pair from its latest task, that task's run and Slurm's record."""
     job = task_job_id(task)
     ts = slurm.get(job) if slurm is not None else None
-    requeued = run.requeue_count if run is not None else 0
-    prefix = f"requeued {requeued} time{'s' if requeued != 1 else ''}, " if requeued else ""
-    if ts is not None and ts.state in ("RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING"):
-        return f"{prefix}running on {ts.node or '?'}"
+    prefix = _prefix(run, attempt)
+    if ts is not None and ts.state in RUNNING_STATES:
+        return "running", f"{prefix}running on {ts.nodes or '?'}"
     if ts is not None and ts.state in ACTIVE:
-        reason = f" ({ts.reason})" if ts.reason and ts.reason != "None" else ""
-        return f"{prefix}pending{reason}"
+        reason = f" ({ts.reason})" if ts.reason else ""
+        # the record says running, Slurm holds the task again: requeued without a chance to say so
+        unsaid = run is not None and run.status in (RunStatus.STARTING, RunStatus.RUNNING)
+        if unsaid and run is not None and ts.restarts > run.restart_count:
+            return "pending", f"{prefix}requeued by Slurm (restart {ts.restarts}), pending{reason}"
+        return "pending", f"{prefix}pending{reason}"
     if run is None:
         why = _log_error(group_dir, job)
         if ts is None:
-            return f"unknown: no run directory and Slurm no longer knows {job}" + (f": {why}" if why else "")
+            known = "Slurm was not asked" if slurm is None else f"Slurm no longer knows {job}"
+            return "unknown", f"unknown: no run directory and {known}" + (f": {why}" if why else "")
         if ts.state == "CANCELLED":
-            return "cancelled before it started"
-        return f"failed before the agent started (Slurm {ts.state})" + (f": {why}" if why else "")
-    sub = "submission present" if run.has_submission else "no submission"
+            return "cancelled", "cancelled before it started"
+        return "failed", f"failed before the agent started (Slurm {ts.state})" + (f": {why}" if why else "")
+    text = prefix + run.ended_text()
     if run.done:
-        end = "at its time limit" if run.status == "timeout" else f"exit {run.exit_code}"
-        return f"{prefix}finished ({end}, {sub})"
-    if run.status in FAILED:
-        why = _log_error(group_dir, job)
-        return f"{prefix}failed (exit {run.exit_code}, {sub})" + (f": {why}" if why else "")
-    if run.status == "cancelled":
-        return f"{prefix}cancelled ({sub})"
-    if run.status == "requeued":
-        return f"{prefix}stopped for requeue, but Slurm no longer holds the job ({sub}): re-run the sweep"
-    ended = f"Slurm {ts.state}" if ts is not None else "the job is gone"
-    return f"{prefix}failed: {ended} while the run said '{run.status or 'starting'}' (killed?)"
+        return "finished", text
+    if run.status == RunStatus.LOST:
+        return "lost", text
+    if run.status == RunStatus.CANCELLED:
+        return "cancelled", text
+    if run.status in FAILED or run.status == RunStatus.INTEGRITY_FAILED:
+        plain = not run.infrastructure_failure and "slurm_end" not in run.meta
+        why = _log_error(group_dir, job) if plain else ""
+        return "failed", text + (f": {why}" if why else "")
+    asked = "Slurm not asked" if slurm is None else "no answer from Slurm"
+    if run.status == RunStatus.REQUEUED:
+        return "unknown", f"{prefix}stopped for a requeue ({asked})"
+    return "unknown", f"{prefix}record says {run.status_text or 'starting'} ({asked})"
 
 
-def status_lines(group_dir: Path, use_slurm: bool = True) -> list[tuple[str, str, str, str]]:
+@dataclass(frozen=True)
+class SweepStatus:
+    pairs: list[PairStatus]
+    superseded: int  # earlier attempts of the pairs, not counted
+
+    def counts_line(self) -> str:
+        counts = Counter(r.state for r in self.pairs)
+        line = f"{len(self.pairs)} pairs: " + ", ".join(f"{counts[s]} {s}" for s in PAIR_STATES if counts[s])
+        if self.superseded:
+            line += f"; {self.superseded} earlier attempt{'s' if self.superseded != 1 else ''} superseded"
+        return line
+
+
+def sweep_status(group_dir: Path, use_slurm: bool = True) -> SweepStatus:
     data = load_sweep(group_dir)
     if not data["tasks"]:
         raise HelperError(f"{group_dir} has no {SWEEP_JSON} with tasks: is it a sweep group directory?")
-    latest = latest_tasks(data)
-    slurm = slurm_task_states([str(t["array_job_id"]) for t in latest.values()]) if use_slurm else None
-    runs = {r.path.name: r for r in scan_runs(group_dir)}
-    rows: list[tuple[str, str, str, str]] = []
-    for (comp, seed), task in sorted(latest.items()):
-        run = runs.get(f"{comp}_{task_job_id(task)}")
-        rows.append((comp, str(seed), task_job_id(task), describe_task(task, run, slurm, group_dir)))
-    return rows
+    runs, slurm = settled_runs(group_dir, data, use_slurm, reader="status")
+    by_name = {r.path.name: r for r in runs}
+    attempts = attempt_numbers(runs)
+    finals = {(r.competition, r.seed): r for r in split_attempts(runs)[0] if r.from_sweep}
+    rows: list[PairStatus] = []
+    for (comp, seed), task in sorted(latest_tasks(data).items()):
+        job = task_job_id(task)
+        run = by_name.get(f"{comp}_{job}")
+        final = finals.get((comp, seed))
+        ts = slurm.get(job) if slurm is not None else None
+        if run is None and final is not None and not (ts is not None and ts.state in ACTIVE):
+            # The latest task never made a run directory (cancelled or failed before it started):
+            # the pair is its final attempt, as `grade` counts it.
+            final_task = {"array_job_id": final.array_job_id, "array_index": final.meta["sweep_task_index"]}
+            state, text = describe_task(final_task, final, slurm, group_dir, attempts.get(final.path))
+            text += f"; then {job}: {describe_task(task, None, slurm, group_dir)[1]}"
+            rows.append(PairStatus(comp, seed, task_job_id(final_task), state, text))
+            continue
+        state, text = describe_task(task, run, slurm, group_dir, attempts.get(run.path) if run else None)
+        rows.append(PairStatus(comp, seed, job, state, text))
+    superseded = sum(1 for n, total in attempts.values() if n < total)
+    return SweepStatus(rows, superseded)
 
 
 @click.command("status")
 @click.argument("group_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--no-slurm", is_flag=True, help="Use only sweep.json and the run directories.")
 def status_cmd(group_dir: Path, no_slurm: bool) -> None:
-    """One line per (competition, seed) of a sweep: pending, running on NODE, finished,
-    failed with reason, requeued n times."""
-    rows = status_lines(group_dir, use_slurm=not no_slurm)
-    header = ("competition", "seed", "job", "state")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
-    for row in [header, *rows]:
-        click.echo("  ".join(v.ljust(widths[i]) for i, v in enumerate(row[:3])) + "  " + row[3])
+    """One line per (competition, seed) of a sweep: pending, running on NODE, finished, failed
+    with reason, requeued n times, which attempt; then one line of counts per state."""
+    st = sweep_status(group_dir, use_slurm=not no_slurm)
+    table = [("competition", "seed", "job", "state")]
+    table += [(r.competition, str(r.seed), r.job, r.text) for r in st.pairs]
+    widths = [max(len(r[i]) for r in table) for i in range(3)]
+    lines = ["  ".join(v.ljust(widths[i]) for i, v in enumerate(row[:3])) + "  " + row[3] for row in table]
+    lines.append(st.counts_line())
+    click.echo("\n".join(lines))

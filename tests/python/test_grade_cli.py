@@ -289,3 +289,77 @@ def test_make_grade(demo_data: Path, tmp_path: Path, clean_env: dict[str, str]) 
     assert proc.returncode == 0, proc.stderr
     assert "demo-diabetes_7" in proc.stdout and (group / "grading_report.json").is_file()
     assert json.loads((group / "grading_report.json").read_text())["total_gold_medals"] == 1
+
+
+def sweep_meta(comp: str, seed: int, array: str, status: str, data: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "competition_id": comp,
+        "seed": str(seed),
+        "data_dir": str(data),
+        "status": status,
+        "sweep_array_job_id": array,
+        "sweep_task_index": str(seed),
+        "attempt_start": "2026-01-01T00:00:00Z",
+        **extra,
+    }
+
+
+def test_sweep_group_counts_one_run_per_pair(
+    demo_data: Path, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    """A pair's earlier attempts (cancelled with a partial submission, failed by a dead grading server)
+    are listed as superseded and change no number: the group grades like a clean sweep."""
+    db, bc = answers(demo_data, "demo-diabetes"), answers(demo_data, "demo-breast-cancer")
+    good = {"demo-diabetes": db.assign(target=db["target"] + 30.0), "demo-breast-cancer": bc}
+    clean, faulty = tmp_path / "clean", tmp_path / "faulty"
+    for group in (clean, faulty):
+        for comp, sub in good.items():
+            for seed in (0, 1):
+                make_run(group, f"{comp}_20_{seed}", sweep_meta(comp, seed, "20", "finished", demo_data), sub)
+        (group / "sweep.json").write_text(json.dumps({"submissions": [{"array_job_id": "20"}], "tasks": []}))
+    # the faulty group's earlier attempts, from an array submitted before
+    died = {
+        "cause": "grading_server_died",
+        "reason": "the grading server died (exit 137) before the agent ended",
+    }
+    make_run(
+        faulty,
+        "demo-diabetes_10_0",
+        sweep_meta("demo-diabetes", 0, "10", "failed", demo_data, exit_code="1", failure=died),
+        db,  # a perfect submission: it must not count
+    )
+    make_run(
+        faulty,
+        "demo-breast-cancer_10_1",
+        sweep_meta("demo-breast-cancer", 1, "10", "cancelled", demo_data, exit_code="143"),
+        bc.iloc[:3],  # invalid: it must not count either
+    )
+    (faulty / "sweep.json").write_text(
+        json.dumps({"submissions": [{"array_job_id": "10"}, {"array_job_id": "20"}], "tasks": []})
+    )
+    for group in (clean, faulty):
+        proc = grade([str(group)], clean_env, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    c_group, c_reports = load_report(clean / "grading_report.json")
+    f_group, f_reports = load_report(faulty / "grading_report.json")
+    assert f_group["total_runs"] == 4
+    for key in GROUP_KEYS:
+        if key.startswith("total_"):
+            assert f_group[key] == c_group[key], key
+    assert {k: r["score"] for k, r in f_reports.items()} == {k: r["score"] for k, r in c_reports.items()}
+    assert c_group["superseded_runs"] == []
+    sup = {Path(s["run_dir"]).name: s for s in f_group["superseded_runs"]}
+    assert set(sup) == {"demo-diabetes_10_0", "demo-breast-cancer_10_1"}
+    assert "grading server died" in sup["demo-diabetes_10_0"]["ended"]
+    assert sup["demo-diabetes_10_0"]["superseded_by"] == str(faulty / "demo-diabetes_20_0")
+    assert sup["demo-breast-cancer_10_1"]["ended"].startswith("cancelled")
+    assert (faulty / "summary.csv").read_text() == (clean / "summary.csv").read_text()
+    assert "2 earlier attempts of sweep pairs superseded" in (faulty / "summary.md").read_text()
+    assert "superseded (not counted): 2" in proc.stdout
+    # the same group seen as plain runs (no sweep task index) would count all 6, as before
+    for meta_path in faulty.glob("*/metadata.json"):
+        meta = json.loads(meta_path.read_text())
+        meta.pop("sweep_task_index")
+        meta_path.write_text(json.dumps(meta))
+    assert grade([str(faulty)], clean_env, tmp_path).returncode == 0
+    assert load_report(faulty / "grading_report.json")[0]["total_runs"] == 6

@@ -109,3 +109,34 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     res = meta(str(run), "--set", "a=b", cache=tmp_path)
     assert res.returncode == 2 and "not valid JSON" in res.stderr
     assert (run / "metadata.json").read_text() == "{broken"  # left as it was
+
+
+def test_attempt_fence(tmp_path: Path) -> None:
+    """An attempt Slurm gave up on (restart 0) may still be running when the requeued one (restart 1)
+    owns the run: its writes, and its copy of the submission, are dropped, with a note."""
+    run = tmp_path / "comp_5_0"
+    (run / "submission").mkdir(parents=True)
+    assert meta(str(run), "--attempt", "0", "--set", "status=running", cache=tmp_path).returncode == 0
+    new = meta(
+        str(run),
+        "--attempt",
+        "1",
+        "--set-json",
+        "slurm_restart_count=1",
+        "--set",
+        "status=starting",
+        cache=tmp_path,
+    )
+    assert new.returncode == 0, new.stderr
+    (run / "submission" / "submission.csv").write_text("id,x\n1,old attempt\n")
+    old = meta(str(run), "--attempt", "0", "--set", "status=finished", "--collect-submission", cache=tmp_path)
+    assert old.returncode == 0, old.stderr
+    assert "belongs to a later attempt (restart 1)" in old.stderr
+    data = json.loads((run / "metadata.json").read_text())
+    assert data["status"] == "starting" and "submission" not in data
+    assert not (run / "collected").exists()
+    # the owner (and any later attempt) writes; without --attempt nothing is fenced
+    assert meta(str(run), "--attempt", "1", "--set", "status=running", cache=tmp_path).returncode == 0
+    assert json.loads((run / "metadata.json").read_text())["status"] == "running"
+    assert meta(str(run), "--set", "note=x", cache=tmp_path).returncode == 0
+    assert json.loads((run / "metadata.json").read_text())["note"] == "x"

@@ -8,17 +8,21 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from mlebench_hpc import sweep as sweep_module
 from mlebench_hpc.demo import prepare_demo
+from mlebench_hpc.runs import Run, read_run, scan_runs
+from mlebench_hpc.slurm_query import JobRecord
 from mlebench_hpc.sweep import (
-    TaskState,
+    describe_task,
+    latest_tasks,
     load_sweep,
     plan_pairs,
     read_competition_list,
     read_tasks_file,
     record_submission,
     status_cmd,
-    status_lines,
     sweep_plan_cmd,
+    sweep_status,
     write_tasks_file,
 )
 
@@ -83,10 +87,12 @@ def test_resume_rule(tmp_path: Path) -> None:
     make_run(g, "d_1_6", "d", 0, "failed", 1, True)  # exited non-zero but submitted: done
     make_run(g, "d_1_7", "d", 1, "running", None, False)  # still running per disk, Slurm below
     make_run(g, "x_1_8", "x", 0, "finished", 0, True)  # not in this sweep: ignored
+    # the grading server died before the agent ended: failed whatever the agent left -> again
+    make_run(g, "e_1_9", "e", 0, "failed", 1, True, failure={"cause": "grading_server_died", "reason": "x"})
     (g / ".sweep").mkdir()
-    todo, counts = plan_pairs(["a", "b", "c", "d"], 2, g, slurm=None)
-    assert todo == [("a", 1), ("b", 1), ("c", 1), ("d", 1)]
-    assert counts == {"pairs": 8, "done": 3, "failed_twice": 1, "active": 0, "to_submit": 4}
+    todo, counts = plan_pairs(["a", "b", "c", "d", "e"], 2, scan_runs(g), {}, slurm=None)
+    assert todo == [("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 0), ("e", 1)]
+    assert counts == {"pairs": 10, "done": 3, "failed_twice": 1, "active": 0, "to_submit": 6}
 
 
 def test_queued_pairs_are_not_resubmitted(tmp_path: Path) -> None:
@@ -96,11 +102,11 @@ def test_queued_pairs_are_not_resubmitted(tmp_path: Path) -> None:
     write_tasks_file(tasks, [("a", 0), ("a", 1), ("b", 0)])
     record_submission(g, "77", tasks, {"seeds": 2}, "sbatch ...")
     slurm = {
-        "77_0": TaskState("RUNNING", "node1", "None"),
-        "77_1": TaskState("PENDING", "", "JobArrayTaskLimit"),
-        "77_2": TaskState("CANCELLED", "", "None"),
+        "77_0": JobRecord("77_0", "RUNNING", nodes="node1"),
+        "77_1": JobRecord("77_1", "PENDING", reason="JobArrayTaskLimit"),
+        "77_2": JobRecord("77_2", "CANCELLED"),
     }
-    todo, counts = plan_pairs(["a", "b"], 2, g, slurm)
+    todo, counts = plan_pairs(["a", "b"], 2, scan_runs(g), latest_tasks(load_sweep(g)), slurm)
     # a/0 runs, a/1 waits: both kept; b/0 was cancelled and b/1 never submitted: both planned
     assert todo == [("b", 0), ("b", 1)]
     assert counts["active"] == 2
@@ -123,13 +129,17 @@ def test_record_submission_and_status(tmp_path: Path) -> None:
     make_run(g, "a_11_0", "a", 1, "failed", 3, False)
     (g / ".sweep" / "logs").mkdir()
     (g / ".sweep" / "logs" / "11_0.out").write_text("x\nmlebench-hpc: error: the grading server exited\n")
-    rows = status_lines(g, use_slurm=False)
-    assert rows[0][:3] == ("a", "0", "10_0")
-    assert rows[0][3] == "requeued 1 time, finished (exit 0, submission present)"
-    assert rows[1][:3] == ("a", "1", "11_0")  # the latest task of the pair, not the first
-    assert rows[1][3].startswith("failed (exit 3, no submission)") and "grading server exited" in rows[1][3]
+    rows = sweep_status(g, use_slurm=False).pairs
+    assert (rows[0].competition, rows[0].seed, rows[0].job) == ("a", 0, "10_0")
+    assert rows[0].text == "requeued 1 time, finished (exit 0, submission present)"
+    assert rows[0].state == "finished"
+    assert (rows[1].competition, rows[1].seed, rows[1].job) == ("a", 1, "11_0")  # the latest task
+    assert (
+        rows[1].text.startswith("failed (exit 3, no submission)") and "grading server exited" in rows[1].text
+    )
     out = CliRunner().invoke(status_cmd, [str(g), "--no-slurm"])
-    assert out.exit_code == 0 and len(out.output.splitlines()) == 3
+    assert out.exit_code == 0 and len(out.output.splitlines()) == 4
+    assert out.output.splitlines()[-1] == "2 pairs: 1 finished, 1 failed"
 
 
 def test_sweep_plan_cli_validates_whole_list(tmp_path: Path, data_dir: Path) -> None:
@@ -180,3 +190,66 @@ def test_sweep_plan_cli_writes_tasks(tmp_path: Path, data_dir: Path) -> None:
         (1, "demo-breast-cancer", 0),
         (2, "demo-breast-cancer", 1),
     ]
+
+
+def test_describe_task_against_slurm(tmp_path: Path) -> None:
+    task = {"array_job_id": "5", "array_index": 0}
+    g = tmp_path / "g"
+    pending = {"5_0": JobRecord("5_0", "PENDING", reason="BeginTime", restarts=1)}
+    run = scan_runs_one(make_run(g, "a_5_0", "a", 0, "running", None, False))
+    assert describe_task(task, run, pending, g) == (
+        "pending",
+        "requeued by Slurm (restart 1), pending (BeginTime)",
+    )  # the node died: the record could not say so
+    said = scan_runs_one(make_run(g, "b_5_0", "b", 0, "requeued", None, False, requeue_count=1))
+    assert describe_task(task, said, pending, g) == ("pending", "requeued 1 time, pending (BeginTime)")
+    running = {"5_0": JobRecord("5_0", "RUNNING", nodes="n1")}
+    assert describe_task(task, run, running, g) == ("running", "running on n1")
+    assert describe_task(task, None, {"5_0": JobRecord("5_0", "CANCELLED")}, g) == (
+        "cancelled",
+        "cancelled before it started",
+    )
+    assert describe_task(task, None, {}, g)[0] == "unknown"
+    assert describe_task(task, run, None, g) == ("unknown", "record says running (Slurm not asked)")
+    lost = scan_runs_one(
+        make_run(g, "c_5_0", "c", 0, "lost", None, False, slurm_end={"state": "UNKNOWN", "note": "gone"})
+    )
+    assert describe_task(task, lost, {}, g) == ("lost", "lost: gone (record said running)")
+    two = scan_runs_one(make_run(g, "d_5_0", "d", 0, "finished", 0, True))
+    assert describe_task(task, two, {}, g, attempt=(2, 2)) == (
+        "finished",
+        "attempt 2 of 2, finished (exit 0, submission present)",
+    )
+
+
+def scan_runs_one(run_dir: Path) -> Run:
+    run = read_run(run_dir)
+    assert run is not None
+    return run
+
+
+def test_status_counts_the_final_attempt_when_the_last_task_never_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """a/0 failed in array 10; its resubmission (array 11) was cancelled before it started: the pair
+    is its failed run, as grade counts it, and the line says what became of the resubmission."""
+    g = tmp_path / "g"
+    for n, (array, pairs) in enumerate((("10", [("a", 0), ("a", 1)]), ("11", [("a", 0)])), 1):
+        tasks = g / ".sweep" / f"tasks-{n}.tsv"
+        write_tasks_file(tasks, pairs)
+        record_submission(g, array, tasks, {"seeds": 2}, "sbatch")
+    make_run(g, "a_10_0", "a", 0, "failed", 1, False, sweep_array_job_id="10", sweep_task_index="0")
+    make_run(g, "a_10_1", "a", 1, "finished", 0, True, sweep_array_job_id="10", sweep_task_index="1")
+    slurm = {"11_0": JobRecord("11_0", "CANCELLED"), "10_0": JobRecord("10_0", "FAILED")}
+    monkeypatch.setattr(sweep_module, "settle", lambda runs, reader, extra_ids=(): (runs, slurm))
+    st = sweep_status(g)
+    first = st.pairs[0]
+    assert (first.job, first.state) == ("10_0", "failed")
+    assert first.text.startswith("failed (exit 1, no submission)")
+    assert first.text.endswith("; then 11_0: cancelled before it started")
+    assert st.counts_line() == "2 pairs: 1 finished, 1 failed"
+    # while the resubmission is queued, the pair is pending
+    slurm["11_0"] = JobRecord("11_0", "PENDING", reason="Priority")
+    assert sweep_status(g).pairs[0] == sweep_module.PairStatus(
+        "a", 0, "11_0", "pending", "pending (Priority)"
+    )

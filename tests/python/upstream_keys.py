@@ -49,4 +49,5 @@ GROUP_KEYS = [
     "created_at",
     "grading_backend",
     "grading_backend_version",
+    "superseded_runs",
 ]

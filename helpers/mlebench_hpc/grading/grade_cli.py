@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from mlebench_hpc.attempts import Superseded, settle_and_split
 from mlebench_hpc.grading.report import (
     REPORT_NAME,
     DirResolver,
@@ -27,6 +28,30 @@ from mlebench_hpc.grading.report import (
     specs_from_jsonl,
     write_json_atomic,
 )
+
+
+def superseded_note(n: int) -> str:
+    return (
+        f"{n} earlier attempt{'s' if n != 1 else ''} of sweep pairs superseded by a later attempt: "
+        "listed in grading_report.json (superseded_runs), not counted"
+    )
+
+
+def format_superseded(superseded: list[Superseded], root: Path | None) -> str:
+    """One line per superseded attempt: which, how it ended, and which run counts instead."""
+
+    def name(p: Path) -> str:
+        if root is not None and p.is_relative_to(root) and p != root:
+            return str(p.relative_to(root))
+        return p.name
+
+    lines = [f"superseded (not counted): {len(superseded)}"]
+    for s in superseded:
+        lines.append(
+            f"  {s.run.competition} seed {s.run.seed} attempt {s.attempt} of {s.attempts} "
+            f"{name(s.run.path)}: {s.run.ended_text()}; counted: {name(s.final.path)}"
+        )
+    return "\n".join(lines)
 
 
 def _warn(msg: str) -> None:
@@ -123,6 +148,11 @@ def grade_cmd(
             source = str(run_dir)
     except (RunSpecError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
+    superseded: list[Superseded] = []
+    if run_dir is not None and specs:
+        # One run per (competition, seed) of a sweep: earlier attempts are listed, never counted.
+        counted, superseded = settle_and_split([s.run_dir for s in specs if s.run_dir is not None], "grade")
+        specs = [s for s in specs if s.run_dir is None or s.run_dir in counted]
     if not specs:
         click.echo(
             f"error: no runs found in {source} (a run directory holds metadata.json with "
@@ -137,7 +167,7 @@ def grade_cmd(
     meanwhile = _import_plotting if summary else None
     results = grade_runs(specs, jobs=n_jobs, progress=progress, meanwhile=meanwhile, memory_mb=memory_mb)
     reports = [r.report for r in results]
-    group = aggregate(reports, backend_info())
+    group = aggregate(reports, backend_info(), [s.as_dict() for s in superseded])
     report_path = out_dir / REPORT_NAME
     try:
         write_json_atomic(report_path, group)
@@ -150,12 +180,18 @@ def grade_cmd(
     click.echo(format_table(reports, root))
     click.echo("")
     click.echo(format_totals(group))
+    if superseded:
+        click.echo("")
+        click.echo(format_superseded(superseded, root))
     written = [report_path]
     if summary:
         from mlebench_hpc.summary import write_summaries
 
+        notes = [superseded_note(len(superseded))] if superseded else []
         try:
-            written += write_summaries(reports, out_dir, title=(root or out_dir).resolve().name, warn=_warn)
+            written += write_summaries(
+                reports, out_dir, title=(root or out_dir).resolve().name, warn=_warn, notes=notes
+            )
         except Exception as exc:  # the report is already written; a plotting problem must not hide it
             _warn(f"summaries not written ({type(exc).__name__}: {exc})")
     for path in written:

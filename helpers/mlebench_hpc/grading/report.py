@@ -642,8 +642,13 @@ def grade_runs(
 # ---------------------------------------------------------------- the report
 
 
-def aggregate(reports: Iterable[dict[str, Any]], backend: dict[str, str] | None = None) -> dict[str, Any]:
-    """Upstream's run-group report (same keys and sums) plus created_at and the grading backend."""
+def aggregate(
+    reports: Iterable[dict[str, Any]],
+    backend: dict[str, str] | None = None,
+    superseded: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Upstream's run-group report (same keys and sums) plus created_at, the grading backend and the
+    superseded attempts of sweep pairs (listed, not in REPORTS, never counted)."""
     reports = list(reports)
     gold = sum(bool(r["gold_medal"]) for r in reports)
     silver = sum(bool(r["silver_medal"]) for r in reports)
@@ -663,6 +668,7 @@ def aggregate(reports: Iterable[dict[str, Any]], backend: dict[str, str] | None 
     if backend is not None:
         group["grading_backend"] = backend.get("backend")
         group["grading_backend_version"] = backend.get("version")
+    group["superseded_runs"] = list(superseded or [])
     return group
 
 
