@@ -67,6 +67,7 @@ if ! kill -0 "$server_pid" 2>/dev/null; then
     server_rc=0
     wait "$server_pid" || server_rc=$?
     server_pid=""
+    mh_log "ERROR: the grading server exited during the run with code $server_rc: see its lines above"
     mh_record_server_death "$run" "$server_rc"
     (( rc != 0 )) || rc=1
 fi
