@@ -225,7 +225,7 @@ mh_token_file_for() {
 }
 
 # The agent's env file for this run (mode 0600, host-only): the user's AGENT_ENV_FILE lines (API
-# keys) plus GRADING_SERVER_TOKEN. Sets MH_AGENT_ENV. Args: out_file [token_file]
+# keys) plus GRADING_SERVER_TOKEN and the LLM endpoint's lines. Sets MH_AGENT_ENV. Args: out_file [token_file]
 mh_agent_env_file() {
     local out=$1 token_file=${2:-}
     (
@@ -233,6 +233,7 @@ mh_agent_env_file() {
         {
             if [[ -n $AGENT_ENV_FILE ]]; then cat "$AGENT_ENV_FILE"; echo; fi
             if [[ -n $token_file ]]; then printf 'GRADING_SERVER_TOKEN=%s\n' "$(head -n1 "$token_file")"; fi
+            mh_llm_env_lines  # LLM_BASE_URL, LLM_MODEL, LLM_API_KEY (lib/llm.sh)
         } >"$out"
     ) || mh_die "cannot write the agent's env file $out"
     MH_AGENT_ENV=$out
@@ -350,6 +351,8 @@ mh_run_agent() {
     [[ -n $token_file ]] || mh_log "WARNING: no token found for $url (a server started by hand?): validating without one"
     "$MH_CLI" wait-ready "$url" --competition "$comp" ${grading_job:+--job "$grading_job"} \
         ${MH_GRADING_PID:+--pid "$MH_GRADING_PID"} ${token_file:+--token-file "$token_file"} --timeout 300 || exit 2
+    # The agent's LLM endpoint, when it has one: /v1/models lists LLM_MODEL, or one line and exit 2.
+    mh_llm_check_endpoint
 
     job=$(mh_job_id)
     run=$(mh_make_run_dir "$comp" "$job")
@@ -367,6 +370,7 @@ mh_run_agent() {
         --set-json time_limit_secs="$TIME_LIMIT_SECS" --set start="$started" --set status=running \
         --set slurm_cluster="${SLURM_CLUSTER_NAME:-}" \
         --set network_access="host network: the agent can reach whatever this node reaches"
+    mh_llm_meta "$run"
 
     if [[ $runtime == apptainer ]]; then
         "$MH_CLI" overlay --image "$AGENT_SIF" --url "$url" --out "$run/overlay" >/dev/null || exit 2
@@ -583,63 +587,6 @@ mh_sweep_requeue_count() {
     [[ $n =~ ^[0-9]+$ ]] && echo "$n" || echo 0
 }
 
-# ------------------------------------------------------------------ LLM server (issue 10)
-# A free TCP port of this node (a server that cannot bind port 0 itself, like vLLM, gets it;
-# the tiny race with another process is caught by the readiness check's --pid).
-mh_free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# GPUs this step may use: CUDA_VISIBLE_DEVICES, else Slurm's count, else 0.
-mh_gpu_count() {
-    local ids=${CUDA_VISIBLE_DEVICES:-${SLURM_STEP_GPUS:-${SLURM_JOB_GPUS:-}}}
-    if [[ -n $ids && $ids != NoDevFiles ]]; then
-        local arr
-        IFS=, read -r -a arr <<<"$ids"
-        echo "${#arr[@]}"
-    else
-        echo "${SLURM_GPUS_ON_NODE:-0}"
-    fi
-}
-
-# The LLM server: LLM_CMD run by `bash -c` in LLM_SIF (on the host when LLM_SIF is empty or
-# without apptainer), with LLM_MODEL, LLM_MODEL_DIR, LLM_HOST, LLM_PORT and LLM_NUM_GPUS in its
-# environment, the weights read-only, caches in scratch and the Hugging Face libraries offline
-# (weights come from LLM_MODEL_DIR, never from the network). A key from LLM_API_KEY_FILE reaches
-# it as LLM_API_KEY and VLLM_API_KEY through a 0600 env file. Fills MH_CMD. Args: model port scratch
-mh_llm_cmd() {
-    local model=$1 port=$2 scratch=$3 gpus cache key_env=""
-    gpus=$(mh_gpu_count)
-    if [[ -n ${LLM_API_KEY_FILE:-} ]]; then
-        key_env=$scratch/llm-key.env
-        (umask 077 && printf 'LLM_API_KEY=%s\nVLLM_API_KEY=%s\n' "$(head -n1 "$LLM_API_KEY_FILE")" \
-            "$(head -n1 "$LLM_API_KEY_FILE")" >"$key_env")
-    fi
-    if [[ $(mh_runtime) == apptainer && -n ${LLM_SIF:-} ]]; then
-        cache=/tmp  # --workdir: the container's /tmp is $scratch/tmp on disk
-    else
-        cache=$scratch
-    fi
-    local envs=(LLM_MODEL="$model" LLM_MODEL_DIR="${LLM_MODEL_DIR:-}" LLM_HOST=0.0.0.0 LLM_PORT="$port"
-        LLM_NUM_GPUS="$gpus" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HOME="$cache/hf"
-        XDG_CACHE_HOME="$cache/cache" VLLM_CACHE_ROOT="$cache/vllm" TRITON_CACHE_DIR="$cache/triton"
-        VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1)
-    if [[ $(mh_runtime) == apptainer && -n ${LLM_SIF:-} ]]; then
-        local flags=(--contain --cleanenv --no-home --pid --ipc --workdir "$scratch" --pwd /tmp) e
-        [[ -n ${LLM_MODEL_DIR:-} ]] && flags+=(--bind "$LLM_MODEL_DIR:$LLM_MODEL_DIR:ro")
-        for e in "${envs[@]}"; do flags+=(--env "$e"); done
-        [[ -n $key_env ]] && flags+=(--env-file "$key_env")
-        if (( gpus > 0 )); then flags+=(--nv); fi
-        # shellcheck disable=SC2206 # extra flags are meant to split
-        local extra=(${APPTAINER_EXTRA_FLAGS:-})
-        MH_CMD=(apptainer exec "${flags[@]}" "${extra[@]}" "$LLM_SIF" bash -c "$LLM_CMD")
-    else
-        mkdir -p "$cache"
-        if [[ -n $key_env ]]; then  # the key from the file, never on a command line
-            # shellcheck disable=SC2016 # expanded by the inner bash
-            MH_CMD=(bash -c 'set -a; source "$1"; set +a; shift; exec env "$@"' llm "$key_env" "${envs[@]}" bash -c "$LLM_CMD")
-        else
-            MH_CMD=(env "${envs[@]}" bash -c "$LLM_CMD")
-        fi
-    fi
-}
+# ------------------------------------------------------------------ LLM endpoint and server (issue 10)
+# shellcheck source=scripts_hpc/lib/llm.sh
+source "${BASH_SOURCE[0]%/*}/lib/llm.sh"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# One heterogeneous job: component 0 (CPU) runs the grading server, component 1 (GPU) the agent.
+# One heterogeneous job: component 0 (CPU) runs the grading server, component 1 (GPU) the agent
+# and, with LLM_BASE_URL=job in the config, the LLM server (LLM_CMD) as a step beside it.
 # usage: sbatch scripts_hpc/slurm_hetjob.sh <competition>
 #        bash   scripts_hpc/slurm_hetjob.sh <competition>      (no Slurm: same code path)
 # Per-component options on the command line: sbatch -p cpu : -p gpu scripts_hpc/slurm_hetjob.sh C
-# The server is stopped when the agent ends, whatever happened; the job's exit code is the agent's.
+# The servers are stopped when the agent ends, whatever happened; the job's exit code is the agent's.
 #SBATCH --job-name=mlebench-het
 #SBATCH --output=%x-%j.out
 #SBATCH --time=1-01:00:00
@@ -27,6 +28,8 @@ source "$MH_SCRIPTS/lib.sh"
 comp=${1:-}
 [[ -n $comp ]] || mh_die "usage: sbatch scripts_hpc/slurm_hetjob.sh <competition>"
 mh_setup "$comp" GRADING_SIF AGENT_SIF
+# LLM_BASE_URL=job: this job runs the LLM server too; its config is checked before anything starts.
+[[ ${LLM_BASE_URL:-} != job ]] || mh_llm_server_checks "${LLM_MODEL:-}"
 # Both steps use this id for the state and run directories.
 MH_JOB_ID=$(mh_job_id)
 export MH_JOB_ID
@@ -46,6 +49,7 @@ cleanup() {
         mh_stop_pid "$server_pid"
     fi
     server_pid=""
+    mh_llm_stop_job_server || true  # LLM_BASE_URL=job: the LLM server step (lib/llm.sh)
 }
 trap cleanup EXIT
 trap 'mh_log "stop requested"; exit 143' TERM INT
@@ -56,6 +60,8 @@ mh_step_prefix 0
 server_pid=$!
 url=$(mh_wait_url_file "$state/url" "$server_pid" 300)
 mh_log "grading server is at $url"
+# The LLM server (LLM_BASE_URL=job) shares the agent's component: see README "AIDE on a local model".
+[[ ${LLM_BASE_URL:-} != job ]] || mh_llm_start_job_server
 rc=0
 # The agent's readiness wait also watches the server: by job id under Slurm, by pid without.
 if mh_in_hetjob_batch; then export MH_GRADING_JOB=$MH_JOB_ID; else export MH_GRADING_PID=$server_pid; fi
@@ -69,6 +75,10 @@ if ! kill -0 "$server_pid" 2>/dev/null; then
     server_pid=""
     mh_log "ERROR: the grading server exited during the run with code $server_rc: see its lines above"
     mh_record_server_death "$run" "$server_rc"
+    (( rc != 0 )) || rc=1
+fi
+if ! mh_llm_stop_job_server; then
+    mh_llm_record_death "$run" "$MH_LLM_DIED_RC"
     (( rc != 0 )) || rc=1
 fi
 mh_log "agent exited with code $rc; stopping the grading server"

@@ -5,7 +5,8 @@
 # Runs LLM_CMD (bash -c) in LLM_SIF, or on the host when LLM_SIF is empty, with LLM_MODEL,
 # LLM_MODEL_DIR, LLM_HOST, LLM_PORT and LLM_NUM_GPUS set. Once GET /v1/models lists the model it
 # prints LLM_SERVER_URL=http://<node>:<port>/v1 and writes it to OUTPUT_BASE/.state/llm/<jobid>/url:
-# agents find it with LLM_BASE_URL=auto:<jobid>. scancel (SIGTERM) stops the server cleanly.
+# agents find it with LLM_BASE_URL=auto:<jobid>. scancel (SIGTERM) stops the server cleanly (exit 0).
+# slurm_hetjob.sh runs it as a step beside the agent when LLM_BASE_URL=job.
 #SBATCH --job-name=mlebench-llm
 #SBATCH --output=%x-%j.out
 #SBATCH --cpus-per-task=8
@@ -26,19 +27,9 @@ source "$MH_SCRIPTS/lib.sh"
 MH_RUNTIME=$(mh_runtime)
 mh_load_config
 model=${1:-${LLM_MODEL:-}}
-[[ -n $model ]] || mh_die "usage: sbatch scripts_hpc/slurm_llm_server.sh <model> (or set LLM_MODEL in $MH_CONFIG)"
-[[ -n ${LLM_CMD:-} ]] || mh_die "LLM_CMD is empty in $MH_CONFIG: set the server command (see scripts_hpc/config.example.env)"
-if [[ $MH_RUNTIME == apptainer && -n ${LLM_SIF:-} && ! -f $LLM_SIF ]]; then
-    mh_die "LLM_SIF=$LLM_SIF does not exist: run 'make sif LLM=vllm', or set LLM_SIF=\"\" to run LLM_CMD on the host"
-fi
-if [[ -n ${LLM_MODEL_DIR:-} && ! -d $LLM_MODEL_DIR ]]; then
-    mh_die "LLM_MODEL_DIR=$LLM_MODEL_DIR is not a directory: put the weights there (nothing is downloaded at run time)"
-fi
+mh_llm_server_checks "$model"
 key_args=()
-if [[ -n ${LLM_API_KEY_FILE:-} ]]; then
-    [[ -r $LLM_API_KEY_FILE ]] || mh_die "LLM_API_KEY_FILE=$LLM_API_KEY_FILE cannot be read: fix the path"
-    key_args=(--api-key-file "$LLM_API_KEY_FILE")
-fi
+[[ -z ${LLM_API_KEY_FILE:-} ]] || key_args=(--api-key-file "$LLM_API_KEY_FILE")
 
 job=$(mh_job_id)
 state=$MH_STATE_BASE/llm/$job
@@ -60,7 +51,9 @@ cleanup() {
     rm -rf "$scratch"
 }
 trap cleanup EXIT
-trap 'mh_log "stop requested"; exit 143' TERM INT
+# Asked to stop (scancel, the end of the hetjob's agent): a normal end, exit 0, said once however
+# many signals come. A server that fails on its own keeps its exit code below.
+trap 'trap "" TERM INT; mh_log "LLM server stopped on request"; exit 0' TERM INT
 mh_log "LLM server for $model (job $job, $(mh_gpu_count) GPU(s), $([[ $MH_RUNTIME == apptainer && -n ${LLM_SIF:-} ]] && echo "image $LLM_SIF" || echo "on the host")) on node ${SLURMD_NODENAME:-$(hostname)}, port $port"
 t0=$SECONDS
 setsid "${MH_CMD[@]}" &

@@ -70,7 +70,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SLURM_ACCOUNT", "", "account for jobs submitted by our tools", export=False),
     Setting("SLURM_QOS", "", "QOS for jobs submitted by our tools", export=False),
     Setting(
-        "LLM_BASE_URL", "", "an OpenAI-compatible endpoint for the agent: http://host:port/v1 or auto:<jobid>"
+        "LLM_BASE_URL",
+        "",
+        "an OpenAI-compatible endpoint for the agent: http://host:port/v1, auto:<jobid> of an LLM server "
+        "job, or job (slurm_hetjob.sh starts the server beside the agent)",
     ),
     Setting("LLM_MODEL", "", "the model's name as the endpoint lists it at /v1/models"),
     Setting("LLM_API_KEY_FILE", "", "a file (mode 0600) holding the endpoint's key on its first line"),
@@ -258,6 +261,56 @@ def shell_assignments(values: dict[str, str], path: Path | None) -> str:
 UPSTREAM_DEFAULT_DATA_DIR = Path(_expand(SETTING["DATA_DIR"].default, {}, "default", first=True))
 
 
+def llm_problems(values: dict[str, str], path: Path) -> list[str]:
+    """The LLM endpoint's keys, one line per problem (the endpoint itself is checked by llm-ready)."""
+    from mlebench_hpc.discovery import normalize_url  # lazily: no cycle, no cost for other keys
+    from mlebench_hpc.slurm_query import valid_job_id
+
+    problems: list[str] = []
+    base, model = values.get("LLM_BASE_URL", ""), values.get("LLM_MODEL", "")
+    shape = "http://host:port/v1, auto:<jobid> of an LLM server job, or job"
+    if base.startswith("auto:"):
+        if not valid_job_id(base[len("auto:") :]):
+            problems.append(f"LLM_BASE_URL={base}: not a Slurm job id after auto: ({shape})")
+    elif base and base != "job":
+        try:
+            if not normalize_url(base).endswith("/v1"):
+                problems.append(
+                    f"LLM_BASE_URL={base} does not end in /v1: give the OpenAI-compatible base URL"
+                )
+        except ValueError:
+            problems.append(f"LLM_BASE_URL={base} is not {shape}: fix it in {path}")
+    if base and not model:
+        problems.append(
+            f"LLM_BASE_URL is set but LLM_MODEL is empty in {path}: "
+            "set it to the model the endpoint lists at /v1/models"
+        )
+    key_file = values.get("LLM_API_KEY_FILE", "")
+    if key_file:
+        key = Path(key_file)
+        if not key.is_file() or not os.access(key, os.R_OK):
+            problems.append(f"LLM_API_KEY_FILE={key_file} is not a readable file: fix the path")
+        elif key.stat().st_mode & 0o077:
+            problems.append(f"LLM_API_KEY_FILE={key_file} is readable by others: chmod 600 {key_file}")
+    if base == "job":  # this job starts the server: what it needs must be there
+        cmd, weights = values.get("LLM_CMD", ""), values.get("LLM_MODEL_DIR", "")
+        if not cmd.strip():
+            problems.append(
+                f"LLM_BASE_URL=job runs LLM_CMD, which is empty in {path}: set the server command"
+            )
+        if weights and not Path(weights).is_dir():
+            problems.append(
+                f"LLM_MODEL_DIR={weights} is not a directory: "
+                "put the weights there (nothing is downloaded at run time)"
+            )
+        elif not weights and "LLM_MODEL_DIR" in cmd:
+            problems.append(
+                f"LLM_BASE_URL=job runs LLM_CMD, which loads $LLM_MODEL_DIR, but LLM_MODEL_DIR is empty "
+                f"in {path}: set it to the weights' directory"
+            )
+    return problems
+
+
 def problems_with(
     values: dict[str, str], path: Path, need: tuple[str, ...], competitions: tuple[str, ...]
 ) -> list[str]:
@@ -269,6 +322,7 @@ def problems_with(
         elif not Path(value).exists():
             hint = "run `make sif`" if key.endswith("_SIF") else "create it or fix the path"
             problems.append(f"{key}={value} does not exist: {hint}")
+    problems += llm_problems(values, path)
     data_dir = Path(values["DATA_DIR"])
     if competitions and not data_dir.is_dir():
         problems.append(
