@@ -61,7 +61,9 @@ server_pid=$!
 url=$("$MH_CLI" llm-ready - --local-port "$port" --model "$model" --timeout "${LLM_READY_TIMEOUT:-900}" \
     --pid "$server_pid" --url-file "$state/url" "${key_args[@]}") || exit 2
 echo "LLM_SERVER_URL=$url"
-mh_log "LLM server ready after $((SECONDS - t0)) s: $url (agents: LLM_BASE_URL=auto:${SLURM_JOB_ID:-$job})"
+hint=""  # a job of its own is found by its id; a hetjob's step (LLM_BASE_URL=job) is its agent's alone
+[[ -z ${SLURM_JOB_ID:-} || -n ${SLURM_HET_SIZE:-} ]] || hint=" (agents: LLM_BASE_URL=auto:$SLURM_JOB_ID)"
+mh_log "LLM server ready after $((SECONDS - t0)) s: $url$hint"
 rc=0
 wait "$server_pid" || rc=$?
 server_pid=""
