@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from mlebench_hpc import slurm_query
+from mlebench_hpc.run_metadata import fenced_update as record
 from mlebench_hpc.run_metadata import superseded_attempt, update_metadata_if
 from mlebench_hpc.run_status import EXITED, RunStatus
 from mlebench_hpc.slurm_query import HelperError
@@ -37,28 +38,6 @@ def _env(name: str, default: str = "") -> str:
 
 def _shell(values: dict[str, str]) -> str:
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
-
-
-def record(run: Path, updates: dict[str, Any], attempt: int | None, collect: bool = False) -> bool:
-    """Merge UPDATES into RUN/metadata.json (and collect the submission) unless a later attempt owns
-    the run. False when the write was dropped for that reason."""
-
-    def merge(current: dict[str, Any]) -> dict[str, Any] | None:
-        owner = superseded_attempt(current, attempt) if attempt is not None else None
-        if owner is not None:
-            click.echo(
-                f"run: {run} belongs to a later attempt (restart {owner}) than this one "
-                f"(restart {attempt}): not recorded",
-                err=True,
-            )
-            return None
-        if collect:
-            from mlebench_hpc.untrusted import collect_record
-
-            return {**collect_record(run), **updates}
-        return updates
-
-    return update_metadata_if(run, merge) is not None
 
 
 def read_metadata(run: Path) -> dict[str, Any]:
@@ -134,7 +113,7 @@ def start_cmd(
     assignments: MH_URL, MH_RUN, MH_TOKEN_FILE, MH_USED_BEFORE, MH_SLURM_LEFT."""
     from mlebench_hpc.discovery import normalize_url, resolve_auto
     from mlebench_hpc.overlay import scan_dir, scan_image, select, write_overlays
-    from mlebench_hpc.readiness import check_token, wait_ready
+    from mlebench_hpc.readiness import check_token_file, wait_ready
 
     state_base = Path(_env("MH_STATE_BASE"))
     if spec.startswith("auto:"):
@@ -154,12 +133,7 @@ def start_cmd(
         grading_job = ""
     elapsed = wait_ready(url, competition, ready_timeout, grading_job or None, grading_pid)
     if token_file is not None:
-        import requests
-
-        token = (token_file.read_text().splitlines() or [""])[0].strip()
-        with requests.Session() as session:
-            session.trust_env = False
-            check_token(session, url, token, timeout=30.0)
+        check_token_file(url, token_file)
     click.echo(f"wait-ready: {url} serves {competition}, ready after {elapsed:.2f}s", err=True)
 
     group = _env("MH_GROUP") or _env("RUN_GROUP")
