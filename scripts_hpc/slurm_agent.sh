@@ -24,4 +24,80 @@ comp=${1:-}
 spec=${2:-}
 [[ -n $comp && -n $spec ]] \
     || mh_die "usage: sbatch scripts_hpc/slurm_agent.sh <competition> <http://host:port | auto:GRADING_JOBID>"
-mh_run_agent "$comp" "$spec"
+
+# --- the run: shared by the standalone agent job and the hetjob's (and sweep's) agent step
+mh_setup "$comp" AGENT_SIF
+mh_require_prepared "$comp" public
+# The agent's LLM endpoint, when it has one: /v1/models lists LLM_MODEL, or one line and exit 2 (lib/llm.sh).
+mh_llm_check_endpoint
+job=$(mh_job_id)
+# Find the server, wait until it serves $comp and takes the run's token, make the run dir, record
+# the start, write the overlays: one Python start (`run start`), its values as shell assignments.
+start_out=$("$MH_CLI" run start "$comp" "$spec" --job "$job" --runtime "$MH_RUNTIME" \
+    ${MH_GRADING_JOB:+--grading-job "$MH_GRADING_JOB"} ${MH_GRADING_PID:+--grading-pid "$MH_GRADING_PID"} \
+    ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}) || exit 2
+eval "$start_out"
+run=$MH_RUN
+mh_log "run directory: $run"
+mh_llm_meta "$run"
+# Host-only: the state dir of this run holds the agent's env file (token, API keys).
+MH_RUN_STATE=$MH_STATE_BASE/${comp}_$job
+mkdir -p "$MH_RUN_STATE"
+mh_agent_env_file "$MH_RUN_STATE/agent.env" "$MH_TOKEN_FILE"
+
+mh_agent_budget "$MH_USED_BEFORE" "$MH_SLURM_LEFT"
+if (( MH_AGENT_SECS <= 0 )); then
+    mh_log "the agent's budget of ${TIME_LIMIT_SECS}s is used up by earlier attempts: not starting it again"
+    "$MH_CLI" run stop "$run" --status timeout --exit-code 124 ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}
+    mh_print_outro "$run"
+    exit 124
+fi
+mh_agent_cmd "$comp" "$run" "$MH_URL"
+
+# Before the agent starts: prove, from inside a container with exactly its flags, that no
+# private path, host variable or server process is reachable; the record goes into metadata.
+if ! mh_integrity_check "$comp" "$run" "$MH_URL"; then
+    "$MH_CLI" run stop "$run" --status integrity_failed --exit-code 3 ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}
+    mh_print_outro "$run"
+    exit 3
+fi
+
+agent_pid=""
+agent_t0=$SECONDS
+# Agent seconds used by this run so far: earlier attempts plus this one.
+agent_used() { echo $(( MH_USED_BEFORE + SECONDS - agent_t0 )); }
+on_exit() { mh_stop_pid "$agent_pid"; rm -f "$MH_RUN_STATE/agent.env"; }
+# Stopped by a signal: record first (Slurm sends SIGKILL KillWait seconds after SIGTERM, and the
+# record must survive it), then stop the agent and collect what it wrote so far (upstream grades
+# what is there). Args: status exit_code why
+on_stop() {
+    trap '' TERM INT USR1
+    mh_log "$3"
+    "$MH_CLI" run stop "$run" --status "$1" --exit-code "$2" --agent-secs-used "$(agent_used)" \
+        ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} || true
+    mh_print_outro "$run"
+    mh_stop_pid "$agent_pid"
+    "$MH_CLI" run finish "$run" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} || true
+    exit "$2"
+}
+on_term() { on_stop cancelled 143 "stop requested (signal)"; }
+on_time_limit() { on_stop timeout 124 "Slurm time limit near (USR1)"; }
+trap on_exit EXIT
+trap on_term TERM INT
+trap on_time_limit USR1
+
+mh_log "starting the agent for $comp (budget ${MH_AGENT_SECS}s, runtime $MH_RUNTIME)"
+# A hard outer bound in case the agent ignores the entrypoint's own time-out.
+timeout --signal=TERM --kill-after=30 "$(( MH_AGENT_SECS + 60 ))" "${MH_CMD[@]}" &
+agent_pid=$!
+rc=0
+wait "$agent_pid" || rc=$?
+agent_pid=""
+status=finished
+(( rc == 0 )) || status=failed
+(( rc == 124 )) && status=timeout
+"$MH_CLI" run finish "$run" --status "$status" --exit-code "$rc" --agent-secs-used "$(agent_used)" \
+    ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}
+mh_log "agent exited with code $rc ($status)"
+mh_print_outro "$run"
+exit "$rc"

@@ -52,10 +52,10 @@ slurm_task=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_$index}
 slurm_task=${slurm_task:-${SLURM_JOB_ID:-}}
 
 run=$(mh_make_run_dir "$comp" "$MH_JOB_ID")
-prev=$(mh_sweep_meta_get "$run" status)
 # "with a submission" = the host collected one when the agent ended (never the agent's own dir)
-collected=$(mh_sweep_meta_get "$run" submission_exists)
-if [[ $prev == finished || $prev == failed || $prev == timeout ]] && [[ ${collected,,} == true ]]; then
+mh_run_read "$run" status submission_exists
+prev=${MH_META_status:-}
+if [[ $prev == finished || $prev == failed || $prev == timeout ]] && [[ ${MH_META_submission_exists:-} == true ]]; then
     # requeued (e.g. preempted) after the agent had already finished: nothing left to do
     mh_log "sweep task $index: $run already finished ($prev): not running it again"
     exit 0
@@ -74,10 +74,12 @@ requeueing=0
 stop_pair() { mh_stop_group "$pair_pid" 20; }
 mark_requeued() {
     local n status
-    status=$(mh_sweep_meta_get "$run" status)
+    mh_run_read "$run" status requeue_count
+    status=${MH_META_status:-}
     # an agent that already exited keeps its verdict (a requeued rerun then skips it, below)
     [[ $status == finished || $status == failed || $status == timeout ]] && return 0
-    n=$(mh_sweep_requeue_count "$run")
+    n=${MH_META_requeue_count:-}
+    [[ $n =~ ^[0-9]+$ ]] || n=0
     mh_meta "$run" --set status=requeued --set end="$(mh_now)" --set-json requeue_count="$((n + 1))"
 }
 on_usr1() {
@@ -100,7 +102,7 @@ on_term() {
     # time limit do not (the job state reads COMPLETING in every case, so it cannot tell).
     local restarts=""
     if [[ -n ${SLURM_JOB_ID:-} ]]; then
-        restarts=$(scontrol show job -o "$slurm_task" 2>/dev/null | grep -o 'Restarts=[0-9]*' | head -n1 | cut -d= -f2 || true)
+        restarts=$("$MH_CLI" slurm-restarts "$slurm_task" 2>/dev/null || true)
     fi
     stop_pair
     if [[ -n $restarts ]] && (( restarts > ${SLURM_RESTART_COUNT:-0} )); then
@@ -125,8 +127,8 @@ while :; do
     kill -0 "$pair_pid" 2>/dev/null || break
 done
 pair_pid=""
-status=$(mh_sweep_meta_get "$run" status)
-if [[ $status == starting ]]; then
+mh_run_read "$run" status
+if [[ ${MH_META_status:-} == starting ]]; then
     # The pair failed before the agent started (server, discovery, readiness): a failed run.
     mh_meta "$run" --set status=failed --set end="$(mh_now)" --set exit_code="$rc" --set submission_exists=false
 fi

@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "llm-ready": "mlebench_hpc.llm_endpoint:llm_ready_cmd",
     "check-config": "mlebench_hpc.config:check_config_cmd",
     "run-metadata": "mlebench_hpc.run_metadata:run_metadata_cmd",
+    "run": "mlebench_hpc.run_phases:run_cmd",
+    "slurm-restarts": "mlebench_hpc.slurm_query:slurm_restarts_cmd",
     "collect-submission": "mlebench_hpc.untrusted:collect_submission_cmd",
     "doctor": "mlebench_hpc.doctor:doctor_cmd",
     "status": "mlebench_hpc.sweep:status_cmd",

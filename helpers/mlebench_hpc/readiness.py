@@ -97,6 +97,14 @@ def check_token(session: requests.Session, url: str, token: str, timeout: float)
         )
 
 
+def check_token_file(url: str, token_file: Path) -> None:
+    """check_token with the run's token file (its first line)."""
+    token = (token_file.read_text().splitlines() or [""])[0].strip()
+    with requests.Session() as session:
+        session.trust_env = False  # an http_proxy from the environment must not intercept this
+        check_token(session, url, token, timeout=30.0)
+
+
 def wait_ready(url: str, competition: str, timeout: float, job: str | None, pid: int | None) -> float:
     start = time.monotonic()
     deadline = start + timeout
@@ -155,8 +163,5 @@ def wait_ready_cmd(
         raise HelperError(f"--job {job} needs Slurm's scontrol, which is not on PATH: drop --job")
     elapsed = wait_ready(url, competition, timeout, job, pid)
     if token_file is not None:
-        token = (token_file.read_text().splitlines() or [""])[0].strip()
-        with requests.Session() as session:
-            session.trust_env = False
-            check_token(session, url, token, timeout=30.0)
+        check_token_file(url, token_file)
     click.echo(f"wait-ready: {url} serves {competition}, ready after {elapsed:.2f}s", err=True)

@@ -124,6 +124,31 @@ def superseded_attempt(current: dict[str, Any], attempt: int) -> int | None:
     return owner if owner > attempt else None
 
 
+def fenced_update(
+    run_dir: Path, updates: dict[str, Any], attempt: int | None = None, collect: bool = False
+) -> bool:
+    """Merge UPDATES into RUN_DIR/metadata.json (and, with COLLECT, copy and record the submission
+    under the same lock) unless a later attempt than ATTEMPT owns the run: then say so on stderr and
+    write nothing. False when the write was dropped."""
+
+    def merge(current: dict[str, Any]) -> dict[str, Any] | None:
+        owner = superseded_attempt(current, attempt) if attempt is not None else None
+        if owner is not None:
+            click.echo(
+                f"run-metadata: {run_dir} belongs to a later attempt (restart {owner}) than this one "
+                f"(restart {attempt}): not recorded",
+                err=True,
+            )
+            return None
+        if collect:  # under the lock: a later attempt's collected copy is never replaced
+            from mlebench_hpc.untrusted import collect_record
+
+            return {**collect_record(run_dir), **updates}
+        return updates
+
+    return update_metadata_if(run_dir, merge) is not None
+
+
 @click.command("run-metadata")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Store a string; repeatable.")
@@ -179,19 +204,4 @@ def run_metadata_cmd(
             raise HelperError(f"--sha256 {key}: {raw} is not a file")
         updates[key] = sha256_file(path)
 
-    def merge(current: dict[str, Any]) -> dict[str, Any] | None:
-        owner = superseded_attempt(current, attempt) if attempt is not None else None
-        if owner is not None:
-            click.echo(
-                f"run-metadata: {run_dir} belongs to a later attempt (restart {owner}) than this one "
-                f"(restart {attempt}): not recorded",
-                err=True,
-            )
-            return None
-        if collect_submission:  # under the lock: a later attempt's collected copy is never replaced
-            from mlebench_hpc.untrusted import collect_record
-
-            return {**collect_record(run_dir), **updates}
-        return updates
-
-    update_metadata_if(run_dir, merge)
+    fenced_update(run_dir, updates, attempt, collect_submission)

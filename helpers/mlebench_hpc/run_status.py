@@ -1,9 +1,9 @@
 """Run statuses: the one list of the words a run's metadata.json `status` can hold.
 
-Written by the agent job (scripts_hpc/lib.sh mh_run_agent: running, finished, failed, timeout,
-cancelled, integrity_failed), the sweep task (slurm_sweep_task.sh: starting, requeued, failed) and,
-for a run whose job ended without saying so, by whoever reads it (mlebench_hpc.stale_runs:
-cancelled, timeout, failed, lost)."""
+Written by the agent job (scripts_hpc/slurm_agent.sh through `mlebench-hpc run`: running,
+finished, failed, timeout, cancelled, integrity_failed), the sweep task (slurm_sweep_task.sh:
+starting, requeued, failed) and, for a run whose job ended without saying so, by whoever reads
+it (mlebench_hpc.stale_runs: cancelled, timeout, failed, lost)."""
 
 from __future__ import annotations
 

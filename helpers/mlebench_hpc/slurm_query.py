@@ -267,3 +267,32 @@ def cluster_name() -> str | None:
 def valid_job_id(job_id: str) -> bool:
     """123, 123+0 (hetjob component), 123_4 (array task)."""
     return re.fullmatch(r"\d+(?:\+\d+|_\d+)?", job_id) is not None
+
+
+def time_left(job_id: str) -> str | None:
+    """Slurm's time left for JOB_ID as squeue prints it (`[[D-]HH:]MM:SS`, `UNLIMITED`), or None
+    when Slurm cannot say (no squeue, job unknown): the caller's budget then stands alone."""
+    if not valid_job_id(job_id) or not slurm_available():
+        return None
+    try:
+        proc = _run(["squeue", "-h", "-j", job_id, "-o", "%L"])
+    except SlurmError:
+        return None
+    lines = proc.stdout.split() if proc.returncode == 0 else []
+    return lines[0] if lines else None
+
+
+def restarts(job_id: str) -> int | None:
+    """How many times Slurm restarted JOB_ID (requeue, preemption), or None when it cannot say."""
+    records = job_records([job_id])
+    if records is None or job_id not in records:
+        return None
+    return records[job_id].restarts
+
+
+@click.command("slurm-restarts")
+@click.argument("job_id")
+def slurm_restarts_cmd(job_id: str) -> None:
+    """Print how many times Slurm restarted JOB_ID (empty when Slurm cannot say)."""
+    n = restarts(job_id)
+    click.echo("" if n is None else str(n))

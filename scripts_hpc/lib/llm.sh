@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # mlebench-hpc: the LLM endpoint of agents that use one (AIDE) and the LLM server (issue 10).
-# Sourced by scripts_hpc/lib.sh (needs its mh_log, mh_die, mh_runtime, mh_stop_pid, mh_stop_step,
-# mh_meta and mh_in_hetjob_batch). Config keys: LLM_BASE_URL (http(s)://host:port/v1, auto:<jobid>
+# Sourced by scripts_hpc/lib.sh after the other lib/*.sh (uses mh_log, mh_die, mh_runtime, mh_meta,
+# mh_stop_pid, mh_stop_step and mh_in_hetjob_batch). Config keys: LLM_BASE_URL (http(s)://host:port/v1, auto:<jobid>
 # of an LLM server job, or `job`: this job starts the server as a step), LLM_MODEL,
 # LLM_API_KEY_FILE, LLM_SIF, LLM_MODEL_DIR, LLM_CMD, LLM_READY_TIMEOUT.
 

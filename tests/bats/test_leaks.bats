@@ -111,7 +111,7 @@ PY
     (cd "$T" && exec setsid bash -c 'as_user_cmd "$@"' _ env LEAK_JOB_SECRET="$HOST_SECRET" sleep 900) \
         >/dev/null 2>&1 &
     echo $! >"$T/jobstep.pid"
-    # The overlays (instructions, validate_submission.sh) as mh_run_agent makes them.
+    # The overlays (instructions, validate_submission.sh) as `mlebench-hpc run start` makes them.
     "$CLI" overlay --image "$AGENT_SIF" --url "$URL" --out "$RUN/overlay" >/dev/null
     chown -R "$AGENT_USER:" "$RUN/overlay"
     sleep 1

@@ -1,0 +1,346 @@
+"""`mlebench-hpc run start|check|stop|finish|read|server-died`: one call per phase of an agent run.
+
+The agent job (scripts_hpc/slurm_agent.sh) owns processes; this module owns the run's data: the
+grading server's URL and token, the run directory, the overlays and every metadata.json write.
+One Python start per phase keeps a local hetjob at five interpreter starts (config, server, start,
+check, finish). Values the bash side needs come back as quoted shell assignments (`eval`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlebench_hpc import slurm_query
+from mlebench_hpc.run_metadata import fenced_update as record
+from mlebench_hpc.run_metadata import superseded_attempt, update_metadata_if
+from mlebench_hpc.run_status import EXITED, RunStatus
+from mlebench_hpc.slurm_query import HelperError
+
+RUN_SUBDIRS = ("submission", "logs", "code", "overlay")
+STDERR_TAIL_BYTES = 4096
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def _shell(values: dict[str, str]) -> str:
+    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
+
+
+def read_metadata(run: Path) -> dict[str, Any]:
+    try:
+        value = json.loads((run / "metadata.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def token_file_for(url: str, grading_job: str, comp: str, state_base: Path) -> Path | None:
+    """The token of the grading server at URL: the hetjob's own, else auto:JOBID's state dir, else
+    the state dir whose url file names URL."""
+    own = _env("MH_GRADING_TOKEN_FILE")
+    if own and Path(own).is_file():
+        return Path(own)
+    if grading_job:
+        cand = state_base / f"{comp}_{grading_job}" / "token"
+        if cand.is_file():
+            return cand
+    for url_file in sorted(state_base.glob("*/url")):
+        try:
+            first = (url_file.read_text().splitlines() or [""])[0].strip()
+        except OSError:
+            continue
+        if first == url and (url_file.parent / "token").is_file():
+            return url_file.parent / "token"
+    return None
+
+
+def stage_local_image(root: Path, checkout: Path, agent: str) -> None:
+    """No-container runs: lay out the files the agent image would hold under ROOT (its "/"), so the
+    same overlay code rewrites them."""
+    home = root / "home"
+    (home / "agent").mkdir(parents=True, exist_ok=True)
+    for name in ("instructions.txt", "instructions_obfuscated.txt", "validate_submission.sh"):
+        shutil.copy2(checkout / "environment" / name, home / name)
+    agent_dir = checkout / "agents" / agent
+    if agent_dir.is_dir():
+        for f in agent_dir.iterdir():
+            if f.is_file():
+                shutil.copy2(f, home / "agent" / f.name)
+
+
+@click.group("run")
+def run_cmd() -> None:
+    """The phases of one agent run (called by scripts_hpc/slurm_agent.sh)."""
+
+
+@run_cmd.command("start")
+@click.argument("competition")
+@click.argument("spec")
+@click.option("--job", "job", required=True, help="This agent run's job id (names the run dir).")
+@click.option("--runtime", type=click.Choice(["apptainer", "none"]), required=True)
+@click.option(
+    "--grading-pid", type=int, default=None, help="Local grading server PID (hetjob without Slurm)."
+)
+@click.option("--grading-job", default="", help="Grading job id to watch while waiting (hetjob under Slurm).")
+@click.option("--ready-timeout", type=click.FloatRange(min=0), default=300.0, show_default=True)
+@click.option("--attempt", type=click.IntRange(min=0), default=None)
+def start_cmd(
+    competition: str,
+    spec: str,
+    job: str,
+    runtime: str,
+    grading_pid: int | None,
+    grading_job: str,
+    ready_timeout: float,
+    attempt: int | None,
+) -> None:
+    """Find the grading server (URL or auto:JOBID), wait until it serves COMPETITION and takes the
+    run's token, make the run directory, record the start, write the overlays. Prints shell
+    assignments: MH_URL, MH_RUN, MH_TOKEN_FILE, MH_USED_BEFORE, MH_SLURM_LEFT."""
+    from mlebench_hpc.discovery import normalize_url, resolve_auto
+    from mlebench_hpc.overlay import scan_dir, scan_image, select, write_overlays
+    from mlebench_hpc.readiness import check_token_file, wait_ready
+
+    state_base = Path(_env("MH_STATE_BASE"))
+    if spec.startswith("auto:"):
+        grading_job = spec[len("auto:") :].strip()
+        url = resolve_auto(grading_job, competition, 600.0, state_base)
+    else:
+        try:
+            url = normalize_url(spec)
+        except ValueError as exc:
+            raise HelperError(f"{exc}: pass http://host:port or auto:JOBID") from None
+    token_file = token_file_for(url, grading_job, competition, state_base)
+    if token_file is None:
+        click.echo(
+            f"WARNING: no token found for {url} (a server started by hand?): validating without one", err=True
+        )
+    if grading_job and not slurm_query.slurm_available():
+        grading_job = ""
+    elapsed = wait_ready(url, competition, ready_timeout, grading_job or None, grading_pid)
+    if token_file is not None:
+        check_token_file(url, token_file)
+    click.echo(f"wait-ready: {url} serves {competition}, ready after {elapsed:.2f}s", err=True)
+
+    group = _env("MH_GROUP") or _env("RUN_GROUP")
+    run = Path(_env("OUTPUT_BASE")) / group / f"{competition}_{job}"
+    for sub in RUN_SUBDIRS:
+        (run / sub).mkdir(parents=True, exist_ok=True)
+    used_before = read_metadata(run).get("agent_secs_used", 0)
+    started: dict[str, Any] = {
+        "competition_id": competition,
+        "group": group,
+        "agent_job_id": job,
+        "grading_job_id": grading_job,
+        "agent_node": _env("SLURMD_NODENAME") or os.uname().nodename,
+        "grading_server_url": url,
+        "runtime": runtime,
+        "data_dir": _env("DATA_DIR"),
+        "config": _env("MH_CONFIG"),
+        "seed": _env("MH_SEED"),
+        "time_limit_secs": int(_env("TIME_LIMIT_SECS", "0") or 0),
+        "start": now(),
+        "status": RunStatus.RUNNING.value,
+        "slurm_cluster": _env("SLURM_CLUSTER_NAME"),
+        "network_access": "host network: the agent can reach whatever this node reaches",
+    }
+    if runtime == "apptainer":
+        from mlebench_hpc.run_metadata import sha256_file
+
+        agent_sif, grading_sif = Path(_env("AGENT_SIF")), _env("GRADING_SIF")
+        if not agent_sif.is_file():
+            raise HelperError(f"agent image {agent_sif} not found: build it with `make sif` or fix AGENT_SIF")
+        binary = _env("APPTAINER") or shutil.which("apptainer") or "apptainer"
+        found = scan_image(binary, agent_sif, ())
+        started.update(
+            agent_sif=str(agent_sif), grading_sif=grading_sif, agent_sif_sha256=sha256_file(agent_sif)
+        )
+        if grading_sif and Path(grading_sif).is_file():
+            started["grading_sif_sha256"] = sha256_file(Path(grading_sif))
+    else:
+        root = run / ".agent-root"
+        stage_local_image(root, Path(_env("MH_ROOT")), _env("AGENT_NAME") or "dummy")
+        found = scan_dir(root, ())
+    found = select(found)
+    if not found:
+        raise HelperError(
+            "no file in the agent image mentions localhost:5000: an MLE-bench agent image normally "
+            "does (instructions.txt, validate_submission.sh); check the image"
+        )
+    _, entries = write_overlays(found, url, run / "overlay")
+    click.echo(
+        f"overlay: {len(entries)} file(s) rewritten to {url}: {', '.join(c for _, c in entries)}", err=True
+    )
+    if not record(run, started, attempt):
+        raise HelperError(f"{run} belongs to a later attempt of this task: this one stops")
+    left = slurm_query.time_left(_env("SLURM_JOB_ID")) if _env("SLURM_JOB_ID") else None
+    used = used_before if isinstance(used_before, int) and used_before >= 0 else 0
+    sys.stdout.write(
+        _shell(
+            {
+                "MH_URL": url,
+                "MH_RUN": str(run),
+                "MH_TOKEN_FILE": str(token_file or ""),
+                "MH_USED_BEFORE": str(used),
+                "MH_SLURM_LEFT": left or "",
+            }
+        )
+    )
+
+
+@run_cmd.command("check")
+@click.argument("run", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--budget-secs", type=int, required=True, help="The agent's budget for this attempt.")
+@click.option("--no-container", is_flag=True, help="No container: record that there is no isolation.")
+@click.option("--output", "output", type=click.Path(dir_okay=False, path_type=Path), help="Checker stdout.")
+@click.option("--stderr", "stderr", type=click.Path(dir_okay=False, path_type=Path), help="Checker stderr.")
+@click.option("--rc", type=int, default=0, help="Checker exit code.")
+@click.option("--apptainer-version", default="unknown")
+@click.option("--url", default="", help="The grading server URL the agent gets.")
+@click.option(
+    "--flag", "flags", multiple=True, help="One agent apptainer flag (--flag=--contain); repeatable."
+)
+@click.option("--bind", "binds", multiple=True, help="One agent bind; repeatable.")
+@click.option("--attempt", type=click.IntRange(min=0), default=None)
+def check_cmd(
+    run: Path,
+    budget_secs: int,
+    no_container: bool,
+    output: Path | None,
+    stderr: Path | None,
+    rc: int,
+    apptainer_version: str,
+    url: str,
+    flags: tuple[str, ...],
+    binds: tuple[str, ...],
+    attempt: int | None,
+) -> None:
+    """Record the integrity check the agent's container ran (integrity_check.sh output) with the
+    agent's flags and budget in RUN/metadata.json. Exit 0 when it passed, 1 when it did not."""
+    updates: dict[str, Any] = {"agent_budget_secs": budget_secs, "apptainer_flags": list(flags)}
+    if no_container:
+        updates["integrity"] = {"ok": False, "runtime": "none", "reason": "no container: no isolation"}
+        record(run, updates, attempt)
+        return
+    out = output.read_text(errors="replace") if output is not None and output.is_file() else ""
+    err = b""
+    if stderr is not None and stderr.is_file():
+        with stderr.open("rb") as f:
+            err = f.read()[-STDERR_TAIL_BYTES:]
+    rec: dict[str, Any]
+    try:
+        rec = json.loads(out.strip().splitlines()[-1])
+        if not isinstance(rec, dict) or "ok" not in rec:
+            raise ValueError("no ok key")
+    except (ValueError, IndexError) as exc:
+        rec = {"ok": False, "error": f"checker exit {rc}, unreadable output ({exc}): see stderr_tail"}
+    rec.update(
+        apptainer_version=apptainer_version,
+        apptainer_flags=list(flags),
+        binds=list(binds),
+        checked_at=now(),
+        grading_server_url=url,
+    )
+    if err.strip():
+        rec["stderr_tail"] = err.decode("utf-8", "replace")
+    updates.update(integrity=rec, apptainer_version=apptainer_version)
+    record(run, updates, attempt)
+    if rec.get("ok") is not True:
+        sys.exit(1)
+
+
+def _end_options(f: Any) -> Any:
+    f = click.option("--attempt", type=click.IntRange(min=0), default=None)(f)
+    f = click.option("--agent-secs-used", type=click.IntRange(min=0), default=None)(f)
+    f = click.option("--exit-code", type=int, default=None)(f)
+    f = click.option("--status", type=click.Choice([s.value for s in RunStatus]), default=None)(f)
+    f = click.argument("run", type=click.Path(file_okay=False, exists=True, path_type=Path))(f)
+    return f
+
+
+def _end_updates(status: str | None, exit_code: int | None, secs: int | None) -> dict[str, Any]:
+    updates: dict[str, Any] = {}
+    if status is not None:
+        updates.update(status=status, end=now())
+    if exit_code is not None:
+        updates["exit_code"] = exit_code
+    if secs is not None:
+        updates["agent_secs_used"] = secs
+    return updates
+
+
+@run_cmd.command("stop")
+@_end_options
+def stop_cmd(
+    run: Path, status: str | None, exit_code: int | None, agent_secs_used: int | None, attempt: int | None
+) -> None:
+    """Record how the run was stopped (a signal: cancelled, timeout), before the agent is stopped:
+    Slurm's KILL may follow soon, and the record must survive it. No submission is collected."""
+    record(run, _end_updates(status, exit_code, agent_secs_used), attempt)
+
+
+@run_cmd.command("finish")
+@_end_options
+def finish_cmd(
+    run: Path, status: str | None, exit_code: int | None, agent_secs_used: int | None, attempt: int | None
+) -> None:
+    """Record the run's end and collect its submission (never following the agent's links)."""
+    record(run, _end_updates(status, exit_code, agent_secs_used), attempt, collect=True)
+
+
+@run_cmd.command("read")
+@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("keys", nargs=-1, required=True)
+def read_cmd(run: Path, keys: tuple[str, ...]) -> None:
+    """Print KEY... of RUN/metadata.json as shell assignments (MH_META_<key>='value'; empty when absent)."""
+    meta = read_metadata(run)
+    values = {}
+    for key in keys:
+        if not key.isidentifier() or not key.isascii():
+            raise HelperError(f"run read: {key!r} is not a metadata key (letters, digits, _)")
+        v = meta.get(key, "")
+        values[f"MH_META_{key}"] = "" if v is None else (str(v).lower() if isinstance(v, bool) else str(v))
+    sys.stdout.write(_shell(values))
+
+
+@run_cmd.command("server-died")
+@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--exit-code", type=int, required=True, help="The grading server's exit code.")
+@click.option("--attempt", type=click.IntRange(min=0), default=None)
+def server_died_cmd(run: Path, exit_code: int, attempt: int | None) -> None:
+    """The grading server died before the agent ended: the agent was denied the validation it was
+    promised, so the attempt failed whatever the agent did (a resume runs the pair again). Only a
+    run whose record exists and has not been settled otherwise is changed."""
+    if not (run / "metadata.json").is_file():
+        return
+    reason = (
+        f"the grading server died (exit {exit_code}) before the agent ended: the agent could not validate"
+    )
+    changeable = {RunStatus.STARTING, RunStatus.RUNNING, *EXITED}
+
+    def merge(current: dict[str, Any]) -> dict[str, Any] | None:
+        if attempt is not None and superseded_attempt(current, attempt) is not None:
+            return None
+        if RunStatus.parse(current.get("status", "")) not in changeable:
+            return None
+        return {
+            "status": RunStatus.FAILED.value,
+            "failure": {"cause": "grading_server_died", "reason": reason, "server_exit_code": exit_code},
+        }
+
+    if update_metadata_if(run, merge) is not None:
+        click.echo(f"FAILED: {reason}", err=True)

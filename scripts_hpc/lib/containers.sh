@@ -1,0 +1,179 @@
+# shellcheck shell=bash
+# The apptainer command lines: binds and flags live here and nowhere else, so the grading job,
+# the agent job, the hetjob, the sweep and the leak tests all start containers alike. The
+# integrity check runs the agent's exact command line with only its final command replaced.
+
+# Grading server: only this competition's private dir, read-only, at the upstream layout; the
+# run's token (STATE/token, made by mh_new_token) and uploads streamed to STATE/uploads on disk (the
+# container's /tmp is a 64 MiB tmpfs for users). Fills MH_CMD. Args: comp state_dir
+mh_grading_cmd() {
+    local comp=$1 state=$2 runtime
+    runtime=$(mh_runtime)
+    local server_args=(--competition-id "$comp" --host 0.0.0.0 --port 0
+        --idle-timeout "$GRADING_IDLE_TIMEOUT" --max-upload-mb "$UPLOAD_LIMIT_MB")
+    if [[ $runtime == apptainer ]]; then
+        server_args+=(--token-file /state/token --tmp-dir /state/uploads)
+    else
+        server_args+=(--token-file "$state/token" --tmp-dir "$state/uploads")
+    fi
+    if [[ $runtime == apptainer ]]; then
+        local binds=(--bind "$DATA_DIR/$comp/prepared/private:/private/data/$comp/prepared/private:ro"
+            --bind "$state:/state")
+        if [[ -n $MLEBENCH_DIR ]]; then binds+=(--bind "$MLEBENCH_DIR:/opt/mle-bench:ro"); fi
+        # shellcheck disable=SC2206 # extra flags are meant to split
+        local extra=($APPTAINER_EXTRA_FLAGS)
+        MH_CMD=(apptainer exec --contain --cleanenv --no-home --pwd / "${binds[@]}" "${extra[@]}"
+            "$GRADING_SIF" python3 /opt/mlebench-hpc/run_grading_server.py
+            "${server_args[@]}" --data-dir /private/data --url-file /state/url)
+    else
+        MH_CMD=("$MH_ROOT/.venv/bin/python" "$MH_ROOT/environment/run_grading_server.py"
+            "${server_args[@]}" --data-dir "$DATA_DIR" --url-file "$state/url")
+    fi
+}
+
+# Agent: public data read-only, the run's submission/logs/code writable, overlays read-only over
+# the image's localhost:5000 files, scratch on disk (--workdir: /tmp is not the 64 MiB tmpfs),
+# its own PID namespace, a clean environment and no host home. Fills MH_CMD and MH_BINDS.
+# Args: comp run_dir url
+mh_agent_cmd() {
+    local comp=$1 run=$2 url=$3 runtime host_file ctr_path
+    runtime=$(mh_runtime)
+    local envs=(COMPETITION_ID="$comp" TIME_LIMIT_SECS="$MH_AGENT_SECS" STEP_LIMIT="$STEP_LIMIT"
+        GRADING_SERVER="$url")
+    if [[ $runtime == apptainer ]]; then
+        local scratch
+        scratch=$(mh_scratch_dir "$run")
+        mkdir -p "$scratch"
+        MH_BINDS=("$DATA_DIR/$comp/prepared/public:/home/data:ro"
+            "$run/submission:/home/submission" "$run/logs:/home/logs" "$run/code:/home/code")
+        if [[ -f $run/overlay/overlays.tsv ]]; then
+            while IFS=$'\t' read -r host_file ctr_path; do
+                [[ -n $host_file ]] && MH_BINDS+=("$host_file:$ctr_path:ro")
+            done <"$run/overlay/overlays.tsv"
+        fi
+        local flags=(--contain --cleanenv --no-home --pid --ipc --workdir "$scratch" --pwd /home)
+        local b e
+        for b in "${MH_BINDS[@]}"; do flags+=(--bind "$b"); done
+        for e in "${envs[@]}"; do flags+=(--env "$e"); done
+        # Token and API keys: from a 0600 file (mh_agent_env_file), never on a command line that ps shows
+        local env_file=${MH_AGENT_ENV:-$AGENT_ENV_FILE}
+        if [[ -n $env_file ]]; then flags+=(--env-file "$env_file"); fi
+        if [[ -n ${SLURM_JOB_GPUS:-${SLURM_STEP_GPUS:-${CUDA_VISIBLE_DEVICES:-}}} ]]; then flags+=(--nv); fi
+        # shellcheck disable=SC2206
+        local extra=($APPTAINER_EXTRA_FLAGS)
+        MH_CMD=(apptainer exec "${flags[@]}" "${extra[@]}" "$AGENT_SIF"
+            /opt/mlebench-hpc/entrypoint_hpc.sh bash -c "$AGENT_CMD")
+        MH_AGENT_FLAGS=("${flags[@]}" "${extra[@]}")
+    else
+        # No container: the staged image root (`run start` lays it out) with the overlays copied over
+        # it; AGENT_HOME prefixes every /home path in the agent's scripts.
+        local home=$run/.agent-root/home d
+        ln -sfn "$DATA_DIR/$comp/prepared/public" "$home/data"
+        for d in submission logs code; do ln -sfn "$run/$d" "$home/$d"; done
+        if [[ -f $run/overlay/overlays.tsv ]]; then
+            while IFS=$'\t' read -r host_file ctr_path; do
+                [[ -n $host_file ]] && cp -f "$host_file" "$home/${ctr_path#/home/}"
+            done <"$run/overlay/overlays.tsv"
+        fi
+        # the env file's KEY=value lines (token, API keys) as plain variables: no --env-file here
+        local env_file=${MH_AGENT_ENV:-$AGENT_ENV_FILE} line
+        if [[ -n $env_file ]]; then
+            while IFS= read -r line; do
+                [[ $line =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] && envs+=("$line")
+            done <"$env_file"
+        fi
+        MH_CMD=(env -i PATH="$PATH" HOME="$home" AGENT_HOME="$home" "${envs[@]}"
+            bash "$MH_ROOT/environment/entrypoint_hpc.sh" bash -c "${AGENT_CMD//\/home\//$home/}")
+        mh_warn_no_isolation
+        MH_AGENT_FLAGS=()
+    fi
+}
+
+# The agent's writable scratch (bound at /tmp and /var/tmp): SCRATCH_DIR/<group>/<run dir name>
+# when SCRATCH_DIR is set, else RUN/.scratch; never shared between runs. Arg: run_dir
+mh_scratch_dir() {
+    local run=$1
+    if [[ -n ${SCRATCH_DIR:-} ]]; then
+        echo "$SCRATCH_DIR/$(basename "$(dirname "$run")")/$(basename "$run")"
+    else
+        echo "$run/.scratch"
+    fi
+}
+
+# The agent's exact container command (MH_CMD from mh_agent_cmd) with its final command replaced:
+# fills MH_SWAPPED. Everything before the image (flags, binds, env) stays as the agent gets it.
+# Usage: mh_agent_cmd_replace [EXTRA_FLAG]... -- CMD [ARG]...   (extra flags go before the image,
+# e.g. the read-only bind of the checker script; nothing else changes)
+mh_agent_cmd_replace() {
+    local extra=() i sif_at=-1
+    while (( $# )) && [[ $1 != -- ]]; do extra+=("$1"); shift; done
+    [[ ${1:-} == -- ]] || mh_die "mh_agent_cmd_replace: missing -- before the command"
+    shift
+    for i in "${!MH_CMD[@]}"; do
+        if [[ ${MH_CMD[$i]} == "$AGENT_SIF" ]]; then sif_at=$i; break; fi
+    done
+    (( sif_at > 0 )) || mh_die "mh_agent_cmd_replace: AGENT_SIF ($AGENT_SIF) is not in MH_CMD: call mh_agent_cmd first"
+    MH_SWAPPED=("${MH_CMD[@]:0:sif_at}" "${extra[@]}" "$AGENT_SIF" "$@")
+}
+
+# Host identity (device:inode) of a path, as integrity_check.sh compares it.
+mh_path_identity() { stat -L -c %d:%i "$1" 2>/dev/null; }
+
+# Run environment/integrity_check.sh inside the agent container with exactly the agent's flags (the
+# checker script bound read-only for this one run only) just before the agent starts, and store its
+# JSON with the apptainer version, flags, binds and the agent's budget in RUN/metadata.json as
+# `integrity` (`mlebench-hpc run check`).
+# Needs MH_CMD, MH_AGENT_FLAGS and MH_BINDS from mh_agent_cmd. Returns 1 when a leak was seen
+# (MLEBENCH_HPC_INTEGRITY=warn: log it and return 0). Args: comp run_dir url
+mh_integrity_check() {
+    local comp=$1 run=$2 url=$3 runtime
+    runtime=$(mh_runtime)
+    if [[ $runtime != apptainer ]]; then
+        "$MH_CLI" run check "$run" --no-container --budget-secs "$MH_AGENT_SECS" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}
+        return 0
+    fi
+    local checker=$MH_ROOT/environment/integrity_check.sh ctr=/opt/mlebench-hpc-check/integrity_check.sh
+    [[ -f $checker ]] || mh_die "integrity checker $checker is missing: restore the checkout"
+    local args=() p id name
+    # Host paths the agent must not reach, each with its host identity.
+    for p in "$DATA_DIR/$comp/prepared/private" "$DATA_DIR" "$MH_STATE_BASE" "$OUTPUT_BASE" "$HOME" \
+             "$HOME/.kaggle" ${MLEBENCH_DIR:+"$MLEBENCH_DIR"}; do
+        id=$(mh_path_identity "$p") && args+=(-p "$id:$p")
+    done
+    # No bind may come from these (the run dirs under $HOME are bound on purpose, so not $HOME itself).
+    for p in "$DATA_DIR/$comp/prepared/private" "$MH_STATE_BASE" "$HOME/.kaggle" ${MLEBENCH_DIR:+"$MLEBENCH_DIR"}; do
+        args+=(-m "$(readlink -m "$p")")   # mountinfo shows resolved paths
+    done
+    local env_file=${MH_AGENT_ENV:-${AGENT_ENV_FILE:-}}
+    if [[ -n $env_file && -r $env_file ]]; then
+        while IFS= read -r name; do args+=(-e "$name"); done < <(
+            sed -n 's/^[[:space:]]*\(export[[:space:]]\+\)\{0,1\}\([A-Za-z_][A-Za-z0-9_]*\)=.*/\2/p' "$env_file")
+    fi
+    # This shell is a host process of the job: the agent must not see it (--pid).
+    local start canary
+    start=$(sed 's/.*) //' "/proc/$$/stat" | awk '{print $20}')
+    args+=(-s "$$:$start" -c run_grading_server)
+    canary=MLEBENCH_HPC_CANARY_$RANDOM$RANDOM
+    args+=(-k "$canary")
+
+    mh_agent_cmd_replace --bind "$checker:$ctr:ro" -- sh "$ctr" "${args[@]}"
+    local rc=0 version outfile errfile
+    version=$(apptainer --version 2>/dev/null || echo unknown)
+    # Its output goes to host-only files, then into the record: the host never writes into a
+    # directory the agent can write (a link planted in logs/ would make it truncate any file).
+    outfile=$(mktemp "${TMPDIR:-/tmp}/mlebench-integrity.XXXXXX")
+    errfile=$(mktemp "${TMPDIR:-/tmp}/mlebench-integrity.XXXXXX")
+    env "$canary=leak" timeout 120 "${MH_SWAPPED[@]}" >"$outfile" 2>"$errfile" || rc=$?
+    local verdict=0
+    "$MH_CLI" run check "$run" --budget-secs "$MH_AGENT_SECS" --output "$outfile" --stderr "$errfile" \
+        --rc "$rc" --apptainer-version "$version" --url "$url" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} \
+        "${MH_AGENT_FLAGS[@]/#/--flag=}" "${MH_BINDS[@]/#/--bind=}" || verdict=$?
+    rm -f "$outfile" "$errfile"
+    if (( verdict == 0 )); then
+        mh_log "integrity check passed (private paths, host env and host processes out of reach)"
+        return 0
+    fi
+    mh_log "INTEGRITY CHECK FAILED: the agent could reach something it must not: see 'integrity' in $run/metadata.json"
+    [[ ${MLEBENCH_HPC_INTEGRITY:-enforce} == warn ]] && return 0
+    return 1
+}

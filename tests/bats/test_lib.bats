@@ -1,0 +1,132 @@
+#!/usr/bin/env bats
+# The bash library without Slurm and without containers: Slurm time parsing, the agent's budget,
+# the config inheritance of job steps, and golden files of the grading and agent container
+# command lines, so that a changed or dropped flag fails here in a second instead of only in the
+# leak tests. After a deliberate change: MH_UPDATE_GOLDEN=1 bats tests/bats/test_lib.bats, and
+# review the diff of tests/bats/golden/ like code.
+
+load helpers
+
+GOLDEN=$BATS_TEST_DIRNAME/golden
+
+setup() {
+    T=$(mktemp -d "$BATS_TMPDIR/lib.XXXXXX")
+    export MH_SCRIPTS=$REPO_ROOT/scripts_hpc
+    # shellcheck source=scripts_hpc/lib.sh
+    source "$MH_SCRIPTS/lib.sh"
+    # A fixed config, as `mlebench-hpc config --shell` would give it.
+    DATA_DIR=/data OUTPUT_BASE=/out MH_STATE_BASE=/out/.state MLEBENCH_DIR=""
+    GRADING_SIF=/img/grading.sif AGENT_SIF=/img/agent.sif APPTAINER_EXTRA_FLAGS=""
+    GRADING_IDLE_TIMEOUT=0 UPLOAD_LIMIT_MB=1024 STEP_LIMIT=500 AGENT_CMD=/home/agent/start.sh
+    AGENT_ENV_FILE="" SCRATCH_DIR="" TIME_LIMIT_SECS=86400 TIME_MARGIN_SECS=300 MH_ROOT=$REPO_ROOT
+    unset MH_AGENT_ENV SLURM_JOB_GPUS SLURM_STEP_GPUS CUDA_VISIBLE_DEVICES MH_CONFIG_CHECKED
+    # Argument handling only: an `apptainer` on PATH so that the runtime is apptainer; never run.
+    mkdir -p "$T/bin"
+    printf '#!/bin/sh\nexit 99\n' >"$T/bin/apptainer"
+    chmod +x "$T/bin/apptainer"
+    PATH=$T/bin:$PATH
+    export MLEBENCH_HPC_RUNTIME=apptainer
+}
+
+teardown() { rm -rf "$T"; }
+
+# The arguments, one per line, with the test's temp dir written as <T>.
+lines_of() { printf '%s\n' "$@" | sed "s|$T|<T>|g"; }
+
+# Compare with (or, with MH_UPDATE_GOLDEN=1, write) tests/bats/golden/NAME.
+golden() {
+    local name=$1 got=$T/$1
+    cat >"$got"
+    if [[ ${MH_UPDATE_GOLDEN:-0} == 1 ]]; then cp "$got" "$GOLDEN/$name"; fi
+    diff -u "$GOLDEN/$name" "$got"
+}
+
+@test "mh_slurm_secs: every squeue %L form, and nothing for what is not a time" {
+    [ "$(mh_slurm_secs 45)" = 45 ]
+    [ "$(mh_slurm_secs 05:07)" = 307 ]
+    [ "$(mh_slurm_secs 1:00:00)" = 3600 ]
+    [ "$(mh_slurm_secs 08:09:10)" = 29350 ]
+    [ "$(mh_slurm_secs 2-03:04:05)" = $((2 * 86400 + 3 * 3600 + 4 * 60 + 5)) ]
+    [ "$(mh_slurm_secs 1-00:00:00)" = 86400 ]
+    [ -z "$(mh_slurm_secs UNLIMITED)" ]
+    [ -z "$(mh_slurm_secs INVALID)" ]
+    [ -z "$(mh_slurm_secs '')" ]
+    [ -z "$(mh_slurm_secs 1:2:3:4)" ]
+    [ -z "$(mh_slurm_secs -5)" ]
+}
+
+@test "agent budget: the limit, minus earlier attempts, cut to end the margin before Slurm's limit" {
+    mh_agent_budget 0 "" 2>/dev/null
+    [ "$MH_AGENT_SECS" -eq 86400 ]
+    mh_agent_budget 0 UNLIMITED 2>/dev/null
+    [ "$MH_AGENT_SECS" -eq 86400 ]
+    # earlier attempts' agent time is subtracted
+    mh_agent_budget 3600 "" 2>/dev/null
+    [ "$MH_AGENT_SECS" -eq 82800 ]
+    # Slurm ends sooner: end TIME_MARGIN_SECS before it
+    mh_agent_budget 0 10:00:00 2>/dev/null
+    [ "$MH_AGENT_SECS" -eq $((36000 - 300)) ]
+    # Slurm's time is not the bound: the budget stands
+    mh_agent_budget 0 2-00:00:00 2>/dev/null
+    [ "$MH_AGENT_SECS" -eq 86400 ]
+    # less than two margins left: half of what is left, never a negative budget
+    mh_agent_budget 0 08:00 2>/dev/null
+    [ "$MH_AGENT_SECS" -eq 240 ]
+    # all used up: nothing (the job then does not start the agent)
+    mh_agent_budget 86400 "" 2>/dev/null
+    [ "$MH_AGENT_SECS" -eq 0 ]
+    run mh_agent_budget 0 10:00:00
+    [[ $output == *"budget cut to 35700s"* ]]
+}
+
+@test "the grading container command line matches its golden file" {
+    mh_grading_cmd comp-a /out/.state/comp-a_42
+    lines_of "${MH_CMD[@]}" | golden grading_cmd.txt
+}
+
+@test "the agent container command line matches its golden file (overlays, env file, scratch)" {
+    local run=$T/run
+    mkdir -p "$run/overlay"
+    printf '%s\t%s\n' "$run/overlay/f1" /home/instructions.txt "$run/overlay/f2" /home/validate_submission.sh \
+        >"$run/overlay/overlays.tsv"
+    MH_AGENT_ENV=$T/agent.env MH_AGENT_SECS=3600
+    mh_agent_cmd comp-a "$run" http://node1:5555 2>/dev/null
+    lines_of "${MH_CMD[@]}" | golden agent_cmd.txt
+    # the integrity check runs exactly these flags, only the final command replaced
+    mh_agent_cmd_replace --bind /c:/c:ro -- sh /c/check.sh
+    [ "${MH_SWAPPED[*]:0:${#MH_AGENT_FLAGS[@]}+2}" = "apptainer exec ${MH_AGENT_FLAGS[*]}" ]
+    [ "${MH_SWAPPED[*]: -4}" = "/c:/c:ro $AGENT_SIF sh /c/check.sh" ]
+}
+
+@test "the agent command line: --nv only with GPUs, SCRATCH_DIR per run, extra flags after ours" {
+    MH_AGENT_SECS=60 SCRATCH_DIR=$T/scratch APPTAINER_EXTRA_FLAGS="--bind /site:/site"
+    mh_agent_cmd comp-a "$T/runs/g1/comp-a_7" http://n:1 2>/dev/null
+    [[ " ${MH_CMD[*]} " != *" --nv "* ]]
+    [[ " ${MH_CMD[*]} " == *" --workdir $T/scratch/g1/comp-a_7 "* ]]
+    [[ " ${MH_CMD[*]} " == *" GRADING_SERVER=http://n:1 --bind /site:/site $AGENT_SIF "* ]]
+    CUDA_VISIBLE_DEVICES=0 mh_agent_cmd comp-a "$T/runs/g1/comp-a_7" http://n:1 2>/dev/null
+    [[ " ${MH_CMD[*]} " == *" --nv "* ]]
+}
+
+@test "a job step inherits its job's checked config: no second Python start for the same competition" {
+    # Argument handling only: a stand-in CLI that records its calls and prints a config.
+    cat >"$T/bin/cli" <<EOF
+#!/bin/sh
+echo "\$*" >>"$T/calls"
+echo "export MH_STATE_BASE=/out/.state DATA_DIR=/data"
+EOF
+    chmod +x "$T/bin/cli"
+    MH_CLI=$T/bin/cli
+    unset MH_STATE_BASE
+    mh_setup comp-a GRADING_SIF AGENT_SIF
+    [ "$(wc -l <"$T/calls")" -eq 1 ]
+    [ "$MH_CONFIG_CHECKED" = "comp-a:GRADING_SIF AGENT_SIF" ]
+    mh_setup comp-a AGENT_SIF        # the agent step of the same job
+    mh_setup comp-a GRADING_SIF      # its grading step
+    [ "$(wc -l <"$T/calls")" -eq 1 ]
+    mh_setup comp-b AGENT_SIF        # another competition: checked again
+    [ "$(wc -l <"$T/calls")" -eq 2 ]
+    mh_setup comp-b LLM_SIF          # a key the job did not check: checked again
+    [ "$(wc -l <"$T/calls")" -eq 3 ]
+    grep -qx -- "config --shell --need LLM_SIF --competition comp-b" "$T/calls"
+}
