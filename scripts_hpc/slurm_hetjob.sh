@@ -67,6 +67,7 @@ rc=0
 if mh_in_hetjob_batch; then export MH_GRADING_JOB=$MH_JOB_ID; else export MH_GRADING_PID=$server_pid; fi
 export MH_GRADING_TOKEN_FILE=$state/token
 mh_step_prefix 1
+mh_llm_watch_job_server  # LLM_BASE_URL=job: the agent is stopped when its LLM server ends
 "${MH_STEP[@]}" bash "$MH_SCRIPTS/slurm_agent.sh" "$comp" "$url" || rc=$?
 run=$OUTPUT_BASE/${MH_GROUP:-$RUN_GROUP}/${comp}_$MH_JOB_ID
 if ! kill -0 "$server_pid" 2>/dev/null; then

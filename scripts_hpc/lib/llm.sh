@@ -157,6 +157,38 @@ mh_llm_start_job_server() {
     export MH_LLM_JOB_URL
 }
 
+# True while process PID runs: one that ended but is not yet reaped by its parent (a zombie, as a
+# background srun is while the script waits for the agent) does not count. Arg: pid
+mh_llm_pid_running() {
+    local st
+    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+    [[ -n $st && $st != Z ]]
+}
+
+# While the agent runs (LLM_BASE_URL=job): when the LLM server ends, stop the agent (its step gets
+# SIGTERM, so it records how it ended) instead of letting it wait for a model that is gone until its
+# time limit. Names the agent's step (MH_STEP from mh_step_prefix gets --job-name) so that it can be
+# found; without Slurm the agent is this script's child running slurm_agent.sh. Sets MH_LLM_WATCH_PID.
+mh_llm_watch_job_server() {
+    [[ -n ${MH_LLM_PID:-} ]] || return 0
+    if (( ${#MH_STEP[@]} )); then MH_STEP+=(--job-name=mlebench-agent); fi
+    local llm=$MH_LLM_PID parent=$$
+    (
+        trap 'exit 0' TERM
+        while mh_llm_pid_running "$llm"; do sleep 2; done
+        mh_log "the LLM server ended during the run: stopping the agent, which cannot go on without it"
+        if mh_in_hetjob_batch; then
+            local agent_step
+            agent_step=$(squeue -h -s -j "${SLURM_JOB_ID_HET_GROUP_1:-}" -o '%i %j' 2>/dev/null \
+                | awk '$2 == "mlebench-agent" { print $1; exit }')
+            if [[ -n $agent_step ]]; then scancel --signal=TERM "$agent_step" || true; fi
+        else
+            pkill -TERM -P "$parent" -f slurm_agent.sh || true
+        fi
+    ) &
+    MH_LLM_WATCH_PID=$!
+}
+
 # The step id of the LLM server step (JOBID.STEP of component 1: a hetjob's steps are numbered
 # across components but cancelled by their component's job id), found by its name.
 mh_llm_step_id() {
@@ -171,6 +203,8 @@ mh_llm_step_id() {
 # shellcheck disable=SC2034 # MH_LLM_DIED_RC is read by the caller
 mh_llm_stop_job_server() {
     local pid=${MH_LLM_PID:-} step gone=0 rc=""
+    mh_stop_pid "${MH_LLM_WATCH_PID:-}"  # the agent has ended: nothing left to stop for the server
+    MH_LLM_WATCH_PID=""
     [[ -n $pid ]] || return 0
     MH_LLM_PID=""
     if mh_in_hetjob_batch; then

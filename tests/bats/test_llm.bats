@@ -183,14 +183,18 @@ meta() { python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(m.ge
     assert_failure
 }
 
-@test "three-part hetjob whose LLM server dies during the run: an ERROR line, the run failed" {
+@test "three-part hetjob whose LLM server dies during the run: the agent is stopped, an ERROR line, the run failed" {
     local cfg
-    cfg=$(config dies "LLM_BASE_URL=job" "AGENT_CMD='/opt/llm_agent.sh 25'" \
+    # the agent would wait 300 s (as AIDE would retry its dead endpoint until its time limit)
+    cfg=$(config dies "LLM_BASE_URL=job" "AGENT_CMD='/opt/llm_agent.sh 300'" \
         "LLM_CMD='timeout 12 $STANDIN --model \"\$LLM_MODEL\" --host \"\$LLM_HOST\" --port \"\$LLM_PORT\"'")
+    local t0=$SECONDS
     j=$(submit "$cfg" "$T/het-%j.out" scripts_hpc/slurm_hetjob.sh "$COMP")
     wait_job "$j" 240
     cat "$T/het-$j.out"
+    (( SECONDS - t0 < 120 ))
     [[ $(job_state "$j") == FAILED ]]
+    grep -q 'the LLM server ended during the run: stopping the agent' "$T/het-$j.out"
     grep -q 'ERROR: the LLM server exited during the run with code 124' "$T/het-$j.out"
     run_dir=$(sed -n 's/^MLEBENCH_RUN_DIR=//p' "$T/het-$j.out" | tail -n1)
     [[ $(meta "$run_dir" status) == failed ]]
