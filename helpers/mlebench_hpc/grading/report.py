@@ -26,6 +26,7 @@ from typing import Any
 
 from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.config import UPSTREAM_DEFAULT_DATA_DIR
+from mlebench_hpc.grading.messages import shorten_invalid
 from mlebench_hpc.untrusted import (
     COLLECTED_REL,
     SUBMISSION_REL,
@@ -122,13 +123,7 @@ class GradedRun:
 
 def one_line(text: object, limit: int = _ERROR_MAX) -> str:
     """Collapse a message to one line, dropping upstream's fixed 'Submission invalid!' preamble."""
-    s = str(text).strip()
-    prefix = (
-        "Submission invalid! The attempt to grade the submission has resulted in the following error message:"
-    )
-    if s.startswith(prefix):
-        s = "Submission invalid: " + s[len(prefix) :].strip()
-    s = " ".join(s.split())
+    s = " ".join(shorten_invalid(str(text).strip()).split())
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
