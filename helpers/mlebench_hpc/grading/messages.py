@@ -1,4 +1,5 @@
-"""Upstream's validation wording, the words agents read (the server's `result`), in one place.
+"""Upstream's validation wording, the words agents read (the server's `result`), in one place,
+and the one-line form of any message in a report.
 
 No pandas here: the report's one-line errors use the same words without loading the engine."""
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 VALID_MESSAGE = "Submission is valid."
 INVALID = "Submission invalid!"
+ERROR_MAX = 400  # characters of a report's one-line error
 # Upstream's Grader puts this line before the error of a submission it could not grade.
 INVALID_PREFIX = (
     f"{INVALID} The attempt to grade the submission has resulted in the following error message:\n"
@@ -35,3 +37,10 @@ def shorten_invalid(text: str) -> str:
     if not text.startswith(head):
         return text
     return f"{INVALID.rstrip('!')}: {text[len(head) :].strip()}"
+
+
+def one_line(text: object, limit: int = ERROR_MAX) -> str:
+    """A message as a report shows it: one line, at most LIMIT characters, upstream's fixed
+    'Submission invalid!' preamble shortened."""
+    s = " ".join(shorten_invalid(str(text).strip()).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."
