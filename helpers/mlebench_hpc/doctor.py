@@ -353,7 +353,7 @@ def check_slurm() -> Check:
             "`module load slurm` on a cluster login node",
         )
     try:
-        parts = partitions()
+        parts = partitions(PROBE_TIMEOUT)
     except SlurmError as exc:
         return Check("FAIL", "slurm", str(exc), "check SLURM_CONF and that slurmctld is up (`scontrol ping`)")
     return Check("PASS", "slurm", f"sbatch at {sbatch}; partitions: {' '.join(parts) or '(none)'}")

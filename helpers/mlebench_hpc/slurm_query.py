@@ -96,15 +96,13 @@ def parse_scontrol_output(text: str) -> list[dict[str, str]]:
     return [parse_scontrol_oneline(line) for line in text.splitlines() if "JobId=" in line]
 
 
-def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+def _run(argv: list[str], timeout: float = SCONTROL_TIMEOUT) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=SCONTROL_TIMEOUT, check=False)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError:
         raise SlurmError(f"{argv[0]} is not on PATH: is Slurm installed here?") from None
     except subprocess.TimeoutExpired:
-        raise SlurmError(
-            f"{' '.join(argv)} did not answer in {SCONTROL_TIMEOUT:.0f}s: is slurmctld up?"
-        ) from None
+        raise SlurmError(f"{' '.join(argv)} did not answer in {timeout:.0f}s: is slurmctld up?") from None
 
 
 def show_job(job_id: str) -> list[JobInfo] | None:
@@ -259,9 +257,9 @@ def cluster_name() -> str | None:
     return None
 
 
-def partitions() -> list[str]:
+def partitions(timeout: float = SCONTROL_TIMEOUT) -> list[str]:
     """The partitions `sinfo` lists; SlurmError with sinfo's last line when it fails."""
-    proc = _run(["sinfo", "-h", "-o", "%P %a %D"])
+    proc = _run(["sinfo", "-h", "-o", "%P %a %D"], timeout)
     if proc.returncode != 0:
         out = (proc.stdout + proc.stderr).strip()
         raise SlurmError(f"sinfo failed: {out.splitlines()[-1][:160] if out else proc.returncode}")
