@@ -19,11 +19,11 @@ from typing import Any
 import click
 
 from mlebench_hpc import slurm_query
+from mlebench_hpc.errors import HelperError
 from mlebench_hpc.run_metadata import fenced_update as record
 from mlebench_hpc.run_metadata import superseded_attempt, update_metadata_if
 from mlebench_hpc.run_status import EXITED, RunStatus
 from mlebench_hpc.runs import run_dir_name
-from mlebench_hpc.errors import HelperError
 
 RUN_SUBDIRS = ("submission", "logs", "code", "overlay")
 STDERR_TAIL_BYTES = 4096

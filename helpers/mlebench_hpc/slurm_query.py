@@ -12,6 +12,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+import click
+
 from mlebench_hpc.errors import HelperError  # noqa: F401 - re-exported for older imports
 
 # States after which the job never runs its script again (COMPLETING: the script has ended).
