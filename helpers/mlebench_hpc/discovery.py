@@ -26,7 +26,9 @@ from urllib.parse import urlsplit
 import click
 
 from mlebench_hpc import slurm_query
-from mlebench_hpc.slurm_query import HelperError, JobInfo, SlurmError
+from mlebench_hpc.errors import HelperError
+from mlebench_hpc.runs import competition_of, run_dir_name
+from mlebench_hpc.slurm_query import JobInfo, SlurmError
 
 URL_MARK = "GRADING_SERVER_URL="
 _URL_IN_LINE = re.compile(rb"GRADING_SERVER_URL=(https?://[^\s'\"<>]+)")
@@ -155,9 +157,10 @@ def state_dir_competitions(state_dir: Path | None, job_ids: list[str]) -> dict[s
     if state_dir is None or not state_dir.is_dir():
         return found
     for jid in job_ids:
-        for d in state_dir.glob(f"*_{jid}"):
-            if d.is_dir():
-                found[d.name[: -len(jid) - 1]] = d
+        for d in state_dir.glob(run_dir_name("*", jid)):
+            comp = competition_of(d.name, jid)
+            if comp and d.is_dir():
+                found[comp] = d
     return found
 
 
@@ -192,7 +195,7 @@ def find_url(job: JobInfo, job_id: str, competition: str, state_dir: Path | None
     not_before = _start_epoch(job)
     if state_dir is not None:
         for jid in _job_ids(job, job_id):
-            url = read_url_file(state_dir / f"{competition}_{jid}" / "url", not_before)
+            url = read_url_file(state_dir / run_dir_name(competition, jid) / "url", not_before)
             if url:
                 return url
     out = expand_output_path(job.get("StdOut"), job, job_id)

@@ -20,9 +20,10 @@ import click
 
 from mlebench_hpc.base_image import THREE_WAYS, configured_base, probe
 from mlebench_hpc.config import ConfigError, find_config_path, resolve
+from mlebench_hpc.git_lfs import is_lfs_pointer
 from mlebench_hpc.run_metadata import sha256_file
+from mlebench_hpc.slurm_query import SlurmError, partitions
 
-LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
 PROBE_TIMEOUT = 20.0
 
 
@@ -251,11 +252,6 @@ def check_data(data_dir: Path, competitions: Iterable[str]) -> list[Check]:
     return checks
 
 
-def is_lfs_pointer(path: Path) -> bool:
-    with path.open("rb") as f:
-        return f.read(len(LFS_POINTER_PREFIX)) == LFS_POINTER_PREFIX
-
-
 def check_leaderboards(mlebench_dir: str | None, competitions: Iterable[str]) -> list[Check]:
     """Medal thresholds come from the shipped copies of upstream's leaderboards; a checkout's own
     leaderboard is used only when it is byte for byte upstream's (Git LFS pointers are fine)."""
@@ -348,23 +344,18 @@ def check_leaderboards(mlebench_dir: str | None, competitions: Iterable[str]) ->
 
 
 def check_slurm() -> Check:
-    sbatch, sinfo = shutil.which("sbatch"), shutil.which("sinfo")
-    if sbatch is None or sinfo is None:
+    sbatch = shutil.which("sbatch")
+    if sbatch is None or shutil.which("sinfo") is None:
         return Check(
             "WARN",
             "slurm",
             "sbatch/sinfo not on PATH: only the local path (`bash scripts_hpc/slurm_hetjob.sh C`) works here",
             "`module load slurm` on a cluster login node",
         )
-    rc, out = _run([sinfo, "-h", "-o", "%P %a %D"])
-    if rc != 0:
-        return Check(
-            "FAIL",
-            "slurm",
-            f"sinfo failed: {out.splitlines()[-1][:160] if out else rc}",
-            "check SLURM_CONF and that slurmctld is up (`scontrol ping`)",
-        )
-    parts = [line.split()[0] for line in out.splitlines() if line.strip()]
+    try:
+        parts = partitions(PROBE_TIMEOUT)
+    except SlurmError as exc:
+        return Check("FAIL", "slurm", str(exc), "check SLURM_CONF and that slurmctld is up (`scontrol ping`)")
     return Check("PASS", "slurm", f"sbatch at {sbatch}; partitions: {' '.join(parts) or '(none)'}")
 
 

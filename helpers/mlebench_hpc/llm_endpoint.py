@@ -23,8 +23,9 @@ import requests
 from mlebench_hpc import slurm_query
 from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.discovery import default_state_dir, expand_output_path, last_url_in_file, normalize_url
+from mlebench_hpc.errors import HelperError
 from mlebench_hpc.readiness import check_job_alive, check_pid_alive
-from mlebench_hpc.slurm_query import HelperError, SlurmError
+from mlebench_hpc.slurm_query import SlurmError
 
 URL_MARK = "LLM_SERVER_URL="
 STATE_SUBDIR = "llm"  # OUTPUT_BASE/.state/llm/<jobid>/url: apart from the grading servers' <comp>_<jobid>

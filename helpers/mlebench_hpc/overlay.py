@@ -27,8 +27,8 @@ import click
 
 from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.discovery import normalize_url
+from mlebench_hpc.errors import HelperError
 from mlebench_hpc.grading_token import TOKEN_ENV
-from mlebench_hpc.slurm_query import HelperError
 
 KNOWN_PATHS: tuple[str, ...] = (
     "/home/instructions.txt",

@@ -16,7 +16,8 @@ import requests
 
 from mlebench_hpc import slurm_query
 from mlebench_hpc.discovery import expand_output_path, normalize_url
-from mlebench_hpc.slurm_query import HelperError, SlurmError
+from mlebench_hpc.errors import HelperError
+from mlebench_hpc.slurm_query import SlurmError
 
 FIRST_DELAY = 0.2
 MAX_DELAY = 5.0

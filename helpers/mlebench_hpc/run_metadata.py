@@ -24,7 +24,7 @@ from typing import Any
 import click
 
 from mlebench_hpc.atomic import write_atomic
-from mlebench_hpc.slurm_query import HelperError
+from mlebench_hpc.errors import HelperError
 
 METADATA = "metadata.json"
 HASH_CHUNK = 4 * 1024 * 1024

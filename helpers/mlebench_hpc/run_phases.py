@@ -19,10 +19,11 @@ from typing import Any
 import click
 
 from mlebench_hpc import slurm_query
+from mlebench_hpc.errors import HelperError
 from mlebench_hpc.run_metadata import fenced_update as record
 from mlebench_hpc.run_metadata import superseded_attempt, update_metadata_if
 from mlebench_hpc.run_status import EXITED, RunStatus
-from mlebench_hpc.slurm_query import HelperError
+from mlebench_hpc.runs import run_dir_name
 
 RUN_SUBDIRS = ("submission", "logs", "code", "overlay")
 STDERR_TAIL_BYTES = 4096
@@ -55,7 +56,7 @@ def token_file_for(url: str, grading_job: str, comp: str, state_base: Path) -> P
     if own and Path(own).is_file():
         return Path(own)
     if grading_job:
-        cand = state_base / f"{comp}_{grading_job}" / "token"
+        cand = state_base / run_dir_name(comp, grading_job) / "token"
         if cand.is_file():
             return cand
     for url_file in sorted(state_base.glob("*/url")):
@@ -137,7 +138,7 @@ def start_cmd(
     click.echo(f"wait-ready: {url} serves {competition}, ready after {elapsed:.2f}s", err=True)
 
     group = _env("MH_GROUP") or _env("RUN_GROUP")
-    run = Path(_env("OUTPUT_BASE")) / group / f"{competition}_{job}"
+    run = Path(_env("OUTPUT_BASE")) / group / run_dir_name(competition, job)
     for sub in RUN_SUBDIRS:
         (run / sub).mkdir(parents=True, exist_ok=True)
     used_before = read_metadata(run).get("agent_secs_used", 0)

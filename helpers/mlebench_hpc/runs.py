@@ -15,6 +15,26 @@ from mlebench_hpc.run_status import EXITED, FAILED, INFRASTRUCTURE_CAUSES, NOT_E
 METADATA = "metadata.json"
 
 
+def run_dir_name(competition: str, job_id: str) -> str:
+    """`<competition>_<jobid>`: the directory of a run, and of its job's host-only state (URL file,
+    token). A sweep task's job id is `<array>_<index>` (array_task_id)."""
+    return f"{competition}_{job_id}"
+
+
+def competition_of(dir_name: str, job_id: str) -> str | None:
+    """The competition of a run_dir_name() made for JOB_ID, or None when DIR_NAME is not one.
+    (Competition ids may hold `_`: only the job id, known, tells where the name splits.)"""
+    suffix = f"_{job_id}"
+    if not job_id or not dir_name.endswith(suffix) or len(dir_name) == len(suffix):
+        return None
+    return dir_name[: -len(suffix)]
+
+
+def array_task_id(array_job_id: object, index: object) -> str:
+    """The id Slurm knows an array task by: `<array job id>_<index>`."""
+    return f"{array_job_id}_{index}"
+
+
 def _as_int(value: object) -> int | None:
     try:
         return int(str(value))
@@ -76,7 +96,9 @@ class Run:
         """The id Slurm knows this run's job by: `<array>_<index>` for a sweep task, else the agent
         job's (a hetjob's id names its components); '' for a run made without Slurm."""
         if self.from_sweep:
-            return f"{self.array_job_id}_{self.meta['sweep_task_index']}" if self.array_job_id else ""
+            return (
+                array_task_id(self.array_job_id, self.meta["sweep_task_index"]) if self.array_job_id else ""
+            )
         job = str(self.meta.get("agent_job_id") or "")
         return "" if job.startswith("local-") else job
 
@@ -113,12 +135,12 @@ class Run:
         """How the run ended, in one line (for `status` and the report's superseded runs)."""
         sub = "submission present" if self.has_submission else "no submission"
         slurm = self.meta.get("slurm_end")
-        status = self.status_text or "starting"
+        status = self.status_text or RunStatus.STARTING.value
         if isinstance(slurm, dict):
             details = ", ".join(
                 str(x) for x in (slurm.get("exit"), slurm.get("reason")) if x
             )  # Slurm's words, not ours
-            said = slurm.get("record_said") or "running"
+            said = slurm.get("record_said") or RunStatus.RUNNING.value
             if slurm.get("state") == "UNKNOWN":
                 note = slurm.get("note") or "Slurm no longer knows the job"
                 return f"{status}: {note} (record said {said})"
@@ -132,7 +154,7 @@ class Run:
         if self.status == RunStatus.TIMEOUT and self.has_submission:
             return f"finished (at its time limit, {sub})"
         if self.status in EXITED:
-            word = "finished" if self.done else "failed"
+            word = (RunStatus.FINISHED if self.done else RunStatus.FAILED).value
             return f"{word} (exit {self.exit_code}, {sub})"
         if self.status == RunStatus.CANCELLED:
             return f"cancelled ({sub})"

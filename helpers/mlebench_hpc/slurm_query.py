@@ -1,5 +1,6 @@
-"""Thin wrappers over `scontrol show job -o` and `squeue`, for URL discovery, readiness and the
-state of sweep tasks and runs (`job_records`: one batched squeue for many jobs, read by column name).
+"""Every read of Slurm's state (`scontrol`, `squeue`, `sinfo`), for URL discovery, readiness, the
+state of sweep tasks and runs (`job_records`: one batched squeue for many jobs, read by column name)
+and `doctor`.
 
 Only reading: nothing here submits, cancels or changes a job. The cluster in force is whatever
 SLURM_CONF (or /etc/slurm) says, as for the user's own `scontrol`."""
@@ -12,6 +13,8 @@ import subprocess
 from dataclasses import dataclass
 
 import click
+
+from mlebench_hpc.errors import HelperError  # noqa: F401 - re-exported for older imports
 
 # States after which the job never runs its script again (COMPLETING: the script has ended).
 ENDED_STATES = frozenset(
@@ -52,12 +55,6 @@ WAITING_STATES = frozenset(
 # until the next " Key=" rather than the next space.
 _KEY = re.compile(r"(?:^|(?<=\s))([A-Z][A-Za-z0-9_/:]*)=")
 SCONTROL_TIMEOUT = 30.0
-
-
-class HelperError(click.ClickException):
-    """One line saying what is wrong and what to do; exit status 2 like the bash library."""
-
-    exit_code = 2
 
 
 class SlurmError(Exception):
@@ -101,15 +98,13 @@ def parse_scontrol_output(text: str) -> list[dict[str, str]]:
     return [parse_scontrol_oneline(line) for line in text.splitlines() if "JobId=" in line]
 
 
-def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+def _run(argv: list[str], timeout: float = SCONTROL_TIMEOUT) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=SCONTROL_TIMEOUT, check=False)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError:
         raise SlurmError(f"{argv[0]} is not on PATH: is Slurm installed here?") from None
     except subprocess.TimeoutExpired:
-        raise SlurmError(
-            f"{' '.join(argv)} did not answer in {SCONTROL_TIMEOUT:.0f}s: is slurmctld up?"
-        ) from None
+        raise SlurmError(f"{' '.join(argv)} did not answer in {timeout:.0f}s: is slurmctld up?") from None
 
 
 def show_job(job_id: str) -> list[JobInfo] | None:
@@ -262,6 +257,15 @@ def cluster_name() -> str | None:
         if sep and key.strip() == "ClusterName":
             return value.strip() or None
     return None
+
+
+def partitions(timeout: float = SCONTROL_TIMEOUT) -> list[str]:
+    """The partitions `sinfo` lists; SlurmError with sinfo's last line when it fails."""
+    proc = _run(["sinfo", "-h", "-o", "%P %a %D"], timeout)
+    if proc.returncode != 0:
+        out = (proc.stdout + proc.stderr).strip()
+        raise SlurmError(f"sinfo failed: {out.splitlines()[-1][:160] if out else proc.returncode}")
+    return [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
 
 
 def valid_job_id(job_id: str) -> bool:

@@ -54,7 +54,7 @@ def was_asked(run: Run, asked: set[str]) -> bool:
 
 def end_updates(run: Run, rec: JobRecord | None, reader: str, job: str) -> dict[str, Any]:
     """What to record for a run whose job ended (REC) or that Slurm no longer knows (None)."""
-    said = run.status_text or "starting"
+    said = run.status_text or RunStatus.STARTING.value
     base = {"record_said": said, "recorded_by": reader, "recorded_at": now_iso(), "job_id": job}
     if rec is None:
         note = (

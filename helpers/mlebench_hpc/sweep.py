@@ -27,9 +27,10 @@ import click
 
 from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.attempts import attempt_numbers, split_attempts
+from mlebench_hpc.errors import HelperError
 from mlebench_hpc.run_status import FAILED, RunStatus
-from mlebench_hpc.runs import Run, scan_runs
-from mlebench_hpc.slurm_query import WAITING_STATES, HelperError, JobRecord
+from mlebench_hpc.runs import Run, array_task_id, run_dir_name, scan_runs
+from mlebench_hpc.slurm_query import WAITING_STATES, JobRecord
 from mlebench_hpc.stale_runs import settle
 from mlebench_hpc.untrusted import UntrustedFileError, read_text_bounded
 
@@ -42,8 +43,25 @@ ACTIVE = WAITING_STATES | {"RUNNING", "COMPLETING"}
 RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING"})
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 LOG_TAIL_BYTES = 64 * 1024
-# The states `status` counts pairs in, in the order of its last line.
-PAIR_STATES: tuple[str, ...] = ("finished", "failed", "cancelled", "lost", "running", "pending", "unknown")
+# The states `status` counts pairs in: how the pair's run ended (a RunStatus), where Slurm holds its
+# task (running, pending), or unknown.
+PAIR_FINISHED = RunStatus.FINISHED.value
+PAIR_FAILED = RunStatus.FAILED.value
+PAIR_CANCELLED = RunStatus.CANCELLED.value
+PAIR_LOST = RunStatus.LOST.value
+PAIR_RUNNING = RunStatus.RUNNING.value
+PAIR_PENDING = "pending"
+PAIR_UNKNOWN = "unknown"
+# In the order of `status`'s last line.
+PAIR_STATES: tuple[str, ...] = (
+    PAIR_FINISHED,
+    PAIR_FAILED,
+    PAIR_CANCELLED,
+    PAIR_LOST,
+    PAIR_RUNNING,
+    PAIR_PENDING,
+    PAIR_UNKNOWN,
+)
 
 
 # ------------------------------------------------------------------ competition list
@@ -152,7 +170,7 @@ def latest_tasks(data: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
 
 # ------------------------------------------------------------------ Slurm
 def task_job_id(task: dict[str, Any]) -> str:
-    return f"{task['array_job_id']}_{task['array_index']}"
+    return array_task_id(task["array_job_id"], task["array_index"])
 
 
 def array_ids(data: dict[str, Any]) -> list[str]:
@@ -226,9 +244,9 @@ def record_submission(
                 "seed": seed,
                 "array_job_id": array_job_id,
                 "array_index": index,
-                "job_id": f"{array_job_id}_{index}",
+                "job_id": array_task_id(array_job_id, index),
                 "submission": n,
-                "run_dir": str(group_dir.resolve() / f"{comp}_{array_job_id}_{index}"),
+                "run_dir": str(group_dir.resolve() / run_dir_name(comp, array_task_id(array_job_id, index))),
             }
         )
     save_sweep(group_dir, data)
@@ -379,37 +397,39 @@ def describe_task(
     ts = slurm.get(job) if slurm is not None else None
     prefix = _prefix(run, attempt)
     if ts is not None and ts.state in RUNNING_STATES:
-        return "running", f"{prefix}running on {ts.nodes or '?'}"
+        return PAIR_RUNNING, f"{prefix}running on {ts.nodes or '?'}"
     if ts is not None and ts.state in ACTIVE:
         reason = f" ({ts.reason})" if ts.reason else ""
         # the record says running, Slurm holds the task again: requeued without a chance to say so
         unsaid = run is not None and run.status in (RunStatus.STARTING, RunStatus.RUNNING)
         if unsaid and run is not None and ts.restarts > run.restart_count:
-            return "pending", f"{prefix}requeued by Slurm (restart {ts.restarts}), pending{reason}"
-        return "pending", f"{prefix}pending{reason}"
+            return PAIR_PENDING, f"{prefix}requeued by Slurm (restart {ts.restarts}), pending{reason}"
+        return PAIR_PENDING, f"{prefix}pending{reason}"
     if run is None:
         why = _log_error(group_dir, job)
         if ts is None:
             known = "Slurm was not asked" if slurm is None else f"Slurm no longer knows {job}"
-            return "unknown", f"unknown: no run directory and {known}" + (f": {why}" if why else "")
+            return PAIR_UNKNOWN, f"unknown: no run directory and {known}" + (f": {why}" if why else "")
         if ts.state == "CANCELLED":
-            return "cancelled", "cancelled before it started"
-        return "failed", f"failed before the agent started (Slurm {ts.state})" + (f": {why}" if why else "")
+            return PAIR_CANCELLED, "cancelled before it started"
+        return PAIR_FAILED, f"failed before the agent started (Slurm {ts.state})" + (
+            f": {why}" if why else ""
+        )
     text = prefix + run.ended_text()
     if run.done:
-        return "finished", text
+        return PAIR_FINISHED, text
     if run.status == RunStatus.LOST:
-        return "lost", text
+        return PAIR_LOST, text
     if run.status == RunStatus.CANCELLED:
-        return "cancelled", text
+        return PAIR_CANCELLED, text
     if run.status in FAILED or run.status == RunStatus.INTEGRITY_FAILED:
         plain = not run.infrastructure_failure and "slurm_end" not in run.meta
         why = _log_error(group_dir, job) if plain else ""
-        return "failed", text + (f": {why}" if why else "")
+        return PAIR_FAILED, text + (f": {why}" if why else "")
     asked = "Slurm not asked" if slurm is None else "no answer from Slurm"
     if run.status == RunStatus.REQUEUED:
-        return "unknown", f"{prefix}stopped for a requeue ({asked})"
-    return "unknown", f"{prefix}record says {run.status_text or 'starting'} ({asked})"
+        return PAIR_UNKNOWN, f"{prefix}stopped for a requeue ({asked})"
+    return PAIR_UNKNOWN, f"{prefix}record says {run.status_text or RunStatus.STARTING.value} ({asked})"
 
 
 @dataclass(frozen=True)
@@ -436,7 +456,7 @@ def sweep_status(group_dir: Path, use_slurm: bool = True) -> SweepStatus:
     rows: list[PairStatus] = []
     for (comp, seed), task in sorted(latest_tasks(data).items()):
         job = task_job_id(task)
-        run = by_name.get(f"{comp}_{job}")
+        run = by_name.get(run_dir_name(comp, job))
         final = finals.get((comp, seed))
         ts = slurm.get(job) if slurm is not None else None
         if run is None and final is not None and not (ts is not None and ts.state in ACTIVE):

@@ -13,21 +13,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlebench_hpc.config import UPSTREAM_DEFAULT_DATA_DIR
-from mlebench_hpc.grading.report import (
+from mlebench_hpc.grading.find_runs import (
     DirResolver,
     RunSpec,
     RunSpecError,
-    aggregate,
     find_run_dirs,
-    format_table,
-    grade_run,
-    grade_runs,
-    one_line,
     specs_from_dir,
     specs_from_jsonl,
-    write_json_atomic,
 )
-from upstream_keys import GROUP_KEYS, REPORT_FIELDS
+from mlebench_hpc.grading.grade_one import grade_run
+from mlebench_hpc.grading.messages import one_line
+from mlebench_hpc.grading.pool import grade_runs
+from mlebench_hpc.grading.report import CompetitionReport, aggregate
+from mlebench_hpc.grading.report_output import format_table, write_json_atomic
+from upstream_keys import GROUP_KEYS, REPORT_FIELDS, UPSTREAM_REPORT_FIELDS
 
 BIN = Path(sys.executable).parent
 
@@ -71,7 +70,9 @@ def test_valid_invalid_missing_reports(demo_data: Path, tmp_path: Path) -> None:
     ans.assign(target=150.0).to_csv(mean_pred, index=False)
 
     gold, silver, bronze, median = expected_thresholds(demo_data, "demo-diabetes")
-    r = grade_run(spec_for(demo_data, "demo-diabetes", perfect, seed=3, isolation={"ok": True})).report
+    r = grade_run(
+        spec_for(demo_data, "demo-diabetes", perfect, seed=3, isolation={"ok": True})
+    ).report.to_dict()
     assert list(r) == REPORT_FIELDS
     assert r["score"] == 0.0 and r["valid_submission"] and r["submission_exists"]
     assert r["gold_medal"] and r["any_medal"] and r["above_median"] and not r["silver_medal"]
@@ -86,17 +87,17 @@ def test_valid_invalid_missing_reports(demo_data: Path, tmp_path: Path) -> None:
     assert r["grading_backend"] == "builtin" and r["grading_backend_version"].startswith("mlebench-hpc")
     assert "leaderboard" in r["thresholds_source"]
 
-    r = grade_run(spec_for(demo_data, "demo-diabetes", mean_pred)).report
+    r = grade_run(spec_for(demo_data, "demo-diabetes", mean_pred)).report.to_dict()
     rmse = round(math.sqrt(float(((ans["target"] - 150.0) ** 2).mean())), 5)
     assert r["score"] == pytest.approx(rmse, abs=1e-5)
     assert r["any_medal"] is (rmse <= bronze) and r["above_median"] is (rmse < median)
 
-    r = grade_run(spec_for(demo_data, "demo-diabetes", half)).report
+    r = grade_run(spec_for(demo_data, "demo-diabetes", half)).report.to_dict()
     assert r["submission_exists"] and not r["valid_submission"] and r["score"] is None
     assert not r["any_medal"] and "rows" in r["error"] and "\n" not in r["error"]
 
     missing = grade_run(spec_for(demo_data, "demo-diabetes", tmp_path / "nope.csv"))
-    r = missing.report
+    r = missing.report.to_dict()
     assert missing.graded and not r["submission_exists"] and not r["valid_submission"]
     assert r["error"].startswith("no submission") and r["gold_threshold"] == pytest.approx(gold)
 
@@ -105,14 +106,14 @@ def test_setup_errors_are_reports_not_crashes(demo_data: Path, tmp_path: Path) -
     sub = tmp_path / "s.csv"
     answers(demo_data, "demo-diabetes").to_csv(sub, index=False)
     unknown = grade_run(spec_for(demo_data, "no-such-competition", sub))
-    assert not unknown.graded and "no-such-competition" in unknown.report["error"]
-    assert unknown.report["submission_exists"] and not unknown.report["valid_submission"]
+    assert not unknown.graded and "no-such-competition" in unknown.report.error
+    assert unknown.report.submission_exists and not unknown.report.valid_submission
     empty = tmp_path / "empty-data"
     empty.mkdir()
     unprepared = grade_run(spec_for(empty, "demo-diabetes", sub))
-    assert not unprepared.graded and "not prepared" in unprepared.report["error"]
-    assert str(empty) in unprepared.report["error"]
-    assert list(unprepared.report) == REPORT_FIELDS
+    assert not unprepared.graded and "not prepared" in unprepared.report.error
+    assert str(empty) in unprepared.report.error
+    assert list(unprepared.report.to_dict()) == REPORT_FIELDS
 
 
 def test_parallel_equals_sequential(demo_data: Path, tmp_path: Path) -> None:
@@ -128,12 +129,12 @@ def test_parallel_equals_sequential(demo_data: Path, tmp_path: Path) -> None:
     specs.append(spec_for(tmp_path, "demo-diabetes", tmp_path / "0.csv"))  # unprepared there
 
     def strip(results: list[Any]) -> list[dict[str, Any]]:
-        return [{k: v for k, v in r.report.items() if k != "created_at"} for r in results]
+        return [{k: v for k, v in r.report.to_dict().items() if k != "created_at"} for r in results]
 
     seq, par = grade_runs(specs, jobs=1, progress=False), grade_runs(specs, jobs=2, progress=False)
     assert strip(seq) == strip(par)
     assert [r.graded for r in par] == [True] * 6 + [False]
-    assert [r.report["seed"] for r in par[:6]] == list(range(6))
+    assert [r.report.seed for r in par[:6]] == list(range(6))
 
 
 # ---------------------------------------------------------------- finding runs
@@ -232,6 +233,20 @@ def test_aggregate_write_and_table(demo_data: Path, tmp_path: Path) -> None:
     assert any("no submission" in line for line in table[4:])
 
 
+def test_competition_report_is_upstreams_then_ours_and_round_trips(demo_data: Path, tmp_path: Path) -> None:
+    sub = tmp_path / "s.csv"
+    answers(demo_data, "demo-diabetes").to_csv(sub, index=False)
+    report = grade_run(spec_for(demo_data, "demo-diabetes", sub, seed=2)).report
+    assert isinstance(report, CompetitionReport) and report.medal == "gold"
+    data = json.loads(json.dumps(report.to_dict()))
+    assert list(data) == REPORT_FIELDS
+    assert data["created_at"] == report.created_at.isoformat()
+    assert CompetitionReport.from_dict(data) == report
+    # upstream's own report (no extras) reads too; the extras are then unknown
+    upstream = CompetitionReport.from_dict({k: data[k] for k in UPSTREAM_REPORT_FIELDS})
+    assert upstream.score == report.score and upstream.run_dir is None and upstream.seed is None
+
+
 def test_one_line_drops_upstream_preamble() -> None:
     msg = (
         "Submission invalid! The attempt to grade the submission has resulted in the following "
@@ -247,8 +262,8 @@ def test_cleanup_demo_copy_is_independent(demo_data: Path, tmp_path: Path) -> No
     shutil.copytree(demo_data / "demo-diabetes", copy / "demo-diabetes")
     sub = tmp_path / "s.csv"
     answers(demo_data, "demo-diabetes").assign(target=100.0).to_csv(sub, index=False)
-    a = grade_run(spec_for(demo_data, "demo-diabetes", sub)).report["score"]
-    b = grade_run(spec_for(copy, "demo-diabetes", sub)).report["score"]
+    a = grade_run(spec_for(demo_data, "demo-diabetes", sub)).report.score
+    b = grade_run(spec_for(copy, "demo-diabetes", sub)).report.score
     assert a == b and a is not None
 
 
@@ -257,12 +272,12 @@ def test_leaderboard_placement_in_the_report(demo_data: Path, tmp_path: Path) ->
     ans = answers(demo_data, "demo-diabetes")
     mean_pred = tmp_path / "mean.csv"
     ans.assign(target=150.0).to_csv(mean_pred, index=False)
-    r = grade_run(spec_for(demo_data, "demo-diabetes", mean_pred)).report
+    r = grade_run(spec_for(demo_data, "demo-diabetes", mean_pred)).report.to_dict()
     board = pd.read_csv(demo_data / "demo-diabetes" / "leaderboard.csv")["score"].to_numpy()
     score = r["score"]
     # lower is better: teams with a lower RMSE are better, teams with a higher one are beaten
     assert r["leaderboard_rank"] == 1 + int((board < score).sum())
     assert r["leaderboard_share_beaten"] == pytest.approx((board > score).sum() / len(board), abs=1e-6)
     assert r["leaderboard_teams"] == len(board)
-    invalid = grade_run(spec_for(demo_data, "demo-diabetes", tmp_path / "missing.csv")).report
+    invalid = grade_run(spec_for(demo_data, "demo-diabetes", tmp_path / "missing.csv")).report.to_dict()
     assert invalid["leaderboard_rank"] is None and invalid["leaderboard_share_beaten"] is None

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-from mlebench_hpc.summary import mean_se, seed_keys, summarize, to_markdown, write_summaries
+from mlebench_hpc.grading.report import CompetitionReport
+from mlebench_hpc.grading.summary import mean_se, seed_keys, summarize, to_markdown, write_summaries
 
 
 def rep(
@@ -22,36 +24,38 @@ def rep(
     lower: bool = False,
     run_dir: str | None = None,
     beats: float | None = None,
-) -> dict[str, Any]:
-    """A report dict as grade writes it (only the fields the summary reads matter)."""
-    return {
-        "competition_id": comp,
-        "score": score,
-        "gold_threshold": 0.9,
-        "silver_threshold": 0.8,
-        "bronze_threshold": 0.7,
-        "median_threshold": 0.5,
-        "any_medal": medal is not None,
-        "gold_medal": medal == "gold",
-        "silver_medal": medal == "silver",
-        "bronze_medal": medal == "bronze",
-        "above_median": score is not None and score > 0.5,
-        "submission_exists": exists,
-        "valid_submission": score is not None,
-        "is_lower_better": lower,
-        "created_at": "2026-01-01T00:00:00",
-        "submission_path": f"/runs/{comp}_{seed}/submission/submission.csv",
-        "grading_backend": "builtin",
-        "grading_backend_version": "test",
-        "thresholds_source": "hand",
-        "run_dir": run_dir or f"/runs/{comp}_{seed}",
-        "seed": seed,
-        "error": None if score is not None else "invalid",
-        "isolation": None,
-        "leaderboard_rank": None if beats is None else 1,
-        "leaderboard_share_beaten": beats,
-        "leaderboard_teams": None if beats is None else 10,
-    }
+) -> CompetitionReport:
+    """A report as grade makes it (only the fields the summary reads matter)."""
+    return CompetitionReport.from_dict(
+        {
+            "competition_id": comp,
+            "score": score,
+            "gold_threshold": 0.9,
+            "silver_threshold": 0.8,
+            "bronze_threshold": 0.7,
+            "median_threshold": 0.5,
+            "any_medal": medal is not None,
+            "gold_medal": medal == "gold",
+            "silver_medal": medal == "silver",
+            "bronze_medal": medal == "bronze",
+            "above_median": score is not None and score > 0.5,
+            "submission_exists": exists,
+            "valid_submission": score is not None,
+            "is_lower_better": lower,
+            "created_at": "2026-01-01T00:00:00",
+            "submission_path": f"/runs/{comp}_{seed}/submission/submission.csv",
+            "grading_backend": "builtin",
+            "grading_backend_version": "test",
+            "thresholds_source": "hand",
+            "run_dir": run_dir or f"/runs/{comp}_{seed}",
+            "seed": seed,
+            "error": None if score is not None else "invalid",
+            "isolation": None,
+            "leaderboard_rank": None if beats is None else 1,
+            "leaderboard_share_beaten": beats,
+            "leaderboard_teams": None if beats is None else 10,
+        }
+    )
 
 
 # Two competitions x three seeds.
@@ -176,8 +180,8 @@ def test_written_files(tmp_path: Path) -> None:
 
 def test_nothing_graded_still_writes_files(tmp_path: Path) -> None:
     """An unprepared competition: no scores, no thresholds, direction unknown."""
-    r = rep("c", 0, None)
-    r.update(
+    r = replace(
+        rep("c", 0, None),
         gold_threshold=None,
         silver_threshold=None,
         bronze_threshold=None,

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from mlebench_hpc import sweep as sweep_module
 from mlebench_hpc.demo import prepare_demo
-from mlebench_hpc.runs import Run, read_run, scan_runs
+from mlebench_hpc.runs import Run, array_task_id, competition_of, read_run, run_dir_name, scan_runs
 from mlebench_hpc.slurm_query import JobRecord
 from mlebench_hpc.sweep import (
     describe_task,
@@ -140,6 +140,17 @@ def test_record_submission_and_status(tmp_path: Path) -> None:
     out = CliRunner().invoke(status_cmd, [str(g), "--no-slurm"])
     assert out.exit_code == 0 and len(out.output.splitlines()) == 4
     assert out.output.splitlines()[-1] == "2 pairs: 1 finished, 1 failed"
+
+
+def test_run_dir_names_are_made_and_split_in_one_place(tmp_path: Path) -> None:
+    assert run_dir_name("a_b", array_task_id("10", 0)) == "a_b_10_0"
+    assert competition_of("a_b_10_0", "10_0") == "a_b"  # competition ids may hold "_": the job id splits
+    assert competition_of("a_b_10_0", "0") == "a_b_10"
+    assert competition_of("a_b_110_0", "10_0") is None and competition_of("_10", "10") is None
+    tasks = tmp_path / "g" / ".sweep" / "tasks.tsv"
+    write_tasks_file(tasks, [("a_b", 0)])
+    data = record_submission(tmp_path / "g", "10", tasks, {"seeds": 1}, "sbatch")
+    assert Path(data["tasks"][0]["run_dir"]).name == "a_b_10_0" and data["tasks"][0]["job_id"] == "10_0"
 
 
 def test_sweep_plan_cli_validates_whole_list(tmp_path: Path, data_dir: Path) -> None:

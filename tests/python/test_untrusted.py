@@ -16,7 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlebench_hpc.grading import load_competition
-from mlebench_hpc.grading.report import RunSpec, grade_run, grade_runs, specs_from_dir
+from mlebench_hpc.grading.find_runs import RunSpec, specs_from_dir
+from mlebench_hpc.grading.grade_one import grade_run
+from mlebench_hpc.grading.pool import grade_runs
 from mlebench_hpc.untrusted import (
     COLLECTED_REL,
     UntrustedFileError,
@@ -46,7 +48,7 @@ def _spec(run: Path, data: Path) -> RunSpec:
 
 
 def _resolver(data: Path):  # noqa: ANN202 - the report's own class
-    from mlebench_hpc.grading.report import DirResolver
+    from mlebench_hpc.grading.find_runs import DirResolver
 
     return DirResolver(data_dir=data)
 
@@ -175,7 +177,7 @@ def test_a_forged_submission_is_not_scored(demo_data: Path, tmp_path: Path, kind
     target = _answers(demo_data)
     link = run / "submission" / "submission.csv"
     link.symlink_to(target if kind == "absolute" else os.path.relpath(target, link.parent))
-    report = grade_run(_spec(run, demo_data)).report
+    report = grade_run(_spec(run, demo_data)).report.to_dict()
     assert report["score"] is None and not report["valid_submission"] and not report["any_medal"]
     assert "symbolic link" in report["error"]
     # Control: read the naive way (following the link), the same file is the answers: a gold medal.
@@ -195,7 +197,7 @@ def test_grading_uses_the_collected_copy(demo_data: Path, tmp_path: Path) -> Non
     update_metadata(run, collect_record(run))
     sub.unlink()
     sub.symlink_to(_answers(demo_data))  # changed after the run ended: ignored
-    report = grade_run(_spec(run, demo_data)).report
+    report = grade_run(_spec(run, demo_data)).report.to_dict()
     assert report["valid_submission"] and report["submission_path"] == str(run / COLLECTED_REL)
     assert report["submission_sha256"] == hashlib.sha256(sample.read_bytes()).hexdigest()
     assert report["score"] == load_competition(COMP, demo_data).score(sample)
@@ -207,7 +209,7 @@ def test_a_refusal_recorded_at_collection_stands(demo_data: Path, tmp_path: Path
     from mlebench_hpc.run_metadata import update_metadata
 
     update_metadata(run, collect_record(run))
-    report = grade_run(_spec(run, demo_data)).report
+    report = grade_run(_spec(run, demo_data)).report.to_dict()
     assert report["submission_exists"] and not report["valid_submission"]
     assert report["error"].startswith("submission refused:") and "symbolic link" in report["error"]
 
@@ -235,9 +237,9 @@ def _quiet_crashes():  # noqa: ANN202
 
 
 def _kill_for(comp: str):  # noqa: ANN202
-    from mlebench_hpc.grading import report as report_mod
+    from mlebench_hpc.grading import grade_one
 
-    real = report_mod._load
+    real = grade_one._load
 
     def load(spec: RunSpec):  # noqa: ANN202
         if spec.seed == 666:
@@ -250,18 +252,18 @@ def _kill_for(comp: str):  # noqa: ANN202
 def test_a_worker_that_dies_costs_only_its_run(
     demo_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlebench_hpc.grading import report as report_mod
+    from mlebench_hpc.grading import grade_one
 
     sample = demo_data / COMP / "prepared" / "public" / "sample_submission.csv"
     specs = [RunSpec(COMP, sample, demo_data, seed=s) for s in (1, 2, 666, 3, 4)]
-    monkeypatch.setattr(report_mod, "_load", _kill_for(COMP))  # inherited by the forked workers
+    monkeypatch.setattr(grade_one, "_load", _kill_for(COMP))  # inherited by the forked workers
     with _quiet_crashes():
         results = grade_runs(specs, jobs=2, progress=False)
-    by_seed = {r.report["seed"]: r for r in results}
-    assert [r.report["seed"] for r in results] == [1, 2, 666, 3, 4]
-    assert not by_seed[666].graded and "worker process died" in by_seed[666].report["error"]
-    assert by_seed[666].report["error"].startswith("grading failed: out of memory or a crash")
-    assert all(by_seed[s].report["valid_submission"] for s in (1, 2, 3, 4))
+    by_seed = {r.report.seed: r for r in results}
+    assert [r.report.seed for r in results] == [1, 2, 666, 3, 4]
+    assert not by_seed[666].graded and "worker process died" in by_seed[666].report.error
+    assert by_seed[666].report.error.startswith("grading failed: out of memory or a crash")
+    assert all(by_seed[s].report.valid_submission for s in (1, 2, 3, 4))
 
 
 def test_a_run_over_the_memory_budget_fails_alone(demo_data: Path, tmp_path: Path) -> None:
@@ -275,5 +277,5 @@ def test_a_run_over_the_memory_budget_fails_alone(demo_data: Path, tmp_path: Pat
     specs = [RunSpec(COMP, sample, demo_data, seed=1), RunSpec(COMP, big, demo_data, seed=2)]
     with _quiet_crashes():
         results = grade_runs(specs, jobs=1, progress=False, memory_mb=64)
-    assert results[0].report["valid_submission"]
-    assert results[1].report["error"].startswith("grading failed: out of memory"), results[1].report["error"]
+    assert results[0].report.valid_submission
+    assert results[1].report.error.startswith("grading failed: out of memory"), results[1].report.error

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from .competitions import CompetitionSpec
 from .errors import CompetitionNotPrepared, GradingSetupError, InvalidSubmission
+from .messages import VALID_MESSAGE, invalid_message, missing_submission_message
 from .procedures import PROCEDURES, Answers, as_text, header_verdict
 from .thresholds import Thresholds, find_thresholds
-from .validation import VALID_MESSAGE, invalid_message, read_csv, read_header, read_submission
+from .validation import read_csv, read_header, read_submission
 
 
 def engine_version() -> str:
@@ -104,7 +105,7 @@ class BuiltinCompetition:
     def validate(self, submission_path: Path) -> tuple[bool, str]:
         path = Path(submission_path)
         if not path.is_file():
-            return False, f"Submission invalid! Submission file {path} does not exist."
+            return False, missing_submission_message(path)
         try:
             self._grade(path)
         except InvalidSubmission as e:

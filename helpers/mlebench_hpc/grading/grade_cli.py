@@ -15,19 +15,10 @@ from pathlib import Path
 import click
 
 from mlebench_hpc.attempts import Superseded, settle_and_split
-from mlebench_hpc.grading.report import (
-    REPORT_NAME,
-    DirResolver,
-    RunSpecError,
-    aggregate,
-    default_jobs,
-    format_table,
-    format_totals,
-    grade_runs,
-    specs_from_dir,
-    specs_from_jsonl,
-    write_json_atomic,
-)
+from mlebench_hpc.grading.find_runs import DirResolver, RunSpecError, specs_from_dir, specs_from_jsonl
+from mlebench_hpc.grading.pool import default_jobs, grade_runs
+from mlebench_hpc.grading.report import aggregate
+from mlebench_hpc.grading.report_output import REPORT_NAME, format_table, format_totals, write_json_atomic
 
 
 def superseded_note(n: int) -> str:
@@ -185,7 +176,7 @@ def grade_cmd(
         click.echo(format_superseded(superseded, root))
     written = [report_path]
     if summary:
-        from mlebench_hpc.summary import write_summaries
+        from mlebench_hpc.grading.summary import write_summaries
 
         notes = [superseded_note(len(superseded))] if superseded else []
         try:

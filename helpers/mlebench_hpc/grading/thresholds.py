@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mlebench_hpc.git_lfs import is_lfs_pointer
+
 from .errors import GradingSetupError
 
-LFS_POINTER_PREFIX = "version https://git-lfs.github.com/spec/v1"
 SHIPPED_LEADERBOARDS = Path(__file__).resolve().parent.parent / "data" / "leaderboards"
 LOG = logging.getLogger("mlebench_hpc.grading")
 
@@ -79,13 +80,12 @@ def medal_flags(score: float | None, th: Thresholds | None, is_lower_better: boo
 def read_leaderboard(path: Path, competition_id: str) -> list[float]:
     """The `score` column of a leaderboard.csv, in file order (best first)."""
     try:
-        with path.open("rb") as fh:
-            head = fh.read(len(LFS_POINTER_PREFIX))
+        pointer = is_lfs_pointer(path)
     except OSError as e:
         raise GradingSetupError(
             f"cannot read leaderboard for {competition_id} at {path}: {e.strerror}"
         ) from e
-    if head == LFS_POINTER_PREFIX.encode():
+    if pointer:
         raise GradingSetupError(
             f"leaderboard for {competition_id} is a Git LFS pointer: "
             f"run `git lfs pull` in MLEBENCH_DIR ({path})"
@@ -145,8 +145,7 @@ def _usable_upstream_copy(competition_id: str, path: Path) -> bool:
     """A leaderboard under MLEBENCH_DIR counts only when it is byte for byte upstream's."""
     want = upstream_oids().get(competition_id)
     try:
-        with path.open("rb") as fh:
-            is_pointer = fh.read(len(LFS_POINTER_PREFIX)) == LFS_POINTER_PREFIX.encode()
+        is_pointer = is_lfs_pointer(path)
         digest = file_sha256(path)
     except OSError as e:
         _warn_once(competition_id, path, f"cannot be read ({e.strerror}); using the shipped copy")

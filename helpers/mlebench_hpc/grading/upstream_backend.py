@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CompetitionNotPrepared, GradingSetupError, InvalidSubmission, UnknownCompetition
+from .messages import VALID_MESSAGE, missing_submission_message, upstream_invalid_message
 from .thresholds import Thresholds, find_thresholds, leaderboard_is_lower_better
-from .validation import VALID_MESSAGE
 
 
 def available() -> bool:
@@ -91,17 +91,13 @@ class UpstreamCompetition:
     def validate(self, submission_path: Path) -> tuple[bool, str]:
         path = Path(submission_path)
         if not path.is_file():
-            return False, f"Submission invalid! Submission file {path} does not exist."
+            return False, missing_submission_message(path)
         try:
             self._grade(path)
         except GradingSetupError:
             raise
         except Exception as e:  # upstream's wording exactly
-            return (
-                False,
-                "Submission invalid! The attempt to grade the submission has resulted in the following "
-                f"error message:\n{e}",
-            )
+            return False, upstream_invalid_message(e)
         return True, VALID_MESSAGE
 
     def score(self, submission_path: Path) -> float:

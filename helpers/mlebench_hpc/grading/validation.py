@@ -1,4 +1,4 @@
-"""Reading CSVs as upstream does, and upstream's validation message wording."""
+"""Reading CSVs as upstream does (the wording of its verdicts: messages.py)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,6 @@ import pandas as pd
 # Upstream reads with float_precision="round_trip"; pandas >= 3 parses floats exactly that way by
 # default and deprecates the option (test_pandas_compat checks the equivalence).
 ROUND_TRIP: dict = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
-
-VALID_MESSAGE = "Submission is valid."
-INVALID_PREFIX = (
-    "Submission invalid! The attempt to grade the submission has resulted in the following error message:\n"
-)
-
-
-def invalid_message(why: str) -> str:
-    # One line: a reason must never smuggle extra lines (or answer text) into the agent's view.
-    return INVALID_PREFIX + " ".join(str(why).split())
 
 
 def as_pandas22_frame(table: pd.DataFrame) -> pd.DataFrame:

@@ -19,7 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from mlebench_hpc.grading.report import fmt_num, fmt_share, sort_key
+from mlebench_hpc.grading.report import CompetitionReport
+from mlebench_hpc.grading.report_output import fmt_num, fmt_share, sort_key
 
 # (label, report field) of the overall lines, in the order printed.
 OVERALL_METRICS: tuple[tuple[str, str], ...] = (
@@ -68,19 +69,17 @@ class Summary:
     share_beaten: MeanSE | None = None
 
 
-def seed_keys(reports: list[dict[str, Any]]) -> list[str]:
+def seed_keys(reports: list[CompetitionReport]) -> list[str]:
     """The seed each report belongs to: its metadata seed, else run<k> in run-directory order."""
     keys: list[str] = [""] * len(reports)
     seedless: dict[str, int] = {}
-    for i in sorted(
-        range(len(reports)), key=lambda i: str(reports[i].get("run_dir") or reports[i]["submission_path"])
-    ):
+    for i in sorted(range(len(reports)), key=lambda i: str(reports[i].run_dir or reports[i].submission_path)):
         r = reports[i]
-        if r.get("seed") is not None and str(r["seed"]) != "":
-            keys[i] = str(r["seed"])
+        if r.seed is not None and str(r.seed) != "":
+            keys[i] = str(r.seed)
         else:
-            k = seedless.get(r["competition_id"], 0)
-            seedless[r["competition_id"]] = k + 1
+            k = seedless.get(r.competition_id, 0)
+            seedless[r.competition_id] = k + 1
             keys[i] = f"run{k}"
     return keys
 
@@ -89,54 +88,52 @@ def _natural(s: str) -> tuple[int, int | str]:
     return (0, int(s)) if s.lstrip("-").isdigit() else (1, s)
 
 
-def summarize(reports: list[dict[str, Any]]) -> Summary:
+def summarize(reports: list[CompetitionReport]) -> Summary:
     keys = seed_keys(reports)
-    competitions = sorted({str(r["competition_id"]) for r in reports})
+    competitions = sorted({str(r.competition_id) for r in reports})
     seeds = sorted(set(keys), key=_natural)
     notes: list[str] = []
 
     rows = []
     for comp in competitions:
-        rs = [r for r in reports if r["competition_id"] == comp]
-        scores = [float(r["score"]) for r in rs if r["valid_submission"] and r["score"] is not None]
+        rs = [r for r in reports if r.competition_id == comp]
+        scores = [float(r.score) for r in rs if r.valid_submission and r.score is not None]
         ms = mean_se(scores)
-        shares = [
-            float(r["leaderboard_share_beaten"]) for r in rs if r.get("leaderboard_share_beaten") is not None
-        ]
+        shares = [float(r.leaderboard_share_beaten) for r in rs if r.leaderboard_share_beaten is not None]
         share = mean_se(shares)
-        with_th = next((r for r in rs if r.get("gold_threshold") is not None), rs[0])
-        lower = next((r["is_lower_better"] for r in rs if r.get("is_lower_better") is not None), None)
+        with_th = next((r for r in rs if r.gold_threshold is not None), rs[0])
+        lower = next((r.is_lower_better for r in rs if r.is_lower_better is not None), None)
         rows.append(
             {
                 "competition_id": comp,
                 "runs": len(rs),
-                "submissions": sum(bool(r["submission_exists"]) for r in rs),
-                "valid": sum(bool(r["valid_submission"]) for r in rs),
-                "gold": sum(bool(r["gold_medal"]) for r in rs),
-                "silver": sum(bool(r["silver_medal"]) for r in rs),
-                "bronze": sum(bool(r["bronze_medal"]) for r in rs),
-                "any_medal": sum(bool(r["any_medal"]) for r in rs),
-                "above_median": sum(bool(r["above_median"]) for r in rs),
+                "submissions": sum(bool(r.submission_exists) for r in rs),
+                "valid": sum(bool(r.valid_submission) for r in rs),
+                "gold": sum(bool(r.gold_medal) for r in rs),
+                "silver": sum(bool(r.silver_medal) for r in rs),
+                "bronze": sum(bool(r.bronze_medal) for r in rs),
+                "any_medal": sum(bool(r.any_medal) for r in rs),
+                "above_median": sum(bool(r.above_median) for r in rs),
                 "score_mean": ms.mean if ms else None,
                 "score_se": ms.se if ms else None,
                 "scores_n": len(scores),
                 "share_beaten_mean": share.mean if share else None,
                 "share_beaten_se": share.se if share else None,
-                "gold_threshold": with_th.get("gold_threshold"),
-                "silver_threshold": with_th.get("silver_threshold"),
-                "bronze_threshold": with_th.get("bronze_threshold"),
-                "median_threshold": with_th.get("median_threshold"),
+                "gold_threshold": with_th.gold_threshold,
+                "silver_threshold": with_th.silver_threshold,
+                "bronze_threshold": with_th.bronze_threshold,
+                "median_threshold": with_th.median_threshold,
                 "is_lower_better": lower,
-                "thresholds_source": with_th.get("thresholds_source"),
+                "thresholds_source": with_th.thresholds_source,
             }
         )
     per_comp = pd.DataFrame(rows)
 
     # One report per (competition, seed); duplicates (e.g. a rerun kept next to the original) would
     # turn the rate into best-of-k, so only the first in run order counts.
-    cell: dict[tuple[str, str], dict[str, Any]] = {}
+    cell: dict[tuple[str, str], CompetitionReport] = {}
     for i in sorted(range(len(reports)), key=lambda i: sort_key(reports[i])):
-        k = (str(reports[i]["competition_id"]), keys[i])
+        k = (str(reports[i].competition_id), keys[i])
         if k in cell:
             notes.append(f"{k[0]} seed {k[1]}: more than one run; only the first counts in the overall rates")
             continue
@@ -145,7 +142,7 @@ def summarize(reports: list[dict[str, Any]]) -> Summary:
     for s in seeds:
         row: dict[str, Any] = {"seed": s, "competitions_run": sum((c, s) in cell for c in competitions)}
         for _, fld in OVERALL_METRICS:
-            hits = sum(bool(cell[(c, s)][fld]) for c in competitions if (c, s) in cell)
+            hits = sum(bool(getattr(cell[(c, s)], fld)) for c in competitions if (c, s) in cell)
             row[fld] = 100.0 * hits / len(competitions) if competitions else 0.0
         seed_rows.append(row)
     per_seed = pd.DataFrame(seed_rows)
@@ -154,18 +151,16 @@ def summarize(reports: list[dict[str, Any]]) -> Summary:
         ms = mean_se(per_seed[fld]) if len(per_seed) else None
         if ms is not None:
             overall[fld] = ms
-    missing = sum(len(competitions) - r["competitions_run"] for r in seed_rows)
+    missing = sum(len(competitions) - row["competitions_run"] for row in seed_rows)
     if missing:
         notes.append(f"{missing} (competition, seed) pairs have no run; they count as failures")
-    ranked = [
-        c
-        for c in competitions
-        if any(r.get("leaderboard_teams") for r in reports if r["competition_id"] == c)
-    ]
+    ranked = [c for c in competitions if any(r.leaderboard_teams for r in reports if r.competition_id == c)]
     per_seed_share = []
     for s in seeds:
         if ranked:
-            beaten = [float((cell.get((c, s)) or {}).get("leaderboard_share_beaten") or 0.0) for c in ranked]
+            beaten = [
+                float(cell[(c, s)].leaderboard_share_beaten or 0.0) if (c, s) in cell else 0.0 for c in ranked
+            ]
             per_seed_share.append(100.0 * sum(beaten) / len(ranked))
     share_beaten = mean_se(per_seed_share)
     return Summary(per_comp, overall, competitions, seeds, per_seed, notes, share_beaten)
@@ -298,7 +293,7 @@ def to_markdown(summary: Summary, title: str, backend: str | None) -> str:
 
 
 def write_summaries(
-    reports: list[dict[str, Any]],
+    reports: list[CompetitionReport],
     out_dir: Path,
     title: str,
     warn: Callable[[str], None],
@@ -309,11 +304,7 @@ def write_summaries(
     summary = summarize(reports)
     summary.notes.extend(notes or [])
     backend = next(
-        (
-            f"{r['grading_backend']} ({r['grading_backend_version']})"
-            for r in reports
-            if r.get("grading_backend")
-        ),
+        (f"{r.grading_backend} ({r.grading_backend_version})" for r in reports if r.grading_backend),
         None,
     )
     written = []
@@ -349,16 +340,15 @@ POINT_COLOURS = {
 }
 
 
-def _point_class(r: dict[str, Any]) -> str:
-    for name in ("gold", "silver", "bronze"):
-        if r.get(f"{name}_medal"):
-            return name
-    if r.get("median_threshold") is None:
+def _point_class(r: CompetitionReport) -> str:
+    if r.medal:
+        return r.medal
+    if r.median_threshold is None:
         return "no medal"
-    return "above median" if r.get("above_median") else "below median"
+    return "above median" if r.above_median else "below median"
 
 
-def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
+def plot_summary(reports: list[CompetitionReport], path: Path, title: str) -> None:
     """One panel per competition: each seed's score as a point on a row of its own, against
     vertical lines at the medal thresholds, labelled on the axis itself. Better is always to the
     right (the axis is reversed for lower-is-better metrics, and the panel title says so)."""
@@ -369,10 +359,10 @@ def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
     from matplotlib.transforms import blended_transform_factory
 
     keys = seed_keys(reports)
-    competitions = sorted({str(r["competition_id"]) for r in reports})
-    per_comp: dict[str, list[tuple[str, dict[str, Any]]]] = {c: [] for c in competitions}
+    competitions = sorted({str(r.competition_id) for r in reports})
+    per_comp: dict[str, list[tuple[str, CompetitionReport]]] = {c: [] for c in competitions}
     for key, r in zip(keys, reports, strict=True):
-        per_comp[str(r["competition_id"])].append((key, r))
+        per_comp[str(r.competition_id)].append((key, r))
     n_rows = {c: len({k for k, _ in per_comp[c]}) for c in competitions}
     compact = max(n_rows.values()) > 12  # many seeds: thinner rows, no per-point labels
     row_h = 0.2 if compact else 0.42
@@ -391,10 +381,14 @@ def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
         runs = sorted(per_comp[comp], key=lambda kr: _natural(kr[0]))
         seeds = sorted({k for k, _ in runs}, key=_natural)
         ypos = {s: i for i, s in enumerate(seeds)}
-        ref = next((r for _, r in runs if r.get("gold_threshold") is not None), runs[0][1])
-        lower = next((r["is_lower_better"] for _, r in runs if r.get("is_lower_better") is not None), None)
-        th = {n: ref.get(f"{n}_threshold") for n in THRESHOLD_NAMES if ref.get(f"{n}_threshold") is not None}
-        scores = [float(r["score"]) for _, r in runs if r["valid_submission"] and r["score"] is not None]
+        ref = next((r for _, r in runs if r.gold_threshold is not None), runs[0][1])
+        lower = next((r.is_lower_better for _, r in runs if r.is_lower_better is not None), None)
+        th = {
+            n: getattr(ref, f"{n}_threshold")
+            for n in THRESHOLD_NAMES
+            if getattr(ref, f"{n}_threshold") is not None
+        }
+        scores = [float(r.score) for _, r in runs if r.valid_submission and r.score is not None]
 
         # x range: thresholds and scores, with far outliers clipped to the edge (value still printed)
         anchor = list(th.values()) or scores or [0.0, 1.0]
@@ -449,8 +443,8 @@ def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
 
         for key, r in runs:
             y = ypos[key]
-            if r["valid_submission"] and r["score"] is not None:
-                s = float(r["score"])
+            if r.valid_submission and r.score is not None:
+                s = float(r.score)
                 x = min(max(s, lim_lo), lim_hi)
                 cls = _point_class(r)
                 marker = "o" if x == s else (">" if (x > s) == bool(lower) else "<")
@@ -471,7 +465,7 @@ def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
                 frac = (x - lo) / (hi - lo)
                 on_right = (1 - frac if lower else frac) > 0.6
                 dx = -8 if on_right else 8
-                beats = r.get("leaderboard_share_beaten")
+                beats = r.leaderboard_share_beaten
                 beats_txt = "" if beats is None else f", beats {fmt_share(beats)}"
                 ax.annotate(
                     f"{fmt_num(s)}{off}  {cls}{beats_txt}",
@@ -484,7 +478,7 @@ def plot_summary(reports: list[dict[str, Any]], path: Path, title: str) -> None:
                     color="#222222",
                 )
             else:
-                why = "no submission" if not r["submission_exists"] else "invalid submission"
+                why = "no submission" if not r.submission_exists else "invalid submission"
                 ax.text(
                     0.005,
                     y,
