@@ -96,6 +96,18 @@ slurm_wait_job() {
     done
 }
 
+# wait_job JOBID [SECONDS]: until the job leaves the queue (bounded, default 180 s);
+# job_state JOBID: its state from scontrol afterwards (Slurm keeps ended jobs for MinJobAge).
+wait_job() {
+    local id=$1 limit=${2:-180} start=$SECONDS
+    while squeue -h -j "$id" 2>/dev/null | grep -q .; do
+        (( SECONDS - start < limit )) || { echo "job $id still queued after ${limit}s" >&2; return 1; }
+        sleep 1
+    done
+}
+
+job_state() { scontrol show job -o "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -n1 | cut -d= -f2; }
+
 # ---------------------------------------------------------------- the user's seat
 # An ordinary account for what users do (root only plays the site admin: it makes the account).
 # Root's checkout and venv are not readable by it (a venv under /root, a clone in a private dir),

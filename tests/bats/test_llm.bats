@@ -91,16 +91,6 @@ submit() {
         --export=ALL,MLEBENCH_HPC_CONFIG="$cfg" "$@") | cut -d';' -f1
 }
 
-wait_job() {
-    local id=$1 limit=${2:-180} start=$SECONDS
-    while squeue -h -j "$id" 2>/dev/null | grep -q .; do
-        (( SECONDS - start < limit )) || { echo "job $id still queued after ${limit}s" >&2; return 1; }
-        sleep 1
-    done
-}
-
-job_state() { scontrol show job -o "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -n1 | cut -d= -f2; }
-
 # wait_file FILE [SECONDS] [LOG]: until FILE is non-empty (print LOG when it never comes)
 wait_file() {
     local f=$1 limit=${2:-120} log=${3:-/dev/null} start=$SECONDS

@@ -50,17 +50,6 @@ submit() {
     (cd "$ROOT" && sbatch --parsable --output="$out" --comment="$T" "$@") | cut -d';' -f1
 }
 
-# wait until the job leaves the queue (bounded); the job's state from scontrol afterwards
-wait_job() {
-    local id=$1 limit=${2:-180} start=$SECONDS
-    while squeue -h -j "$id" 2>/dev/null | grep -q .; do
-        (( SECONDS - start < limit )) || { echo "job $id still queued after ${limit}s" >&2; return 1; }
-        sleep 1
-    done
-}
-
-job_state() { scontrol show job -o "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -n1 | cut -d= -f2; }
-
 wait_url() {
     local comp=$1 id=$2 start=$SECONDS
     until [[ -s $T/runs/.state/${comp}_$id/url ]]; do
