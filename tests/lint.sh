@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 log() { printf '[lint] %s\n' "$*"; }
 
 # Git pathspecs: '*' also matches '/', so 'scripts_hpc/*.sh' covers every depth.
-readonly SHELL_GLOBS=('scripts_hpc/*.sh' 'bench/*.sh' 'environment/*.sh' 'agents/*/*.sh' 'tests/*.sh' 'tests/*.bash' 'tests/*.bats' '.ci/run')
+readonly SHELL_GLOBS=('scripts_hpc/*.sh' 'scripts_hpc/*.env' 'bench/*.sh' 'environment/*.sh' 'agents/*/*.sh' 'tests/*.sh' 'tests/*.bash' 'tests/*.bats' '.ci/run')
 
 shell_files() {
     if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
