@@ -269,6 +269,16 @@ def resolve_auto(job_id: str, competition: str, timeout: float, state_dir: Path 
         time.sleep(max(0.0, min(POLL_SECS, deadline - now)))
 
 
+def resolve_spec(spec: str, competition: str, timeout: float, state_dir: Path | None) -> str:
+    """The grading server's base URL for SPEC: http://host:port, or auto:JOBID resolved."""
+    if spec.startswith("auto:"):
+        return resolve_auto(spec[len("auto:") :].strip(), competition, timeout, state_dir)
+    try:
+        return normalize_url(spec)
+    except ValueError as exc:
+        raise HelperError(f"{exc}: pass http://host:port or auto:JOBID") from None
+
+
 @click.command("discover-url")
 @click.argument("spec")
 @click.option("--competition", required=True, help="Competition the grading server must serve.")
@@ -288,17 +298,6 @@ def resolve_auto(job_id: str, competition: str, timeout: float, state_dir: Path 
 )
 def discover_url_cmd(spec: str, competition: str, timeout: float, state_dir: Path | None) -> None:
     """Print the grading server's base URL. SPEC: http://host:port or auto:JOBID."""
-    if spec.startswith("auto:"):
-        url = resolve_auto(
-            spec[len("auto:") :].strip(),
-            competition,
-            timeout,
-            state_dir if state_dir is not None else default_state_dir(),
-        )
-    else:
-        try:
-            url = normalize_url(spec)
-        except ValueError as exc:
-            raise HelperError(f"{exc}: pass http://host:port or auto:JOBID") from None
+    url = resolve_spec(spec, competition, timeout, state_dir or default_state_dir())
     click.echo(url)
     sys.stdout.flush()

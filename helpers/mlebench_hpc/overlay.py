@@ -261,6 +261,41 @@ def write_overlays(found: list[Found], url: str, out: Path) -> tuple[Path, list[
     return manifest, entries
 
 
+def make_overlays(
+    image: Path | None,
+    from_dir: Path | None,
+    url: str,
+    out: Path,
+    apptainer: str | None = None,
+    paths: tuple[str, ...] = (),
+    allow_none: bool = False,
+) -> tuple[Path, list[tuple[Path, str]]]:
+    """Scan the agent image (or an unpacked DIR) for localhost:5000 files, write them rewritten to
+    URL under OUT and say which on stderr. Returns the manifest path and its entries."""
+    if from_dir is not None:
+        found = scan_dir(from_dir, paths)
+        source = str(from_dir)
+    elif image is not None:
+        if not image.is_file():
+            raise HelperError(f"agent image {image} not found: build it with `make sif` or fix AGENT_SIF")
+        binary = apptainer or os.environ.get("APPTAINER") or shutil.which("apptainer") or "apptainer"
+        found = scan_image(binary, image, paths)
+        source = str(image)
+    else:
+        raise HelperError("nothing to scan: pass --image SIF (or --from-dir DIR)")
+    found = select(found)
+    if not found and not allow_none:
+        raise HelperError(
+            f"no file in {source} mentions localhost:5000: an MLE-bench agent image normally "
+            "does (instructions.txt, validate_submission.sh); check the image, or pass "
+            "--allow-none if it really needs no rewrite"
+        )
+    manifest, entries = write_overlays(found, url, out)
+    names = ", ".join(c for _, c in entries) or "none"
+    click.echo(f"overlay: {len(entries)} file(s) rewritten to {url}: {names}", err=True)
+    return manifest, entries
+
+
 @click.command("overlay")
 @click.option(
     "--image",
@@ -311,25 +346,5 @@ def overlay_cmd(
     for p in paths:
         if not p.startswith("/"):
             raise HelperError(f"--paths {p}: give an absolute path inside the container")
-    if from_dir is not None:
-        found = scan_dir(from_dir, paths)
-        source = str(from_dir)
-    elif image is not None:
-        if not image.is_file():
-            raise HelperError(f"agent image {image} not found: build it with `make sif` or fix AGENT_SIF")
-        binary = apptainer or os.environ.get("APPTAINER") or shutil.which("apptainer") or "apptainer"
-        found = scan_image(binary, image, paths)
-        source = str(image)
-    else:
-        raise HelperError("nothing to scan: pass --image SIF (or --from-dir DIR)")
-    found = select(found)
-    if not found and not allow_none:
-        raise HelperError(
-            f"no file in {source} mentions localhost:5000: an MLE-bench agent image normally "
-            "does (instructions.txt, validate_submission.sh); check the image, or pass "
-            "--allow-none if it really needs no rewrite"
-        )
-    manifest, entries = write_overlays(found, url, out)
-    names = ", ".join(c for _, c in entries) or "none"
-    click.echo(f"overlay: {len(entries)} file(s) rewritten to {url}: {names}", err=True)
+    manifest, _ = make_overlays(image, from_dir, url, out, apptainer, paths, allow_none)
     click.echo(str(manifest))

@@ -112,19 +112,14 @@ def start_cmd(
     """Find the grading server (URL or auto:JOBID), wait until it serves COMPETITION and takes the
     run's token, make the run directory, record the start, write the overlays. Prints shell
     assignments: MH_URL, MH_RUN, MH_TOKEN_FILE, MH_USED_BEFORE, MH_SLURM_LEFT."""
-    from mlebench_hpc.discovery import normalize_url, resolve_auto
-    from mlebench_hpc.overlay import scan_dir, scan_image, select, write_overlays
+    from mlebench_hpc.discovery import resolve_spec
+    from mlebench_hpc.overlay import make_overlays
     from mlebench_hpc.readiness import check_token_file, wait_ready
 
     state_base = Path(_env("MH_STATE_BASE"))
+    url = resolve_spec(spec, competition, 600.0, state_base)
     if spec.startswith("auto:"):
         grading_job = spec[len("auto:") :].strip()
-        url = resolve_auto(grading_job, competition, 600.0, state_base)
-    else:
-        try:
-            url = normalize_url(spec)
-        except ValueError as exc:
-            raise HelperError(f"{exc}: pass http://host:port or auto:JOBID") from None
     token_file = token_file_for(url, grading_job, competition, state_base)
     if token_file is None:
         click.echo(
@@ -163,10 +158,7 @@ def start_cmd(
         from mlebench_hpc.run_metadata import sha256_file
 
         agent_sif, grading_sif = Path(_env("AGENT_SIF")), _env("GRADING_SIF")
-        if not agent_sif.is_file():
-            raise HelperError(f"agent image {agent_sif} not found: build it with `make sif` or fix AGENT_SIF")
-        binary = _env("APPTAINER") or shutil.which("apptainer") or "apptainer"
-        found = scan_image(binary, agent_sif, ())
+        make_overlays(agent_sif, None, url, run / "overlay")
         started.update(
             agent_sif=str(agent_sif), grading_sif=grading_sif, agent_sif_sha256=sha256_file(agent_sif)
         )
@@ -175,17 +167,7 @@ def start_cmd(
     else:
         root = run / ".agent-root"
         stage_local_image(root, Path(_env("MH_ROOT")), _env("AGENT_NAME") or "dummy")
-        found = scan_dir(root, ())
-    found = select(found)
-    if not found:
-        raise HelperError(
-            "no file in the agent image mentions localhost:5000: an MLE-bench agent image normally "
-            "does (instructions.txt, validate_submission.sh); check the image"
-        )
-    _, entries = write_overlays(found, url, run / "overlay")
-    click.echo(
-        f"overlay: {len(entries)} file(s) rewritten to {url}: {', '.join(c for _, c in entries)}", err=True
-    )
+        make_overlays(None, root, url, run / "overlay")
     if not record(run, started, attempt):
         raise HelperError(f"{run} belongs to a later attempt of this task: this one stops")
     left = slurm_query.time_left(_env("SLURM_JOB_ID")) if _env("SLURM_JOB_ID") else None
