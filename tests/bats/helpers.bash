@@ -142,7 +142,9 @@ as_test_user() {
 # `make install` run by the user. Made again only when the tree's content changed.
 user_checkout() {
     if (( EUID != 0 )); then echo "$REPO_ROOT"; return 0; fi
-    local dest=$TEST_USER_HOME/mlebench-hpc-test stamp
+    # one copy per working tree (git worktrees side by side must not share one)
+    local dest stamp
+    dest=$TEST_USER_HOME/mlebench-hpc-test-$(printf '%s' "$REPO_ROOT" | sha256sum | cut -c1-8)
     stamp=$(cd "$REPO_ROOT" && git ls-files -z --cached --others --exclude-standard \
         | xargs -0 sha256sum 2>/dev/null | sha256sum | cut -c1-16)
     if [[ ! -f $dest/.test-stamp || $(<"$dest/.test-stamp") != "$stamp" || ! -x $dest/.venv/bin/mlebench-hpc ]]; then
