@@ -191,6 +191,12 @@ def start_cmd(
 @click.option("--no-container", is_flag=True, help="No container: record that there is no isolation.")
 @click.option("--output", "output", type=click.Path(dir_okay=False, path_type=Path), help="Checker stdout.")
 @click.option("--stderr", "stderr", type=click.Path(dir_okay=False, path_type=Path), help="Checker stderr.")
+@click.option(
+    "--checker",
+    "checker",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The checker binary that ran.",
+)
 @click.option("--rc", type=int, default=0, help="Checker exit code.")
 @click.option("--apptainer-version", default="unknown")
 @click.option("--url", default="", help="The grading server URL the agent gets.")
@@ -205,6 +211,7 @@ def check_cmd(
     no_container: bool,
     output: Path | None,
     stderr: Path | None,
+    checker: Path | None,
     rc: int,
     apptainer_version: str,
     url: str,
@@ -212,7 +219,7 @@ def check_cmd(
     binds: tuple[str, ...],
     attempt: int | None,
 ) -> None:
-    """Record the integrity check the agent's container ran (integrity_check.sh output) with the
+    """Record the integrity check the agent's container ran (the static checker's output) with the
     agent's flags and budget in RUN/metadata.json. Exit 0 when it passed, 1 when it did not."""
     updates: dict[str, Any] = {"agent_budget_secs": budget_secs, "apptainer_flags": list(flags)}
     if no_container:
@@ -226,11 +233,18 @@ def check_cmd(
             err = f.read()[-STDERR_TAIL_BYTES:]
     rec: dict[str, Any]
     try:
-        rec = json.loads(out.strip().splitlines()[-1])
+        lines = out.strip().splitlines()
+        if len(lines) != 1:  # the checker prints one line; nothing else runs in its container
+            raise ValueError(f"{len(lines)} lines where the checker prints one")
+        rec = json.loads(lines[0])
         if not isinstance(rec, dict) or "ok" not in rec:
             raise ValueError("no ok key")
     except (ValueError, IndexError) as exc:
         rec = {"ok": False, "error": f"checker exit {rc}, unreadable output ({exc}): see stderr_tail"}
+    if checker is not None and checker.is_file():
+        from mlebench_hpc.run_metadata import sha256_file
+
+        rec.update(checker_path=str(checker), checker_sha256=sha256_file(checker))
     rec.update(
         apptainer_version=apptainer_version,
         apptainer_flags=list(flags),

@@ -116,13 +116,27 @@ mh_agent_cmd_replace() {
     MH_SWAPPED=("${MH_CMD[@]:0:sif_at}" "${extra[@]}" "$AGENT_SIF" "$@")
 }
 
-# Host identity (device:inode) of a path, as integrity_check.sh compares it.
+# Host identity (device:inode) of a path, as the integrity checker compares it.
 mh_path_identity() { stat -L -c %d:%i "$1" 2>/dev/null; }
 
-# Run environment/integrity_check.sh inside the agent container with exactly the agent's flags (the
-# checker script bound read-only for this one run only) just before the agent starts, and store its
-# JSON with the apptainer version, flags, binds and the agent's budget in RUN/metadata.json as
-# `integrity` (`mlebench-hpc run check`).
+# The static integrity checker `make install` built from this checkout (scripts_hpc/build_checker.sh),
+# refused when it was built from another version of environment/integrity_check.c. Prints its path.
+mh_checker() {
+    local bin=$MH_ROOT/.venv/libexec/mlebench-hpc/integrity-check want
+    [[ -x $bin && -f $bin.source ]] \
+        || mh_die "the integrity checker $bin is missing: run 'make install' in $MH_ROOT"
+    want=$(sha256sum "$MH_ROOT/environment/integrity_check.c" | cut -d' ' -f1)
+    [[ $(<"$bin.source") == "$want" ]] \
+        || mh_die "the integrity checker $bin was built from another environment/integrity_check.c: run 'make install' in $MH_ROOT"
+    echo "$bin"
+}
+
+# Run the integrity checker inside the agent container with exactly the agent's flags and binds just
+# before the agent starts, and store its JSON with the apptainer version, flags, binds and the
+# agent's budget in RUN/metadata.json as `integrity` (`mlebench-hpc run check`). No code of the agent
+# image runs: the checker is a static host binary bound read-only after every other bind, and the
+# image's environment scripts (/.singularity.d/env/*.sh, which apptainer runs before any command) are
+# masked by an empty directory, so the image can neither fake the record nor act before the agent.
 # Needs MH_CMD, MH_AGENT_FLAGS and MH_BINDS from mh_agent_cmd. Returns 1 when a leak was seen
 # (MLEBENCH_HPC_INTEGRITY=warn: log it and return 0). Args: comp run_dir url
 mh_integrity_check() {
@@ -132,8 +146,8 @@ mh_integrity_check() {
         "$MH_CLI" run check "$run" --no-container --budget-secs "$MH_AGENT_SECS" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}
         return 0
     fi
-    local checker=$MH_ROOT/environment/integrity_check.sh ctr=/opt/mlebench-hpc-check/integrity_check.sh
-    [[ -f $checker ]] || mh_die "integrity checker $checker is missing: restore the checkout"
+    local checker ctr=/.mlebench-hpc-check/integrity-check noenv
+    checker=$(mh_checker)
     local args=() p id name
     # Host paths the agent must not reach, each with its host identity.
     for p in "$DATA_DIR/$comp/prepared/private" "$DATA_DIR" "$MH_STATE_BASE" "$OUTPUT_BASE" "$HOME" \
@@ -156,7 +170,8 @@ mh_integrity_check() {
     canary=MLEBENCH_HPC_CANARY_$RANDOM$RANDOM
     args+=(-k "$canary")
 
-    mh_agent_cmd_replace --bind "$checker:$ctr:ro" -- sh "$ctr" "${args[@]}"
+    noenv=$(mktemp -d "${TMPDIR:-/tmp}/mlebench-noenv.XXXXXX")
+    mh_agent_cmd_replace --bind "$noenv:/.singularity.d/env:ro" --bind "$checker:$ctr:ro" -- "$ctr" "${args[@]}"
     local rc=0 version outfile errfile
     version=$(apptainer --version 2>/dev/null || echo unknown)
     # Its output goes to host-only files, then into the record: the host never writes into a
@@ -164,8 +179,10 @@ mh_integrity_check() {
     outfile=$(mktemp "${TMPDIR:-/tmp}/mlebench-integrity.XXXXXX")
     errfile=$(mktemp "${TMPDIR:-/tmp}/mlebench-integrity.XXXXXX")
     env "$canary=leak" timeout 120 "${MH_SWAPPED[@]}" >"$outfile" 2>"$errfile" || rc=$?
+    rmdir "$noenv" 2>/dev/null || true
     local verdict=0
     "$MH_CLI" run check "$run" --budget-secs "$MH_AGENT_SECS" --output "$outfile" --stderr "$errfile" \
+        --checker "$checker" \
         --rc "$rc" --apptainer-version "$version" --url "$url" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} \
         "${MH_AGENT_FLAGS[@]/#/--flag=}" "${MH_BINDS[@]/#/--bind=}" || verdict=$?
     rm -f "$outfile" "$errfile"

@@ -93,9 +93,9 @@ golden() {
     mh_agent_cmd comp-a "$run" http://node1:5555 2>/dev/null
     lines_of "${MH_CMD[@]}" | golden agent_cmd.txt
     # the integrity check runs exactly these flags, only the final command replaced
-    mh_agent_cmd_replace --bind /c:/c:ro -- sh /c/check.sh
+    mh_agent_cmd_replace --bind /c:/c:ro -- /c/check
     [ "${MH_SWAPPED[*]:0:${#MH_AGENT_FLAGS[@]}+2}" = "apptainer exec ${MH_AGENT_FLAGS[*]}" ]
-    [ "${MH_SWAPPED[*]: -4}" = "/c:/c:ro $AGENT_SIF sh /c/check.sh" ]
+    [ "${MH_SWAPPED[*]: -3}" = "/c:/c:ro $AGENT_SIF /c/check" ]
 }
 
 @test "the agent command line: --nv only with GPUs, SCRATCH_DIR per run, extra flags after ours" {

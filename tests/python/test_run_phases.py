@@ -50,7 +50,7 @@ def test_check_records_a_passed_integrity_check_with_flags_binds_and_budget(
     run: Path, tmp_path: Path
 ) -> None:
     out, err = tmp_path / "out", tmp_path / "err"
-    out.write_text('noise\n{"ok": true, "paths": []}\n')
+    out.write_text('{"ok": true, "paths": []}\n')
     err.write_text("a warning\n")
     proc = cli(
         "check", str(run), "--budget-secs", "3600", "--output", str(out), "--stderr", str(err),
@@ -70,7 +70,17 @@ def test_check_records_a_passed_integrity_check_with_flags_binds_and_budget(
     assert m["status"] == "running"  # untouched keys stay
 
 
-@pytest.mark.parametrize("output", ['{"ok": false, "canary_visible": true}', "garbage", ""])
+@pytest.mark.parametrize(
+    "output",
+    [
+        '{"ok": false, "canary_visible": true}',
+        "garbage",
+        "",
+        # a second line: something besides the checker printed (a forged record first or last)
+        '{"ok": true, "checker": "forged"}\n{"ok": false, "canary_visible": true}\n',
+        '{"ok": false, "canary_visible": true}\n{"ok": true, "checker": "forged"}\n',
+    ],
+)
 def test_check_fails_on_a_failed_or_unreadable_check(run: Path, tmp_path: Path, output: str) -> None:
     out = tmp_path / "out"
     out.write_text(output)
@@ -80,6 +90,7 @@ def test_check_fails_on_a_failed_or_unreadable_check(run: Path, tmp_path: Path, 
     assert rec["ok"] is False
     if output != '{"ok": false, "canary_visible": true}':
         assert "checker exit 3, unreadable output" in rec["error"]
+        assert "forged" not in json.dumps(rec)
 
 
 def test_check_without_a_container_records_no_isolation(run: Path) -> None:
