@@ -24,6 +24,8 @@ from pathlib import Path
 
 import click
 
+# This checkout's own agents (make install installs the package in place, from helpers/).
+PROJECT_AGENTS = Path(__file__).resolve().parents[2] / "agents"
 
 @dataclass(frozen=True)
 class Setting:
@@ -37,6 +39,8 @@ class Setting:
     env_wins: bool = False
     # The default is literal text, not expanded (a command template filled in by the job)
     literal: bool = False
+    # (KEY, OTHER): when KEY's value is empty, the default is OTHER instead
+    unless_empty: tuple[str, str] | None = None
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -59,6 +63,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STEP_LIMIT", "500", "the agent's step limit (upstream's name)"),
     Setting("TIME_MARGIN_SECS", "300", "the agent ends this long before Slurm's time limit"),
     Setting("MLEBENCH_DIR", "", "a user's upstream mle-bench checkout (optional)"),
+    Setting(
+        "AGENTS_DIR",
+        "${MLEBENCH_DIR}/agents",
+        "agents in upstream's format (<name>/config.yaml, Dockerfile); empty MLEBENCH_DIR: this checkout's agents/",
+        unless_empty=("MLEBENCH_DIR", str(PROJECT_AGENTS)),
+    ),
     Setting("AGENT_CMD", "/home/agent/start.sh", "the agent's command line inside its image"),
     Setting("AGENT_ENV_FILE", "", "API keys for the agent: KEY=value lines, mode 0600"),
     Setting("SCRATCH_DIR", "", "host dir for the agent's scratch (per run below it); empty: RUN/.scratch"),
@@ -190,7 +200,11 @@ def _lookup(name: str, scope: dict[str, str]) -> str:
 
 def _default(key: str, scope: dict[str, str]) -> str:
     s = SETTING[key]
-    return s.default if s.literal else _expand(s.default, scope, f"default of {key}", first=True)
+    if s.literal:
+        return s.default
+    if s.unless_empty and not _lookup(s.unless_empty[0], scope):
+        return s.unless_empty[1]
+    return _expand(s.default, scope, f"default of {key}", first=True)
 
 
 def _value(raw: str, scope: dict[str, str], where: str) -> str:
@@ -232,10 +246,8 @@ def resolve(path: Path | None) -> dict[str, str]:
             out[s.key] = file_values[s.key]
         elif s.key in os.environ:
             out[s.key] = os.environ[s.key]
-        elif s.literal:
-            out[s.key] = s.default
         else:
-            out[s.key] = _expand(s.default, out, f"default of {s.key}", first=True)
+            out[s.key] = _default(s.key, out)
     return out
 
 

@@ -420,7 +420,7 @@ class Translator:
                 if add and is_archive(full):
                     raise _refuse(
                         ins,
-                        f"ADD of the archive {rel} (Docker unpacks it) is not carried out: unpack it in a RUN",
+                        f"ADD of archive {rel} is not carried out (Docker unpacks it): unpack it in a RUN",
                     )
                 name = Path(rel).name
                 members.append((rel, name))

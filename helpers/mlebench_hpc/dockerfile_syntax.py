@@ -226,7 +226,7 @@ def _var(s: str, i: int, escape: str) -> tuple[Var | None, int]:
         op = s[j : j + 2]
         if op not in (":-", ":+"):
             raise DockerfileError(
-                f"unsupported substitution ${{{m.group(0)}{s[j : j + 2]}...}}: use ${{A}}, ${{A:-x}}, ${{A:+x}}"
+                f"unsupported substitution ${{{m.group(0)}{s[j : j + 2]}...}}: use ${{A}}, ${{A:-x}}"
             )
         word, k = _lex(s, j + 2, escape, stop="}")
         if k >= len(s):
