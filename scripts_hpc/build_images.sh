@@ -3,7 +3,7 @@
 #
 #   build_images.sh [--agent NAME] [--agents-dir DIR] [--env light|upstream] [--env-image IMAGE]
 #                   [--llm vllm] [--builder auto|docker|apptainer] [--base auto|local|registry]
-#                   [--image-dir DIR] [--force] [--base-only]
+#                   [--image-dir DIR] [--force] [--agent-only] [--base-only]
 #
 # Base (what the grading image and the light mlebench-env start from): BASE_IMAGE (environment, else
 # the config in force), one of
@@ -37,11 +37,13 @@
 #   auto       docker only when the daemon answers and can get the base (has it or pulls it);
 #              else apptainer. A local base is always built with apptainer under auto.
 # Images go to IMAGE_DIR (env, else the config in force, else ~/.cache/mlebench-hpc/images):
-# mlebench-grading.sif, mlebench-env.sif, agent-<name>.sif and, with --llm, the LLM server image
+# mlebench-grading.sif, mlebench-env.sif (apptainer builder; docker: the local image mlebench-env),
+# agent-<name>.sif and, with --llm, the LLM server image
 # llm-<name>.sif (environment/llm/<name>.def; vLLM from PyPI, many GB). An image whose inputs (its
 # sources, its base or mlebench-env, the Dockerfile translator; not the builder) did not change is not
 # rebuilt unless --force; each image's size and sha256 are printed. A failed build stops at the
 # failing step with one line naming it and its log, and leaves the previous SIF in place.
+# --agent-only: mlebench-env and the agent, not the grading image (an agent author's loop).
 # MLEBENCH_DIR (env or config) = an upstream mle-bench checkout to pip install into the grading image.
 set -euo pipefail
 
@@ -60,7 +62,7 @@ APPTAINER=${APPTAINER:-apptainer}
 DOCKER_PULL_TIMEOUT=${MLEBENCH_DOCKER_PULL_TIMEOUT:-300}
 
 AGENT=dummy LLM="" BUILDER=auto BASE_MODE=${IMAGE_BASE:-auto} FORCE=0 BASE_ONLY=0 IMAGE_DIR_ARG=""
-AGENTS_DIR_ARG="" ENV_KIND=light ENV_IMAGE=${ENV_IMAGE:-}
+AGENTS_DIR_ARG="" AGENT_ONLY=0 ENV_KIND=light ENV_IMAGE=${ENV_IMAGE:-}
 # The four build arguments of upstream's agent Dockerfiles (upstream's agents/.shared_env).
 AGENT_BUILD_ARGS=(--build-arg SUBMISSION_DIR=/home/submission --build-arg LOGS_DIR=/home/logs
     --build-arg CODE_DIR=/home/code --build-arg AGENT_DIR=/home/agent)
@@ -92,6 +94,7 @@ parse_args() {
             --image-dir) IMAGE_DIR_ARG=${2:?--image-dir needs a value}; shift 2 ;;
             --force) FORCE=1; shift ;;
             --base-only) BASE_ONLY=1; shift ;;
+            --agent-only) AGENT_ONLY=1; shift ;;
             -h | --help) usage; exit 0 ;;
             *) mh_die "unknown argument '$1': see $0 --help" ;;
         esac
@@ -498,8 +501,8 @@ build_env_light() {
                 "${opts[@]}" --label "org.mlebench-hpc.inputs=$hash" --build-arg "BASE_IMAGE=$DOCKER_BASE" \
                 -t mlebench-env -f "$ctx/mlebench-env/Dockerfile" "$ctx"
         fi
+        # Kept as the Docker image the agent builds FROM (docker save it for a SIF of its own).
         ENV_FROM=mlebench-env
-        build_sif mlebench-env "$hash" "$(base_desc)" docker_to_sif mlebench-env mlebench-env
         return 0
     fi
     case $BASE_KIND in rootfs) base_arg=$BASE_ROOTFS ;; *) base_arg=$BASE_REF ;; esac
@@ -523,7 +526,6 @@ build_env_upstream() {
             -t mlebench-env -f "$mle/environment/Dockerfile" "$mle"
         id=$(docker image inspect -f '{{.Id}}' mlebench-env)
         ENV_ID="upstream docker $id" ENV_FROM=mlebench-env
-        build_sif mlebench-env "$ENV_ID" "upstream's environment/Dockerfile" docker_to_sif mlebench-env mlebench-env
         return 0
     fi
     if state=$(git -C "$mle" rev-parse HEAD 2>/dev/null); then
@@ -613,8 +615,10 @@ main() {
     if [[ $BASE_KIND == rootfs ]]; then ensure_base_rootfs; fi
     if [[ $BUILDER == docker ]]; then prepare_docker_base; else check_base; fi
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/mlebench-hpc-build.XXXXXX")
-    stage_grading "$WORK/grading"
-    build_image mlebench-grading "$WORK/grading" grading.def Dockerfile
+    if ((!AGENT_ONLY)); then
+        stage_grading "$WORK/grading"
+        build_image mlebench-grading "$WORK/grading" grading.def Dockerfile
+    fi
     prepare_env
     build_agent
     if [[ -n $LLM ]]; then
