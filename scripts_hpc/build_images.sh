@@ -67,7 +67,7 @@ AGENTS_DIR_ARG="" AGENT_ONLY=0 ENV_KIND=light ENV_IMAGE=${ENV_IMAGE:-}
 AGENT_BUILD_ARGS=(--build-arg SUBMISSION_DIR=/home/submission --build-arg LOGS_DIR=/home/logs
     --build-arg CODE_DIR=/home/code --build-arg AGENT_DIR=/home/agent)
 # What `FROM mlebench-env` stands for in the agent build, and its identity in the agent's inputs.
-ENV_FROM="" ENV_ID=""
+ENV_FROM="" ENV_ID="" ENV_BUILD=""
 WORK="" WORK_BASE="" PARTIAL=""
 # BASE_KIND: rootfs (the debootstrap cache) | path (a given SIF or rootfs) | loopback | registry | short
 BASE_KIND="" BASE_REF="" DOCKER_BASE=""
@@ -384,13 +384,18 @@ build_with_docker() {  # name ctx dockerfile out.sif log
     rm -f "$tar"
 }
 
+sif_current() {  # NAME HASH: the SIF exists, was made from these inputs, and --force was not given
+    local sif=$IMAGE_DIR/$1.sif
+    [[ $FORCE == 0 && -f $sif && -f $sif.inputs && $(cat "$sif.inputs") == "$2" ]]
+}
+
 # build_sif NAME HASH FROM FN ARGS...: IMAGE_DIR/NAME.sif made by `FN PARTIAL LOG ARGS...`, unless
 # the SIF's recorded inputs equal HASH. FROM says what it starts from (for the log line).
 build_sif() {
     local name=$1 hash=$2 from=$3 fn=$4 sif log t0
     shift 4
     sif=$IMAGE_DIR/$name.sif
-    if [[ $FORCE == 0 && -f $sif && -f $sif.inputs && $(cat "$sif.inputs") == "$hash" ]]; then
+    if sif_current "$name" "$hash"; then
         mh_log "$name.sif is up to date (inputs unchanged), not rebuilt"
     else
         log=$IMAGE_DIR/logs/$name.build.log
@@ -478,14 +483,19 @@ prepare_env() {
         mh_log "mlebench-env: ENV_IMAGE=$ENV_IMAGE (not built here)"
         return 0
     fi
-    if [[ $ENV_KIND == upstream ]]; then build_env_upstream; else build_env_light; fi
+    if [[ $ENV_KIND == upstream ]]; then
+        build_env_upstream
+    else
+        # Built only when the agent is (an up-to-date agent needs no mlebench-env).
+        stage_env "$WORK/env"
+        ENV_ID="light $(inputs_hash "$WORK/env" with-ca)"
+        ENV_BUILD=build_env_light
+        if [[ $BUILDER == docker ]]; then ENV_FROM=mlebench-env; else ENV_FROM=$IMAGE_DIR/mlebench-env.sif; fi
+    fi
 }
 
 build_env_light() {
-    local hash ctx=$WORK/env base_arg nohttps=0
-    stage_env "$ctx"
-    hash=$(inputs_hash "$ctx" with-ca)
-    ENV_ID="light $hash"
+    local hash=${ENV_ID#light } ctx=$WORK/env base_arg nohttps=0
     if [[ $BUILDER == docker ]]; then
         # The seed's step 1: the local Docker image mlebench-env, labelled with its inputs.
         local have opts=() log=$IMAGE_DIR/logs/mlebench-env.docker.log
@@ -545,6 +555,7 @@ build_agent() {
         tree_lines "$dir"
         printf '%s\n' "env=$ENV_ID" "translator=$(translator_id)" "${AGENT_BUILD_ARGS[*]}"
     } | sha256sum | cut -d' ' -f1)
+    if [[ -n $ENV_BUILD ]] && ! sif_current "agent-$AGENT" "$hash"; then "$ENV_BUILD"; fi
     build_sif "agent-$AGENT" "$hash" "mlebench-env ($ENV_FROM)" "build_agent_$BUILDER"
 }
 
