@@ -27,6 +27,7 @@ import click
 # This checkout's own agents (make install installs the package in place, from helpers/).
 PROJECT_AGENTS = Path(__file__).resolve().parents[2] / "agents"
 
+
 @dataclass(frozen=True)
 class Setting:
     key: str
@@ -66,7 +67,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "AGENTS_DIR",
         "${MLEBENCH_DIR}/agents",
-        "agents in upstream's format (<name>/config.yaml, Dockerfile); empty MLEBENCH_DIR: this checkout's agents/",
+        "agents in upstream's format (<name>/config.yaml, Dockerfile); no MLEBENCH_DIR: ours (agents/)",
         unless_empty=("MLEBENCH_DIR", str(PROJECT_AGENTS)),
     ),
     Setting("AGENT_CMD", "/home/agent/start.sh", "the agent's command line inside its image"),

@@ -4,6 +4,7 @@ compares with Docker's images."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import tarfile
@@ -11,8 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from mlebench_hpc.dockerfile_context import Context, Ignore
+from mlebench_hpc.dockerfile_context import Ignore
 from mlebench_hpc.dockerfile_def import dockerfile_def_cmd, retarget_from, translate
 from mlebench_hpc.dockerfile_syntax import (
     DockerfileError,
@@ -117,7 +117,12 @@ def _translate(tmp_path: Path, ctx: Path):  # noqa: ANN202 - a test helper
     env = tmp_path / "env.sif"
     env.write_bytes(b"stand-in")
     return translate(
-        ctx / "Dockerfile", ctx, tmp_path / "out", {"AGENT_DIR": "/home/agent"}, {"mlebench-env": str(env)}, "/home"
+        ctx / "Dockerfile",
+        ctx,
+        tmp_path / "out",
+        {"AGENT_DIR": "/home/agent"},
+        {"mlebench-env": str(env)},
+        "/home",
     )
 
 
@@ -144,7 +149,11 @@ def test_copy_of_a_directory_honours_dockerignore_and_keeps_links(tmp_path: Path
 
 
 def test_wildcards_several_sources_and_chmod(tmp_path: Path) -> None:
-    ctx = _agent(tmp_path, "FROM mlebench-env\nCOPY --chmod=700 *.txt b.py /dst/\n", {"a.txt": "", "c.txt": "", "b.py": ""})
+    ctx = _agent(
+        tmp_path,
+        "FROM mlebench-env\nCOPY --chmod=700 *.txt b.py /dst/\n",
+        {"a.txt": "", "c.txt": "", "b.py": ""},
+    )
     t = _translate(tmp_path, ctx)
     with tarfile.open(t.payloads[0]) as tar:
         assert sorted((m.name, m.mode) for m in tar.getmembers()) == [
@@ -167,7 +176,7 @@ def test_wildcards_several_sources_and_chmod(tmp_path: Path) -> None:
         ("ADD https://example.invalid/x.tgz /x", "ADD of a URL"),
         ("ADD pack.tar.gz /x/", "ADD of archive pack.tar.gz"),
         ("USER nonroot", "USER other than root"),
-        ("SHELL [\"/bin/bash\", \"-c\"]", "SHELL changes"),
+        ('SHELL ["/bin/bash", "-c"]', "SHELL changes"),
         ("ONBUILD RUN true", "ONBUILD"),
         ("VOLUME /data", "VOLUME"),
         ("RUN --mount=type=cache,target=/root true", "--mount"),
@@ -186,12 +195,18 @@ def test_refused_before_building_in_one_line_naming_line_and_instruction(
         f"FROM mlebench-env\nRUN true\n{line}\nRUN echo after\n",
         {"ignored.txt": "", ".dockerignore": "ignored.txt\n"},
     )
-    import gzip
-
     (ctx / "pack.tar.gz").write_bytes(gzip.compress(b"x" * 600))
     result = CliRunner().invoke(
         dockerfile_def_cmd,
-        [str(ctx / "Dockerfile"), "--context", str(ctx), "--out", str(tmp_path / "out"), "--from", f"mlebench-env={ctx / 'Dockerfile'}"],
+        [
+            str(ctx / "Dockerfile"),
+            "--context",
+            str(ctx),
+            "--out",
+            str(tmp_path / "out"),
+            "--from",
+            f"mlebench-env={ctx / 'Dockerfile'}",
+        ],
     )
     assert result.exit_code == 2, result.output
     message = result.output.strip()
@@ -209,10 +224,13 @@ def test_cmd_entrypoint_expose_are_noted_not_refused(tmp_path: Path) -> None:
 
 
 def test_from_platform_and_registry_reference(tmp_path: Path) -> None:
-    ctx = _agent(tmp_path, "ARG BASE=127.0.0.1:5000/x/base:1\nFROM --platform=linux/amd64 ${BASE} AS env\nRUN true\n")
+    ctx = _agent(
+        tmp_path, "ARG BASE=127.0.0.1:5000/x/base:1\nFROM --platform=linux/amd64 ${BASE} AS env\nRUN true\n"
+    )
     t = translate(ctx / "Dockerfile", ctx, tmp_path / "out", {}, {}, "/")
     assert (t.bootstrap, t.source) == ("docker", "127.0.0.1:5000/x/base:1")
-    arm = _agent(tmp_path / "arm" if (tmp_path / "arm").mkdir() is None else tmp_path, "FROM --platform=linux/s390x x\n")
+    (tmp_path / "arm").mkdir()
+    arm = _agent(tmp_path / "arm", "FROM --platform=linux/s390x x\n")
     with pytest.raises(DockerfileError, match="--platform=linux/s390x"):
         translate(arm / "Dockerfile", arm, tmp_path / "out2", {}, {}, "/")
 
