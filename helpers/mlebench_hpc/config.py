@@ -67,7 +67,13 @@ SETTINGS: tuple[Setting, ...] = (
         "agents in upstream MLE-bench's format (<name>/config.yaml); empty: $MLEBENCH_DIR/agents when "
         "MLEBENCH_DIR is set, else this project's agents/",
     ),
-    Setting("AGENT_ID", "dummy", "the agent variant jobs run: an id of a config.yaml under AGENTS_DIR"),
+    Setting(
+        "AGENT_ID",
+        "dummy",
+        "the agent variant jobs run: an id of a config.yaml under AGENTS_DIR (the environment's wins: "
+        "AGENT_ID=aide/dev sbatch ...; sweeps set it per task)",
+        env_wins=True,
+    ),
     Setting("AGENT_ENV_FILE", "", "the agent's secrets (${{ secrets.NAME }}): NAME=value lines, mode 0600"),
     Setting("SCRATCH_DIR", "", "host dir for the agent's scratch (per run below it); empty: RUN/.scratch"),
     Setting("APPTAINER_EXTRA_FLAGS", "", "extra flags for every apptainer exec"),
