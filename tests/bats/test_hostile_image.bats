@@ -39,6 +39,8 @@ setup_file() {
     chmod 644 "$T"/images/*.sif
     export EXTRA_FLAGS=""
     as_test_user test -r /dev/fuse -a -w /dev/fuse || EXTRA_FLAGS="--unsquash"
+    probe_agents "$T/agents" >/dev/null
+    probe_variant "$T/agents" probe/hostile "bash /home/agent/hostile_agent.sh"
     local who
     for who in user root; do
         cat >"$T/cfg/hostile-$who.env" <<EOF
@@ -49,8 +51,9 @@ OUTPUT_BASE="$T/runs-$who"
 RUN_GROUP="hostile"
 TIME_LIMIT_SECS=600
 TIME_MARGIN_SECS=10
-AGENT_CMD="bash /home/agent/hostile_agent.sh"
 APPTAINER_EXTRA_FLAGS="$EXTRA_FLAGS"
+AGENTS_DIR="$T/agents"
+AGENT_ID="probe/hostile"
 EOF
     done
     mkdir -p "$T/runs-user" && chown "$TEST_USER:" "$T/cfg/hostile-user.env" "$T/runs-user"
