@@ -7,7 +7,8 @@
 # hetjob, the same image contents as the apptainer builder, BUILDER=auto and failed builds. And the
 # Docker path without Docker: a hand-made `docker save` archive converted with
 # `apptainer build x.sif docker-archive://x.tar`. The agent image holds nothing of ours: the tests
-# bind environment/entrypoint_hpc.sh from the checkout at run time, as the launcher does.
+# bind environment/entrypoint_hpc.sh from the checkout and a writable copy of the image's
+# /home/agent at run time, as the launcher does.
 
 load helpers
 
@@ -44,7 +45,8 @@ setup_file() {
     export IMAGES=${MH_TEST_IMAGE_DIR:-$HOME/.cache/mlebench-hpc/images}
     export GRADING=$IMAGES/mlebench-grading.sif AGENT=$IMAGES/agent-dummy.sif
     export DIMG=$T/docker-images SITE_BASE=127.0.0.1:5000/mlebench-hpc/base:bookworm
-    export ENTRY=$ROOT/environment/entrypoint_hpc.sh:/opt/mlebench-hpc/entrypoint_hpc.sh:ro
+    export EP=/.mlebench-hpc/entrypoint_hpc.sh
+    export ENTRY=$ROOT/environment/entrypoint_hpc.sh:$EP:ro
     local t0=$SECONDS
     bash "$ROOT/scripts_hpc/build_images.sh" --agent dummy --agents-dir "$ROOT/agents" --builder apptainer --image-dir "$IMAGES" \
         >"$T/build.out" 2>"$T/build.err" || { cat "$T/build.err" >&2; return 1; }
@@ -82,6 +84,12 @@ teardown_file() {
     fi
 }
 
+# The run's writable copy of the image's /home/agent, as `run start` makes it (read from the SIF).
+agent_copy() {
+    "$ROOT/.venv/bin/python" -c 'import sys; from pathlib import Path; from mlebench_hpc.agent_home import copy_agent_dir
+copy_agent_dir(Path(sys.argv[1]), Path(sys.argv[2]))' "$AGENT" "$1"
+}
+
 # A fresh run directory; runs the agent image with the agent flags of scripts_hpc/lib.sh.
 # Usage: run_agent RUN_DIR [--env K=V]... -- COMMAND...
 run_agent() {
@@ -90,12 +98,14 @@ run_agent() {
     while (($#)) && [[ $1 != -- ]]; do extra+=("$1"); shift; done
     [[ ${1:-} == -- ]] && shift
     mkdir -p "$run"/{submission,logs,code,scratch}
+    agent_copy "$run/agent"
     apptainer exec --contain --cleanenv --no-home --pid --workdir "$run/scratch" --pwd /home \
         --bind "$T/data/$COMP/prepared/public:/home/data:ro" \
         --bind "$run/submission:/home/submission" --bind "$run/logs:/home/logs" \
         --bind "$run/code:/home/code" --bind "$T/validate_submission.sh:/home/validate_submission.sh:ro" \
+        --bind "$run/agent:/home/agent" \
         --env COMPETITION_ID="$COMP" --env STEP_LIMIT=5 --env GRADING_SERVER="$URL" "${extra[@]}" \
-        --bind "$ENTRY" "$AGENT" /opt/mlebench-hpc/entrypoint_hpc.sh "$@"
+        --bind "$ENTRY" "$AGENT" bash "$EP" "$@"
 }
 
 @test "make sif prints each image's size and sha256, and the hash beside each SIF matches" {
@@ -190,6 +200,7 @@ print(sys.version.split()[0], pandas.__version__)'
     cmp "$run/submission/submission.csv" "$T/data/$COMP/prepared/public/sample_submission.csv"
     grep -q '"valid": true' "$run/logs/validation_verdict.json"
     grep -q 'Submission is valid.' "$run/logs/validation_verdict.json"
+    [[ $(cat "$run/agent/agent_was_here.txt") == "$COMP" ]]  # the writable copy, as upstream's dummy
     [ -s "$run/code/solution.sh" ]
     grep -q 'verdict: valid' "$run/logs/dummy_agent.log"
     grep -q 'grading server healthy' "$run/logs/entrypoint.log"
@@ -204,11 +215,12 @@ print(sys.version.split()[0], pandas.__version__)'
     cp -r "$T/data/$COMP/prepared/public/." "$BATS_TEST_TMPDIR/baddata/"
     head -n 3 "$T/data/$COMP/prepared/public/sample_submission.csv" >"$BATS_TEST_TMPDIR/baddata/sample_submission.csv"
     mkdir -p "$run"/{submission,logs,code,scratch}
+    agent_copy "$run/agent"
     run apptainer exec --contain --cleanenv --no-home --pid --workdir "$run/scratch" --pwd /home \
         --bind "$BATS_TEST_TMPDIR/baddata:/home/data:ro" --bind "$run/submission:/home/submission" \
-        --bind "$run/logs:/home/logs" --bind "$run/code:/home/code" \
+        --bind "$run/logs:/home/logs" --bind "$run/code:/home/code" --bind "$run/agent:/home/agent" \
         --bind "$T/validate_submission.sh:/home/validate_submission.sh:ro" \
-        --env COMPETITION_ID="$COMP" --env GRADING_SERVER="$URL" --bind "$ENTRY" "$AGENT" /opt/mlebench-hpc/entrypoint_hpc.sh
+        --env COMPETITION_ID="$COMP" --env GRADING_SERVER="$URL" --bind "$ENTRY" "$AGENT" bash "$EP"
     [ "$status" -eq 1 ]
     grep -q '"valid": false' "$run/logs/validation_verdict.json"
     grep -q 'verdict: invalid' "$run/logs/dummy_agent.log"
@@ -236,13 +248,13 @@ print(sys.version.split()[0], pandas.__version__)'
     run apptainer exec --contain --cleanenv --no-home --pid \
         --bind "$BATS_TEST_TMPDIR/run/logs:/home/logs" \
         --env GRADING_SERVER="http://127.0.0.1:$port" --env HEALTH_TIMEOUT_SECS=3 \
-        --bind "$ENTRY" "$AGENT" /opt/mlebench-hpc/entrypoint_hpc.sh sh -c 'echo agent-ran'
+        --bind "$ENTRY" "$AGENT" bash "$EP" sh -c 'echo agent-ran'
     [ "$status" -eq 3 ]
     (( SECONDS - start < 30 ))
     [[ $output == *"did not answer within 3s"* ]]
     [[ $output != *agent-ran* ]]
     run apptainer exec --contain --cleanenv --no-home --bind "$BATS_TEST_TMPDIR/run/logs:/home/logs" \
-        --bind "$ENTRY" "$AGENT" /opt/mlebench-hpc/entrypoint_hpc.sh true
+        --bind "$ENTRY" "$AGENT" bash "$EP" true
     [ "$status" -eq 2 ]
     [[ $output == *"GRADING_SERVER is not set"* ]]
 }
@@ -267,8 +279,8 @@ print(sys.version.split()[0], pandas.__version__)'
     # shellcheck disable=SC2016 # expanded inside the container
     run runuser -u nobody -- apptainer exec --contain --cleanenv --no-home --pid --workdir "$run/scratch" --pwd /home \
         --bind "$run/submission:/home/submission" --bind "$run/logs:/home/logs" --bind "$run/code:/home/code" \
-        --env GRADING_SERVER="$URL" --env TIME_LIMIT_SECS=30 --bind "$base/entrypoint_hpc.sh:/opt/mlebench-hpc/entrypoint_hpc.sh:ro" \
-        "$base/agent.sif" /opt/mlebench-hpc/entrypoint_hpc.sh sh -c '
+        --env GRADING_SERVER="$URL" --env TIME_LIMIT_SECS=30 --bind "$base/entrypoint_hpc.sh:$EP:ro" \
+        "$base/agent.sif" bash "$EP" sh -c '
             id -u; echo x > /home/submission/ok.txt; echo y > /tmp/ok.txt
             for p in /home/agent/x /home/x /opt/x /x; do (echo z > "$p") 2>/dev/null && echo "WROTE:$p"; done; true'
     echo "$output"
@@ -371,11 +383,6 @@ img_fingerprint() {
         "$DIMG/logs/agent-dummy.build.log"
     grep -q '^### docker save: ' "$DIMG/logs/mlebench-grading.build.log"
     grep -q '^### apptainer build from docker-archive: .*docker-archive://' "$DIMG/logs/agent-dummy.build.log"
-    # Until the launcher binds the entrypoint at run time (issue 16), it runs the image's own, which
-    # these images no longer have.
-    if grep -q '/opt/mlebench-hpc/entrypoint_hpc.sh bash -c' "$ROOT/scripts_hpc/lib/containers.sh"; then
-        skip "the launcher still runs the entrypoint from inside the agent image"
-    fi
     printf '%s\n' "DATA_DIR=\"$T/data\"" "GRADING_SIF=\"$DIMG/mlebench-grading.sif\"" \
         "AGENT_SIF=\"$DIMG/agent-dummy.sif\"" "OUTPUT_BASE=\"$T/runs\"" TIME_LIMIT_SECS=300 TIME_MARGIN_SECS=10 \
         >"$T/docker.env"
