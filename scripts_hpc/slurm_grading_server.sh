@@ -27,7 +27,8 @@ mh_require_prepared "$comp" private
 job=$(mh_job_id)
 state=$MH_STATE_BASE/${comp}_$job
 mkdir -p "$state"
-rm -f "$state/url"
+# A requeued run has the same state dir: none of the last server's files may speak for this one.
+rm -f "$state/url" "$state/inflight.json"
 # This run's token: only an agent given it (through its 0600 env file) may use this server.
 mh_new_token "$state/token"
 # Let auto:<jobid> check the competition from Slurm's record too (the state dir name is the other check).
