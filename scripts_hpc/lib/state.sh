@@ -57,6 +57,7 @@ mh_now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 # agent's uploads (the server's host-only STATE/inflight.json): the agent's doing, the attempt
 # counts as the agent left it. Otherwise the attempt failed whatever the agent did (a resume runs
 # the pair again). Sets MH_SERVER_DEATH=agent|infrastructure|none. Args: run_dir server_exit_code state_dir
+# shellcheck disable=SC2034 # MH_SERVER_DEATH is read by the caller
 mh_record_server_death() {
     local out
     MH_SERVER_DEATH=none
