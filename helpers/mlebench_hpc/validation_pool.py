@@ -41,7 +41,8 @@ MIB = 1024 * 1024
 # stacks, which RLIMIT_DATA counts).
 BUDGET_FLOOR = 256 * MIB
 # A valid submission has the answers' rows: give it this many times what validating the public
-# sample submission (the answers' ids, every value a placeholder) took, or the answers' own size.
+# sample submission (the answers' ids, every value a placeholder) took, or, when that could not be
+# measured, the answers' own size in memory.
 BUDGET_HEADROOM = 4
 # Kept free of the job's memory (Slurm's --mem) besides the server itself and the workers' budgets.
 MEMORY_RESERVE = 64 * MIB
@@ -105,19 +106,19 @@ def choose_budget(
     sample_bytes: int,
     server_rss: int,
 ) -> Budget:
-    """The budget per worker: BUDGET_MB when given, else BUDGET_HEADROOM x the larger of the answers'
-    footprint and a sample validation's peak, at least BUDGET_FLOOR; and, when the job's memory is
-    known, no more than its share of what the server leaves free (a warning when that share is
-    below what a submission of the answers' size may need)."""
+    """The budget per worker: BUDGET_MB when given, else BUDGET_HEADROOM x a sample validation's peak
+    (the answers' footprint when that is unknown), at least BUDGET_FLOOR; and, when the job's memory
+    is known, no more than its share of what the server leaves free (a warning when that share is
+    below twice what a submission of the answers' rows took)."""
     if workers == 0:
         return Budget(0, 0, "in-process")
     if budget_mb:
         return Budget(workers, int(budget_mb * MIB), "--validate-budget-mb")
-    typical = max(answers_bytes, sample_bytes)
+    typical, what = (sample_bytes, "a sample validation") if sample_bytes else (answers_bytes, "the answers")
     need = max(BUDGET_FLOOR, BUDGET_HEADROOM * typical)
-    why = f"{BUDGET_HEADROOM} x the {typical / MIB:.0f} MiB the answers or a sample validation take"
+    why = f"{BUDGET_HEADROOM} x the {typical / MIB:.0f} MiB {what} took"
     if need == BUDGET_FLOOR:
-        why = f"the floor: the answers and a sample validation take {typical / MIB:.0f} MiB"
+        why = f"the floor; {what} took {typical / MIB:.0f} MiB"
     if not memory_limit_mb:
         return Budget(workers, need, why)
     share = int((memory_limit_mb * MIB - server_rss - MEMORY_RESERVE) / workers)
@@ -128,9 +129,8 @@ def choose_budget(
     if budget < 2 * typical:
         warning = (
             f"warning: each of the {workers} validation workers gets {budget / MIB:.0f} MiB of the job's "
-            f"{memory_limit_mb:.0f} MiB, less than twice the {typical / MIB:.0f} MiB a submission of the "
-            "answers' size takes: give the grading job more memory (--mem) or fewer workers "
-            "(GRADING_VALIDATE_WORKERS)"
+            f"{memory_limit_mb:.0f} MiB, less than twice the {typical / MIB:.0f} MiB {what} took: give "
+            "the grading job more memory (--mem) or fewer workers (GRADING_VALIDATE_WORKERS)"
         )
     return Budget(workers, budget, f"the job's {memory_limit_mb:.0f} MiB shared", warning)
 

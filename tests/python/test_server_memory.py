@@ -232,7 +232,9 @@ def test_budget_from_the_answers_with_a_floor_within_the_jobs_memory() -> None:
     floor = choose_budget(2, None, None, 10 * MIB, 5 * MIB, 90 * MIB)
     assert floor.bytes == BUDGET_FLOOR and "floor" in floor.why and not floor.warning
     big = choose_budget(2, None, None, 300 * MIB, 500 * MIB, 400 * MIB)
-    assert big.bytes == 4 * 500 * MIB
+    assert big.bytes == 4 * 500 * MIB and "a sample validation took" in big.why
+    unmeasured = choose_budget(2, None, None, 300 * MIB, 0, 400 * MIB)
+    assert unmeasured.bytes == 4 * 300 * MIB and "the answers took" in unmeasured.why
     assert choose_budget(2, 700, 1024, 300 * MIB, 500 * MIB, 400 * MIB).bytes == 700 * MIB  # as asked
     # the job's memory caps it: its share of what the server leaves, and a warning when that is short
     capped = choose_budget(2, None, 4096, 300 * MIB, 500 * MIB, 400 * MIB)
