@@ -139,10 +139,10 @@ def over_budget_message(budget: Budget, died: str = "") -> str:
     """The agent's answer when its submission exhausted a worker: one line naming the budget."""
     from mlebench_hpc.grading.messages import invalid_message  # not at import: it loads pandas
 
-    how = f" (its validation process was {died})" if died else ""
+    how = f"; its validation process was {died}" if died else ""
     return invalid_message(
         f"Validating this submission needs more memory than the grading server allows one "
-        f"validation ({budget.bytes / MIB:.0f} MiB){how}; a valid submission has the rows and "
+        f"validation ({budget.bytes / MIB:.0f} MiB{how}); a valid submission has the rows and "
         "columns of sample_submission.csv and fits easily: check the file's size and shape."
     )
 
