@@ -12,9 +12,10 @@ allocations) or gets that worker killed (a cgroup's OOM killer, any signal), nev
 request is answered "invalid", naming the budget, and the worker is replaced.
 
 Each worker talks to the server over its own AF_UNIX stream pair (length-prefixed frames): the
-server sends the upload's path, the worker acknowledges it, then answers the verdict. A worker that
-is gone before the acknowledgement never saw the request (the request goes to another worker); one
-that dies after it died of the request. The zygote hands the server's end of each pair over with
+server sends the upload's path, the worker answers the verdict. A worker that went before reading
+the request never saw it: Linux then fails the server's send (EPIPE) or its read (ECONNRESET, a
+peer closed with unread data), and the request goes to another worker. A worker that read it and
+died (a clean end of stream) died of it. The zygote hands the server's end of each pair over with
 SCM_RIGHTS, with the wait status of the worker it replaces.
 """
 
@@ -49,7 +50,6 @@ MEMORY_RESERVE = 64 * MIB
 FREE_WORKER_WAIT_SECS = 300.0
 TRIES = 3  # workers found dead before taking a request, in a row, before the pool gives up
 _FRAME = struct.Struct("!I")
-_ACK = b"."
 PR_SET_PDEATHSIG = 1
 
 
@@ -204,7 +204,6 @@ def _worker_main(sock: socket.socket, validator: Callable[[Path], tuple[bool, st
             request = _recv(sock)
             if request is None:
                 os._exit(0)  # the server is gone or closed the pool
-            _send(sock, _ACK)
         except OSError:
             os._exit(0)
         reply: dict[str, Any]
@@ -383,16 +382,15 @@ class ValidationPool:
     def _ask(self, worker: _Worker, path: Path) -> dict[str, Any]:
         try:
             _send(worker.sock, os.fsencode(str(path)))
-            ack = _recv(worker.sock)
-        except OSError:
-            ack = None
-        if ack != _ACK:
-            raise _DiedBefore
+        except OSError:  # EPIPE: it was gone before the request
+            raise _DiedBefore from None
         try:
             reply = _recv(worker.sock)
+        except ConnectionResetError:  # it went with the request unread
+            raise _DiedBefore from None
         except OSError:
             reply = None
-        if reply is None:
+        if reply is None:  # it read the request, then died
             raise _DiedDuring
         result: dict[str, Any] = json.loads(reply)
         return result

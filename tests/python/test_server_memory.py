@@ -147,6 +147,23 @@ def test_a_worker_killed_mid_request_is_replaced_and_the_request_answered(
         assert srv.stop() == 0, srv.stderr()
 
 
+def test_a_worker_that_died_idle_costs_no_request(
+    data_dir: Path, answers: pd.DataFrame, tmp_path: Path
+) -> None:
+    srv = start_server(data_dir, tmp_path / "srv", "--validate-workers", "1")
+    try:
+        (worker,) = workers_of(srv)
+        os.kill(worker, signal.SIGKILL)  # e.g. the OOM killer took it between two requests
+        time.sleep(0.2)
+        assert validate(srv.url, submission_bytes(answers)).json() == {"result": VALID_MESSAGE, "valid": True}
+        assert logged(
+            srv, f"validation worker {worker} was killed by SIGKILL before taking a request: replaced"
+        )
+        assert "answered invalid" not in srv.stderr()
+    finally:
+        assert srv.stop() == 0, srv.stderr()
+
+
 def test_concurrent_uploads_of_mixed_sizes_each_get_their_own_verdict(
     data_dir: Path, answers: pd.DataFrame, tmp_path: Path, oversized: bytes
 ) -> None:
