@@ -290,7 +290,8 @@ class ValidationPool:
         self.budget = budget
         self._log = log
         self._on_over_budget = on_over_budget
-        self._idle: queue.Queue[_Worker] = queue.Queue()
+        # Last in, first out: sequential requests keep going to the same worker, whose caches are warm.
+        self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
         self._ctl: socket.socket | None = None
         self._ctl_lock = threading.Lock()
         self._zygote = 0
