@@ -123,7 +123,14 @@ fi
 [[ $memory == enforce || $memory == off ]] || die "MLEBENCH_SLURM_MEMORY must be auto, enforce or off, got '$memory'"
 task_plugin=task/none
 constrain_ram=no
-if [[ $memory == enforce ]]; then task_plugin=task/cgroup; constrain_ram=yes; fi
+select_params=CR_CPU
+if [[ $memory == enforce ]]; then
+    # Memory must be a consumable resource, or every job is "allocated" 0 MB and its cgroup gets the
+    # node's whole memory; a job that asks for none gets DefMemPerCPU.
+    task_plugin=task/cgroup
+    constrain_ram=yes
+    select_params=CR_CPU_Memory
+fi
 
 # --------------------------------------------------------------------------------- config
 NEW=$(mktemp -d)
@@ -157,7 +164,8 @@ PlugStackConfig=$BASE/etc/plugstack.conf
 ProctrackType=proctrack/$proctrack
 TaskPlugin=$task_plugin
 SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
+SelectTypeParameters=$select_params
+DefMemPerCPU=1024
 # Hetjobs are started only by the backfill scheduler: run it every second.
 SchedulerType=sched/backfill
 SchedulerParameters=bf_interval=1,bf_resolution=10,bf_hetjob_immediate
