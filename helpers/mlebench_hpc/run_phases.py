@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -337,10 +338,30 @@ def _exit_words(code: int) -> tuple[str, str | None]:
     return f"exit {code}", None
 
 
+def _server_exit_code(state_dir: Path) -> int | None:
+    """The code slurm_grading_server.sh saw its server exit with (STATE/exit_code), if any."""
+    try:
+        fd = os.open(state_dir / "exit_code", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        text = (
+            os.read(fd, 16).decode("ascii", "replace").strip() if stat.S_ISREG(os.fstat(fd).st_mode) else ""
+        )
+    finally:
+        os.close(fd)
+    return int(text) if text.isdigit() else None
+
+
 def _record_server_death(run: Path, exit_code: int, state_dir: Path | None, attempt: int | None) -> str:
     record = read_inflight(state_dir / INFLIGHT_FILE) if state_dir is not None else None
+    own = _server_exit_code(state_dir) if state_dir is not None else None
+    failure: dict[str, Any] = {}
+    if own is not None and own != exit_code:  # srun says 1 for a task the OOM killer took
+        failure["step_exit_code"] = exit_code
+        exit_code = own
     how, sig = _exit_words(exit_code)
-    failure: dict[str, Any] = {"server_exit_code": exit_code, "server_signal": sig}
+    failure.update(server_exit_code=exit_code, server_signal=sig)
     if record is not None:
         failure["server_requests"] = {
             "in_flight": record.in_flight,

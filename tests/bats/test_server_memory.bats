@@ -197,6 +197,8 @@ print(r['valid_submission'], isinstance(r['score'], float), r['error'])" "$1/gra
     assert_output "finished 0 grading_server_killed_by_agent_requests"
     run meta "$run" "m['failure']['reason']"
     assert_output --partial "while validating the agent's own uploads (2 uploads"
+    run meta "$run" "m['failure']['server_signal']"  # the cgroup's OOM killer
+    assert_output SIGKILL
     run graded "$run"
     assert_output "True True None"
 }

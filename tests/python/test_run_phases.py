@@ -174,14 +174,20 @@ def test_server_died_while_validating_the_agents_uploads_is_the_agents_doing(
     state = tmp_path / "state"
     state.mkdir()
     inflight_record(state, 2, 300 * 2**20)
+    (state / "exit_code").write_text("137\n")  # slurm_grading_server.sh's; srun said 1
     (run / "metadata.json").write_text(json.dumps({"status": "finished", "submission_exists": "true"}))
-    proc = cli("server-died", str(run), "--exit-code", "137", "--state-dir", str(state))
+    proc = cli("server-died", str(run), "--exit-code", "1", "--state-dir", str(state))
     assert proc.returncode == 0, proc.stderr
     assert shell_values(proc.stdout) == {"MH_SERVER_DEATH": "agent"}
     m = meta(run)
     assert m["status"] == "finished", "the agent's run keeps its status"
     failure = m["failure"]
     assert failure["cause"] == "grading_server_killed_by_agent_requests"
+    assert (failure["server_exit_code"], failure["server_signal"], failure["step_exit_code"]) == (
+        137,
+        "SIGKILL",
+        1,
+    )
     assert (
         "while validating the agent's own uploads (2 uploads (300.0 MiB) being validated)"
         in failure["reason"]
