@@ -79,6 +79,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("APPTAINER_EXTRA_FLAGS", "", "extra flags for every apptainer exec"),
     Setting("GRADING_IDLE_TIMEOUT", "0", "the grading server stops after this many idle seconds (0: never)"),
     Setting("UPLOAD_LIMIT_MB", "1024", "largest upload the grading server takes"),
+    Setting(
+        "GRADING_VALIDATE_WORKERS",
+        "2",
+        "processes of the grading server that parse submissions, each with a memory budget "
+        "(0: in the server, unbounded)",
+    ),
+    Setting(
+        "GRADING_VALIDATE_BUDGET_MB",
+        "auto",
+        "memory one validation may use, MiB; auto: from the answers' size, within the job's memory",
+    ),
     Setting("SLURM_PARTITION", "", "partition for jobs submitted by our tools (sweeps)", export=False),
     Setting("SLURM_GPU_PARTITION", "", "partition for jobs that run an agent (sweep tasks)", export=False),
     Setting("SLURM_ACCOUNT", "", "account for jobs submitted by our tools", export=False),

@@ -10,11 +10,16 @@ mh_grading_cmd() {
     local comp=$1 state=$2 runtime
     runtime=$(mh_runtime)
     local server_args=(--competition-id "$comp" --host 0.0.0.0 --port 0
-        --idle-timeout "$GRADING_IDLE_TIMEOUT" --max-upload-mb "$UPLOAD_LIMIT_MB")
+        --idle-timeout "$GRADING_IDLE_TIMEOUT" --max-upload-mb "$UPLOAD_LIMIT_MB"
+        --validate-workers "$GRADING_VALIDATE_WORKERS" --validate-budget-mb "$GRADING_VALIDATE_BUDGET_MB")
+    # The workers' budgets share the job's memory (--cleanenv: the server cannot see Slurm's variables)
+    local mem
+    mem=$(mh_job_mem_mb)
+    if [[ -n $mem ]]; then server_args+=(--memory-limit-mb "$mem"); fi
     if [[ $runtime == apptainer ]]; then
-        server_args+=(--token-file /state/token --tmp-dir /state/uploads)
+        server_args+=(--token-file /state/token --tmp-dir /state/uploads --inflight-file /state/inflight.json)
     else
-        server_args+=(--token-file "$state/token" --tmp-dir "$state/uploads")
+        server_args+=(--token-file "$state/token" --tmp-dir "$state/uploads" --inflight-file "$state/inflight.json")
     fi
     if [[ $runtime == apptainer ]]; then
         local binds=(--bind "$DATA_DIR/$comp/prepared/private:/private/data/$comp/prepared/private:ro"

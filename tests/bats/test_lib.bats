@@ -17,11 +17,13 @@ setup() {
     # A fixed config, as `mlebench-hpc config --shell` would give it.
     DATA_DIR=/data OUTPUT_BASE=/out MH_STATE_BASE=/out/.state MLEBENCH_DIR=""
     GRADING_SIF=/img/grading.sif AGENT_SIF=/img/agent.sif APPTAINER_EXTRA_FLAGS=""
-    GRADING_IDLE_TIMEOUT=0 UPLOAD_LIMIT_MB=1024 STEP_LIMIT=500
+    GRADING_IDLE_TIMEOUT=0 UPLOAD_LIMIT_MB=1024 GRADING_VALIDATE_WORKERS=2 GRADING_VALIDATE_BUDGET_MB=auto
+    STEP_LIMIT=500
     # an argparse variant's command, as `run start` prints it
     MH_AGENT_ARGV=(bash /home/agent/start.sh --max-steps 20 --model "local model")
     SCRATCH_DIR="" TIME_LIMIT_SECS=86400 TIME_MARGIN_SECS=300 MH_ROOT=$REPO_ROOT
     unset MH_AGENT_ENV SLURM_JOB_GPUS SLURM_STEP_GPUS CUDA_VISIBLE_DEVICES MH_CONFIG_CHECKED
+    unset SLURM_MEM_PER_NODE SLURM_MEM_PER_NODE_HET_GROUP_0 SLURM_MEM_PER_CPU SLURM_CPUS_ON_NODE
     # Argument handling only: an `apptainer` on PATH so that the runtime is apptainer; never run.
     mkdir -p "$T/bin"
     printf '#!/bin/sh\nexit 99\n' >"$T/bin/apptainer"
@@ -84,6 +86,19 @@ golden() {
 @test "the grading container command line matches its golden file" {
     mh_grading_cmd comp-a /out/.state/comp-a_42
     lines_of "${MH_CMD[@]}" | golden grading_cmd.txt
+}
+
+@test "the grading command gives the server the job's memory: het component 0's, --mem, or --mem-per-cpu x CPUs" {
+    mh_grading_cmd comp-a /out/.state/comp-a_42
+    [[ " ${MH_CMD[*]} " != *" --memory-limit-mb "* ]]
+    SLURM_MEM_PER_NODE=1024 SLURM_MEM_PER_NODE_HET_GROUP_0=4096 mh_grading_cmd comp-a /out/.state/comp-a_42
+    [[ " ${MH_CMD[*]} " == *" --memory-limit-mb 4096 "* ]]
+    SLURM_MEM_PER_NODE=1024 mh_grading_cmd comp-a /out/.state/comp-a_42
+    [[ " ${MH_CMD[*]} " == *" --memory-limit-mb 1024 "* ]]
+    SLURM_MEM_PER_CPU=512 SLURM_CPUS_ON_NODE=3 mh_grading_cmd comp-a /out/.state/comp-a_42
+    [[ " ${MH_CMD[*]} " == *" --memory-limit-mb 1536 "* ]]
+    SLURM_MEM_PER_NODE=0 mh_grading_cmd comp-a /out/.state/comp-a_42
+    [[ " ${MH_CMD[*]} " != *" --memory-limit-mb "* ]]
 }
 
 @test "the agent container command line matches its golden file (overlays, env file, scratch)" {

@@ -89,10 +89,18 @@ def test_resume_rule(tmp_path: Path) -> None:
     make_run(g, "x_1_8", "x", 0, "finished", 0, True)  # not in this sweep: ignored
     # the grading server died before the agent ended: failed whatever the agent left -> again
     make_run(g, "e_1_9", "e", 0, "failed", 1, True, failure={"cause": "grading_server_died", "reason": "x"})
+    # ... but killed by the agent's own uploads: the agent's doing, a normal attempt -> done
+    agent = {"cause": "grading_server_killed_by_agent_requests", "reason": "x"}
+    make_run(g, "e_1_10", "e", 1, "finished", 0, True, failure=agent)
     (g / ".sweep").mkdir()
     todo, counts = plan_pairs(["a", "b", "c", "d", "e"], 2, scan_runs(g), {}, slurm=None)
-    assert todo == [("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 0), ("e", 1)]
-    assert counts == {"pairs": 10, "done": 3, "failed_twice": 1, "active": 0, "to_submit": 6}
+    assert todo == [("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 0)]
+    assert counts == {"pairs": 10, "done": 4, "failed_twice": 1, "active": 0, "to_submit": 5}
+    killed = read_run(g / "e_1_10")
+    assert killed is not None and killed.done and not killed.infrastructure_failure
+    assert killed.ended_text() == (
+        "finished (exit 0, submission present); the agent's own uploads killed its grading server"
+    )
 
 
 def test_queued_pairs_are_not_resubmitted(tmp_path: Path) -> None:
