@@ -425,7 +425,8 @@ def describe_task(
     if run.status == RunStatus.CANCELLED:
         return PAIR_CANCELLED, text
     if run.status in FAILED or run.status == RunStatus.INTEGRITY_FAILED:
-        plain = not run.infrastructure_failure and "slurm_end" not in run.meta
+        # a sweep task starts each attempt with slurm_end: null; only Slurm's own words replace the reason
+        plain = not run.infrastructure_failure and not run.meta.get("slurm_end")
         why = _log_error(group_dir, job) if plain else ""
         return PAIR_FAILED, text + (f": {why}" if why else "")
     asked = "Slurm not asked" if slurm is None else "no answer from Slurm"
