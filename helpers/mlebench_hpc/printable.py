@@ -5,8 +5,9 @@ terminal through `status`, `grade`, `doctor` or summary.md. Escape sequences in 
 cursor, redraw a failed row as finished or hide a line; bidi overrides could reorder what is
 shown. So every such string goes through one of these before it is printed: C0 controls, DEL,
 C1 controls (U+0080-U+009F), the bidi overrides, isolates and marks, and lone surrogates are
-escaped visibly (`\\x1b`, `\\u202e`); one-line forms escape newline, CR, tab and the Unicode line
-separators too. Backslashes are left alone, so escaping twice changes nothing.
+escaped visibly (`\\x1b`, `\\u009b`, `\\u202e`, as the job scripts' mh_printable_stream does); the
+one-line forms escape newline, CR, tab and the Unicode line separators too. Backslashes are left
+alone, so escaping twice changes nothing.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ def _escape(m: re.Match[str]) -> str:
     c = m.group(0)
     if c in _NAMED:
         return _NAMED[c]
-    code = ord(c)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    code = ord(c)  # ASCII controls as \x1b; code points as \u009b (a raw byte shows as \xff)
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
 
 
 def printable(text: object) -> str:

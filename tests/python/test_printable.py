@@ -21,7 +21,7 @@ def test_every_control_is_escaped_visibly(c: str) -> None:
         assert c not in out and out.startswith("a\\") and out.endswith("b"), (fn.__name__, out)
         assert out.isascii() and out.isprintable()
     code = ord(c)
-    shown = {"\r": "\\r"}.get(c) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    shown = {"\r": "\\r"}.get(c) or (f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}")
     assert printable(f"a{c}b") == f"a{shown}b"
 
 
