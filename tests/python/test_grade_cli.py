@@ -375,3 +375,48 @@ def test_sweep_group_counts_one_run_per_pair(
         meta_path.write_text(json.dumps(meta))
     assert grade([str(faulty), "--data-dir", str(demo_data)], clean_env, tmp_path).returncode == 0
     assert load_report(faulty / "grading_report.json")[0]["total_runs"] == 6
+
+
+JIGSAW = "jigsaw-toxic-comment-classification-challenge"
+CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+ESC_COLUMN = "\x1b[1A\x1b[2K\u202e\x1b[32mall runs valid\x1b[0m\r"
+
+
+def tiny_jigsaw(data: Path, n: int = 40) -> pd.DataFrame:
+    """A synthetic jigsaw (graded by the built-in backend), whose errors quote extra column names."""
+    rng = np.random.default_rng(1)
+    ans = pd.DataFrame({"id": [f"{i:016x}" for i in range(n)]})
+    for c in CLASSES:
+        ans[c] = rng.integers(0, 2, n)
+    (data / JIGSAW / "prepared" / "private").mkdir(parents=True)
+    (data / JIGSAW / "prepared" / "public").mkdir(parents=True)
+    ans.to_csv(data / JIGSAW / "prepared" / "private" / "test.csv", index=False)
+    ans.assign(**dict.fromkeys(CLASSES, 0.5)).to_csv(
+        data / JIGSAW / "prepared" / "public" / "sample_submission.csv", index=False
+    )
+    return ans
+
+
+def test_grade_prints_no_control_character_of_the_agents(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """A column named with escape sequences (that would redraw the table and hide the totals) is
+    quoted in the run's error: escaped in the table, the warnings, summary.md and summary.csv."""
+    data = tmp_path / "data"
+    ans = tiny_jigsaw(data)
+    sub = ans.assign(**{c: 0.5 for c in CLASSES}, **{ESC_COLUMN: 1})
+    run = make_run(tmp_path / "g", f"{JIGSAW}_5", {"competition_id": JIGSAW, "seed": 0}, sub)
+    header = (run / "submission" / "submission.csv").read_bytes().split(b"\n")[0]
+    assert b"\x1b[2K" in header and b"\r" in header  # control: the escape bytes are in the file
+    from mlebench_hpc.grading.procedures import Spec, header_verdict
+
+    spec = Spec(JIGSAW, "id", tuple(CLASSES), "extra_columns_ignored", "answer_rows_all_minus_one")
+    raw = header_verdict(spec, "auroc_columns_by_position", [*sub.columns])
+    assert raw is not None and "\x1b[2K" in raw  # control: the engine's reason quotes them raw
+    proc = grade([str(run.parent), "--data-dir", str(data)], clean_env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    printed = proc.stdout + proc.stderr
+    assert "\\x1b[2K" in printed and "\\u202e" in printed  # the name is shown, escaped
+    for text in (printed, (run.parent / "summary.md").read_text(), (run.parent / "summary.csv").read_text()):
+        assert all(ch.isprintable() or ch in "\n" for ch in text), repr(text[:400])
+    assert "runs 1, with submission 1, valid 0" in proc.stdout
+    report = json.loads((run.parent / "grading_report.json").read_text())["competition_reports"][0]
+    assert "\x1b" not in report["error"] and "\\x1b[2K" in report["error"]
