@@ -113,10 +113,11 @@ def test_plants_in_scratch_are_not_graded(world: dict[str, Any], demo_data: Path
     specs = specs_from_dir(base, resolver(demo_data), warnings.append)
     assert [s.run_dir for s in specs] == [honest]
     assert len(warnings) == 1 and str(scratch / "g" / honest.name) in warnings[0]
-    # and a root inside it is refused
-    warnings.clear()
-    assert specs_from_dir(planted[0][0], resolver(demo_data), warnings.append) == []
-    assert len(warnings) == 1 and "scratch" in warnings[0]
+    # and a root in it, or the scratch itself, is refused
+    for root in (planted[0][0], scratch / "g" / honest.name):
+        warnings.clear()
+        assert specs_from_dir(root, resolver(demo_data), warnings.append) == []
+        assert len(warnings) == 1 and "scratch" in warnings[0]
     for run, data in planted:
         control_gold(run, data, tmp_path)
     assert scratch_problem({"SCRATCH_DIR": str(scratch), "OUTPUT_BASE": str(base)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -205,6 +206,9 @@ def test_data_dir_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     # the config is read only when needed: a broken one does not matter with --data-dir
     cfg.write_text("NOT_A_KEY=1\n")
     assert DirResolver(data_dir=tmp_path).data_dir() == tmp_path
+    assert DirResolver(data_dir=tmp_path).scratch_dir() is None  # scratch then known by its layout
+    cfg.write_text(f"SCRATCH_DIR={tmp_path}/s\n")
+    assert DirResolver().scratch_dir() == Path(os.path.realpath(tmp_path / "s"))
 
 
 # ---------------------------------------------------------------- output

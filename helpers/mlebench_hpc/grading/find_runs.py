@@ -107,8 +107,14 @@ class DirResolver:
         return Path(value).expanduser() if value else None
 
     def scratch_dir(self) -> Path | None:
-        """The config's SCRATCH_DIR (agents' scratch: never searched for runs), resolved."""
-        value = self._config("SCRATCH_DIR")
+        """The config's SCRATCH_DIR (agents' scratch: never searched for runs), resolved. A config
+        that cannot be read does not stop grading: a scratch is still known by its layout."""
+        from mlebench_hpc.config import ConfigError
+
+        try:
+            value = self._config("SCRATCH_DIR")
+        except ConfigError:
+            return None
         return Path(os.path.realpath(Path(value).expanduser())) if value else None
 
 
@@ -125,8 +131,12 @@ def _has_dirs(path: Path, names: set[str]) -> bool:
 
 
 def agent_area_above(path: Path) -> str | None:
-    """What agent-writable place PATH lies inside (a run directory, an agent's scratch), or None."""
-    for parent in Path(os.path.realpath(path)).parents:
+    """What agent-writable place PATH is or lies inside (an agent's scratch, a run directory), or
+    None. PATH itself may be a run directory."""
+    real = Path(os.path.realpath(path))
+    if _has_dirs(real, _SCRATCH_LAYOUT):
+        return f"the agent scratch {printable(real)}"
+    for parent in real.parents:
         if _has_dirs(parent, _AGENT_DIRS) or (
             (parent / METADATA_NAME).is_file() and _has_dirs(parent, {"submission"})
         ):
@@ -145,7 +155,7 @@ def find_run_dirs(
     say = warn or (lambda _msg: None)
     outer = agent_area_above(root)
     if outer is not None:
-        say(f"skipped {printable(root)}: it lies inside {outer}, not graded")
+        say(f"skipped {printable(root)}: it is or lies inside {outer}, not graded")
         return []
     if _is_below(root, scratch):
         say(f"skipped {printable(root)}: it lies in the agents' scratch (SCRATCH_DIR={scratch}), not graded")
