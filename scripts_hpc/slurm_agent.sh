@@ -67,6 +67,7 @@ if ! mh_integrity_check "$comp" "$run" "$MH_URL"; then
 fi
 
 agent_pid=""
+filters=()  # the host filters of the agent's output (below)
 agent_t0=$SECONDS
 # Agent seconds used by this run so far: earlier attempts plus this one.
 agent_used() { echo $(( MH_USED_BEFORE + SECONDS - agent_t0 )); }
@@ -81,6 +82,7 @@ on_stop() {
         ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} || true
     mh_print_outro "$run"
     mh_stop_pid "$agent_pid"
+    mh_wait_exit 5 "${filters[@]}"
     "$MH_CLI" run finish "$run" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} || true
     exit "$2"
 }
@@ -91,12 +93,24 @@ trap on_term TERM INT
 trap on_time_limit USR1
 
 mh_log "starting the agent for $comp (budget ${MH_AGENT_SECS}s, runtime $MH_RUNTIME)"
+# What the agent prints reaches the job output, which people read in a terminal: its stdout and
+# stderr each go through a host filter (line by line, control characters escaped); its own
+# logs/agent_output.log stays raw. $! below stays the agent's pid, for signals. The filters ignore
+# TERM and INT (scancel signals every process of the step) and end when the agent's output does.
+exec {agent_out}> >(trap '' TERM INT; mh_printable_stream)
+filters+=("$!")
+exec {agent_err}> >(trap '' TERM INT; mh_printable_stream >&2)
+filters+=("$!")
 # A hard outer bound in case the agent ignores the entrypoint's own time-out.
-timeout --signal=TERM --kill-after=30 "$(( MH_AGENT_SECS + 60 ))" "${MH_CMD[@]}" &
+timeout --signal=TERM --kill-after=30 "$(( MH_AGENT_SECS + 60 ))" "${MH_CMD[@]}" \
+    >&"$agent_out" 2>&"$agent_err" {agent_out}>&- {agent_err}>&- &
 agent_pid=$!
+exec {agent_out}>&- {agent_err}>&-
 rc=0
 wait "$agent_pid" || rc=$?
 agent_pid=""
+# the agent's last lines are out before ours (bounded: a leftover process may hold the pipe)
+mh_wait_exit 10 "${filters[@]}"
 status=finished
 (( rc == 0 )) || status=failed
 (( rc == 124 )) && status=timeout

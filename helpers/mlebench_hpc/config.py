@@ -374,12 +374,36 @@ def agent_problems(values: dict[str, str]) -> list[str]:
     return []
 
 
+def scratch_problem(values: dict[str, str]) -> str | None:
+    """SCRATCH_DIR must not be, hold or lie inside OUTPUT_BASE: agents write anything there, and what
+    they write must never sit among the run directories `grade` reads (a planted run would count)."""
+    scratch, output = values.get("SCRATCH_DIR", ""), values.get("OUTPUT_BASE", "")
+    if not scratch or not output:
+        return None
+    s, o = Path(os.path.realpath(scratch)), Path(os.path.realpath(output))
+    if s == o:
+        where = "is OUTPUT_BASE"
+    elif s.is_relative_to(o):
+        where = f"is inside OUTPUT_BASE={output}"
+    elif o.is_relative_to(s):
+        where = f"holds OUTPUT_BASE={output}"
+    else:
+        return None
+    return (
+        f"SCRATCH_DIR={scratch} {where}: agents write anything into their scratch, and it must not lie "
+        "among the run directories; set SCRATCH_DIR outside OUTPUT_BASE (or empty: RUN/.scratch)"
+    )
+
+
 def problems_with(
     values: dict[str, str], path: Path, need: tuple[str, ...], competitions: tuple[str, ...]
 ) -> list[str]:
     problems: list[str] = []
     if "AGENT_SIF" in need or "AGENT_ID" in need:
         problems += agent_problems(values)
+    scratch = scratch_problem(values)
+    if scratch:
+        problems.append(scratch)
     for key in need:
         if key == "AGENT_ID":
             continue

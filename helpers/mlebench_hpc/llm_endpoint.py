@@ -3,7 +3,8 @@ before the agent starts (and by the LLM server job before it publishes its URL).
 
 SPEC is a base URL ending in /v1 (`http://node:8000/v1`), or `auto:JOBID` for an LLM server job of
 ours (slurm_llm_server.sh): its URL comes from OUTPUT_BASE/.state/llm/<jobid>/url, else from the
-last complete `LLM_SERVER_URL=` line of the job's output; while the job is pending we wait.
+job's own line in its output (the first that is exactly `LLM_SERVER_URL=<url>`, printed before any
+client knew the URL; never after a restart); while the job is pending we wait.
 Then GET <url>/models must answer and list the model: we wait (bounded, backoff 0.5 s doubling to
 5 s) while nothing answers or the server says it is still loading (5xx), and fail at once, with one
 line, when it answers for other models, refuses the key, is not OpenAI-compatible, or when the
@@ -22,7 +23,13 @@ import requests
 
 from mlebench_hpc import slurm_query
 from mlebench_hpc.atomic import write_atomic
-from mlebench_hpc.discovery import default_state_dir, expand_output_path, last_url_in_file, normalize_url
+from mlebench_hpc.discovery import (
+    default_state_dir,
+    expand_output_path,
+    normalize_url,
+    restarted,
+    server_url_in_file,
+)
 from mlebench_hpc.errors import HelperError
 from mlebench_hpc.readiness import check_job_alive, check_pid_alive
 from mlebench_hpc.slurm_query import SlurmError
@@ -105,7 +112,8 @@ def resolve_auto(job_id: str, timeout: float, state_base: Path | None) -> tuple[
             waiting = f"job {job_id} is {job.state} (reason: {job.get('Reason', 'none')})"
         else:
             found = _read_url(url_file(state_base, base)) if state_base else None
-            found = found or (last_url_in_file(out, URL_MARK) if out else None)
+            if not found and out and not restarted(job):
+                found = server_url_in_file(out, URL_MARK)
             if found:
                 return found, deadline - time.monotonic()
             waiting = f"job {job_id} is {job.state} but has not published its URL yet (output {out})"

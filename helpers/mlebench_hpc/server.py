@@ -41,6 +41,7 @@ from werkzeug.wrappers import Request
 from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.grading_token import TOKEN_ENV, TOKEN_HEADER, TokenError, resolve_token
 from mlebench_hpc.inflight import InFlightRecorder
+from mlebench_hpc.printable import printable
 from mlebench_hpc.server_deadlines import DeadlineConnection, Deadlines, DeadlineSocketIO
 from mlebench_hpc.validation_pool import (
     FREE_WORKER_WAIT_SECS,
@@ -211,11 +212,10 @@ class GradingApp:
         )
         self.activity.end()
         elapsed_ms = (time.monotonic() - started) * 1000
+        # The client chose the method and the path: escaped, neither can end this line or start one.
+        method = environ.get("REQUEST_METHOD", "?")[:20].encode("unicode_escape").decode("ascii")
         path = environ.get("PATH_INFO", "")[:200].encode("unicode_escape").decode("ascii")
-        self._log(
-            f"{environ.get('REQUEST_METHOD', '?')} {path} {status} bytes={counter.count} "
-            f"ms={elapsed_ms:.1f} verdict={verdict}"
-        )
+        self._log(f"{method} {path} {status} bytes={counter.count} ms={elapsed_ms:.1f} verdict={verdict}")
         return [body]
 
     # -- routing ------------------------------------------------------------------------------
@@ -391,7 +391,11 @@ def _content_length(environ: dict[str, Any]) -> int | None:
 
 def _stderr_line(line: str) -> None:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-    sys.stderr.write(f"{stamp} grading-server {line}\n")
+    # Every physical line carries the stamp and no control character: nothing in a message (a
+    # traceback quoting a client's bytes) can start a line of the job output or redraw one.
+    sys.stderr.write(
+        "".join(f"{stamp} grading-server {printable(part)}\n" for part in line.splitlines() or [""])
+    )
     sys.stderr.flush()
 
 

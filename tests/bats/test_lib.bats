@@ -147,3 +147,20 @@ EOF
     [ "$(wc -l <"$T/calls")" -eq 3 ]
     grep -qx -- "config --shell --need LLM_SIF --competition comp-b" "$T/calls"
 }
+
+@test "mh_printable_stream: every control byte escaped, C1 and bidi in UTF-8 too, text and tabs untouched" {
+    local all="" i
+    for ((i = 0; i < 32; i++)); do (( i == 10 )) || all+=$(printf "\\\\x%02x" "$i"); done
+    # shellcheck disable=SC2059 # the format string holds the escapes (a NUL cannot be in a variable)
+    printf "a${all}\x7f|\xc2\x85\xc2\x9b\xc2\x9f|\xd8\x9c\xe2\x80\x8e\xe2\x80\x8f\xe2\x80\xaa\xe2\x80\xae\xe2\x81\xa6\xe2\x81\xa9|é € 日本\tz\n" >"$T/raw"
+    # control: the raw bytes are there (ESC, CSI as C1, RLO)
+    grep -q $'\x1b' "$T/raw" && grep -q $'\xc2\x9b' "$T/raw" && grep -q $'\xe2\x80\xae' "$T/raw"
+    mh_printable_stream <"$T/raw" >"$T/out"
+    run cat "$T/out"
+    assert_output "a\\x00\\x01\\x02\\x03\\x04\\x05\\x06\\x07\\x08	\\x0b\\x0c\\r\\x0e\\x0f\\x10\\x11\\x12\\x13\\x14\\x15\\x16\\x17\\x18\\x19\\x1a\\x1b\\x1c\\x1d\\x1e\\x1f\\x7f|\\u0085\\u009b\\u009f|\\u061c\\u200e\\u200f\\u202a\\u202e\\u2066\\u2069|é € 日本	z"
+    # nothing but printable text, tabs and newlines is left; lines stay lines, a last partial line stays
+    run bash -c "LC_ALL=C grep -c \$'[\\x01-\\x08\\x0b-\\x1f\\x7f]' '$T/out'"
+    assert_output 0
+    printf 'one\ntwo\x1b' | mh_printable_stream >"$T/out2"
+    [[ $(<"$T/out2") == $'one\ntwo\\x1b' && $(wc -l <"$T/out2") == 1 ]]
+}

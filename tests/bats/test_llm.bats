@@ -159,7 +159,7 @@ meta() { python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(m.ge
     run python3 -c "import json,sys; c=json.load(open(sys.argv[1])); print(c['url'], c['status'], c['models'])" "$run_dir/logs/llm_check.json"
     assert_output "$url 200 ['$MODEL']"
     # a graded valid submission
-    "$CLI" grade "$run_dir" >/dev/null
+    "$CLI" grade "$run_dir" --data-dir "$T/data" >/dev/null
     run python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['competition_reports'][0]; print(r['valid_submission'])" "$run_dir/grading_report.json"
     assert_output True
     # both servers were asked to stop and did, with nothing left behind and no error line
@@ -244,7 +244,7 @@ meta() { python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(m.ge
     secs=$(sed -n 's/.*agent exited with code 0 after \([0-9]*\)s.*/\1/p' "$T/het-$j.out" | tail -n1)
     [[ -n $secs ]] && (( secs < limit / 3 ))
     # graded: a valid submission
-    "$CLI" grade "$run_dir" >/dev/null
+    "$CLI" grade "$run_dir" --data-dir "$T/data" >/dev/null
     run python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['competition_reports'][0]; print(r['valid_submission'], r['score'] is not None)" "$run_dir/grading_report.json"
     assert_output "True True"
     # Only the configured endpoint was asked: every model call AIDE's journal records (one code
