@@ -67,7 +67,16 @@ def test_own_server_the_agent_gets_the_key_files_first_non_blank_line(tmp_path: 
     try:
         env = tmp_path / "state" / "llm.env"
         res = llm_ready(
-            url, "--model", MODEL, "--api-key-file", str(key), "--env-file", str(env), "--shell", "--timeout", "10"
+            url,
+            "--model",
+            MODEL,
+            "--api-key-file",
+            str(key),
+            "--env-file",
+            str(env),
+            "--shell",
+            "--timeout",
+            "10",
         )
         assert res.returncode == 0, res.stderr
         assert f"MH_LLM_URL={url}\n" in res.stdout and "MH_LLM_KEY_FILE=''" in res.stdout
