@@ -103,6 +103,7 @@ class Backend:
         self.timeout = timeout
         self.log = log
         self.refused = 0
+        self.tree = socket_owner.Tree(pid)
         self._lock = threading.Lock()
         self._last_error = -ERROR_LOG_EVERY_SECS
         self._unlogged = 0
@@ -119,15 +120,15 @@ class Backend:
             except OSError as exc:
                 raise BackendUnavailable(f"127.0.0.1:{self.port}: {exc.strerror or exc}") from None
             try:
-                peer = socket_owner.check_peer(sock, self.pid, min(socket_owner.ACCEPT_WAIT_SECS, left))
+                peer = socket_owner.check_peer(sock, self.tree, min(socket_owner.ACCEPT_WAIT_SECS, left))
             except OSError as exc:  # reset by the other end during the check
                 sock.close()
                 raise BackendUnavailable(f"127.0.0.1:{self.port}: {exc}") from None
             if peer.owned:
                 sock.settimeout(self.timeout)
                 return sock
+            self._refused(peer)  # while it is open: the error line names who holds it
             sock.close()  # nothing was sent on it
-            self._refused(peer)
         raise BackendUnavailable(
             f"no connection to 127.0.0.1:{self.port} reached the LLM server (pid {self.pid}) in "
             f"{CONNECT_TRIES} tries: other processes hold its port"

@@ -27,7 +27,7 @@ ESTABLISHED, SYN_RECV = "01", "03"
 ACCEPT_WAIT_SECS = 5.0
 # accept() makes the inode visible a moment before the descriptor is in the process's table
 # (microseconds): look again a few times before calling it someone else's.
-FD_RECHECKS_SECS = (0.001, 0.004, 0.016, 0.05)
+FD_RECHECKS_SECS = (0.001, 0.005, 0.02)
 
 
 @dataclass(frozen=True)
@@ -48,38 +48,37 @@ class Peer:
         return f"process {holder} ({process_name(holder)})"
 
 
-def _addr(text: str) -> tuple[str, int]:
-    """`0100007F:1F90` (tcp) or 32 hex digits and a port (tcp6) -> (ip, port), v4-mapped as v4."""
-    hexaddr, _, hexport = text.partition(":")
-    words = [int(hexaddr[i : i + 8], 16) for i in range(0, len(hexaddr), 8)]
-    raw = b"".join(struct.pack("=I", w) for w in words)  # the kernel prints each word in host order
-    if len(raw) == 4:
-        ip = socket.inet_ntop(socket.AF_INET, raw)
+def _hex(ip: str, port: int) -> list[str]:
+    """How /proc/net/tcp and tcp6 print IP:PORT (each 32-bit word in host order): an IPv4 address
+    appears in tcp, and v4-mapped in tcp6 (a dual-stack server's sockets)."""
+    ip = ip[len("::ffff:") :] if ip.startswith("::ffff:") and "." in ip else ip
+    if "." in ip:
+        raw = socket.inet_pton(socket.AF_INET, ip)
+        forms = [raw, b"\0" * 10 + b"\xff\xff" + raw]
     else:
-        ip = socket.inet_ntop(socket.AF_INET6, raw)
-        if ip.startswith("::ffff:") and "." in ip:
-            ip = ip[len("::ffff:") :]
-    return ip, int(hexport, 16)
-
-
-def _plain(addr: tuple[str, int]) -> tuple[str, int]:
-    ip = addr[0]
-    return (ip[len("::ffff:") :] if ip.startswith("::ffff:") and "." in ip else ip), addr[1]
+        forms = [socket.inet_pton(socket.AF_INET6, ip)]
+    out = []
+    for form in forms:
+        words = struct.unpack(f"={len(form) // 4}I", form)
+        out.append("".join(f"{w:08X}" for w in words) + f":{port:04X}")
+    return out
 
 
 def server_side(local: tuple[str, int], remote: tuple[str, int]) -> tuple[str, int] | None:
     """(state, inode) of the socket whose local address is REMOTE (the server's end) and remote
     address is LOCAL (our end); the inode is 0 until it is accepted. None when there is none."""
-    want_local, want_remote = _plain(remote), _plain(local)
+    server_ends, client_ends = _hex(*remote), _hex(*local)
     for table in TCP_TABLES:
         try:
-            lines = table.read_text(encoding="ascii").splitlines()[1:]
+            text = table.read_text(encoding="ascii")
         except OSError:
             continue
-        for line in lines:
-            f = line.split()
-            if len(f) >= 10 and _addr(f[1]) == want_local and _addr(f[2]) == want_remote:
-                return f[3], int(f[9])
+        for server_end, client_end in zip(server_ends, client_ends, strict=True):
+            pair = f" {server_end} {client_end} "
+            at = text.find(pair)
+            if at >= 0:
+                f = text[at : text.find("\n", at)].split()
+                return f[2], int(f[8])
     return None
 
 
@@ -136,8 +135,41 @@ def process_name(pid: int) -> str:
         return "gone"
 
 
-def check_peer(sock: socket.socket, tree_root: int, accept_wait: float = ACCEPT_WAIT_SECS) -> Peer:
-    """Who accepted SOCK's connection: owned when a process of TREE_ROOT's tree holds it."""
+def start_time(pid: int) -> str | None:
+    """The process's start time (field 22 of /proc/<pid>/stat): with the pid, names it for good."""
+    try:
+        stat = (PROC / str(pid) / "stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+class Tree:
+    """The backend's process tree, remembering the processes it has seen holding its connections:
+    a process once in the tree stays the tree's (an agent cannot make its own processes children of
+    the backend), and its start time tells it from a later process with the same pid."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self._known: dict[int, str] = {}
+
+    def holds(self, inode: int) -> bool:
+        for pid, started in list(self._known.items()):
+            if holds(pid, inode):
+                if start_time(pid) == started:
+                    return True
+                self._known.pop(pid, None)  # gone, and its pid reused
+        for pid in process_tree(self.root):
+            if pid not in self._known and holds(pid, inode):
+                started = start_time(pid)
+                if started is not None:
+                    self._known[pid] = started
+                return True
+        return False
+
+
+def check_peer(sock: socket.socket, tree: Tree, accept_wait: float = ACCEPT_WAIT_SECS) -> Peer:
+    """Who accepted SOCK's connection: owned when a process of TREE holds it."""
     local, remote = sock.getsockname()[:2], sock.getpeername()[:2]
     deadline = time.monotonic() + accept_wait
     delay = 0.0005
@@ -152,6 +184,6 @@ def check_peer(sock: socket.socket, tree_root: int, accept_wait: float = ACCEPT_
         delay = min(delay * 2, 0.05)
     for pause in (0.0, *FD_RECHECKS_SECS):
         time.sleep(pause)
-        if any(holds(pid, inode) for pid in process_tree(tree_root)):
+        if tree.holds(inode):
             return Peer(inode, True)
     return Peer(inode, False)
