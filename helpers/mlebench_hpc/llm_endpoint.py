@@ -287,7 +287,7 @@ def llm_ready_cmd(
         elapsed = wait_llm_ready(url, model, timeout, key, job or None, pid, whose)
         if env_file is not None:
             lines = {"LLM_BASE_URL": url, "LLM_MODEL": model} | ({"LLM_API_KEY": key} if key else {})
-            write_env_file(env_file, lines)
+            write_env_file(env_file, lines, quote=False)
     except BaseException:
         if key_file is not None:
             key_file.unlink(missing_ok=True)

@@ -62,9 +62,11 @@ def check_plain(name: str, value: str) -> None:
         )
 
 
-def write_env_file(path: Path, values: dict[str, str]) -> None:
-    """KEY=value lines, mode 0600, atomically; values quoted for a shell reader (apptainer)."""
-    text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
+def write_env_file(path: Path, values: dict[str, str], quote: bool = True) -> None:
+    """KEY=value lines, mode 0600, atomically. QUOTE: for shell readers only (the backend's file:
+    bash or apptainer source it); the agent's lines are plain (check_plain) and stay unquoted, as the
+    no-container path reads them verbatim."""
+    text = "".join(f"{k}={shlex.quote(v) if quote else v}\n" for k, v in values.items())
     write_atomic(path, text.encode(), 0o600)
 
 

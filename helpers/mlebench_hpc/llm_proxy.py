@@ -196,6 +196,7 @@ class Backend:
             except (BackendUnavailable, OSError, http.client.HTTPException) as exc:
                 reason = f"{type(exc).__name__}: {str(exc)[:200]}"
             if reason is None:
+                self._warn_if_open(model)
                 return time.monotonic() - start
             last = reason
             now = time.monotonic()
@@ -209,6 +210,23 @@ class Backend:
             stop.wait(min(delay, deadline - now))
             delay = min(delay * 2, 5.0)
         raise HelperError("stopped before the LLM server was ready")
+
+    def _warn_if_open(self, model: str) -> None:
+        """The backend should refuse requests without the server's key: else any process on the node
+        can use it directly, past the proxy's per-run keys."""
+        try:
+            with self.connect() as sock:
+                sock.settimeout(10)
+                sock.sendall(f"GET /v1/models HTTP/1.0\r\nHost: {BACKEND_HOST}:{self.port}\r\n\r\n".encode())
+                status = sock.recv(64).split(b" ", 2)[1:2]
+        except (BackendUnavailable, OSError, IndexError):
+            return
+        if status == [b"200"]:
+            self.log(
+                f"warning: the LLM server answers /v1/models without its key, so any process on this node "
+                f"can use {model} directly: give LLM_CMD the key (vLLM reads VLLM_API_KEY, llama.cpp "
+                'LLAMA_API_KEY; else --api-key "$LLM_API_KEY")'
+            )
 
 
 def _error(status: int, message: str, kind: str) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -298,6 +316,10 @@ class ProxyApp:
             return self.backend.request(method, target, _forwarded_headers(environ), body)
         except BackendUnavailable as exc:
             raise _Refused(_error(502, f"the LLM server cannot be reached: {exc}", "server_error")) from None
+        except ValueError:  # a header http.client will not send
+            raise _Refused(
+                _error(400, "a request header cannot be forwarded", "invalid_request_error")
+            ) from None
         except (OSError, http.client.HTTPException) as exc:
             raise _Refused(
                 _error(502, f"the LLM server failed the request: {type(exc).__name__}", "server_error")

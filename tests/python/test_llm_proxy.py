@@ -85,14 +85,16 @@ class Proxy:
         return requests.post(f"{self.url}/chat/completions", headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
 
 
-def start_backend(tmp: Path, reuse_port: bool = True) -> Backend:
-    """The stand-in on 127.0.0.1 with the server's key from `llm-proxy backend-env`."""
+def start_backend(tmp: Path, reuse_port: bool = True, keyed: bool = True) -> Backend:
+    """The stand-in on 127.0.0.1 with the server's key from `llm-proxy backend-env` (KEYED: it
+    requires it)."""
     env_file, key_file = tmp / "backend.env", tmp / "server.key"
     subprocess.run([CLI, "llm-proxy", "backend-env", str(env_file), "--key-out", str(key_file)], check=True)
     port, log = free_port(), tmp / "backend.jsonl"
     args = [sys.executable, str(STANDIN), "--model", MODEL, "--port", str(port), "--log", str(log)]
     args += ["--reuse-port"] if reuse_port else []
-    env = {**os.environ, "LLM_API_KEY": read_api_key(key_file)}
+    env = {k: v for k, v in os.environ.items() if k not in ("LLM_API_KEY", "STANDIN_API_KEY")}
+    env |= {"LLM_API_KEY": read_api_key(key_file)} if keyed else {}
     proc = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while True:
@@ -349,3 +351,18 @@ def test_backend_env_one_key_reader_leading_blank_line(tmp_path: Path) -> None:
     key.chmod(0o644)
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 2 and f"chmod 600 {key}" in res.stderr and len(res.stderr.splitlines()) == 1
+
+
+def test_a_backend_that_takes_requests_without_its_key_is_reported(tmp_path: Path) -> None:
+    backend = start_backend(tmp_path, keyed=False)  # an LLM_CMD that ignores the key
+    try:
+        proxy = start_proxy(tmp_path, backend.port, backend.proc.pid, backend.key_file)
+        stop(proxy.proc)
+    finally:
+        stop(backend.proc)
+    assert "warning: the LLM server answers /v1/models without its key" in proxy.stderr.read_text()
+
+
+def test_control_a_backend_that_checks_its_key_is_not_reported(proxy: Proxy) -> None:
+    err = proxy.stderr.read_text()
+    assert "ready after" in err and "without its key" not in err
