@@ -192,7 +192,12 @@ class Backend:
                     text = resp.read(4 * MIB).decode("utf-8", "replace")
                 finally:
                     conn.close()
-                reason = models_verdict(resp.status, text, url, model, keyed=True, whose="the proxy's")
+                if resp.status in (401, 403):
+                    raise HelperError(
+                        f"the LLM server refused its own key (HTTP {resp.status}): LLM_CMD must take it from "
+                        "LLM_API_KEY (vLLM reads VLLM_API_KEY, llama.cpp LLAMA_API_KEY), not from elsewhere"
+                    )
+                reason = models_verdict(resp.status, text, url, model, keyed=True)
             except (BackendUnavailable, OSError, http.client.HTTPException) as exc:
                 reason = f"{type(exc).__name__}: {str(exc)[:200]}"
             if reason is None:

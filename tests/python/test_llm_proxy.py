@@ -366,3 +366,27 @@ def test_a_backend_that_takes_requests_without_its_key_is_reported(tmp_path: Pat
 def test_control_a_backend_that_checks_its_key_is_not_reported(proxy: Proxy) -> None:
     err = proxy.stderr.read_text()
     assert "ready after" in err and "without its key" not in err
+
+
+def test_a_backend_that_wants_another_key_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    key_file = tmp_path / "server.key"
+    subprocess.run(
+        [CLI, "llm-proxy", "backend-env", str(tmp_path / "b.env"), "--key-out", str(key_file)], check=True
+    )
+    port = free_port()
+    env = {**os.environ, "LLM_API_KEY": "not-the-servers-key"}  # an LLM_CMD with a key of its own
+    backend = subprocess.Popen(
+        [sys.executable, str(STANDIN), "--model", MODEL, "--port", str(port)],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        args = [CLI, "llm-proxy", "serve", "--model", MODEL, "--backend-port", str(port), "--backend-pid"]
+        args += [str(backend.pid), "--server-key-file", str(key_file), "--state-dir", str(tmp_path / "s")]
+        res = subprocess.run(args + ["--timeout", "20"], capture_output=True, text=True, timeout=60)
+    finally:
+        stop(backend)
+    errors = [line for line in res.stderr.splitlines() if "error" in line.lower()]
+    assert res.returncode == 2 and len(errors) == 1, res.stderr
+    assert "refused its own key (HTTP 401): LLM_CMD must take it from LLM_API_KEY" in errors[0]
+    assert not (tmp_path / "s" / "url").exists()
