@@ -219,14 +219,19 @@ class Backend:
     def _warn_if_open(self, model: str) -> None:
         """The backend should refuse requests without the server's key: else any process on the node
         can use it directly, past the proxy's per-run keys."""
+        conn = http.client.HTTPConnection(BACKEND_HOST, self.port, timeout=10)
         try:
-            with self.connect() as sock:
-                sock.settimeout(10)
-                sock.sendall(f"GET /v1/models HTTP/1.0\r\nHost: {BACKEND_HOST}:{self.port}\r\n\r\n".encode())
-                status = sock.recv(64).split(b" ", 2)[1:2]
-        except (BackendUnavailable, OSError, IndexError):
+            conn.sock = self.connect()
+            conn.sock.settimeout(10)
+            conn.request("GET", "/v1/models", headers={"Connection": "close"})
+            resp = conn.getresponse()
+            resp.read(4 * MIB)  # all of it: a server whose answer is cut off logs a reset
+            status = resp.status
+        except (BackendUnavailable, OSError, http.client.HTTPException):
             return
-        if status == [b"200"]:
+        finally:
+            conn.close()
+        if status == 200:
             self.log(
                 f"warning: the LLM server answers /v1/models without its key, so any process on this node "
                 f"can use {model} directly: give LLM_CMD the key (vLLM reads VLLM_API_KEY, llama.cpp "
