@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The static integrity checker every agent run uses (scripts_hpc/build_checker.sh)
+CHECKER := $(VENV)/libexec/mlebench-hpc/integrity-check
 
 RUN      ?=
 DATA_DIR ?=
@@ -37,9 +39,12 @@ $(PD22_STAMP): pyproject.toml
 	$(PD22)/bin/pip install -q -e .
 	touch $@
 
-install: $(STAMP) ## create .venv with the package and its test tools (idempotent)
+$(CHECKER): environment/integrity_check.c scripts_hpc/build_checker.sh | $(STAMP)
+	bash scripts_hpc/build_checker.sh --out $@ --python $(BIN)/python
 
-test: $(STAMP) $(PD22_STAMP) ## install what is needed (and, as root, bring up the local Slurm + Apptainer), run every test
+install: $(STAMP) $(CHECKER) ## create .venv with the package, the integrity checker and the test tools (idempotent)
+
+test: $(STAMP) $(CHECKER) $(PD22_STAMP) ## install what is needed (and, as root, bring up the local Slurm + Apptainer), run every test
 	bash tests/run_all.sh
 
 test-python: $(STAMP) ## pytest only
@@ -51,14 +56,14 @@ test-bats: $(STAMP) ## bats only
 lint: $(STAMP) ## shellcheck + ruff
 	bash tests/lint.sh
 
-demo: $(STAMP) ## run the heterogeneous job on a demo competition (Slurm + Apptainer when present)
+demo: $(STAMP) $(CHECKER) ## run the heterogeneous job on a demo competition (Slurm + Apptainer when present)
 	bash scripts_hpc/demo.sh
 
 grade: $(STAMP) ## grade a run or run group: make grade RUN=dir [DATA_DIR=dir]
 	@[ -n "$(RUN)" ] || { echo "usage: make grade RUN=<run dir or group dir> [DATA_DIR=<dir>]" >&2; exit 2; }
 	$(BIN)/mlebench-hpc grade "$(RUN)" $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
 
-sif: $(STAMP) ## build images: make sif [AGENT=dummy|aide] [LLM=vllm] [BUILDER=auto|docker|apptainer] [FORCE=1]
+sif: $(STAMP) $(CHECKER) ## build images: make sif [AGENT=dummy|aide] [LLM=vllm] [BUILDER=auto|docker|apptainer] [FORCE=1]
 	bash scripts_hpc/build_images.sh --agent "$(AGENT)" --builder "$(BUILDER)" $(if $(filter 1,$(FORCE)),--force) \
 		$(if $(LLM),--llm "$(LLM)")
 

@@ -33,19 +33,23 @@ job=$(mh_job_id)
 # one line and exit 2 (lib/llm.sh). The key is withdrawn when the run ends, however it ends.
 mh_llm_check_endpoint "${comp}_$job" "$MH_STATE_BASE/${comp}_$job/llm.env"
 trap mh_llm_release EXIT
-# Find the server, wait until it serves $comp and takes the run's token, make the run dir, record
-# the start, write the overlays: one Python start (`run start`), its values as shell assignments.
+# Host-only: the state dir of this run holds the agent's env file (its variant's env vars and
+# secrets, the token, the LLM endpoint).
+MH_RUN_STATE=$MH_STATE_BASE/${comp}_$job
+mkdir -p "$MH_RUN_STATE"
+# The agent variant (AGENT_ID), the server, the run dir with a fresh /home/agent, the start record,
+# the overlays: one Python start (`run start`), its values as shell assignments.
 start_out=$("$MH_CLI" run start "$comp" "$spec" --job "$job" --runtime "$MH_RUNTIME" \
+    --env-file "$MH_RUN_STATE/agent.env" \
     ${MH_GRADING_JOB:+--grading-job "$MH_GRADING_JOB"} ${MH_GRADING_PID:+--grading-pid "$MH_GRADING_PID"} \
     ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}) || exit 2
 eval "$start_out"
 run=$MH_RUN
-mh_log "run directory: $run"
+mh_log "run directory: $run (agent ${AGENT_ID}: ${MH_AGENT_ARGV[*]})"
 mh_llm_meta "$run"
-# Host-only: the state dir of this run holds the agent's env file (token, API keys).
-MH_RUN_STATE=$MH_STATE_BASE/${comp}_$job
-mkdir -p "$MH_RUN_STATE"
-mh_agent_env_file "$MH_RUN_STATE/agent.env" "$MH_TOKEN_FILE"
+mh_agent_env_file "$MH_RUN_STATE/agent.env"
+# The variant's budget (its env_vars TIME_LIMIT_SECS and STEP_LIMIT, else the config's), cut below.
+TIME_LIMIT_SECS=$MH_TIME_LIMIT STEP_LIMIT=$MH_STEP_LIMIT
 
 mh_agent_budget "$MH_USED_BEFORE" "$MH_SLURM_LEFT"
 if (( MH_AGENT_SECS <= 0 )); then

@@ -4,7 +4,14 @@
 # whether it is valid through validate_submission.sh (the overlay-rewritten copy), records the
 # verdict in logs/, leaves a file in code/ and logs/, and exits 0 only when the server said valid.
 # AGENT_HOME (default /home) prefixes every path, so it also runs without a container.
+# `start.sh --run CMD` (an argparse kwarg `run: CMD` of a variant) runs CMD with bash instead: the
+# tests' attack and fault agents are variants of this one (tests/bats/helpers.bash: probe_variant).
 set -euo pipefail
+if [[ ${1:-} == --run ]]; then
+    [[ $# == 2 ]] || { echo "usage: start.sh [--run COMMAND]" >&2; exit 2; }
+    exec bash -c "$2"
+fi
+(( $# == 0 )) || { echo "start.sh: unknown arguments '$*' (usage: start.sh [--run COMMAND])" >&2; exit 2; }
 
 HOME_DIR=${AGENT_HOME:-/home}
 DATA=$HOME_DIR/data
@@ -28,6 +35,8 @@ cat >"$CODE/solution.sh" <<CODE
 cp "\$AGENT_HOME/data/sample_submission.csv" "\$AGENT_HOME/submission/submission.csv"
 CODE
 
+# /home/agent is the run's own writable copy, as upstream's dummy checks (touch $AGENT_DIR/...)
+echo "$COMPETITION_ID" >"${AGENT_DIR:-$HOME_DIR/agent}/agent_was_here.txt"
 log "validating with $VALIDATE"
 rc=0
 bash "$VALIDATE" "$SUBMISSION" >"$VERDICT.tmp" 2>>"$LOGS/dummy_agent.log" || rc=$?

@@ -45,7 +45,9 @@ SETTINGS: tuple[Setting, ...] = (
         "IMAGE_DIR", "$HOME/.cache/mlebench-hpc/images", "where `make sif` puts the images", env_wins=True
     ),
     Setting("GRADING_SIF", "${IMAGE_DIR}/mlebench-grading.sif", "the grading image jobs run"),
-    Setting("AGENT_SIF", "${IMAGE_DIR}/agent-dummy.sif", "the agent image jobs run"),
+    Setting(
+        "AGENT_SIF", "", "the agent image jobs run; empty: IMAGE_DIR/agent-<name>.sif of AGENT_ID's agent"
+    ),
     Setting(
         "BASE_IMAGE",
         "",
@@ -59,8 +61,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STEP_LIMIT", "500", "the agent's step limit (upstream's name)"),
     Setting("TIME_MARGIN_SECS", "300", "the agent ends this long before Slurm's time limit"),
     Setting("MLEBENCH_DIR", "", "a user's upstream mle-bench checkout (optional)"),
-    Setting("AGENT_CMD", "/home/agent/start.sh", "the agent's command line inside its image"),
-    Setting("AGENT_ENV_FILE", "", "API keys for the agent: KEY=value lines, mode 0600"),
+    Setting(
+        "AGENTS_DIR",
+        "",
+        "agents in upstream MLE-bench's format (<name>/config.yaml); empty: $MLEBENCH_DIR/agents when "
+        "MLEBENCH_DIR is set, else this project's agents/",
+    ),
+    Setting("AGENT_ID", "dummy", "the agent variant jobs run: an id of a config.yaml under AGENTS_DIR"),
+    Setting("AGENT_ENV_FILE", "", "the agent's secrets (${{ secrets.NAME }}): NAME=value lines, mode 0600"),
     Setting("SCRATCH_DIR", "", "host dir for the agent's scratch (per run below it); empty: RUN/.scratch"),
     Setting("APPTAINER_EXTRA_FLAGS", "", "extra flags for every apptainer exec"),
     Setting("GRADING_IDLE_TIMEOUT", "0", "the grading server stops after this many idle seconds (0: never)"),
@@ -240,7 +248,28 @@ def resolve(path: Path | None) -> dict[str, str]:
             out[s.key] = s.default
         else:
             out[s.key] = _expand(s.default, out, f"default of {s.key}", first=True)
+    if not out["AGENTS_DIR"]:
+        from mlebench_hpc.agents import default_agents_dir
+
+        out["AGENTS_DIR"] = str(default_agents_dir(out["MLEBENCH_DIR"], checkout()))
     return out
+
+
+def checkout() -> Path:
+    """This project's checkout: $MH_ROOT (set by the bash library), else where this file lies."""
+    root = os.environ.get("MH_ROOT")
+    return Path(root) if root else Path(__file__).resolve().parents[2]
+
+
+def agent_sif(values: dict[str, str]) -> str:
+    """AGENT_SIF, or when it is empty the image `make sif` builds for AGENT_ID's agent
+    (IMAGE_DIR/agent-<name>.sif). Raises HelperError (one line) for an id that is not found."""
+    if values.get("AGENT_SIF"):
+        return values["AGENT_SIF"]
+    from mlebench_hpc.agents import resolve as resolve_agent
+
+    agent = resolve_agent(values["AGENT_ID"], Path(values["AGENTS_DIR"]))
+    return str(Path(values["IMAGE_DIR"]) / f"agent-{agent.name}.sif")
 
 
 def config_value(key: str, config_path: str | None = None) -> str | None:
@@ -315,11 +344,32 @@ def llm_problems(values: dict[str, str], path: Path) -> list[str]:
     return problems
 
 
+def agent_problems(values: dict[str, str]) -> list[str]:
+    """AGENT_ID resolves under AGENTS_DIR, is not privileged, and AGENT_ENV_FILE holds every secret it
+    names (checked before anything is submitted or started). Fills AGENT_SIF when it was empty."""
+    from mlebench_hpc.agents import env_lines
+    from mlebench_hpc.agents import resolve as resolve_agent
+    from mlebench_hpc.errors import HelperError
+
+    try:
+        agent = resolve_agent(values["AGENT_ID"], Path(values["AGENTS_DIR"]))
+        values["AGENT_SIF"] = agent_sif(values)
+        env_file = values.get("AGENT_ENV_FILE")
+        env_lines(agent, Path(env_file) if env_file else None, {})
+    except HelperError as exc:
+        return [str(exc)]
+    return []
+
+
 def problems_with(
     values: dict[str, str], path: Path, need: tuple[str, ...], competitions: tuple[str, ...]
 ) -> list[str]:
     problems: list[str] = []
+    if "AGENT_SIF" in need or "AGENT_ID" in need:
+        problems += agent_problems(values)
     for key in need:
+        if key == "AGENT_ID":
+            continue
         value = values.get(key, "")
         if not value:
             problems.append(f"{key} is empty in {path}: set it")

@@ -1,13 +1,16 @@
 """`mlebench-hpc overlay`: rewritten copies of the agent image's files that hard-code the
 upstream grading server (`http://localhost:5000`), to bind read-only over the originals.
 
-Files are found in the image (one `apptainer exec --contain --cleanenv --no-home` running sh:
-the known upstream paths plus a grep of /home/agent and /home/*.txt, /home/*.sh) or, with
---from-dir, in a host directory laid out like the image's root. Contents are handled as bytes
-(NUL bytes and non-UTF-8 survive), mode bits are kept (minus setuid/setgid), and the output is
-a mirrored tree under --out plus `overlays.tsv` (host_file TAB container_path), which the bash
-library turns into `--bind host:container:ro`. The originals are always the source, so a re-run
-writes identical files; files are only replaced when their content or mode changes.
+Files are found in the image by reading the SIF file itself (sif_image.py: nothing of the image
+runs, on the host or anywhere else), or, with --from-dir, in a host directory laid out like the
+image's root: the known upstream paths plus /home/*.txt, /home/*.sh and everything below
+/home/agent. What the image holds is data: every path is checked (absolute, normalized, printable,
+below /home or a --paths root), the scan is bounded in files and bytes, and nothing is written
+outside --out. Contents are handled as bytes (NUL bytes and non-UTF-8 survive), mode bits are kept
+(minus setuid/setgid), and the output is a mirrored tree under --out plus `overlays.tsv` (host_file
+TAB container_path), which the bash library turns into `--bind host:container:ro`. The originals
+are always the source, so a re-run writes identical files; files are only replaced when their
+content or mode changes.
 
 /home/validate_submission.sh also learns to send the run's grading token: upstream's script calls
 curl without it and the server answers 401 (see `add_token`).
@@ -15,11 +18,9 @@ curl without it and the server answers 401 (see `add_token`).
 
 from __future__ import annotations
 
+import fnmatch
 import os
-import shlex
-import shutil
 import stat
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.discovery import normalize_url
 from mlebench_hpc.errors import HelperError
 from mlebench_hpc.grading_token import TOKEN_ENV
+from mlebench_hpc.sif_image import Entry, ImageError, SifImage, check_path
 
 KNOWN_PATHS: tuple[str, ...] = (
     "/home/instructions.txt",
@@ -48,7 +50,14 @@ CURL_WITH_TOKEN = (
     b'curl() { if [ -n "${GRADING_SERVER_TOKEN:-}" ]; then '
     b'command curl -H "X-Grading-Token: ${GRADING_SERVER_TOKEN}" "$@"; else command curl "$@"; fi; }\n'
 )
-EXEC_TIMEOUT = 600.0
+# Bounds of a scan: the files that mention the address are instructions and scripts, small ones.
+MAX_SCAN_FILES = 50_000
+MAX_SCAN_BYTES = 512 * 1024 * 1024
+MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_FOUND = 200
+MAX_NOTES = 20
+# Container paths an overlay may sit at: below /home (where upstream's files are) or a --paths root.
+ALLOWED_ROOTS: tuple[str, ...] = ("/home",)
 # Compiled files break when a string changes length; Python recompiles .pyc from the rewritten
 # .py (its mtime and size change), so those are skipped with a note instead of corrupted.
 _BINARY_MAGIC: tuple[bytes, ...] = (b"\x7fELF",)
@@ -131,83 +140,55 @@ def scan_dir(root: Path, extra: tuple[str, ...]) -> list[Found]:
     return list(found.values())
 
 
-# One exec: list the candidates, keep those that mention the address, then stream
-# "mode size path\0" + the bytes of each. GNU grep matches past NUL bytes in one bulk call;
-# other greps (busybox) stop a line at a NUL, so there each file goes through tr first.
-_SCAN_SCRIPT = r"""
-set -u
-cands() {
-  for p in "$@" @GLOBS@; do
-    if [ -f "$p" ]; then printf '%s\n' "$p"
-    elif [ -d "$p" ]; then find "$p" -type f 2>/dev/null
-    fi
-  done
-}
-E1=localhost:5000 E2=127.0.0.1:5000
-if grep --version 2>/dev/null | grep -q GNU; then
-  matches() { cands "$@" | tr '\n' '\000' | xargs -0 -r grep -lF -e "$E1" -e "$E2" -- 2>/dev/null; }
-else
-  matches() {
-    cands "$@" | while IFS= read -r f; do
-      tr '\000' '\n' < "$f" 2>/dev/null | grep -qF -e "$E1" -e "$E2" && printf '%s\n' "$f"
-    done
-  }
-fi
-matches "$@" | while IFS= read -r f; do
-  printf '%s %s %s\0' "$(stat -L -c %a -- "$f")" "$(wc -c < "$f" | tr -d ' ')" "$f"
-  cat -- "$f"
-done
-"""
-
-
-def scan_image(apptainer: str, image: Path, extra: tuple[str, ...]) -> list[Found]:
-    """Find the files in the image: the same rules as scan_dir, run inside the container."""
-    # the globs are expanded by the container's sh: unquoted on purpose
-    script = _SCAN_SCRIPT.replace("@GLOBS@", " ".join(SCAN_GLOBS))
-    argv = [
-        apptainer,
-        "exec",
-        "--contain",
-        "--cleanenv",
-        "--no-home",
-        str(image),
-        "sh",
-        "-c",
-        script,
-        "overlay-scan",
-        *KNOWN_PATHS,
-        *SCAN_DIRS,
-        *extra,
-    ]
-    try:
-        proc = subprocess.run(argv, capture_output=True, timeout=EXEC_TIMEOUT, check=False)
-    except FileNotFoundError:
-        raise HelperError(
-            f"apptainer not found ({apptainer}): install it, pass --apptainer BIN, "
-            "or scan a directory with --from-dir"
-        ) from None
-    except subprocess.TimeoutExpired:
-        raise HelperError(f"scanning {image} took over {EXEC_TIMEOUT:.0f}s: {shlex.join(argv[:6])}") from None
-    if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise HelperError(f"scanning {image} failed (exit {proc.returncode}): {err[-1] if err else ''}")
-    return parse_stream(proc.stdout)
-
-
-def parse_stream(buf: bytes) -> list[Found]:
+def scan_image(image: Path, extra: tuple[str, ...]) -> list[Found]:
+    """Find the files in the agent SIF by the same rules as scan_dir, read from the image file itself
+    (sif_image.py), never by running anything of the image; bounded in files and bytes."""
     found: dict[str, Found] = {}
-    pos = 0
-    while pos < len(buf):
-        nul = buf.index(b"\0", pos)
-        mode_s, size_s, path_b = buf[pos:nul].split(b" ", 2)
-        size = int(size_s)
-        data = buf[nul + 1 : nul + 1 + size]
-        if len(data) != size:
-            raise HelperError(f"truncated scan output for {path_b.decode(errors='replace')}")
-        path = os.path.normpath(path_b.decode("utf-8", "surrogateescape"))
-        found.setdefault(path, Found(path, int(mode_s, 8) & 0o7777, data))
-        pos = nul + 1 + size
+    notes: list[str] = []
+    with SifImage(image) as img:
+        candidates: list[Entry] = []
+        for path in KNOWN_PATHS:
+            entry = img.lookup(path)
+            if entry is not None:
+                candidates.append(entry)
+        for entry in img.listdir("/home"):
+            if entry.kind == "file" and any(fnmatch.fnmatchcase(entry.path, g) for g in SCAN_GLOBS):
+                candidates.append(entry)
+        for top in (*SCAN_DIRS, *extra):
+            try:
+                candidates += list(img.walk(top, MAX_SCAN_FILES))
+            except ImageError as exc:
+                notes.append(f"{exc}: the files beyond are not rewritten")
+        read_bytes = 0
+        for entry in candidates:
+            if entry.kind != "file" or entry.path in found:
+                continue
+            if entry.size > MAX_FILE_BYTES:
+                continue  # instructions and scripts are small; a big file is not one of them
+            if read_bytes + entry.size > MAX_SCAN_BYTES:
+                notes.append(
+                    f"stopped after {read_bytes} bytes ({MAX_SCAN_BYTES} at most): the rest not scanned"
+                )
+                break
+            data = img.read(entry.path, MAX_FILE_BYTES)
+            read_bytes += len(data)
+            if _mentions(data):
+                found[entry.path] = Found(entry.path, entry.mode, data)
+        notes += img.refused
+    for note in notes[:MAX_NOTES]:
+        click.echo(f"overlay: {note}", err=True)
+    if len(notes) > MAX_NOTES:
+        click.echo(f"overlay: ... and {len(notes) - MAX_NOTES} more notes like these", err=True)
     return list(found.values())
+
+
+def container_path(path: str, roots: tuple[str, ...]) -> str:
+    """PATH if it is a plain absolute path (sif_image.check_path) at or below one of ROOTS; else
+    HelperError. What an image holds decides where an overlay is written and bound: never trusted."""
+    check_path(path)
+    if not any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots):
+        raise HelperError(f"{path!r} is not below {', '.join(roots)}: refused")
+    return path
 
 
 # ------------------------------------------------------------------------------- writing
@@ -221,10 +202,20 @@ def _write_if_changed(path: Path, data: bytes, mode: int) -> None:
     write_atomic(path, data, mode)
 
 
-def select(found: list[Found]) -> list[Found]:
+def select(found: list[Found], roots: tuple[str, ...] = ALLOWED_ROOTS) -> list[Found]:
     """The files to overlay, in a stable order; the others are named on stderr."""
     keep: list[Found] = []
+    if len(found) > MAX_FOUND:
+        raise HelperError(
+            f"{len(found)} files of the image mention localhost:5000, more than {MAX_FOUND}: refused "
+            "(an MLE-bench agent has a handful)"
+        )
     for item in sorted(found, key=lambda f: f.path):
+        try:
+            container_path(item.path, roots)
+        except HelperError as exc:
+            click.echo(f"overlay: not rewriting {ascii(item.path)}: {exc}", err=True)
+            continue
         reason = _skip_reason(item.path, item.data)
         if reason is None and not _bindable(item.path):
             reason = "its path cannot be bound (contains ':', ',', TAB or newline)"
@@ -235,12 +226,33 @@ def select(found: list[Found]) -> list[Found]:
     return keep
 
 
+def _confined(out: Path, ctr: str) -> Path:
+    """OUT/<ctr without its leading />, its directories made below OUT; no component of it may be a
+    link or anything but a directory, so no write can land outside OUT."""
+    parts = check_path(ctr)[1:].split("/")
+    cur = out
+    for part in parts[:-1]:
+        cur = cur / part
+        try:
+            st = cur.lstat()
+        except FileNotFoundError:
+            cur.mkdir(mode=0o755)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise HelperError(f"{cur} is not a plain directory: refusing to write an overlay through it")
+    target = cur / parts[-1]
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        raise HelperError(f"{target} is not a plain file: refusing to write an overlay over it")
+    return target
+
+
 def write_overlays(found: list[Found], url: str, out: Path) -> tuple[Path, list[tuple[Path, str]]]:
+    out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()
     manifest = out / MANIFEST
     entries: list[tuple[Path, str]] = []
     for item in found:
-        host = out / item.path.lstrip("/")
+        host = _confined(out, item.path)
         data = rewrite(item.data, url)
         if item.path == VALIDATE_SCRIPT:
             data = add_token(data)
@@ -254,7 +266,7 @@ def write_overlays(found: list[Found], url: str, out: Path) -> tuple[Path, list[
         keep = {str(h) for h, _ in entries}
         for line in manifest.read_text().splitlines():
             old = line.split("\t", 1)[0]
-            if old and old not in keep and Path(old).is_relative_to(out):
+            if old and old not in keep and Path(old).is_relative_to(out) and not Path(old).is_symlink():
                 Path(old).unlink(missing_ok=True)
     text = "".join(f"{h}\t{c}\n" for h, c in entries)
     _write_if_changed(manifest, text.encode(), 0o644)
@@ -266,7 +278,6 @@ def make_overlays(
     from_dir: Path | None,
     url: str,
     out: Path,
-    apptainer: str | None = None,
     paths: tuple[str, ...] = (),
     allow_none: bool = False,
 ) -> tuple[Path, list[tuple[Path, str]]]:
@@ -278,12 +289,11 @@ def make_overlays(
     elif image is not None:
         if not image.is_file():
             raise HelperError(f"agent image {image} not found: build it with `make sif` or fix AGENT_SIF")
-        binary = apptainer or os.environ.get("APPTAINER") or shutil.which("apptainer") or "apptainer"
-        found = scan_image(binary, image, paths)
+        found = scan_image(image, paths)
         source = str(image)
     else:
         raise HelperError("nothing to scan: pass --image SIF (or --from-dir DIR)")
-    found = select(found)
+    found = select(found, (*ALLOWED_ROOTS, *paths))
     if not found and not allow_none:
         raise HelperError(
             f"no file in {source} mentions localhost:5000: an MLE-bench agent image normally "
@@ -302,7 +312,7 @@ def make_overlays(
     "image",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Agent SIF to scan (through apptainer exec).",
+    help="Agent SIF to scan (read as a file: nothing of it runs).",
 )
 @click.option(
     "--from-dir",
@@ -320,12 +330,6 @@ def make_overlays(
     help="Output directory (mirrored tree + overlays.tsv).",
 )
 @click.option(
-    "--apptainer",
-    "apptainer",
-    default=None,
-    help="apptainer binary (default: $APPTAINER, else apptainer on PATH).",
-)
-@click.option(
     "--paths", "paths", multiple=True, help="Extra container path (file or directory) to scan; repeatable."
 )
 @click.option("--allow-none", is_flag=True, help="Do not fail when no file mentions localhost:5000.")
@@ -334,7 +338,6 @@ def overlay_cmd(
     from_dir: Path | None,
     url: str,
     out: Path,
-    apptainer: str | None,
     paths: tuple[str, ...],
     allow_none: bool,
 ) -> None:
@@ -346,5 +349,5 @@ def overlay_cmd(
     for p in paths:
         if not p.startswith("/"):
             raise HelperError(f"--paths {p}: give an absolute path inside the container")
-    manifest, _ = make_overlays(image, from_dir, url, out, apptainer, paths, allow_none)
+    manifest, _ = make_overlays(image, from_dir, url, out, paths, allow_none)
     click.echo(str(manifest))

@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import sys
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,15 @@ import click
 
 from mlebench_hpc import slurm_query
 from mlebench_hpc.errors import HelperError
+from mlebench_hpc.grading_token import TOKEN_ENV
 from mlebench_hpc.run_metadata import fenced_update as record
 from mlebench_hpc.run_metadata import superseded_attempt, update_metadata_if
 from mlebench_hpc.run_status import EXITED, RunStatus
 from mlebench_hpc.runs import run_dir_name
 
 RUN_SUBDIRS = ("submission", "logs", "code", "overlay")
+# The run's copy of the image's /home/agent (agent_home.py), made fresh by each attempt
+AGENT_HOME_DIR = "agent"
 STDERR_TAIL_BYTES = 4096
 
 
@@ -69,18 +73,22 @@ def token_file_for(url: str, grading_job: str, comp: str, state_base: Path) -> P
     return None
 
 
-def stage_local_image(root: Path, checkout: Path, agent: str) -> None:
-    """No-container runs: lay out the files the agent image would hold under ROOT (its "/"), so the
-    same overlay code rewrites them."""
+def stage_local_image(root: Path, checkout: Path, agent_dir: Path) -> None:
+    """No-container runs: lay out the files the agent image would hold under ROOT (its "/"): the
+    environment's /home files and the agent's directory as its Dockerfile copies it to /home/agent,
+    so the same overlay code rewrites them. Made fresh by each attempt."""
     home = root / "home"
-    (home / "agent").mkdir(parents=True, exist_ok=True)
+    if root.exists():
+        shutil.rmtree(root)
+    home.mkdir(parents=True)
     for name in ("instructions.txt", "instructions_obfuscated.txt", "validate_submission.sh"):
         shutil.copy2(checkout / "environment" / name, home / name)
-    agent_dir = checkout / "agents" / agent
-    if agent_dir.is_dir():
-        for f in agent_dir.iterdir():
-            if f.is_file():
-                shutil.copy2(f, home / "agent" / f.name)
+    shutil.copytree(agent_dir, home / "agent", symlinks=True)
+
+
+def agent_argv_shell(argv: list[str]) -> str:
+    """MH_AGENT_ARGV=(...) for bash: the agent's command, every word quoted."""
+    return "MH_AGENT_ARGV=(" + " ".join(shlex.quote(a) for a in argv) + ")\n"
 
 
 @click.group("run")
@@ -99,6 +107,13 @@ def run_cmd() -> None:
 @click.option("--grading-job", default="", help="Grading job id to watch while waiting (hetjob under Slurm).")
 @click.option("--ready-timeout", type=click.FloatRange(min=0), default=300.0, show_default=True)
 @click.option("--attempt", type=click.IntRange(min=0), default=None)
+@click.option(
+    "--env-file",
+    "env_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The run's env file to write (mode 0600): the variant's env vars and secrets, the token.",
+)
 def start_cmd(
     competition: str,
     spec: str,
@@ -108,14 +123,26 @@ def start_cmd(
     grading_job: str,
     ready_timeout: float,
     attempt: int | None,
+    env_file: Path,
 ) -> None:
-    """Find the grading server (URL or auto:JOBID), wait until it serves COMPETITION and takes the
-    run's token, make the run directory, record the start, write the overlays. Prints shell
-    assignments: MH_URL, MH_RUN, MH_TOKEN_FILE, MH_USED_BEFORE, MH_SLURM_LEFT."""
+    """Resolve the agent variant (AGENT_ID), find the grading server (URL or auto:JOBID), wait until
+    it serves COMPETITION and takes the run's token, write the run's env file, make the run
+    directory with a fresh copy of the image's /home/agent, record the start, write the overlays.
+    Prints shell assignments: MH_URL, MH_RUN, MH_TOKEN_FILE, MH_USED_BEFORE, MH_SLURM_LEFT,
+    MH_TIME_LIMIT, MH_STEP_LIMIT and the array MH_AGENT_ARGV."""
+    from mlebench_hpc.agents import env_lines, write_env_file
+    from mlebench_hpc.agents import resolve as resolve_agent
     from mlebench_hpc.discovery import resolve_spec
     from mlebench_hpc.overlay import make_overlays
     from mlebench_hpc.readiness import check_token_file, wait_ready
 
+    # The agent first: a wrong id or a missing secret must stop the run before anything starts.
+    agent = resolve_agent(_env("AGENT_ID"), Path(_env("AGENTS_DIR")))
+    budget = {k: agent.env_vars.get(k) or _env(k) for k in ("TIME_LIMIT_SECS", "STEP_LIMIT")}
+    plain = {k: v for k, v in agent.env_vars.items() if k not in budget}  # those two: the cut budget
+    agent = replace(agent, env_vars=plain)
+    user_env = _env("AGENT_ENV_FILE")
+    env_lines(agent, Path(user_env) if user_env else None, {})
     state_base = Path(_env("MH_STATE_BASE"))
     url = resolve_spec(spec, competition, 600.0, state_base)
     if spec.startswith("auto:"):
@@ -131,6 +158,10 @@ def start_cmd(
     if token_file is not None:
         check_token_file(url, token_file)
     click.echo(f"wait-ready: {url} serves {competition}, ready after {elapsed:.2f}s", err=True)
+
+    token = token_file.read_text().splitlines()[0].strip() if token_file is not None else ""
+    extra = {TOKEN_ENV: token} if token else {}
+    write_env_file(env_file, env_lines(agent, Path(user_env) if user_env else None, extra))
 
     group = _env("MH_GROUP") or _env("RUN_GROUP")
     run = Path(_env("OUTPUT_BASE")) / group / run_dir_name(competition, job)
@@ -148,25 +179,34 @@ def start_cmd(
         "data_dir": _env("DATA_DIR"),
         "config": _env("MH_CONFIG"),
         "seed": _env("MH_SEED"),
-        "time_limit_secs": int(_env("TIME_LIMIT_SECS", "0") or 0),
+        "time_limit_secs": int(budget["TIME_LIMIT_SECS"] or 0),
         "start": now(),
         "status": RunStatus.RUNNING.value,
         "slurm_cluster": _env("SLURM_CLUSTER_NAME"),
         "network_access": "host network: the agent can reach whatever this node reaches",
+        **agent.record(),
+        "agent_argv": agent.argv(),
     }
+    if attempt is not None and superseded_attempt(read_metadata(run), attempt) is not None:
+        raise HelperError(f"{run} belongs to a later attempt of this task: this one stops")
     if runtime == "apptainer":
+        from mlebench_hpc.agent_home import copy_agent_dir
         from mlebench_hpc.run_metadata import sha256_file
 
         agent_sif, grading_sif = Path(_env("AGENT_SIF")), _env("GRADING_SIF")
         make_overlays(agent_sif, None, url, run / "overlay")
+        copied = copy_agent_dir(agent_sif, run / AGENT_HOME_DIR)
         started.update(
-            agent_sif=str(agent_sif), grading_sif=grading_sif, agent_sif_sha256=sha256_file(agent_sif)
+            agent_sif=str(agent_sif),
+            grading_sif=grading_sif,
+            agent_sif_sha256=sha256_file(agent_sif),
+            agent_home_copy=copied.record(),
         )
         if grading_sif and Path(grading_sif).is_file():
             started["grading_sif_sha256"] = sha256_file(Path(grading_sif))
     else:
         root = run / ".agent-root"
-        stage_local_image(root, Path(_env("MH_ROOT")), _env("AGENT_NAME") or "dummy")
+        stage_local_image(root, Path(_env("MH_ROOT")), agent.config_file.parent)
         make_overlays(None, root, url, run / "overlay")
     if not record(run, started, attempt):
         raise HelperError(f"{run} belongs to a later attempt of this task: this one stops")
@@ -180,8 +220,11 @@ def start_cmd(
                 "MH_TOKEN_FILE": str(token_file or ""),
                 "MH_USED_BEFORE": str(used),
                 "MH_SLURM_LEFT": left or "",
+                "MH_TIME_LIMIT": budget["TIME_LIMIT_SECS"],
+                "MH_STEP_LIMIT": budget["STEP_LIMIT"],
             }
         )
+        + agent_argv_shell(agent.argv())
     )
 
 
@@ -191,6 +234,12 @@ def start_cmd(
 @click.option("--no-container", is_flag=True, help="No container: record that there is no isolation.")
 @click.option("--output", "output", type=click.Path(dir_okay=False, path_type=Path), help="Checker stdout.")
 @click.option("--stderr", "stderr", type=click.Path(dir_okay=False, path_type=Path), help="Checker stderr.")
+@click.option(
+    "--checker",
+    "checker",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The checker binary that ran.",
+)
 @click.option("--rc", type=int, default=0, help="Checker exit code.")
 @click.option("--apptainer-version", default="unknown")
 @click.option("--url", default="", help="The grading server URL the agent gets.")
@@ -205,6 +254,7 @@ def check_cmd(
     no_container: bool,
     output: Path | None,
     stderr: Path | None,
+    checker: Path | None,
     rc: int,
     apptainer_version: str,
     url: str,
@@ -212,7 +262,7 @@ def check_cmd(
     binds: tuple[str, ...],
     attempt: int | None,
 ) -> None:
-    """Record the integrity check the agent's container ran (integrity_check.sh output) with the
+    """Record the integrity check the agent's container ran (the static checker's output) with the
     agent's flags and budget in RUN/metadata.json. Exit 0 when it passed, 1 when it did not."""
     updates: dict[str, Any] = {"agent_budget_secs": budget_secs, "apptainer_flags": list(flags)}
     if no_container:
@@ -226,11 +276,18 @@ def check_cmd(
             err = f.read()[-STDERR_TAIL_BYTES:]
     rec: dict[str, Any]
     try:
-        rec = json.loads(out.strip().splitlines()[-1])
+        lines = out.strip().splitlines()
+        if len(lines) != 1:  # the checker prints one line; nothing else runs in its container
+            raise ValueError(f"{len(lines)} lines where the checker prints one")
+        rec = json.loads(lines[0])
         if not isinstance(rec, dict) or "ok" not in rec:
             raise ValueError("no ok key")
     except (ValueError, IndexError) as exc:
         rec = {"ok": False, "error": f"checker exit {rc}, unreadable output ({exc}): see stderr_tail"}
+    if checker is not None and checker.is_file():
+        from mlebench_hpc.run_metadata import sha256_file
+
+        rec.update(checker_path=str(checker), checker_sha256=sha256_file(checker))
     rec.update(
         apptainer_version=apptainer_version,
         apptainer_flags=list(flags),

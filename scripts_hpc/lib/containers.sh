@@ -31,43 +31,53 @@ mh_grading_cmd() {
     fi
 }
 
-# Agent: public data read-only, the run's submission/logs/code writable, overlays read-only over
-# the image's localhost:5000 files, scratch on disk (--workdir: /tmp is not the 64 MiB tmpfs),
-# its own PID namespace, a clean environment and no host home. Fills MH_CMD and MH_BINDS.
-# Args: comp run_dir url
+# Agent: public data read-only, the run's submission/logs/code writable, its own copy of the
+# image's /home/agent writable (`run start` made it: RUN/agent), overlays read-only over the image's
+# localhost:5000 files, our entrypoint bound read-only from this checkout (the image needs nothing of
+# ours), scratch on disk (--workdir: /tmp is not the 64 MiB tmpfs), its own PID namespace, a clean
+# environment and no host home. The command is the variant's (MH_AGENT_ARGV from `run start`:
+# bash /home/agent/start.sh <kwargs>, as upstream runs it). Fills MH_CMD, MH_BINDS, MH_AGENT_FLAGS and
+# MH_AGENT_ENV_NAMES. Args: comp run_dir url
 mh_agent_cmd() {
-    local comp=$1 run=$2 url=$3 runtime host_file ctr_path
+    local comp=$1 run=$2 url=$3 runtime host_file ctr_path e
     runtime=$(mh_runtime)
+    ((${#MH_AGENT_ARGV[@]})) || mh_die "mh_agent_cmd: no agent command (MH_AGENT_ARGV from 'mlebench-hpc run start')"
     local envs=(COMPETITION_ID="$comp" TIME_LIMIT_SECS="$MH_AGENT_SECS" STEP_LIMIT="$STEP_LIMIT"
         GRADING_SERVER="$url")
+    MH_AGENT_ENV_NAMES=()
+    for e in "${envs[@]}"; do MH_AGENT_ENV_NAMES+=("${e%%=*}"); done
     if [[ $runtime == apptainer ]]; then
         local scratch
         scratch=$(mh_scratch_dir "$run")
         mkdir -p "$scratch"
+        # upstream's agents/.shared_env
+        envs+=(SUBMISSION_DIR=/home/submission LOGS_DIR=/home/logs CODE_DIR=/home/code AGENT_DIR=/home/agent)
+        MH_AGENT_ENV_NAMES+=(SUBMISSION_DIR LOGS_DIR CODE_DIR AGENT_DIR)
         MH_BINDS=("$DATA_DIR/$comp/prepared/public:/home/data:ro"
-            "$run/submission:/home/submission" "$run/logs:/home/logs" "$run/code:/home/code")
+            "$run/submission:/home/submission" "$run/logs:/home/logs" "$run/code:/home/code"
+            "$run/agent:/home/agent")
         if [[ -f $run/overlay/overlays.tsv ]]; then
             while IFS=$'\t' read -r host_file ctr_path; do
                 [[ -n $host_file ]] && MH_BINDS+=("$host_file:$ctr_path:ro")
             done <"$run/overlay/overlays.tsv"
         fi
+        MH_BINDS+=("$MH_ROOT/environment/entrypoint_hpc.sh:$MH_ENTRYPOINT:ro")
         local flags=(--contain --cleanenv --no-home --pid --ipc --workdir "$scratch" --pwd /home)
-        local b e
+        local b
         for b in "${MH_BINDS[@]}"; do flags+=(--bind "$b"); done
         for e in "${envs[@]}"; do flags+=(--env "$e"); done
-        # Token and API keys: from a 0600 file (mh_agent_env_file), never on a command line that ps shows
-        local env_file=${MH_AGENT_ENV:-$AGENT_ENV_FILE}
-        if [[ -n $env_file ]]; then flags+=(--env-file "$env_file"); fi
+        # The variant's env vars and secrets, the token, the LLM endpoint: from the run's 0600 file
+        # (`run start`, mh_agent_env_file), never on a command line that ps shows.
+        if [[ -n ${MH_AGENT_ENV:-} ]]; then flags+=(--env-file "$MH_AGENT_ENV"); fi
         if [[ -n ${SLURM_JOB_GPUS:-${SLURM_STEP_GPUS:-${CUDA_VISIBLE_DEVICES:-}}} ]]; then flags+=(--nv); fi
         # shellcheck disable=SC2206
         local extra=($APPTAINER_EXTRA_FLAGS)
-        MH_CMD=(apptainer exec "${flags[@]}" "${extra[@]}" "$AGENT_SIF"
-            /opt/mlebench-hpc/entrypoint_hpc.sh bash -c "$AGENT_CMD")
+        MH_CMD=(apptainer exec "${flags[@]}" "${extra[@]}" "$AGENT_SIF" bash "$MH_ENTRYPOINT" "${MH_AGENT_ARGV[@]}")
         MH_AGENT_FLAGS=("${flags[@]}" "${extra[@]}")
     else
         # No container: the staged image root (`run start` lays it out) with the overlays copied over
-        # it; AGENT_HOME prefixes every /home path in the agent's scripts.
-        local home=$run/.agent-root/home d
+        # it; AGENT_HOME prefixes every /home path (our own agents' scripts honour it).
+        local home=$run/.agent-root/home d a argv=()
         ln -sfn "$DATA_DIR/$comp/prepared/public" "$home/data"
         for d in submission logs code; do ln -sfn "$run/$d" "$home/$d"; done
         if [[ -f $run/overlay/overlays.tsv ]]; then
@@ -75,19 +85,20 @@ mh_agent_cmd() {
                 [[ -n $host_file ]] && cp -f "$host_file" "$home/${ctr_path#/home/}"
             done <"$run/overlay/overlays.tsv"
         fi
-        # the env file's KEY=value lines (token, API keys) as plain variables: no --env-file here
-        local env_file=${MH_AGENT_ENV:-$AGENT_ENV_FILE} line
-        if [[ -n $env_file ]]; then
-            while IFS= read -r line; do
-                [[ $line =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] && envs+=("$line")
-            done <"$env_file"
-        fi
+        for a in "${MH_AGENT_ARGV[@]}"; do argv+=("${a//\/home\//$home/}"); done
+        envs+=(SUBMISSION_DIR="$home/submission" LOGS_DIR="$home/logs" CODE_DIR="$home/code" AGENT_DIR="$home/agent")
+        # the run's env file (quoted by its one writer, `run start`) sourced into the agent's environment
+        # shellcheck disable=SC2016 # expanded by the inner bash
         MH_CMD=(env -i PATH="$PATH" HOME="$home" AGENT_HOME="$home" "${envs[@]}"
-            bash "$MH_ROOT/environment/entrypoint_hpc.sh" bash -c "${AGENT_CMD//\/home\//$home/}")
+            bash -c 'if [ -n "$1" ]; then set -a; . "$1"; set +a; fi; shift; exec "$@"' agent-env "${MH_AGENT_ENV:-}"
+            bash "$MH_ROOT/environment/entrypoint_hpc.sh" "${argv[@]}")
         mh_warn_no_isolation
         MH_AGENT_FLAGS=()
     fi
 }
+
+# Where the entrypoint is bound in the agent container: a path of ours no image is asked to have.
+MH_ENTRYPOINT=/.mlebench-hpc/entrypoint_hpc.sh
 
 # The LLM server (the backend behind `mlebench-hpc llm-proxy`): LLM_CMD run by `bash -c` in LLM_SIF
 # (on the host when LLM_SIF is empty or without apptainer), bound to 127.0.0.1 only (LLM_HOST), with
@@ -150,13 +161,27 @@ mh_agent_cmd_replace() {
     MH_SWAPPED=("${MH_CMD[@]:0:sif_at}" "${extra[@]}" "$AGENT_SIF" "$@")
 }
 
-# Host identity (device:inode) of a path, as integrity_check.sh compares it.
+# Host identity (device:inode) of a path, as the integrity checker compares it.
 mh_path_identity() { stat -L -c %d:%i "$1" 2>/dev/null; }
 
-# Run environment/integrity_check.sh inside the agent container with exactly the agent's flags (the
-# checker script bound read-only for this one run only) just before the agent starts, and store its
-# JSON with the apptainer version, flags, binds and the agent's budget in RUN/metadata.json as
-# `integrity` (`mlebench-hpc run check`).
+# The static integrity checker `make install` built from this checkout (scripts_hpc/build_checker.sh),
+# refused when it was built from another version of environment/integrity_check.c. Prints its path.
+mh_checker() {
+    local bin=$MH_ROOT/.venv/libexec/mlebench-hpc/integrity-check want
+    [[ -x $bin && -f $bin.source ]] \
+        || mh_die "the integrity checker $bin is missing: run 'make install' in $MH_ROOT"
+    want=$(sha256sum "$MH_ROOT/environment/integrity_check.c" | cut -d' ' -f1)
+    [[ $(<"$bin.source") == "$want" ]] \
+        || mh_die "the integrity checker $bin was built from another environment/integrity_check.c: run 'make install' in $MH_ROOT"
+    echo "$bin"
+}
+
+# Run the integrity checker inside the agent container with exactly the agent's flags and binds just
+# before the agent starts, and store its JSON with the apptainer version, flags, binds and the
+# agent's budget in RUN/metadata.json as `integrity` (`mlebench-hpc run check`). No code of the agent
+# image runs: the checker is a static host binary bound read-only after every other bind, and the
+# image's environment scripts (/.singularity.d/env/*.sh, which apptainer runs before any command) are
+# masked by an empty directory, so the image can neither fake the record nor act before the agent.
 # Needs MH_CMD, MH_AGENT_FLAGS and MH_BINDS from mh_agent_cmd. Returns 1 when a leak was seen
 # (MLEBENCH_HPC_INTEGRITY=warn: log it and return 0). Args: comp run_dir url
 mh_integrity_check() {
@@ -166,8 +191,8 @@ mh_integrity_check() {
         "$MH_CLI" run check "$run" --no-container --budget-secs "$MH_AGENT_SECS" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}
         return 0
     fi
-    local checker=$MH_ROOT/environment/integrity_check.sh ctr=/opt/mlebench-hpc-check/integrity_check.sh
-    [[ -f $checker ]] || mh_die "integrity checker $checker is missing: restore the checkout"
+    local checker ctr=/.mlebench-hpc-check/integrity-check noenv
+    checker=$(mh_checker)
     local args=() p id name
     # Host paths the agent must not reach, each with its host identity.
     for p in "$DATA_DIR/$comp/prepared/private" "$DATA_DIR" "$MH_STATE_BASE" "$OUTPUT_BASE" "$HOME" \
@@ -178,7 +203,9 @@ mh_integrity_check() {
     for p in "$DATA_DIR/$comp/prepared/private" "$MH_STATE_BASE" "$HOME/.kaggle" ${MLEBENCH_DIR:+"$MLEBENCH_DIR"}; do
         args+=(-m "$(readlink -m "$p")")   # mountinfo shows resolved paths
     done
-    local env_file=${MH_AGENT_ENV:-${AGENT_ENV_FILE:-}}
+    # Every variable the agent is given on purpose: its --env names and its env file's names.
+    for name in "${MH_AGENT_ENV_NAMES[@]}"; do args+=(-e "$name"); done
+    local env_file=${MH_AGENT_ENV:-}
     if [[ -n $env_file && -r $env_file ]]; then
         while IFS= read -r name; do args+=(-e "$name"); done < <(
             sed -n 's/^[[:space:]]*\(export[[:space:]]\+\)\{0,1\}\([A-Za-z_][A-Za-z0-9_]*\)=.*/\2/p' "$env_file")
@@ -190,7 +217,8 @@ mh_integrity_check() {
     canary=MLEBENCH_HPC_CANARY_$RANDOM$RANDOM
     args+=(-k "$canary")
 
-    mh_agent_cmd_replace --bind "$checker:$ctr:ro" -- sh "$ctr" "${args[@]}"
+    noenv=$(mktemp -d "${TMPDIR:-/tmp}/mlebench-noenv.XXXXXX")
+    mh_agent_cmd_replace --bind "$noenv:/.singularity.d/env:ro" --bind "$checker:$ctr:ro" -- "$ctr" "${args[@]}"
     local rc=0 version outfile errfile
     version=$(apptainer --version 2>/dev/null || echo unknown)
     # Its output goes to host-only files, then into the record: the host never writes into a
@@ -198,8 +226,10 @@ mh_integrity_check() {
     outfile=$(mktemp "${TMPDIR:-/tmp}/mlebench-integrity.XXXXXX")
     errfile=$(mktemp "${TMPDIR:-/tmp}/mlebench-integrity.XXXXXX")
     env "$canary=leak" timeout 120 "${MH_SWAPPED[@]}" >"$outfile" 2>"$errfile" || rc=$?
+    rmdir "$noenv" 2>/dev/null || true
     local verdict=0
     "$MH_CLI" run check "$run" --budget-secs "$MH_AGENT_SECS" --output "$outfile" --stderr "$errfile" \
+        --checker "$checker" \
         --rc "$rc" --apptainer-version "$version" --url "$url" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} \
         "${MH_AGENT_FLAGS[@]/#/--flag=}" "${MH_BINDS[@]/#/--bind=}" || verdict=$?
     rm -f "$outfile" "$errfile"

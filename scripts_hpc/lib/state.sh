@@ -11,18 +11,13 @@ mh_new_token() {
     (umask 077 && printf '%s\n' "$token" >"$file.tmp" && mv -f "$file.tmp" "$file")
 }
 
-# The agent's env file for this run (mode 0600, host-only): the user's AGENT_ENV_FILE lines (API
-# keys), GRADING_SERVER_TOKEN and the LLM endpoint's lines. Sets MH_AGENT_ENV. Args: out_file [token_file]
+# The agent's env file for this run (mode 0600, host-only): `run start` wrote the variant's env vars,
+# its secrets and GRADING_SERVER_TOKEN; the LLM endpoint's lines go after them. Sets MH_AGENT_ENV.
+# Arg: the env file
 mh_agent_env_file() {
-    local out=$1 token_file=${2:-}
-    (
-        umask 077
-        {
-            if [[ -n $AGENT_ENV_FILE ]]; then cat "$AGENT_ENV_FILE"; echo; fi
-            if [[ -n $token_file ]]; then printf 'GRADING_SERVER_TOKEN=%s\n' "$(head -n1 "$token_file")"; fi
-            mh_llm_env_lines  # LLM_BASE_URL, LLM_MODEL, LLM_API_KEY (lib/llm.sh)
-        } >"$out"
-    ) || mh_die "cannot write the agent's env file $out"
+    local out=$1
+    [[ -f $out ]] || mh_die "the run's env file $out is missing: 'mlebench-hpc run start' writes it"
+    (umask 077 && mh_llm_env_lines >>"$out") || mh_die "cannot write the agent's env file $out"
     MH_AGENT_ENV=$out
     export MH_AGENT_ENV
 }

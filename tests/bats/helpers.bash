@@ -161,3 +161,32 @@ user_checkout() {
     fi
     echo "$dest"
 }
+
+# ---------------------------------------------------------------- agent variants for tests
+# probe_agents DIR: an AGENTS_DIR for a test (readable by the test user): this checkout's agents,
+# to which probe_variant adds variants. Prints DIR.
+probe_agents() {
+    mkdir -p "$1"
+    cp -r "$REPO_ROOT/agents/." "$1/"
+    chmod -R a+rX "$1"
+    echo "$1"
+}
+
+# probe_variant DIR ID CMD: a variant ID of the dummy agent (DIR/dummy/config.yaml) that runs CMD
+# instead (`bash /home/agent/start.sh --run CMD`, an argparse kwarg), in the dummy image: the tests'
+# attack and fault agents go through the same variant code path as every agent.
+probe_variant() {
+    python3 - "$1/dummy/config.yaml" "$2" "$3" <<'PY'
+import json, sys
+path, vid, cmd = sys.argv[1:]
+with open(path, "a") as f:
+    f.write(f"\n{json.dumps(vid)}:\n  start: dummy/start.sh\n  dockerfile: dummy/Dockerfile\n"
+            f"  kwargs_type: argparse\n  kwargs:\n    run: {json.dumps(cmd)}\n")
+PY
+}
+
+# probe_lines DIR ID CMD: probe_variant, then the two config lines that select it.
+probe_lines() {
+    probe_variant "$1" "$2" "$3"
+    printf 'AGENTS_DIR="%s"\nAGENT_ID="%s"\n' "$1" "$2"
+}

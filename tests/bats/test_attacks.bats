@@ -35,6 +35,7 @@ setup_file() {
     (( EUID == 0 )) && chown "$TEST_USER:" "$T" "$T/cfg" "$T/out"
     as_test_user "$UCLI" prepare-demo --data-dir "$T/data" >/dev/null
     export PRIV=$T/data/$COMP/prepared/private PUB=$T/data/$COMP/prepared/public
+    probe_agents "$T/agents" >/dev/null
     # The attacks, as scripts the agent finds in its (read-only) public data.
     mkdir -p "$T/attacks"
     write_attacks "$T/attacks"
@@ -159,7 +160,7 @@ with open(root + "/public/description.md", "w") as f:
 PY
 }
 
-# config NAME AGENT_CMD [SCRATCH]: the user's config for one attack.
+# config NAME CMD [SCRATCH]: the user's config for one attack: the variant probe/NAME runs CMD.
 config() {
     cat >"$T/cfg/$1.env" <<EOF
 DATA_DIR="$T/data"
@@ -170,14 +171,14 @@ RUN_GROUP="$1"
 TIME_LIMIT_SECS=600
 TIME_MARGIN_SECS=10
 SCRATCH_DIR="${3:-}"
-AGENT_CMD="$2"
 APPTAINER_EXTRA_FLAGS="$EXTRA_FLAGS"
 EOF
+    probe_lines "$T/agents" "probe/$1" "$2" >>"$T/cfg/$1.env"
     (( EUID == 0 )) && chown "$TEST_USER:" "$T/cfg/$1.env"
     return 0
 }
 
-# user_hetjob NAME AGENT_CMD COMP [GRADING_OPTS]: sbatch slurm_hetjob.sh as the user; job id in $T/NAME.job
+# user_hetjob NAME CMD COMP [GRADING_OPTS]: sbatch slurm_hetjob.sh as the user; job id in $T/NAME.job
 user_hetjob() {
     local name=$1 cmd=$2 comp=$3 gopts=${4:---mem=1G} id
     config "$name" "$cmd"
@@ -190,7 +191,7 @@ user_hetjob() {
     echo "${id%%;*}" >>"$T/jobs"
 }
 
-# root_hetjob NAME AGENT_CMD: the same attack by root, with root's checkout (as CI's jobs run).
+# root_hetjob NAME CMD: the same attack by root, with root's checkout (as CI's jobs run).
 root_hetjob() {
     (( EUID == 0 )) || return 0
     local name=$1 id
@@ -202,7 +203,7 @@ root_hetjob() {
     echo "${id%%;*}" >>"$T/jobs"
 }
 
-# user_sweep NAME AGENT_CMD SEEDS SCRATCH: submit_sweep.sh as the user; array job id in $T/NAME.job
+# user_sweep NAME CMD SEEDS SCRATCH: submit_sweep.sh as the user; array job id in $T/NAME.job
 user_sweep() {
     local name=$1 out
     config "$name" "$2" "$4"

@@ -77,22 +77,29 @@ PY
     export MH_ROOT=$ROOT MH_CLI=$CLI MLEBENCH_HPC_RUNTIME=apptainer
     export DATA_DIR=$T/data OUTPUT_BASE=$T/runs MH_STATE_BASE=$T/runs/.state RUN_GROUP=leak
     export GRADING_SIF=$T/images/mlebench-grading.sif AGENT_SIF=$T/images/agent-dummy.sif
-    export TIME_LIMIT_SECS=600 STEP_LIMIT=10 MH_AGENT_SECS=600 AGENT_CMD=/home/agent/start.sh
+    export TIME_LIMIT_SECS=600 STEP_LIMIT=10 MH_AGENT_SECS=600
     export AGENT_ENV_FILE=$T/agent.env SCRATCH_DIR="" MLEBENCH_DIR="" GRADING_IDLE_TIMEOUT=0 UPLOAD_LIMIT_MB=16
     export APPTAINER_EXTRA_FLAGS=${APPTAINER_EXTRA_FLAGS:-}
     # Without a usable /dev/fuse an ordinary user needs --unsquash: a config knob, as in production.
     if ! as_user test -r /dev/fuse -a -w /dev/fuse; then export APPTAINER_EXTRA_FLAGS="$APPTAINER_EXTRA_FLAGS --unsquash"; fi
     mkdir -p "$MH_STATE_BASE/${COMP}_leak" "$T/runs/leak"
     export RUN=$T/runs/leak/${COMP}_1
-    mkdir -p "$RUN"/{submission,logs,code,overlay,.scratch}
+    mkdir -p "$RUN"/{submission,logs,code,overlay,agent,.scratch}
     chown -R "$AGENT_USER:" "$T/runs"
 
     # The grading server, in the grading image, run by the same user (lib.sh mh_grading_cmd).
     # shellcheck source=scripts_hpc/lib.sh
     source "$ROOT/scripts_hpc/lib.sh"
-    # The run's token and the agent's env file (API key + token), as the job makes them.
+    # The run's token and the agent's env file (the variant's secret + token), as the job makes them:
+    # a variant that names the secret OPENAI_API_KEY, the user's 0600 file that holds it.
     mh_new_token "$MH_STATE_BASE/${COMP}_leak/token"
-    mh_agent_env_file "$T/agent-run.env" "$MH_STATE_BASE/${COMP}_leak/token"
+    probe_agents "$T/agents" >/dev/null
+    # shellcheck disable=SC2016 # a literal ${{ secrets.NAME }}
+    printf '\n"probe/leak":\n  start: dummy/start.sh\n  dockerfile: dummy/Dockerfile\n  env_vars:\n    OPENAI_API_KEY: ${{ secrets.OPENAI_API_KEY }}\n' \
+        >>"$T/agents/dummy/config.yaml"
+    "$CLI" agent env-file probe/leak --agents-dir "$T/agents" --env-file "$T/agent.env" --out "$T/agent-run.env" \
+        --set "GRADING_SERVER_TOKEN=$(head -n1 "$MH_STATE_BASE/${COMP}_leak/token")"
+    mh_agent_env_file "$T/agent-run.env"
     chown "$AGENT_USER:" "$MH_STATE_BASE/${COMP}_leak/token" "$T/agent-run.env"
     mh_grading_cmd "$COMP" "$MH_STATE_BASE/${COMP}_leak"
     (cd "$T" && exec setsid bash -c 'as_user_cmd "$@"' _ env LEAK_SERVER_SECRET="$HOST_SECRET" "${MH_CMD[@]}") \
@@ -177,6 +184,7 @@ agent_argv() {
     done
     # shellcheck source=scripts_hpc/lib.sh
     source "$ROOT/scripts_hpc/lib.sh"
+    MH_AGENT_ARGV=(bash /home/agent/start.sh)
     mh_agent_cmd "$COMP" "$RUN" "$URL" 2>/dev/null
     mh_agent_cmd_replace -- "$@"
     local out=()
@@ -395,13 +403,13 @@ PY
     rm -f "$sub"/*.csv
 }
 
-@test "agent writes only to submission, logs, code and scratch (control: without :ro data is writable)" {
+@test "agent writes only to submission, logs, code, its own /home/agent copy and scratch (control: without :ro data is writable)" {
     # shellcheck disable=SC2016 # expanded inside the container
     local attack='for p in /home/data/x /home/instructions.txt /home/validate_submission.sh /x /opt/x \
-            /opt/mlebench-hpc/x /home/agent/x /home/x /etc/x /usr/x; do
+            /opt/mlebench-hpc/x /.mlebench-hpc/entrypoint_hpc.sh /home/x /etc/x /usr/x; do
         if ( echo pwned >> "$p" ) 2>/dev/null; then echo "WROTE $p"; else echo "refused $p"; fi
     done
-    for p in /home/submission/w /home/logs/w /home/code/w /tmp/w /var/tmp/w; do
+    for p in /home/submission/w /home/logs/w /home/code/w /home/agent/w /tmp/w /var/tmp/w; do
         if ( echo ok > "$p" ) 2>/dev/null; then echo "wrote $p"; else echo "FAILED $p"; fi
     done'
     run in_agent -- sh -c "$attack"
@@ -410,9 +418,9 @@ PY
     [[ $output != *WROTE* ]]
     [[ $output != *FAILED* ]]
     [ "$(grep -c '^refused' <<<"$output")" -eq 10 ]
-    [ -f "$RUN/submission/w" ] && [ -f "$RUN/logs/w" ] && [ -f "$RUN/code/w" ]
-    run ! grep -rq pwned "$PUB" "$RUN/overlay"
-    rm -f "$RUN"/{submission,logs,code}/w
+    [ -f "$RUN/submission/w" ] && [ -f "$RUN/logs/w" ] && [ -f "$RUN/code/w" ] && [ -f "$RUN/agent/w" ]
+    run ! grep -rq pwned "$PUB" "$RUN/overlay" "$ROOT/environment/entrypoint_hpc.sh"
+    rm -f "$RUN"/{submission,logs,code,agent}/w
     # Control: the same write into the data dir succeeds once the bind is not read-only.
     run in_agent --swap "$PUB:/home/data:ro" "$PUB:/home/data" -- sh -c "$attack"
     [[ $output == *"WROTE /home/data/x"* ]]
@@ -452,14 +460,16 @@ PY
 @test "integrity record: ok with the production flags, not ok when --pid, --cleanenv or --contain is dropped" {
     # shellcheck source=scripts_hpc/lib.sh
     source "$ROOT/scripts_hpc/lib.sh"
+    MH_AGENT_ARGV=(bash /home/agent/start.sh)
     mh_agent_cmd "$COMP" "$RUN" "$URL" 2>/dev/null
     # mh_integrity_check in a shell like the job's, as the user who runs the jobs (this user:
     # the helpers' venv may live where the agent user cannot read it).
-    local driver="source '$ROOT/scripts_hpc/lib.sh'; mh_agent_cmd '$COMP' '$RUN' '$URL' 2>/dev/null
+    local driver="source '$ROOT/scripts_hpc/lib.sh'; MH_AGENT_ARGV=(bash /home/agent/start.sh)
+        mh_agent_cmd '$COMP' '$RUN' '$URL' 2>/dev/null
         kept=(); for a in \"\${MH_CMD[@]}\"; do [[ \$a == \"\$DROP\" ]] || kept+=(\"\$a\"); done
         MH_CMD=(\"\${kept[@]}\"); mh_integrity_check '$COMP' '$RUN' '$URL'"
     local keep=(MH_ROOT MH_CLI MLEBENCH_HPC_RUNTIME DATA_DIR OUTPUT_BASE MH_STATE_BASE AGENT_SIF STEP_LIMIT
-        MH_AGENT_SECS AGENT_CMD AGENT_ENV_FILE SCRATCH_DIR MLEBENCH_DIR APPTAINER_EXTRA_FLAGS)
+        MH_AGENT_SECS MH_AGENT_ENV SCRATCH_DIR MLEBENCH_DIR APPTAINER_EXTRA_FLAGS)
     local envs=() k
     for k in "${keep[@]}"; do envs+=("$k=${!k}"); done
     run env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$HOME" "${envs[@]}" DROP=--no-such-flag bash -c "$driver"

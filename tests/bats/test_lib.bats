@@ -17,8 +17,10 @@ setup() {
     # A fixed config, as `mlebench-hpc config --shell` would give it.
     DATA_DIR=/data OUTPUT_BASE=/out MH_STATE_BASE=/out/.state MLEBENCH_DIR=""
     GRADING_SIF=/img/grading.sif AGENT_SIF=/img/agent.sif APPTAINER_EXTRA_FLAGS=""
-    GRADING_IDLE_TIMEOUT=0 UPLOAD_LIMIT_MB=1024 STEP_LIMIT=500 AGENT_CMD=/home/agent/start.sh
-    AGENT_ENV_FILE="" SCRATCH_DIR="" TIME_LIMIT_SECS=86400 TIME_MARGIN_SECS=300 MH_ROOT=$REPO_ROOT
+    GRADING_IDLE_TIMEOUT=0 UPLOAD_LIMIT_MB=1024 STEP_LIMIT=500
+    # an argparse variant's command, as `run start` prints it
+    MH_AGENT_ARGV=(bash /home/agent/start.sh --max-steps 20 --model "local model")
+    SCRATCH_DIR="" TIME_LIMIT_SECS=86400 TIME_MARGIN_SECS=300 MH_ROOT=$REPO_ROOT
     unset MH_AGENT_ENV SLURM_JOB_GPUS SLURM_STEP_GPUS CUDA_VISIBLE_DEVICES MH_CONFIG_CHECKED
     # Argument handling only: an `apptainer` on PATH so that the runtime is apptainer; never run.
     mkdir -p "$T/bin"
@@ -31,7 +33,7 @@ setup() {
 teardown() { rm -rf "$T"; }
 
 # The arguments, one per line, with the test's temp dir written as <T>.
-lines_of() { printf '%s\n' "$@" | sed "s|$T|<T>|g"; }
+lines_of() { printf '%s\n' "$@" | sed "s|$T|<T>|g; s|$REPO_ROOT|<ROOT>|g"; }
 
 # Compare with (or, with MH_UPDATE_GOLDEN=1, write) tests/bats/golden/NAME.
 golden() {
@@ -93,9 +95,9 @@ golden() {
     mh_agent_cmd comp-a "$run" http://node1:5555 2>/dev/null
     lines_of "${MH_CMD[@]}" | golden agent_cmd.txt
     # the integrity check runs exactly these flags, only the final command replaced
-    mh_agent_cmd_replace --bind /c:/c:ro -- sh /c/check.sh
+    mh_agent_cmd_replace --bind /c:/c:ro -- /c/check
     [ "${MH_SWAPPED[*]:0:${#MH_AGENT_FLAGS[@]}+2}" = "apptainer exec ${MH_AGENT_FLAGS[*]}" ]
-    [ "${MH_SWAPPED[*]: -4}" = "/c:/c:ro $AGENT_SIF sh /c/check.sh" ]
+    [ "${MH_SWAPPED[*]: -3}" = "/c:/c:ro $AGENT_SIF /c/check" ]
 }
 
 @test "the LLM server's container command line matches its golden file (127.0.0.1, key from its env file)" {
@@ -119,7 +121,7 @@ golden() {
     mh_agent_cmd comp-a "$T/runs/g1/comp-a_7" http://n:1 2>/dev/null
     [[ " ${MH_CMD[*]} " != *" --nv "* ]]
     [[ " ${MH_CMD[*]} " == *" --workdir $T/scratch/g1/comp-a_7 "* ]]
-    [[ " ${MH_CMD[*]} " == *" GRADING_SERVER=http://n:1 --bind /site:/site $AGENT_SIF "* ]]
+    [[ " ${MH_CMD[*]} " == *" AGENT_DIR=/home/agent --bind /site:/site $AGENT_SIF "* ]]
     CUDA_VISIBLE_DEVICES=0 mh_agent_cmd comp-a "$T/runs/g1/comp-a_7" http://n:1 2>/dev/null
     [[ " ${MH_CMD[*]} " == *" --nv "* ]]
 }

@@ -78,6 +78,26 @@ exec /home/agent/start.sh
 AGENT
     chmod 0755 "$T/llm_agent.sh"
     export STANDIN="$UPY $DIR/tests/llm_standin/server.py"
+    # The agents: variants of the dummy agent running llm_agent.sh (ARGS: its sleep, its chats), and
+    # AIDE with 3 steps in 900 s.
+    export AGENTS=$T/agents
+    probe_agents "$AGENTS" >/dev/null
+    probe_variant "$AGENTS" llm/check12 "/opt/llm_agent.sh 4.321 12"
+    probe_variant "$AGENTS" llm/chat3 "/opt/llm_agent.sh 0 3"
+    probe_variant "$AGENTS" llm/sleep300 "/opt/llm_agent.sh 300"
+    cat >>"$AGENTS/aide/config.yaml" <<'YAML'
+
+"aide/llm-test":
+  start: aide/start.sh
+  dockerfile: aide/Dockerfile
+  kwargs_type: omegaconf
+  env_vars:
+    TIME_LIMIT_SECS: 900
+    STEP_LIMIT: 3
+  kwargs:
+    agent.steps: 3
+YAML
+    chmod -R a+rX "$AGENTS"
 }
 
 teardown() {
@@ -107,7 +127,7 @@ config() {
         printf 'LLM_MODEL=%s\nLLM_SIF=""\nLLM_READY_TIMEOUT=60\n' "$MODEL"
         printf "LLM_CMD='exec %s --model \"\$LLM_MODEL\" --host \"\$LLM_HOST\" --port \"\$LLM_PORT\" --log %s'\n" \
             "$STANDIN" "$T/$name.requests.jsonl"
-        printf 'APPTAINER_EXTRA_FLAGS="--bind %s:/opt/llm_agent.sh:ro"\n' "$T/llm_agent.sh"
+        printf 'APPTAINER_EXTRA_FLAGS="--bind %s:/opt/llm_agent.sh:ro"\nAGENTS_DIR="%s"\n' "$T/llm_agent.sh" "$AGENTS"
         printf '%s\n' "$@"
     } >"$T/$name.env"
     echo "$T/$name.env"
@@ -184,7 +204,7 @@ SMALL=(--gres=gpu:0 --cpus-per-task=1 --mem=1G --time=15)
     local cfg cfgb
     cfg=$(config auto "LLM_API_KEY_FILE=$T/llm.key" \
         "LLM_CMD='exec $STANDIN --reuse-port --model \"\$LLM_MODEL\" --host \"\$LLM_HOST\" --port \"\$LLM_PORT\" --log $T/auto.requests.jsonl'" \
-        "AGENT_CMD='/opt/llm_agent.sh 4.321 12'")
+        "AGENT_ID=llm/check12")
     llm=$(submit "$cfg" "$T/llm-%j.out" --gres=gpu:0 --cpus-per-task=1 --mem=1G --time=15 "$DIR/scripts_hpc/slurm_llm_server.sh")
     wait_file "$T/runs/.state/llm/$llm/url" 120 "$T/llm-$llm.out"
     url=$(cat "$T/runs/.state/llm/$llm/url")
@@ -197,7 +217,7 @@ SMALL=(--gres=gpu:0 --cpus-per-task=1 --mem=1G --time=15)
     run as_test_user "$UPY" "$DIR/tests/llm_standin/joiner.py" try-bind --port "$pport"
     assert_output '{"0.0.0.0": "EADDRINUSE", "127.0.0.1": "EADDRINUSE", "::": "EADDRINUSE", "::1": "EADDRINUSE"}'
     sed -i "/^LLM_BASE_URL=/d; \$a LLM_BASE_URL=auto:$llm" "$cfg"
-    cfgb=$(config autob "LLM_BASE_URL=auto:$llm" "AGENT_CMD='/opt/llm_agent.sh 300'")
+    cfgb=$(config autob "LLM_BASE_URL=auto:$llm" "AGENT_ID=llm/sleep300")
     g=$(submit "$cfg" "$T/grade-%j.out" --mem=1G --cpus-per-task=1 --time=15 "$DIR/scripts_hpc/slurm_grading_server.sh" "$COMP")
     a=$(submit "$cfg" "$T/agent-%j.out" "${SMALL[@]}" "$DIR/scripts_hpc/slurm_agent.sh" "$COMP" "auto:$g")
     b=$(submit "$cfgb" "$T/agent-%j.out" "${SMALL[@]}" "$DIR/scripts_hpc/slurm_agent.sh" "$COMP" "auto:$g")
@@ -261,7 +281,7 @@ SMALL=(--gres=gpu:0 --cpus-per-task=1 --mem=1G --time=15)
 
 @test "three-part hetjob (LLM_BASE_URL=job): LLM server beside the agent, valid submission, everything stopped, no error line" {
     local cfg
-    cfg=$(config job "LLM_BASE_URL=job" "AGENT_CMD='/opt/llm_agent.sh 0 3'")
+    cfg=$(config job "LLM_BASE_URL=job" "AGENT_ID=llm/chat3")
     j=$(submit "$cfg" "$T/het-%j.out" scripts_hpc/slurm_hetjob.sh "$COMP")
     wait_job "$j" 240
     cat "$T/het-$j.out"
@@ -295,7 +315,7 @@ SMALL=(--gres=gpu:0 --cpus-per-task=1 --mem=1G --time=15)
 @test "three-part hetjob whose LLM server dies during the run: the agent is stopped, an ERROR line, the run failed" {
     local cfg
     # the agent would wait 300 s (as AIDE would retry its dead endpoint until its time limit)
-    cfg=$(config dies "LLM_BASE_URL=job" "AGENT_CMD='/opt/llm_agent.sh 300'" \
+    cfg=$(config dies "LLM_BASE_URL=job" "AGENT_ID=llm/sleep300" \
         "LLM_CMD='timeout 12 $STANDIN --model \"\$LLM_MODEL\" --host \"\$LLM_HOST\" --port \"\$LLM_PORT\"'")
     local t0=$SECONDS
     j=$(submit "$cfg" "$T/het-%j.out" scripts_hpc/slurm_hetjob.sh "$COMP")
@@ -347,8 +367,8 @@ SMALL=(--gres=gpu:0 --cpus-per-task=1 --mem=1G --time=15)
     [[ -f $IMAGES/agent-aide.sif ]] \
         || _unavailable "AIDE image" MLEBENCH_REQUIRE_APPTAINER "no $IMAGES/agent-aide.sif: make sif AGENT=aide"
     local cfg limit=900
-    cfg=$(config aide "LLM_BASE_URL=job" "AGENT_SIF=$IMAGES/agent-aide.sif" "TIME_LIMIT_SECS=$limit" "STEP_LIMIT=3" \
-        'APPTAINER_EXTRA_FLAGS=""')
+    cfg=$(config aide "LLM_BASE_URL=job" "AGENT_ID=aide/llm-test" "AGENT_SIF=$IMAGES/agent-aide.sif" \
+        'APPTAINER_EXTRA_FLAGS=""')  # the variant: 3 steps in 900 s
     local t0=$SECONDS
     j=$(submit "$cfg" "$T/het-%j.out" --time=20 : --time=20 scripts_hpc/slurm_hetjob.sh "$COMP")
     wait_job "$j" 600

@@ -33,7 +33,8 @@ TIME_MARGIN_SECS=10
 EOF
     # A slow agent: writes a partial submission and a log, then works "forever".
     sed 's|^RUN_GROUP=.*|RUN_GROUP="slow"|' "$T/config.env" >"$T/slow.env"
-    echo 'AGENT_CMD="cp /home/data/sample_submission.csv /home/submission/submission.csv && echo partial > /home/logs/partial.log && sleep 600"' >>"$T/slow.env"
+    probe_agents "$T/agents" >/dev/null
+    probe_lines "$T/agents" probe/slow 'cp /home/data/sample_submission.csv /home/submission/submission.csv && echo partial > /home/logs/partial.log && sleep 600' >>"$T/slow.env"
     export MLEBENCH_HPC_CONFIG=$T/config.env
 }
 
@@ -114,7 +115,7 @@ wait_url() {
 
 @test "hetjob whose grading server dies during the run: the job output says so with error lines" {
     sed 's|^RUN_GROUP=.*|RUN_GROUP="dies"|' "$T/config.env" >"$T/dies.env"
-    echo 'AGENT_CMD="sleep 20"' >>"$T/dies.env"
+    probe_lines "$T/agents" probe/dies 'sleep 20' >>"$T/dies.env"
     j=$(MLEBENCH_HPC_CONFIG=$T/dies.env submit "$T/het-%j.out" --export=ALL,MLEBENCH_HPC_CONFIG="$T/dies.env" scripts_hpc/slurm_hetjob.sh "$COMP")
     wait_url "$COMP" "$j" >/dev/null
     # once the agent runs (before, its readiness wait would wait out its bound for a dead server)

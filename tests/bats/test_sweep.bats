@@ -34,10 +34,11 @@ TIME_MARGIN_SECS=10
 EOF
     }
     # the dummy agent after a pause, so that tasks overlap and squeue can see them run
-    { base; echo 'AGENT_CMD="sleep 3 && /home/agent/start.sh"'; } >"$T/sweep.env"
-    { base; echo 'AGENT_CMD="sleep 8 && /home/agent/start.sh"'; } >"$T/slow.env"
+    probe_agents "$T/agents" >/dev/null
+    { base; probe_lines "$T/agents" probe/pause3 'sleep 3 && /home/agent/start.sh'; } >"$T/sweep.env"
+    { base; probe_lines "$T/agents" probe/pause8 'sleep 8 && /home/agent/start.sh'; } >"$T/slow.env"
     # first attempt: leaves files and hangs until the time limit; a later attempt finds them and submits
-    { base; echo 'AGENT_CMD="if [ -f /home/code/attempt1 ]; then cp /home/code/attempt1 /home/logs/attempt2.txt && cp /home/data/sample_submission.csv /home/submission/submission.csv; else echo attempt1 > /home/code/attempt1 && echo partial > /home/logs/attempt1.txt && sleep 600; fi"'; } >"$T/requeue.env"
+    { base; probe_lines "$T/agents" probe/requeue 'if [ -f /home/code/attempt1 ]; then cp /home/code/attempt1 /home/logs/attempt2.txt && cp /home/data/sample_submission.csv /home/submission/submission.csv; else echo attempt1 > /home/code/attempt1 && echo partial > /home/logs/attempt1.txt && sleep 600; fi'; } >"$T/requeue.env"
     export MLEBENCH_HPC_CONFIG=$T/sweep.env
     # small tasks, no GPU: up to 8 could run at once on the two test nodes, so the cap is what limits
     export SB="--gres=none --cpus-per-task=1 --mem=1G --time=10"

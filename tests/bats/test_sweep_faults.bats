@@ -41,7 +41,9 @@ EOF
     }
     base >"$T/fast.env"
     # The gate: the agent says it started, then waits (at most 5 minutes) for the test's go.
-    { base; echo "AGENT_CMD='touch /home/code/started; n=0; while [ ! -f /home/code/go ] && [ \$n -lt 300 ]; do sleep 1; n=\$((n+1)); done; /home/agent/start.sh'"; } >"$T/gate.env"
+    probe_agents "$T/agents" >/dev/null
+    # shellcheck disable=SC2016 # run by the agent's bash
+    { base; probe_lines "$T/agents" probe/gate 'touch /home/code/started; n=0; while [ ! -f /home/code/go ] && [ $n -lt 300 ]; do sleep 1; n=$((n+1)); done; /home/agent/start.sh'; } >"$T/gate.env"
     export SB="--gres=none --cpus-per-task=1 --mem=1G --time=10"
     # Two nodes: B (the node test's) and A (everything else).
     mapfile -t nodes < <(sinfo -h -N -p debug -o '%N' | sort -u)

@@ -28,12 +28,12 @@ def test_parses_bash_style_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     cfg = tmp_path / "c.env"
     cfg.write_text(
         '# comment\n\nDATA_DIR="$HOME/data"\nOUTPUT_BASE=${DATA_DIR}/runs\n'
-        "AGENT_CMD='echo $HOME'\nexport STEP_LIMIT=7 # trailing comment\n"
+        "LLM_CMD='echo $HOME'\nexport STEP_LIMIT=7 # trailing comment\n"
     )
     values = load_config(cfg)
     assert values["DATA_DIR"] == "/home/u/data"
     assert values["OUTPUT_BASE"] == "/home/u/data/runs"
-    assert values["AGENT_CMD"] == "echo $HOME"  # single quotes: no expansion, as in bash
+    assert values["LLM_CMD"] == "echo $HOME"  # single quotes: no expansion, as in bash
     assert values["STEP_LIMIT"] == "7"
 
 

@@ -30,6 +30,13 @@ def meta(run: Path) -> dict:
     return json.loads((run / "metadata.json").read_text())
 
 
+def agent_argv(text: str) -> list[str]:
+    """MH_AGENT_ARGV, the array `run start` prints, as bash's eval sets it."""
+    script = text + '\nprintf "%s\\0" "${MH_AGENT_ARGV[@]}"'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+    return out.split("\0")[:-1]
+
+
 def shell_values(text: str) -> dict[str, str]:
     """The assignments `run start`/`run read` print, as bash's eval would set them."""
     script = text + '\nfor v in ${!MH_@}; do printf \'%s=%s\\0\' "$v" "${!v}"; done'
@@ -50,7 +57,7 @@ def test_check_records_a_passed_integrity_check_with_flags_binds_and_budget(
     run: Path, tmp_path: Path
 ) -> None:
     out, err = tmp_path / "out", tmp_path / "err"
-    out.write_text('noise\n{"ok": true, "paths": []}\n')
+    out.write_text('{"ok": true, "paths": []}\n')
     err.write_text("a warning\n")
     proc = cli(
         "check", str(run), "--budget-secs", "3600", "--output", str(out), "--stderr", str(err),
@@ -70,7 +77,17 @@ def test_check_records_a_passed_integrity_check_with_flags_binds_and_budget(
     assert m["status"] == "running"  # untouched keys stay
 
 
-@pytest.mark.parametrize("output", ['{"ok": false, "canary_visible": true}', "garbage", ""])
+@pytest.mark.parametrize(
+    "output",
+    [
+        '{"ok": false, "canary_visible": true}',
+        "garbage",
+        "",
+        # a second line: something besides the checker printed (a forged record first or last)
+        '{"ok": true, "checker": "forged"}\n{"ok": false, "canary_visible": true}\n',
+        '{"ok": false, "canary_visible": true}\n{"ok": true, "checker": "forged"}\n',
+    ],
+)
 def test_check_fails_on_a_failed_or_unreadable_check(run: Path, tmp_path: Path, output: str) -> None:
     out = tmp_path / "out"
     out.write_text(output)
@@ -80,6 +97,7 @@ def test_check_fails_on_a_failed_or_unreadable_check(run: Path, tmp_path: Path, 
     assert rec["ok"] is False
     if output != '{"ok": false, "canary_visible": true}':
         assert "checker exit 3, unreadable output" in rec["error"]
+        assert "forged" not in json.dumps(rec)
 
 
 def test_check_without_a_container_records_no_isolation(run: Path) -> None:
@@ -195,10 +213,22 @@ def test_start_finds_the_token_makes_the_run_records_and_overlays(
         "MH_ROOT": str(repo_root),
         "SLURM_JOB_ID": "",
         "MH_GRADING_TOKEN_FILE": "",
+        "AGENT_ID": "dummy",
+        "AGENTS_DIR": str(repo_root / "agents"),
+        "AGENT_ENV_FILE": "",
+        "STEP_LIMIT": "7",
     }
-    proc = cli("start", "demo-diabetes", url, "--job", "99", "--runtime", "none", env=env)
+    env_file = tmp_path / "state" / "agent.env"
+    start = ("start", "demo-diabetes", url, "--job", "99", "--runtime", "none", "--env-file", str(env_file))
+    proc = cli(*start, env=env)
     assert proc.returncode == 0, proc.stderr
     got = shell_values(proc.stdout)
+    # the variant's command as upstream runs it; the budget from the config (dummy sets none)
+    assert agent_argv(proc.stdout) == ["bash", "/home/agent/start.sh"]
+    assert (got["MH_TIME_LIMIT"], got["MH_STEP_LIMIT"]) == ("600", "7")
+    # the run's env file: 0600, the token and nothing of the user's
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    assert env_file.read_text() == "GRADING_SERVER_TOKEN=tok-7\n"
     run = tmp_path / "runs" / "grp" / "demo-diabetes_99"
     assert got["MH_RUN"] == str(run) and got["MH_URL"] == url
     assert got["MH_TOKEN_FILE"] == str(state / "token")  # found by the url file next to it
@@ -208,6 +238,8 @@ def test_start_finds_the_token_makes_the_run_records_and_overlays(
         "running", "demo-diabetes", "99", url,
     )  # fmt: skip
     assert m["time_limit_secs"] == 600 and m["runtime"] == "none"
+    assert m["agent_id"] == "dummy" and m["agent_argv"] == ["bash", "/home/agent/start.sh"]
+    assert (run / ".agent-root/home/agent/start.sh").is_file()  # the agent's dir as its image holds it
     overlays = (run / "overlay" / "overlays.tsv").read_text()
     assert "/home/validate_submission.sh" in overlays and "/home/instructions.txt" in overlays
     rewritten = next(run.glob("overlay/**/validate_submission.sh"), None) or next(
@@ -217,7 +249,7 @@ def test_start_finds_the_token_makes_the_run_records_and_overlays(
 
     # a requeued attempt continues the budget its predecessors used
     (run / "metadata.json").write_text(json.dumps({**m, "agent_secs_used": 120}))
-    proc = cli("start", "demo-diabetes", url, "--job", "99", "--runtime", "none", env=env)
+    proc = cli(*start, env=env)
     assert proc.returncode == 0, proc.stderr
     assert shell_values(proc.stdout)["MH_USED_BEFORE"] == "120"
 
@@ -229,16 +261,17 @@ def test_start_with_a_wrong_token_or_a_dead_server_says_so_in_one_line(
     wrong = tmp_path / "wrong"
     wrong.write_text("another-run\n")
     env = {"MH_STATE_BASE": str(state.parent), "OUTPUT_BASE": str(tmp_path / "out"), "RUN_GROUP": "g",
-           "MH_ROOT": str(repo_root), "MH_GRADING_TOKEN_FILE": str(wrong)}  # fmt: skip
-    proc = cli("start", "demo-diabetes", url, "--job", "1", "--runtime", "none", env=env)
+           "MH_ROOT": str(repo_root), "MH_GRADING_TOKEN_FILE": str(wrong), "AGENT_ID": "dummy",
+           "AGENTS_DIR": str(repo_root / "agents"), "AGENT_ENV_FILE": ""}  # fmt: skip
+    ef = ("--env-file", str(tmp_path / "agent.env"))
+    proc = cli("start", "demo-diabetes", url, "--job", "1", "--runtime", "none", *ef, env=env)
     assert proc.returncode == 2 and "refuses this run's token" in proc.stderr
     # nothing is made for a run that cannot start
     assert not (tmp_path / "out" / "g" / "demo-diabetes_1").exists()
-    proc = cli("start", "demo-breast-cancer", url, "--job", "1", "--runtime", "none", env=env)
+    proc = cli("start", "demo-breast-cancer", url, "--job", "1", "--runtime", "none", *ef, env=env)
     assert proc.returncode == 2 and "serves demo-diabetes, not demo-breast-cancer" in proc.stderr
     dead = f"http://127.0.0.1:{free_port}"
-    proc = cli(
-        "start", "demo-diabetes", dead, "--job", "1", "--runtime", "none", "--ready-timeout", "2", env=env
-    )
+    args = ("start", "demo-diabetes", dead, "--job", "1", "--runtime", "none", "--ready-timeout", "2", *ef)
+    proc = cli(*args, env=env)
     assert proc.returncode == 2 and "not ready after 2s" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
