@@ -101,7 +101,11 @@ SETTINGS: tuple[Setting, ...] = (
         "job, or job (slurm_hetjob.sh starts the server beside the agent)",
     ),
     Setting("LLM_MODEL", "", "the model's name as the endpoint lists it at /v1/models"),
-    Setting("LLM_API_KEY_FILE", "", "a file (mode 0600) holding the endpoint's key on its first line"),
+    Setting(
+        "LLM_API_KEY_FILE",
+        "",
+        "a file (mode 0600) holding a key on its first non-blank line: your server's, or the LLM job's own",
+    ),
     Setting("LLM_SIF", "${IMAGE_DIR}/llm-vllm.sif", "the LLM server job's image (`make sif LLM=vllm`)"),
     Setting("LLM_MODEL_DIR", "", "the weights, a local directory (nothing is downloaded at run time)"),
     Setting(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bats
 # The bash library without Slurm and without containers: Slurm time parsing, the agent's budget,
-# the config inheritance of job steps, and golden files of the grading and agent container
-# command lines, so that a changed or dropped flag fails here in a second instead of only in the
+# the config inheritance of job steps, and golden files of the grading, agent and LLM server
+# container command lines, so that a changed or dropped flag fails here in a second instead of only in the
 # leak tests. After a deliberate change: MH_UPDATE_GOLDEN=1 bats tests/bats/test_lib.bats, and
 # review the diff of tests/bats/golden/ like code.
 
@@ -113,6 +113,22 @@ golden() {
     mh_agent_cmd_replace --bind /c:/c:ro -- /c/check
     [ "${MH_SWAPPED[*]:0:${#MH_AGENT_FLAGS[@]}+2}" = "apptainer exec ${MH_AGENT_FLAGS[*]}" ]
     [ "${MH_SWAPPED[*]: -3}" = "/c:/c:ro $AGENT_SIF /c/check" ]
+}
+
+@test "the LLM server's container command line matches its golden file (127.0.0.1, key from its env file)" {
+    # shellcheck disable=SC2016 # LLM_CMD is expanded by the server's own bash
+    LLM_SIF=/img/llm.sif LLM_MODEL_DIR=/models/qwen LLM_CMD='vllm serve "$LLM_MODEL_DIR" --port "$LLM_PORT"'
+    CUDA_VISIBLE_DEVICES=0,1
+    unset SLURM_GPUS_ON_NODE
+    mh_llm_cmd local-qwen 41234 "$T/scratch" "$T/scratch/backend.env"
+    lines_of "${MH_CMD[@]}" | golden llm_cmd.txt
+    # On the host (LLM_SIF empty): the same environment, the key from the same env file, no flags.
+    LLM_SIF=""
+    mh_llm_cmd local-qwen 41234 "$T/scratch" "$T/scratch/backend.env"
+    [ "${MH_CMD[0]} ${MH_CMD[1]}" = "bash -c" ]
+    [[ " ${MH_CMD[*]} " == *" llm $T/scratch/backend.env LLM_MODEL=local-qwen LLM_MODEL_DIR=/models/qwen LLM_HOST=127.0.0.1 LLM_PORT=41234 LLM_NUM_GPUS=2 "* ]]
+    [ "${MH_CMD[*]: -3}" = "bash -c $LLM_CMD" ]
+    [[ " ${MH_CMD[*]} " != *" --contain "* && " ${MH_CMD[*]} " != *" --env-file "* ]]
 }
 
 @test "the agent command line: --nv only with GPUs, SCRATCH_DIR per run, extra flags after ours" {
