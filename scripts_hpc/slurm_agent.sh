@@ -28,6 +28,8 @@ spec=${2:-}
 # --- the run: shared by the standalone agent job and the hetjob's (and sweep's) agent step
 mh_setup "$comp" AGENT_SIF
 mh_require_prepared "$comp" public
+# The static integrity checker of this checkout (`make install`): missing or stale, say so before anything starts.
+if [[ $MH_RUNTIME == apptainer ]]; then mh_checker >/dev/null || exit 2; fi
 job=$(mh_job_id)
 # The agent's LLM endpoint, when it has one: /v1/models lists LLM_MODEL with this run's own key, or
 # one line and exit 2 (lib/llm.sh). The key is withdrawn when the run ends, however it ends.

@@ -197,7 +197,7 @@ mh_integrity_check() {
         return 0
     fi
     local checker ctr=/.mlebench-hpc-check/integrity-check noenv
-    checker=$(mh_checker)
+    checker=$(mh_checker) || return 2
     local args=() p id name
     # Host paths the agent must not reach, each with its host identity.
     for p in "$DATA_DIR/$comp/prepared/private" "$DATA_DIR" "$MH_STATE_BASE" "$OUTPUT_BASE" "$HOME" \
