@@ -37,9 +37,12 @@ def prepare(data_dir: Path) -> list[str]:
 
 
 def write_run(run_dir: Path, comp: str, seed: int, data_dir: Path, sub: pd.DataFrame | None) -> None:
+    """A run directory laid out as the job makes it (`<comp>_<jobid>`, submission/, logs/)."""
     (run_dir / "submission").mkdir(parents=True, exist_ok=True)
+    (run_dir / "logs").mkdir(exist_ok=True)
+    job = run_dir.name[len(comp) + 1 :]
     (run_dir / "metadata.json").write_text(
-        json.dumps({"competition_id": comp, "seed": seed, "data_dir": str(data_dir)})
+        json.dumps({"competition_id": comp, "agent_job_id": job, "seed": seed, "data_dir": str(data_dir)})
     )
     if sub is not None:
         sub.to_csv(run_dir / "submission" / "submission.csv", index=False)
@@ -115,9 +118,10 @@ def main(runs: int, large: int, large_rows: int, jobs: int | None, repeat: int, 
         group = work / "group"
         large_dirs = build_group(group, data_dir, comps, runs, large, large_rows)
         size_mb = sum(f.stat().st_size for f in group.rglob("submission.csv")) / 2**20
-        extra = ["--jobs", str(jobs)] if jobs else []
+        extra = ["--data-dir", str(data_dir), *(["--jobs", str(jobs)] if jobs else [])]
         small = sorted(d for d in group.iterdir() if d not in large_dirs)[0]
-        singles = {d.name: time_grade(d, ["--no-summary"], repeat, d.name) for d in [*large_dirs, small]}
+        single = ["--no-summary", "--data-dir", str(data_dir)]
+        singles = {d.name: time_grade(d, single, repeat, d.name) for d in [*large_dirs, small]}
         slowest = max(singles.values())
         group_no_summary = time_grade(group, ["--no-summary", *extra], repeat, "group")
         group_full = time_grade(group, extra, repeat, "group+summaries")

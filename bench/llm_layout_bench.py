@@ -4,10 +4,11 @@ Two layouts of one heterogeneous job, each a prototype batch script made here, w
 LLM server job (scripts_hpc/slurm_llm_server.sh, the stand-in as its LLM_CMD) as a step:
   three   component 0 CPU (grading), 1 GPU (LLM server), 2 GPU (agent)
   shared  component 0 CPU (grading), 1 GPU (LLM server and agent, two steps side by side)
-The agent step asks the LLM's /v1/models from its own node. Per round and layout it prints:
-queue (sbatch -> batch script running), llm_ready (LLM step started -> /v1/models lists the model,
-found by auto:JOBID), agent (agent step launch -> its end), stop (LLM step told to stop -> gone),
-total (sbatch -> job gone from squeue), nodes of each component and the GPUs the job held.
+The agent step asks the LLM's /v1/models from its own node, with the key it registered. Per round
+and layout it prints: queue (sbatch -> batch script running), llm_ready (LLM step started ->
+/v1/models lists the model, found by auto:JOBID), agent (agent step launch -> its end), stop (LLM
+step told to stop -> gone), total (sbatch -> job gone from squeue), nodes of each component and the
+GPUs the job held.
 With --blocker, a job first holds one GPU node's GPU for --blocker-secs, as on a busy cluster.
 
     flock /tmp/mlebench-cluster.lock .venv/bin/python bench/llm_layout_bench.py [--rounds 3] [--blocker]
@@ -50,6 +51,14 @@ THIRD = """#SBATCH hetjob
 #SBATCH --gres=gpu:1
 """
 BODY = """set -euo pipefail
+AGENT='
+import sys, time, urllib.request
+env = dict(line.rstrip("\\n").split("=", 1) for line in open(sys.argv[1]))
+req = urllib.request.Request(env["LLM_BASE_URL"] + "/models")
+req.add_header("Authorization", "Bearer " + env["LLM_API_KEY"])
+urllib.request.urlopen(req, timeout=10).read()
+print("T agent_end", time.time())
+'
 now() {{ date +%s.%N; }}
 echo "T batch_start $(now)"
 scontrol show job -o "$SLURM_JOB_ID" | sed 's/^/J /'
@@ -57,12 +66,12 @@ export MH_JOB_ID=$SLURM_JOB_ID MLEBENCH_HPC_CONFIG={cfg}
 echo "T llm_launch $(now)"
 srun --het-group=1 --ntasks=1 {overlap} bash {repo}/scripts_hpc/slurm_llm_server.sh {model} &
 llm=$!
-url=$({cli} llm-ready auto:$SLURM_JOB_ID --model {model} --timeout 120 --state-dir {state})
+# as an agent run does: its own key registered with the server's proxy, its LLM lines in an env file
+eval "$({cli} llm-ready auto:$SLURM_JOB_ID --model {model} --timeout 120 --state-dir {state} \\
+    --run-id bench_$SLURM_JOB_ID --env-file {state}/bench.env --shell)"
 echo "T llm_ready $(now)"
 echo "T agent_launch $(now)"
-srun --het-group={agent_group} --ntasks=1 {overlap} bash -c \\
-    'curl -fsS --max-time 10 "$1/models" >/dev/null && echo "T agent_end $(date +%s.%N)"' \\
-    _ "$url"
+srun --het-group={agent_group} --ntasks=1 {overlap} {python} -c "$AGENT" {state}/bench.env
 echo "T stop_llm $(now)"
 # the LLM step is the first step of component 1, whose job id is SLURM_JOB_ID_HET_GROUP_1
 scancel --signal=TERM "$SLURM_JOB_ID_HET_GROUP_1.0" || true
@@ -80,6 +89,7 @@ def write_job(layout: str, work: Path, cfg: Path) -> Path:
         cfg=shlex.quote(str(cfg)),
         repo=shlex.quote(str(REPO)),
         cli=shlex.quote(str(CLI)),
+        python=shlex.quote(sys.executable),
         model=MODEL,
         state=shlex.quote(str(work / "runs" / ".state")),
         agent_group=2 if layout == "three" else 1,

@@ -28,9 +28,13 @@ spec=${2:-}
 # --- the run: shared by the standalone agent job and the hetjob's (and sweep's) agent step
 mh_setup "$comp" AGENT_SIF
 mh_require_prepared "$comp" public
-# The agent's LLM endpoint, when it has one: /v1/models lists LLM_MODEL, or one line and exit 2 (lib/llm.sh).
-mh_llm_check_endpoint
+# The static integrity checker of this checkout (`make install`): missing or stale, say so before anything starts.
+if [[ $MH_RUNTIME == apptainer ]]; then mh_checker >/dev/null || exit 2; fi
 job=$(mh_job_id)
+# The agent's LLM endpoint, when it has one: /v1/models lists LLM_MODEL with this run's own key, or
+# one line and exit 2 (lib/llm.sh). The key is withdrawn when the run ends, however it ends.
+mh_llm_check_endpoint "${comp}_$job" "$MH_STATE_BASE/${comp}_$job/llm.env"
+trap mh_llm_release EXIT
 # Host-only: the state dir of this run holds the agent's env file (its variant's env vars and
 # secrets, the token, the LLM endpoint).
 MH_RUN_STATE=$MH_STATE_BASE/${comp}_$job
@@ -67,10 +71,11 @@ if ! mh_integrity_check "$comp" "$run" "$MH_URL"; then
 fi
 
 agent_pid=""
+filters=()  # the host filters of the agent's output (below)
 agent_t0=$SECONDS
 # Agent seconds used by this run so far: earlier attempts plus this one.
 agent_used() { echo $(( MH_USED_BEFORE + SECONDS - agent_t0 )); }
-on_exit() { mh_stop_pid "$agent_pid"; rm -f "$MH_RUN_STATE/agent.env"; }
+on_exit() { mh_stop_pid "$agent_pid"; rm -f "$MH_RUN_STATE/agent.env"; mh_llm_release; }
 # Stopped by a signal: record first (Slurm sends SIGKILL KillWait seconds after SIGTERM, and the
 # record must survive it), then stop the agent and collect what it wrote so far (upstream grades
 # what is there). Args: status exit_code why
@@ -81,6 +86,7 @@ on_stop() {
         ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} || true
     mh_print_outro "$run"
     mh_stop_pid "$agent_pid"
+    mh_wait_exit 5 "${filters[@]}"
     "$MH_CLI" run finish "$run" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} || true
     exit "$2"
 }
@@ -91,17 +97,35 @@ trap on_term TERM INT
 trap on_time_limit USR1
 
 mh_log "starting the agent for $comp (budget ${MH_AGENT_SECS}s, runtime $MH_RUNTIME)"
+# What the agent prints reaches the job output, which people read in a terminal: its stdout and
+# stderr each go through a host filter (line by line, control characters escaped); its own
+# logs/agent_output.log stays raw. $! below stays the agent's pid, for signals. The filters ignore
+# TERM and INT (scancel signals every process of the step) and end when the agent's output does.
+exec {agent_out}> >(trap '' TERM INT; mh_printable_stream)
+filters+=("$!")
+exec {agent_err}> >(trap '' TERM INT; mh_printable_stream >&2)
+filters+=("$!")
 # A hard outer bound in case the agent ignores the entrypoint's own time-out.
-timeout --signal=TERM --kill-after=30 "$(( MH_AGENT_SECS + 60 ))" "${MH_CMD[@]}" &
+timeout --signal=TERM --kill-after=30 "$(( MH_AGENT_SECS + 60 ))" "${MH_CMD[@]}" \
+    >&"$agent_out" 2>&"$agent_err" {agent_out}>&- {agent_err}>&- &
 agent_pid=$!
+exec {agent_out}>&- {agent_err}>&-
+mh_llm_watch_server_job "$agent_pid"  # LLM_BASE_URL=auto:<jobid>: the agent is stopped when that job ends
 rc=0
 wait "$agent_pid" || rc=$?
 agent_pid=""
+mh_llm_unwatch_server_job
+# the agent's last lines are out before ours (bounded: a leftover process may hold the pipe)
+mh_wait_exit 10 "${filters[@]}"
 status=finished
 (( rc == 0 )) || status=failed
 (( rc == 124 )) && status=timeout
 "$MH_CLI" run finish "$run" --status "$status" --exit-code "$rc" --agent-secs-used "$(agent_used)" \
     ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}
 mh_log "agent exited with code $rc ($status)"
+if (( MH_LLM_SERVER_GONE )); then
+    mh_llm_record_death "$run" "" "the LLM server job $MH_LLM_SERVER_JOB ended before the agent did: the agent was stopped"
+    (( rc != 0 )) || rc=1
+fi
 mh_print_outro "$run"
 exit "$rc"

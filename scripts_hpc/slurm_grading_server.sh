@@ -27,7 +27,8 @@ mh_require_prepared "$comp" private
 job=$(mh_job_id)
 state=$MH_STATE_BASE/${comp}_$job
 mkdir -p "$state"
-rm -f "$state/url"
+# A requeued run has the same state dir: none of the last server's files may speak for this one.
+rm -f "$state/url" "$state/inflight.json" "$state/exit_code"
 # This run's token: only an agent given it (through its 0600 env file) may use this server.
 mh_new_token "$state/token"
 # Let auto:<jobid> check the competition from Slurm's record too (the state dir name is the other check).
@@ -49,4 +50,6 @@ rc=0
 wait "$server_pid" || rc=$?
 server_pid=""
 mh_log "grading server exited with code $rc"
+# The server's own code (137: SIGKILL, e.g. the OOM killer) for the death record: srun only says 1.
+printf '%s\n' "$rc" >"$state/exit_code" 2>/dev/null || true
 exit "$rc"

@@ -75,8 +75,9 @@ if ! kill -0 "$server_pid" 2>/dev/null; then
     wait "$server_pid" || server_rc=$?
     server_pid=""
     mh_log "ERROR: the grading server exited during the run with code $server_rc: see its lines above"
-    mh_record_server_death "$run" "$server_rc"
-    (( rc != 0 )) || rc=1
+    mh_record_server_death "$run" "$server_rc" "$state"
+    # Killed by the agent's own uploads: the attempt stands as the agent left it, exit code included.
+    [[ $MH_SERVER_DEATH == agent ]] || (( rc != 0 )) || rc=1
 fi
 if ! mh_llm_stop_job_server; then
     mh_llm_record_death "$run" "$MH_LLM_DIED_RC"

@@ -79,6 +79,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("APPTAINER_EXTRA_FLAGS", "", "extra flags for every apptainer exec"),
     Setting("GRADING_IDLE_TIMEOUT", "0", "the grading server stops after this many idle seconds (0: never)"),
     Setting("UPLOAD_LIMIT_MB", "1024", "largest upload the grading server takes"),
+    Setting(
+        "GRADING_VALIDATE_WORKERS",
+        "2",
+        "processes of the grading server that parse submissions, each with a memory budget "
+        "(0: in the server, unbounded)",
+    ),
+    Setting(
+        "GRADING_VALIDATE_BUDGET_MB",
+        "auto",
+        "memory one validation may use, MiB; auto: from the answers' size, within the job's memory",
+    ),
     Setting("SLURM_PARTITION", "", "partition for jobs submitted by our tools (sweeps)", export=False),
     Setting("SLURM_GPU_PARTITION", "", "partition for jobs that run an agent (sweep tasks)", export=False),
     Setting("SLURM_ACCOUNT", "", "account for jobs submitted by our tools", export=False),
@@ -90,7 +101,11 @@ SETTINGS: tuple[Setting, ...] = (
         "job, or job (slurm_hetjob.sh starts the server beside the agent)",
     ),
     Setting("LLM_MODEL", "", "the model's name as the endpoint lists it at /v1/models"),
-    Setting("LLM_API_KEY_FILE", "", "a file (mode 0600) holding the endpoint's key on its first line"),
+    Setting(
+        "LLM_API_KEY_FILE",
+        "",
+        "a file (mode 0600) holding a key on its first non-blank line: your server's, or the LLM job's own",
+    ),
     Setting("LLM_SIF", "${IMAGE_DIR}/llm-vllm.sif", "the LLM server job's image (`make sif LLM=vllm`)"),
     Setting("LLM_MODEL_DIR", "", "the weights, a local directory (nothing is downloaded at run time)"),
     Setting(
@@ -363,12 +378,36 @@ def agent_problems(values: dict[str, str]) -> list[str]:
     return []
 
 
+def scratch_problem(values: dict[str, str]) -> str | None:
+    """SCRATCH_DIR must not be, hold or lie inside OUTPUT_BASE: agents write anything there, and what
+    they write must never sit among the run directories `grade` reads (a planted run would count)."""
+    scratch, output = values.get("SCRATCH_DIR", ""), values.get("OUTPUT_BASE", "")
+    if not scratch or not output:
+        return None
+    s, o = Path(os.path.realpath(scratch)), Path(os.path.realpath(output))
+    if s == o:
+        where = "is OUTPUT_BASE"
+    elif s.is_relative_to(o):
+        where = f"is inside OUTPUT_BASE={output}"
+    elif o.is_relative_to(s):
+        where = f"holds OUTPUT_BASE={output}"
+    else:
+        return None
+    return (
+        f"SCRATCH_DIR={scratch} {where}: agents write anything into their scratch, and it must not lie "
+        "among the run directories; set SCRATCH_DIR outside OUTPUT_BASE (or empty: RUN/.scratch)"
+    )
+
+
 def problems_with(
     values: dict[str, str], path: Path, need: tuple[str, ...], competitions: tuple[str, ...]
 ) -> list[str]:
     problems: list[str] = []
     if "AGENT_SIF" in need or "AGENT_ID" in need:
         problems += agent_problems(values)
+    scratch = scratch_problem(values)
+    if scratch:
+        problems.append(scratch)
     for key in need:
         if key == "AGENT_ID":
             continue

@@ -3,8 +3,10 @@ server's base URL.
 
 For `auto:JOBID` the grading job is looked up with `scontrol show job -o` (hetjob: component
 0). While it is pending we wait (bounded); once it runs, the URL comes from the server's URL
-file (STATE_DIR/<comp>_<jobid>/url, written atomically after the server listens) or else from
-the last complete `GRADING_SERVER_URL=...` line of the job's output file.
+file (STATE_DIR/<comp>_<jobid>/url, written atomically after the server listens, host-only) or
+else from the job's output file, where only the server's own line counts: the first line that is
+exactly `GRADING_SERVER_URL=<url>` (see server_url_in_file). A job Slurm restarted may have appended
+to its output, so its first line can be an earlier start's: for it only the URL file counts.
 
 Which competition a job serves is checked from every source we have, and any one naming a
 different competition is a hard error: the job's --comment (`competition=<C>`, set by
@@ -31,7 +33,6 @@ from mlebench_hpc.runs import competition_of, run_dir_name
 from mlebench_hpc.slurm_query import JobInfo, SlurmError
 
 URL_MARK = "GRADING_SERVER_URL="
-_URL_IN_LINE = re.compile(rb"GRADING_SERVER_URL=(https?://[^\s'\"<>]+)")
 _COMMENT_COMP = re.compile(r"(?:^|[\s,;])competition=([A-Za-z0-9._-]+)")
 _SCRIPT_COMP = re.compile(
     r"(?:^|/)(?:slurm_grading_server|slurm_hetjob)\.sh\s+([A-Za-z0-9][A-Za-z0-9._-]*)(?:\s|$)"
@@ -40,7 +41,8 @@ POLL_SECS = 2.0
 PROGRESS_SECS = 30.0
 # A URL file older than the job's StartTime by more than this is a previous run's (requeue).
 STALE_SLACK_SECS = 30.0
-READ_CHUNK = 64 * 1024
+# The server's line comes within its first few KiB; a file is never read further than this.
+SCAN_BYTES = 1024 * 1024
 
 
 def normalize_url(url: str) -> str:
@@ -58,51 +60,28 @@ def normalize_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def last_url_in_file(path: Path, mark: str = URL_MARK) -> str | None:
-    """The URL of the last complete line carrying MARK (default GRADING_SERVER_URL=; a line still
-    being written, without its newline, is ignored). Reads backwards so a large log costs little."""
+def server_url_in_file(path: Path, mark: str = URL_MARK) -> str | None:
+    """The URL the server itself printed in its job output PATH: the first complete line that is
+    exactly MARK<url> (default GRADING_SERVER_URL=), within the file's first SCAN_BYTES.
+
+    The server prints that line once it listens and before anyone can know its URL, so no line a
+    client made (a logged request path, the agent's own output in a hetjob, an LLM server's request
+    log) can come before it; a later marked line, however exact, is never taken. A line still being
+    written (no newline yet) is ignored."""
     try:
-        f = path.open("rb")
+        with path.open("rb") as f:
+            head = f.read(SCAN_BYTES)
     except OSError:
         return None
-    with f:
-        pos = f.seek(0, os.SEEK_END)
-        carry = b""  # the front of the current block: maybe the end of an earlier line
-        seen_newline = False
-        while pos > 0:
-            step = min(READ_CHUNK, pos)
-            pos -= step
-            f.seek(pos)
-            parts = (f.read(step) + carry).split(b"\n")
-            carry, complete = parts[0], parts[1:]
-            if not seen_newline:
-                if not complete:
-                    continue  # still inside the unterminated last line
-                complete = complete[:-1]  # drop what follows the file's last newline
-                seen_newline = True
-            for line in reversed(complete):
-                url = _url_from_line(line, mark)
-                if url:
-                    return url
-        if seen_newline and carry:
-            return _url_from_line(carry, mark)
-    return None
-
-
-def _url_from_line(line: bytes, mark: str = URL_MARK) -> str | None:
-    if mark.encode() not in line:
-        return None
-    pattern = (
-        _URL_IN_LINE
-        if mark == URL_MARK
-        else re.compile(re.escape(mark.encode()) + rb"(https?://[^\s'\"<>]+)")
-    )
-    matches = pattern.findall(line)
-    for raw in reversed(matches):
-        try:
-            return normalize_url(raw.decode("ascii", "strict"))
-        except (UnicodeDecodeError, ValueError):
-            continue
+    # The whole line is the mark and the URL (`GRADING_SERVER_URL=http://node:port`), nothing around it.
+    pattern = re.compile(re.escape(mark.encode()) + rb"(https?://[^\s'\"<>]+)")
+    for line in head.split(b"\n")[:-1]:  # the piece after the last newline is not a complete line
+        m = pattern.fullmatch(line)
+        if m:
+            try:
+                return normalize_url(m.group(1).decode("ascii", "strict"))
+            except (UnicodeDecodeError, ValueError):
+                continue
     return None
 
 
@@ -198,8 +177,15 @@ def find_url(job: JobInfo, job_id: str, competition: str, state_dir: Path | None
             url = read_url_file(state_dir / run_dir_name(competition, jid) / "url", not_before)
             if url:
                 return url
+    if restarted(job):
+        return None  # its output may begin with an earlier start's line: only the URL file counts
     out = expand_output_path(job.get("StdOut"), job, job_id)
-    return last_url_in_file(out) if out else None
+    return server_url_in_file(out) if out else None
+
+
+def restarted(job: JobInfo) -> bool:
+    """Slurm restarted the job (requeue, preemption): its output may hold an earlier start's lines."""
+    return job.get("Restarts", "0") not in ("0", "")
 
 
 def _progress(msg: str) -> None:
@@ -258,6 +244,12 @@ def resolve_auto(job_id: str, competition: str, timeout: float, state_dir: Path 
             if url:
                 return url
             waiting = f"job {job_id} is {state} but has not published its URL yet (output {out})"
+            if restarted(job):
+                where = f" in {state_dir}" if state_dir else ""
+                waiting = (
+                    f"job {job_id} was restarted by Slurm and has no URL file{where} yet (its output "
+                    "may hold an earlier start's URL, so only the file counts)"
+                )
         now = time.monotonic()
         if now >= deadline:
             raise HelperError(

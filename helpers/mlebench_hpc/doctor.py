@@ -19,8 +19,9 @@ from pathlib import Path
 import click
 
 from mlebench_hpc.base_image import THREE_WAYS, configured_base, probe
-from mlebench_hpc.config import ConfigError, find_config_path, resolve
+from mlebench_hpc.config import ConfigError, find_config_path, resolve, scratch_problem
 from mlebench_hpc.git_lfs import is_lfs_pointer
+from mlebench_hpc.printable import printable
 from mlebench_hpc.run_metadata import sha256_file
 from mlebench_hpc.slurm_query import SlurmError, partitions
 
@@ -35,8 +36,9 @@ class Check:
     fix: str = ""
 
     def line(self) -> str:
-        text = f"{self.status:<4}  {self.name:<12} {self.detail}"
-        return f"{text}  -> fix: {self.fix}" if self.fix and self.status != "PASS" else text
+        # Details quote probes' output and file contents: never a control character on the terminal.
+        text = f"{self.status:<4}  {self.name:<12} {printable(self.detail)}"
+        return f"{text}  -> fix: {printable(self.fix)}" if self.fix and self.status != "PASS" else text
 
 
 def _run(argv: list[str]) -> tuple[int, str]:
@@ -340,6 +342,17 @@ def check_leaderboards(mlebench_dir: str | None, competitions: Iterable[str]) ->
     return checks or [Check("PASS", "leaderboard", f"no leaderboard.csv in {root} to check")]
 
 
+# ------------------------------------------------------------------ scratch
+
+
+def check_scratch(cfg: dict[str, str]) -> Check:
+    problem = scratch_problem(cfg)
+    if problem:
+        return Check("FAIL", "scratch", problem, "set SCRATCH_DIR outside OUTPUT_BASE, or leave it empty")
+    where = cfg.get("SCRATCH_DIR") or "RUN/.scratch (SCRATCH_DIR empty)"
+    return Check("PASS", "scratch", f"agent scratch in {where}, apart from the run directories")
+
+
 # ------------------------------------------------------------------ slurm
 
 
@@ -402,6 +415,7 @@ def run_checks(config_path: str | None, competitions: list[str]) -> list[Check]:
     checks.append(check_fuse())
     checks.extend(images)
     checks.extend(check_data(Path(cfg["DATA_DIR"]), competitions))
+    checks.append(check_scratch(cfg))
     checks.extend(check_leaderboards(cfg.get("MLEBENCH_DIR"), competitions))
     checks.append(check_slurm())
     return checks

@@ -1,17 +1,22 @@
 """`mlebench-hpc llm-ready`: the OpenAI-compatible endpoint an agent will use, resolved and checked
-before the agent starts (and by the LLM server job before it publishes its URL).
+before the agent starts; `mlebench-hpc llm-watch`: returns once that LLM server job is gone.
 
 SPEC is a base URL ending in /v1 (`http://node:8000/v1`), or `auto:JOBID` for an LLM server job of
 ours (slurm_llm_server.sh): its URL comes from OUTPUT_BASE/.state/llm/<jobid>/url, else from the
-last complete `LLM_SERVER_URL=` line of the job's output; while the job is pending we wait.
+job's own line in its output (the first that is exactly `LLM_SERVER_URL=<url>`, printed before any
+client knew the URL; never after a restart); while the job is pending we wait.
+With --run-id and a server of ours (auto:JOBID, or --server-state for LLM_BASE_URL=job) the run
+registers its own random key with the server's proxy (llm_keys.py) and checks with that key; the
+agent gets only that key (--env-file). A server you run yourself gets LLM_API_KEY_FILE's key.
 Then GET <url>/models must answer and list the model: we wait (bounded, backoff 0.5 s doubling to
 5 s) while nothing answers or the server says it is still loading (5xx), and fail at once, with one
 line, when it answers for other models, refuses the key, is not OpenAI-compatible, or when the
-server job or process (--job/--pid) is gone. The URL is printed on stdout."""
+server job or process (--job/--pid) is gone. The URL is printed on stdout (--shell: assignments)."""
 
 from __future__ import annotations
 
-import stat
+import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -21,9 +26,15 @@ import click
 import requests
 
 from mlebench_hpc import slurm_query
-from mlebench_hpc.atomic import write_atomic
-from mlebench_hpc.discovery import default_state_dir, expand_output_path, last_url_in_file, normalize_url
+from mlebench_hpc.discovery import (
+    default_state_dir,
+    expand_output_path,
+    normalize_url,
+    restarted,
+    server_url_in_file,
+)
 from mlebench_hpc.errors import HelperError
+from mlebench_hpc.llm_keys import check_plain, read_api_key, register_run_key, write_env_file
 from mlebench_hpc.readiness import check_job_alive, check_pid_alive
 from mlebench_hpc.slurm_query import SlurmError
 
@@ -46,21 +57,6 @@ def normalize_llm_url(url: str) -> str:
             f"http://{urlsplit(url).netloc}/v1"
         )
     return url
-
-
-def read_api_key(path: Path) -> str:
-    """The key in a file of its own (first line), which only its owner may read."""
-    try:
-        st = path.stat()
-        text = path.read_text(encoding="utf-8", errors="strict")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise HelperError(f"LLM_API_KEY_FILE={path} cannot be read ({exc}): fix the path") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise HelperError(f"LLM_API_KEY_FILE={path} is readable by others: chmod 600 {path}")
-    key = text.strip().splitlines()[0].strip() if text.strip() else ""
-    if not key:
-        raise HelperError(f"LLM_API_KEY_FILE={path} is empty: put the key on its first line")
-    return key
 
 
 def url_file(state_base: Path, job_id: str) -> Path:
@@ -105,7 +101,8 @@ def resolve_auto(job_id: str, timeout: float, state_base: Path | None) -> tuple[
             waiting = f"job {job_id} is {job.state} (reason: {job.get('Reason', 'none')})"
         else:
             found = _read_url(url_file(state_base, base)) if state_base else None
-            found = found or (last_url_in_file(out, URL_MARK) if out else None)
+            if not found and out and not restarted(job):
+                found = server_url_in_file(out, URL_MARK)
             if found:
                 return found, deadline - time.monotonic()
             waiting = f"job {job_id} is {job.state} but has not published its URL yet (output {out})"
@@ -120,29 +117,27 @@ def resolve_auto(job_id: str, timeout: float, state_base: Path | None) -> tuple[
         time.sleep(max(0.0, min(2.0, deadline - now)))
 
 
-def probe(session: requests.Session, url: str, model: str, key: str | None, timeout: float) -> str | None:
-    """None when URL/models lists MODEL; else why not yet. Raises HelperError when waiting cannot help."""
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    try:
-        resp = session.get(f"{url}/models", headers=headers, timeout=timeout)
-    except requests.RequestException as exc:
-        return f"{type(exc).__name__}: {str(exc)[:200]}"
-    if resp.status_code in (401, 403):
-        hint = "check LLM_API_KEY_FILE" if key else "set LLM_API_KEY_FILE to a file holding the key"
-        raise HelperError(f"{url}/models refused the request (HTTP {resp.status_code}): {hint}")
-    if resp.status_code in (404, 405):
+def models_verdict(
+    status: int, text: str, url: str, model: str, keyed: bool, whose: str = "LLM_API_KEY_FILE's"
+) -> str | None:
+    """What an answer of URL/models says: None when it lists MODEL, else why not yet (5xx: still
+    loading). Raises HelperError when waiting cannot help. KEYED: a key was sent (WHOSE key)."""
+    if status in (401, 403):
+        hint = f"check {whose} key" if keyed else "set LLM_API_KEY_FILE to a file holding the key"
+        raise HelperError(f"{url}/models refused the request (HTTP {status}): {hint}")
+    if status in (404, 405):
         raise HelperError(
-            f"{url}/models answered HTTP {resp.status_code}: not an OpenAI-compatible base URL "
+            f"{url}/models answered HTTP {status}: not an OpenAI-compatible base URL "
             "(it ends in /v1 for vLLM, llama.cpp and SGLang)"
         )
-    if resp.status_code != 200:
-        return f"HTTP {resp.status_code} from {url}/models (still loading?)"
+    if status != 200:
+        return f"HTTP {status} from {url}/models (still loading?)"
     try:
-        data = resp.json().get("data")
+        data = json.loads(text).get("data")
         ids = [str(m["id"]) for m in data]
     except (ValueError, AttributeError, KeyError, TypeError):
         raise HelperError(
-            f"{url}/models answered 200 without an OpenAI model list ({resp.text[:80]!r}): check LLM_BASE_URL"
+            f"{url}/models answered 200 without an OpenAI model list ({text[:80]!r}): check LLM_BASE_URL"
         ) from None
     if model not in ids:
         served = ", ".join(ids[:10]) or "no model"
@@ -152,8 +147,26 @@ def probe(session: requests.Session, url: str, model: str, key: str | None, time
     return None
 
 
+def probe(
+    session: requests.Session, url: str, model: str, key: str | None, timeout: float, whose: str
+) -> str | None:
+    """None when URL/models lists MODEL; else why not yet. Raises HelperError when waiting cannot help."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        resp = session.get(f"{url}/models", headers=headers, timeout=timeout)
+    except requests.RequestException as exc:
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return models_verdict(resp.status_code, resp.text, url, model, keyed=bool(key), whose=whose)
+
+
 def wait_llm_ready(
-    url: str, model: str, timeout: float, key: str | None, job: str | None, pid: int | None
+    url: str,
+    model: str,
+    timeout: float,
+    key: str | None,
+    job: str | None,
+    pid: int | None,
+    whose: str = "LLM_API_KEY_FILE's",
 ) -> float:
     """Seconds it took until URL/models listed MODEL; HelperError at the deadline."""
     start = time.monotonic()
@@ -167,7 +180,7 @@ def wait_llm_ready(
             if pid:
                 check_pid_alive(pid, what="LLM server process")
             remaining = deadline - time.monotonic()
-            reason = probe(session, url, model, key, max(0.1, min(MAX_DELAY, remaining)))
+            reason = probe(session, url, model, key, max(0.1, min(MAX_DELAY, remaining)), whose)
             if reason is None:
                 return time.monotonic() - start
             last = reason
@@ -185,6 +198,11 @@ def wait_llm_ready(
             delay = min(delay * 2, MAX_DELAY)
 
 
+def server_state_dir(state_base: Path, job_id: str) -> Path:
+    """OUTPUT_BASE/.state/llm/<job>: an LLM server job's URL file and its runs' keys."""
+    return state_base / STATE_SUBDIR / job_id.split("+")[0]
+
+
 @click.command("llm-ready")
 @click.argument("spec")
 @click.option("--model", required=True, help="Model the endpoint must list at /v1/models (LLM_MODEL).")
@@ -199,30 +217,40 @@ def wait_llm_ready(
     "--api-key-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="File holding the endpoint's key (LLM_API_KEY_FILE), mode 0600.",
+    help="File holding the key of a server you run yourself (LLM_API_KEY_FILE), mode 0600.",
 )
 @click.option(
     "--job", default=None, help="LLM server job id: fail at once when it ends (auto:JOBID sets it)."
 )
 @click.option("--pid", type=int, default=None, help="Local LLM server PID: fail at once when it exits.")
 @click.option(
-    "--local-port",
-    type=click.IntRange(1, 65535),
-    default=None,
-    help="SPEC is this machine's server on this port (SPEC ignored): http://<this node>:PORT/v1.",
-)
-@click.option(
-    "--url-file",
-    "publish",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Once ready, write the URL here atomically (what the LLM server job publishes).",
-)
-@click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Base of llm/<jobid>/url (default: as discover-url: OUTPUT_BASE/.state).",
+    help="Base of llm/<jobid>/ (default: as discover-url: OUTPUT_BASE/.state).",
+)
+@click.option(
+    "--run-id",
+    default=None,
+    help="Register a key for this run with our LLM server (auto:JOBID, or --server-state) and "
+    "check the endpoint with it; removed by the caller when the run ends.",
+)
+@click.option(
+    "--server-state",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The LLM server's state dir when SPEC is its URL (LLM_BASE_URL=job): OUTPUT_BASE/.state/llm/<job>.",
+)
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the agent's LLM_BASE_URL, LLM_MODEL and LLM_API_KEY here (mode 0600).",
+)
+@click.option(
+    "--shell",
+    is_flag=True,
+    help="Print shell assignments (MH_LLM_URL, MH_LLM_KEY_FILE, MH_LLM_SERVER_JOB, MH_LLM_SERVER_URL_FILE).",
 )
 def llm_ready_cmd(
     spec: str,
@@ -231,29 +259,101 @@ def llm_ready_cmd(
     api_key_file: Path | None,
     job: str | None,
     pid: int | None,
-    local_port: int | None,
-    publish: Path | None,
     state_dir: Path | None,
+    run_id: str | None,
+    server_state: Path | None,
+    env_file: Path | None,
+    shell: bool,
 ) -> None:
     """Print the endpoint's base URL once /models lists MODEL. SPEC: http://host:port/v1 or auto:JOBID."""
     if not model.strip():
         raise HelperError("LLM_MODEL is empty: set it to the model the endpoint serves")
     key = read_api_key(api_key_file) if api_key_file else None
-    url = spec
-    if local_port is not None:
-        from mlebench_hpc.server import published_host  # as the grading server names its node
-
-        url = f"http://{published_host('0.0.0.0')}:{local_port}/v1"
-    elif spec.startswith("auto:"):
-        job = job or spec[len("auto:") :].strip()
-        url, timeout = resolve_auto(job, timeout, state_dir or default_state_dir())
+    url, server_job = spec, ""
+    if spec.startswith("auto:"):
+        job = server_job = job or spec[len("auto:") :].strip()
+        base = state_dir or default_state_dir()
+        url, timeout = resolve_auto(job, timeout, base)
         timeout = max(timeout, 1.0)
+        if server_state is None and base is not None:
+            server_state = server_state_dir(base, job)
     url = normalize_llm_url(url)
     if job and not slurm_query.slurm_available():
         raise HelperError(f"--job {job} needs Slurm's scontrol, which is not on PATH: drop --job")
-    elapsed = wait_llm_ready(url, model, timeout, key, job or None, pid)
-    if publish is not None:
-        write_atomic(publish, (url + "\n").encode())
+    key_file: Path | None = None
+    whose = "LLM_API_KEY_FILE's"
+    if run_id and spec.startswith("auto:") and server_state is None:
+        raise HelperError("cannot find the LLM server job's state dir: pass --state-dir OUTPUT_BASE/.state")
+    if run_id and server_state is not None:  # our server: this run's own key, nothing else
+        key, key_file = register_run_key(server_state, run_id)
+        whose = "this run's"
+    try:
+        check_plain("LLM_MODEL", model)
+        check_plain("LLM_BASE_URL", url)
+        if key is not None:
+            check_plain("the key in LLM_API_KEY_FILE", key)
+        elapsed = wait_llm_ready(url, model, timeout, key, job or None, pid, whose)
+        if env_file is not None:
+            lines = {"LLM_BASE_URL": url, "LLM_MODEL": model} | ({"LLM_API_KEY": key} if key else {})
+            write_env_file(env_file, lines, quote=False)
+    except BaseException:
+        if key_file is not None:
+            key_file.unlink(missing_ok=True)
+        raise
     click.echo(f"llm-ready: {url} lists {model}, ready after {elapsed:.2f}s", err=True)
-    click.echo(url)
+    if shell:
+        url_of_server = server_state / "url" if server_state is not None and server_job else ""
+        for name, value in (
+            ("MH_LLM_URL", url),
+            ("MH_LLM_KEY_FILE", str(key_file or "")),
+            ("MH_LLM_SERVER_JOB", server_job),
+            ("MH_LLM_SERVER_URL_FILE", str(url_of_server)),
+        ):
+            click.echo(f"{name}={shlex.quote(value)}")
+    else:
+        click.echo(url)
     sys.stdout.flush()
+
+
+@click.command("llm-watch")
+@click.argument("job_id")
+@click.option(
+    "--url-file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The job's URL file (OUTPUT_BASE/.state/llm/<job>/url), removed when it stops.",
+)
+@click.option(
+    "--every",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between looks at the URL file.",
+)
+@click.option(
+    "--slurm-every",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    help="Seconds between asking Slurm.",
+)
+def llm_watch_cmd(job_id: str, url_file: Path, every: float, slurm_every: float) -> None:
+    """Return (exit 0) once the LLM server job JOB_ID is gone: its URL file removed or changed (a
+    requeued job), or Slurm says it ended. Its port may then be taken by anyone on its node."""
+    first = _read_url(url_file)
+    next_slurm = time.monotonic()
+    while True:
+        now = _read_url(url_file)
+        if now is None or now != first:
+            click.echo(f"llm-watch: LLM server job {job_id} withdrew its URL {first or ''}", err=True)
+            return
+        if time.monotonic() >= next_slurm:
+            next_slurm = time.monotonic() + slurm_every
+            try:
+                state = slurm_query.squeue_state(job_id) if slurm_query.slurm_available() else "RUNNING"
+            except SlurmError:
+                state = "RUNNING"  # cannot say: the URL file still decides
+            if state is None or state in slurm_query.ENDED_STATES:
+                click.echo(f"llm-watch: LLM server job {job_id} is {state or 'gone'}", err=True)
+                return
+        time.sleep(every)

@@ -11,6 +11,8 @@ import json
 import os
 import shlex
 import shutil
+import signal
+import stat
 import sys
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -22,9 +24,10 @@ import click
 from mlebench_hpc import slurm_query
 from mlebench_hpc.errors import HelperError
 from mlebench_hpc.grading_token import TOKEN_ENV
+from mlebench_hpc.inflight import INFLIGHT_FILE, read_inflight
 from mlebench_hpc.run_metadata import fenced_update as record
 from mlebench_hpc.run_metadata import superseded_attempt, update_metadata_if
-from mlebench_hpc.run_status import EXITED, RunStatus
+from mlebench_hpc.run_status import AGENT_KILLED_SERVER, EXITED, RunStatus
 from mlebench_hpc.runs import run_dir_name
 
 RUN_SUBDIRS = ("submission", "logs", "code", "overlay")
@@ -360,16 +363,84 @@ def read_cmd(run: Path, keys: tuple[str, ...]) -> None:
 @run_cmd.command("server-died")
 @click.argument("run", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--exit-code", type=int, required=True, help="The grading server's exit code.")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The grading server's host-only state dir: its inflight.json tells what it was doing.",
+)
 @click.option("--attempt", type=click.IntRange(min=0), default=None)
-def server_died_cmd(run: Path, exit_code: int, attempt: int | None) -> None:
-    """The grading server died before the agent ended: the agent was denied the validation it was
-    promised, so the attempt failed whatever the agent did (a resume runs the pair again). Only a
-    run whose record exists and has not been settled otherwise is changed."""
-    if not (run / "metadata.json").is_file():
-        return
-    reason = (
-        f"the grading server died (exit {exit_code}) before the agent ended: the agent could not validate"
-    )
+def server_died_cmd(run: Path, exit_code: int, state_dir: Path | None, attempt: int | None) -> None:
+    """The grading server died before the agent ended. Died while validating the agent's uploads
+    (its record of requests in flight, which only the host and the server can write): the agent's
+    own requests killed it, the run keeps its status and counts as a normal attempt. Otherwise the
+    agent was denied the validation it was promised: the attempt failed whatever the agent did (a
+    resume runs the pair again). Only a run whose record exists and has not been settled otherwise
+    is changed. Prints MH_SERVER_DEATH=agent|infrastructure|none."""
+    verdict = "none"
+    if (run / "metadata.json").is_file():
+        verdict = _record_server_death(run, exit_code, state_dir, attempt)
+    sys.stdout.write(_shell({"MH_SERVER_DEATH": verdict}))
+
+
+def _exit_words(code: int) -> tuple[str, str | None]:
+    """('exit 1' | 'exit 137, killed by SIGKILL', signal name or None): bash and srun report a
+    process killed by signal N as 128 + N."""
+    if 128 < code < 128 + 65:
+        try:
+            name = signal.Signals(code - 128).name
+        except ValueError:
+            name = f"signal {code - 128}"
+        return f"exit {code}, killed by {name}", name
+    return f"exit {code}", None
+
+
+def _server_exit_code(state_dir: Path) -> int | None:
+    """The code slurm_grading_server.sh saw its server exit with (STATE/exit_code), if any."""
+    try:
+        fd = os.open(state_dir / "exit_code", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        text = (
+            os.read(fd, 16).decode("ascii", "replace").strip() if stat.S_ISREG(os.fstat(fd).st_mode) else ""
+        )
+    finally:
+        os.close(fd)
+    return int(text) if text.isdigit() else None
+
+
+def _record_server_death(run: Path, exit_code: int, state_dir: Path | None, attempt: int | None) -> str:
+    record = read_inflight(state_dir / INFLIGHT_FILE) if state_dir is not None else None
+    own = _server_exit_code(state_dir) if state_dir is not None else None
+    failure: dict[str, Any] = {}
+    if own is not None and own != exit_code:  # srun says 1 for a task the OOM killer took
+        failure["step_exit_code"] = exit_code
+        exit_code = own
+    how, sig = _exit_words(exit_code)
+    failure.update(server_exit_code=exit_code, server_signal=sig)
+    if record is not None:
+        failure["server_requests"] = {
+            "in_flight": record.in_flight,
+            "in_flight_bytes": record.in_flight_bytes,
+            "requests": record.requests,
+            "over_budget": record.over_budget,
+            "recorded": record.updated,
+        }
+    by_agent = record is not None and record.in_flight > 0
+    if by_agent:
+        assert record is not None
+        failure["cause"] = AGENT_KILLED_SERVER
+        failure["reason"] = (
+            f"the grading server died ({how}) while validating the agent's own uploads "
+            f"({record.describe()}): the agent's requests killed it; the attempt counts as the agent left it"
+        )
+    else:
+        doing = "with no request in flight" if record is not None else "(no record of its requests)"
+        failure["cause"] = "grading_server_died"
+        failure["reason"] = (
+            f"the grading server died ({how}) {doing} before the agent ended: the agent could not validate"
+        )
     changeable = {RunStatus.STARTING, RunStatus.RUNNING, *EXITED}
 
     def merge(current: dict[str, Any]) -> dict[str, Any] | None:
@@ -377,10 +448,14 @@ def server_died_cmd(run: Path, exit_code: int, attempt: int | None) -> None:
             return None
         if RunStatus.parse(current.get("status", "")) not in changeable:
             return None
-        return {
-            "status": RunStatus.FAILED.value,
-            "failure": {"cause": "grading_server_died", "reason": reason, "server_exit_code": exit_code},
-        }
+        if by_agent:
+            return {"failure": failure}
+        return {"status": RunStatus.FAILED.value, "failure": failure}
 
-    if update_metadata_if(run, merge) is not None:
-        click.echo(f"FAILED: {reason}", err=True)
+    if update_metadata_if(run, merge) is None:
+        return "none"
+    if by_agent:
+        click.echo(f"NOTE: {failure['reason']}", err=True)
+        return "agent"
+    click.echo(f"FAILED: {failure['reason']}", err=True)
+    return "infrastructure"

@@ -39,6 +39,10 @@ FAILED = frozenset({RunStatus.FAILED, RunStatus.TIMEOUT})
 # metadata.json `failure.cause` written by the host when the infrastructure failed the agent
 # (slurm_hetjob.sh): the attempt is a failure even with a submission, and a resume runs the pair again.
 INFRASTRUCTURE_CAUSES = frozenset({"grading_server_died"})
+# The grading server died while validating the agent's own uploads (its host-only record of the
+# requests in flight says so): the agent's doing, not the infrastructure's. The run keeps the status
+# the agent's run gave and counts as a normal attempt; a resume does not run it again.
+AGENT_KILLED_SERVER = "grading_server_killed_by_agent_requests"
 
 # How a Slurm job state that ended a run whose record still said running is recorded.
 _SLURM_END: dict[str, RunStatus] = {

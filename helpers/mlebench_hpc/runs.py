@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlebench_hpc.run_status import EXITED, FAILED, INFRASTRUCTURE_CAUSES, NOT_ENDED, RunStatus
+from mlebench_hpc.run_status import (
+    AGENT_KILLED_SERVER,
+    EXITED,
+    FAILED,
+    INFRASTRUCTURE_CAUSES,
+    NOT_ENDED,
+    RunStatus,
+)
 
 METADATA = "metadata.json"
 
@@ -121,6 +128,12 @@ class Run:
             return str(failure.get("reason") or failure.get("cause"))
         return ""
 
+    def _agent_killed_server_note(self) -> str:
+        failure = self.meta.get("failure")
+        if isinstance(failure, dict) and failure.get("cause") == AGENT_KILLED_SERVER:
+            return "; the agent's own uploads killed its grading server"
+        return ""
+
     @property
     def done(self) -> bool:
         """The agent exited (not stopped by us) and left a submission, with everything it was
@@ -155,7 +168,7 @@ class Run:
             return f"finished (at its time limit, {sub})"
         if self.status in EXITED:
             word = (RunStatus.FINISHED if self.done else RunStatus.FAILED).value
-            return f"{word} (exit {self.exit_code}, {sub})"
+            return f"{word} (exit {self.exit_code}, {sub}){self._agent_killed_server_note()}"
         if self.status == RunStatus.CANCELLED:
             return f"cancelled ({sub})"
         if self.status == RunStatus.INTEGRITY_FAILED:

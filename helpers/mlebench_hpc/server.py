@@ -27,6 +27,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from traceback import format_exception
@@ -39,7 +40,17 @@ from werkzeug.wrappers import Request
 
 from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.grading_token import TOKEN_ENV, TOKEN_HEADER, TokenError, resolve_token
+from mlebench_hpc.inflight import InFlightRecorder
+from mlebench_hpc.printable import printable
 from mlebench_hpc.server_deadlines import DeadlineConnection, Deadlines, DeadlineSocketIO
+from mlebench_hpc.validation_pool import (
+    FREE_WORKER_WAIT_SECS,
+    PoolBusy,
+    ValidationPool,
+    choose_budget,
+    proc_status,
+    reset_peak_rss,
+)
 
 MIB = 1024 * 1024
 READ_CHUNK = 64 * 1024
@@ -56,6 +67,8 @@ MAX_HEADER_BYTES = 64 * 1024
 UPLOAD_DIR_PREFIX = "mlebench-grading-uploads-"
 UPLOAD_DIR_LOCK = ".owner.lock"
 ERROR_LOG_EVERY_SECS = 60.0
+# Thread pools of numpy's BLAS and OpenMP, pinned to one thread before numpy is imported.
+THREAD_POOL_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # A write that fails with these means the upload area is full, not that the submission is wrong.
 NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
@@ -153,6 +166,7 @@ class GradingApp:
         token: str | None = None,
         log: Callable[[str], None] | None = None,
         deadlines: Deadlines | None = None,
+        inflight: InFlightRecorder | None = None,
     ) -> None:
         self.competition_id = competition_id
         self.validator = validator
@@ -161,6 +175,7 @@ class GradingApp:
         self.token = token or None
         self.deadlines = deadlines or Deadlines()
         self.activity = Activity()
+        self.inflight = inflight or InFlightRecorder(None)
         self._log = log or _stderr_line
 
     # -- WSGI entry point -------------------------------------------------------------------
@@ -197,11 +212,10 @@ class GradingApp:
         )
         self.activity.end()
         elapsed_ms = (time.monotonic() - started) * 1000
+        # The client chose the method and the path: escaped, neither can end this line or start one.
+        method = environ.get("REQUEST_METHOD", "?")[:20].encode("unicode_escape").decode("ascii")
         path = environ.get("PATH_INFO", "")[:200].encode("unicode_escape").decode("ascii")
-        self._log(
-            f"{environ.get('REQUEST_METHOD', '?')} {path} {status} bytes={counter.count} "
-            f"ms={elapsed_ms:.1f} verdict={verdict}"
-        )
+        self._log(f"{method} {path} {status} bytes={counter.count} ms={elapsed_ms:.1f} verdict={verdict}")
         return [body]
 
     # -- routing ------------------------------------------------------------------------------
@@ -230,6 +244,17 @@ class GradingApp:
         declared = _content_length(environ)
         if declared is not None and declared > self.max_upload_bytes:
             return 413, self._too_large(), [], "refused"
+        # From here on the request is the agent's (it has the run's token): recorded as in flight,
+        # so that a server that dies now is known to have died of the agent's requests.
+        handle = self.inflight.begin(declared or 0)
+        try:
+            return self._receive_and_validate(environ, handle)
+        finally:
+            self.inflight.end(handle)
+
+    def _receive_and_validate(
+        self, environ: dict[str, Any], handle: int
+    ) -> tuple[int, dict[str, Any], list[tuple[str, str]], str]:
         request = _UploadRequest(environ, self.upload_dir, self.max_upload_bytes)
         try:
             try:
@@ -260,7 +285,12 @@ class GradingApp:
                     [],
                     "refused",
                 )
-            valid, message = self.validator(Path(upload.stream.name))
+            path = Path(upload.stream.name)
+            self.inflight.sized(handle, path.stat().st_size)
+            try:
+                valid, message = self.validator(path)
+            except PoolBusy:
+                return 503, _BUSY, [("Retry-After", "60")], "busy"
             return 200, {"result": message, "valid": bool(valid)}, [], "valid" if valid else "invalid"
         finally:
             request.discard()
@@ -326,6 +356,13 @@ _UNAUTHORIZED = {
 }
 
 
+_BUSY = {
+    "error": "the grading server is busy validating other uploads",
+    "details": f"no validation worker was free within {FREE_WORKER_WAIT_SECS:g} s; this says nothing "
+    "about the submission: try again in a minute",
+}
+
+
 def _no_room(exc: OSError) -> dict[str, Any]:
     return {
         "error": "no space for the upload",
@@ -354,7 +391,11 @@ def _content_length(environ: dict[str, Any]) -> int | None:
 
 def _stderr_line(line: str) -> None:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-    sys.stderr.write(f"{stamp} grading-server {line}\n")
+    # Every physical line carries the stamp and no control character: nothing in a message (a
+    # traceback quoting a client's bytes) can start a line of the job output or redraw one.
+    sys.stderr.write(
+        "".join(f"{stamp} grading-server {printable(part)}\n" for part in line.splitlines() or [""])
+    )
     sys.stderr.flush()
 
 
@@ -526,6 +567,17 @@ def _report_upload_room(upload_dir: Path, max_upload_mb: float) -> None:
 
 
 # -- the process ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Validation:
+    """How /validate parses submissions: WORKERS pre-forked processes (0: in the server process,
+    unbounded, as before) with BUDGET_MB each (None: chosen from the answers and the job's memory,
+    MEMORY_LIMIT_MB when known)."""
+
+    workers: int = 2
+    budget_mb: float | None = None
+    memory_limit_mb: float | None = None
+
+
 def serve(
     competition_id: str,
     data_dir: Path,
@@ -539,11 +591,14 @@ def serve(
     mlebench_dir: Path | None = None,
     tmp_dir: Path | None = None,
     deadlines: Deadlines | None = None,
+    validation: Validation | None = None,
+    inflight_file: Path | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT or --idle-timeout; returns the exit code."""
     stop = threading.Event()
     reason: list[str] = []
     deadlines = deadlines or Deadlines()
+    validation = validation or Validation()
 
     def on_signal(signum: int, _frame: Any) -> None:
         reason.append(signal.Signals(signum).name)
@@ -556,6 +611,10 @@ def serve(
     # (answered 507), not kill the server.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     _raise_fd_limit()
+    # Before numpy is imported: no BLAS thread pool, so the validation zygote forks a process with
+    # one thread (validation does no linear algebra).
+    for name in THREAD_POOL_VARS:
+        os.environ.setdefault(name, "1")
 
     try:
         upload_dir, upload_lock = prepare_upload_dir(tmp_dir)
@@ -563,11 +622,14 @@ def serve(
         _stderr_line(f"error: {exc}")
         return 2
     server: _Server | None = None
+    pool: ValidationPool | None = None
+    inflight = InFlightRecorder(None)
     published = False
     try:
         # Imports and the answers are loaded before anything is published.
         from mlebench_hpc.grading import GradingSetupError, load_competition
 
+        rss_before = proc_status("VmRSS").get("VmRSS", 0)
         try:
             if mlebench_dir is not None:
                 competition = load_competition(competition_id, data_dir, mlebench_dir=mlebench_dir)
@@ -576,17 +638,41 @@ def serve(
         except GradingSetupError as exc:
             _stderr_line(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
             return 2
+        answers_bytes = max(0, proc_status("VmRSS").get("VmRSS", 0) - rss_before)
         sample = getattr(getattr(competition, "spec", None), "sample_submission", "sample_submission.csv")
-        _warm_up(competition, data_dir / competition_id / "prepared" / "public" / sample)
+        sample_bytes = _warm_up(competition, data_dir / competition_id / "prepared" / "public" / sample)
         _report_upload_room(upload_dir, max_upload_mb)
+        budget = choose_budget(
+            validation.workers,
+            validation.budget_mb,
+            validation.memory_limit_mb,
+            answers_bytes,
+            sample_bytes,
+            proc_status("VmRSS").get("VmRSS", 0),
+        )
+        if budget.warning:
+            _stderr_line(budget.warning)
+        if inflight_file is not None:
+            try:
+                inflight = InFlightRecorder(inflight_file)
+            except OSError as exc:
+                _stderr_line(f"error: cannot write {inflight_file} ({exc.strerror}); check --inflight-file")
+                return 2
+        validator: Callable[[Path], tuple[bool, str]] = _in_process(competition.validate)
+        if budget.workers:
+            # Forked now: the answers are loaded and warm, and no thread has started yet.
+            pool = ValidationPool(competition.validate, budget, _stderr_line, inflight.over_budget)
+            pool.start()
+            validator = pool.validate
 
         app = GradingApp(
             competition_id,
-            competition.validate,
+            validator,
             upload_dir,
             max_upload_bytes=int(max_upload_mb * MIB),
             token=token,
             deadlines=deadlines,
+            inflight=inflight,
         )
         server = _Server(
             (host, port),
@@ -620,7 +706,7 @@ def serve(
             _stderr_line(
                 f"serving {competition_id} ({backend} backend) on {url} (bound {host}:{bound_port}), "
                 f"max upload {max_upload_mb:g} MiB, idle timeout {idle_timeout:g}s, "
-                f"token {'required' if token else 'off'}, {deadlines.describe()}"
+                f"token {'required' if token else 'off'}, {deadlines.describe()}, {budget.describe()}"
             )
         while not stop.wait(0.5):
             if idle_timeout > 0 and app.activity.idle_for() >= idle_timeout:
@@ -628,6 +714,10 @@ def serve(
                 break
             if not worker.is_alive():
                 _stderr_line("error: the server thread stopped unexpectedly")
+                return 1
+            gone = pool.zygote_exit() if pool is not None else None
+            if gone is not None:
+                _stderr_line(f"error: the validation zygote {gone}: no worker can be replaced, stopping")
                 return 1
         _stderr_line(f"stopping ({', '.join(reason) or 'requested'})")
         return 0
@@ -638,9 +728,26 @@ def serve(
         if server is not None:
             with contextlib.suppress(Exception):
                 server.stop()
+        if pool is not None:
+            pool.close()
+        inflight.remove()
         shutil.rmtree(upload_dir, ignore_errors=True)
         if upload_lock is not None:
             os.close(upload_lock)
+
+
+def _in_process(validate: Callable[[Path], tuple[bool, str]]) -> Callable[[Path], tuple[bool, str]]:
+    """--validate-workers 0: validation in the server process, unbounded, as before the pool."""
+
+    from mlebench_hpc.grading.messages import invalid_message
+
+    def validator(path: Path) -> tuple[bool, str]:
+        try:
+            return validate(path)
+        except MemoryError:
+            return False, invalid_message("Submission could not be graded (MemoryError).")
+
+    return validator
 
 
 def _raise_fd_limit() -> None:
@@ -652,11 +759,18 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _warm_up(competition: Any, sample: Path) -> None:
-    """Validate the public sample once so the first agent request does not pay for lazy imports."""
-    if sample.is_file():
-        with contextlib.suppress(Exception):
-            competition.validate(sample)
+def _warm_up(competition: Any, sample: Path) -> int:
+    """Validate the public sample once so the first agent request does not pay for lazy imports.
+    Returns the memory it took at its peak (bytes; 0 when not measurable): a submission of the
+    answers' rows, for the validation budget."""
+    if not sample.is_file():
+        return 0
+    measured = reset_peak_rss()
+    before = proc_status("VmRSS").get("VmRSS", 0)
+    with contextlib.suppress(Exception):
+        competition.validate(sample)
+    peak = proc_status("VmHWM").get("VmHWM", 0)
+    return max(0, peak - before) if measured else 0
 
 
 @click.command("serve")
@@ -738,6 +852,37 @@ def _warm_up(competition: Any, sample: Path) -> None:
     type=click.FloatRange(min=0, min_open=True),
     help="Slowest accepted average upload rate (MiB/s) once --body-timeout is used up.",
 )
+@click.option(
+    "--validate-workers",
+    envvar="GRADING_VALIDATE_WORKERS",
+    default=Validation.workers,
+    show_default=True,
+    type=click.IntRange(0, 64),
+    help="Processes that parse submissions, each with a memory budget; 0 = in the server process, "
+    "unbounded (an oversized upload can then kill the server).",
+)
+@click.option(
+    "--validate-budget-mb",
+    envvar="GRADING_VALIDATE_BUDGET_MB",
+    default="auto",
+    show_default=True,
+    help="Memory one validation may use (MiB); auto: 4 x what the answers or a validation of the "
+    "sample submission take, at least 256, within --memory-limit-mb.",
+)
+@click.option(
+    "--memory-limit-mb",
+    envvar="GRADING_MEMORY_LIMIT_MB",
+    default=0.0,
+    type=click.FloatRange(min=0),
+    help="The job's memory (Slurm's --mem), shared by the workers' budgets; 0 = unknown.",
+)
+@click.option(
+    "--inflight-file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Keep a record of the authenticated /validate requests in flight here (host-only state, "
+    "written atomically; removed at exit), read when the server dies.",
+)
 def serve_cmd(
     competition_id: str,
     data_dir: Path,
@@ -753,6 +898,10 @@ def serve_cmd(
     header_timeout: float,
     body_timeout: float,
     body_min_rate: float,
+    validate_workers: int,
+    validate_budget_mb: str,
+    memory_limit_mb: float,
+    inflight_file: Path | None,
 ) -> None:
     """Serve GET /health and POST /validate for one competition; print GRADING_SERVER_URL=... once
     listening."""
@@ -761,6 +910,15 @@ def serve_cmd(
     except TokenError as exc:
         _stderr_line(f"error: {exc}")
         sys.exit(2)
+    budget_mb: float | None = None
+    if validate_budget_mb.strip().lower() != "auto":
+        try:
+            budget_mb = float(validate_budget_mb)
+            if not budget_mb > 0:
+                raise ValueError
+        except ValueError:
+            _stderr_line(f"error: --validate-budget-mb {validate_budget_mb!r}: give MiB (> 0) or auto")
+            sys.exit(2)
     code = serve(
         competition_id,
         data_dir,
@@ -774,5 +932,7 @@ def serve_cmd(
         mlebench_dir=mlebench_dir,
         tmp_dir=tmp_dir,
         deadlines=Deadlines(header_timeout, body_timeout, body_min_rate * MIB),
+        validation=Validation(validate_workers, budget_mb, memory_limit_mb or None),
+        inflight_file=inflight_file,
     )
     sys.exit(code)

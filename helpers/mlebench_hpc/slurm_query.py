@@ -286,6 +286,22 @@ def time_left(job_id: str) -> str | None:
     return lines[0] if lines else None
 
 
+def step_id(job_id: str, name: str) -> str | None:
+    """The id (JOBID.STEP) of JOB_ID's first running step named NAME, or None (no such step, or
+    Slurm cannot be asked)."""
+    if not valid_job_id(job_id) or not slurm_available():
+        return None
+    try:
+        proc = _run(["squeue", "-h", "-s", "-j", job_id, "-o", "%i %j"])
+    except SlurmError:
+        return None
+    for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+        step, _, step_name = line.strip().partition(" ")
+        if step_name.strip() == name:
+            return step
+    return None
+
+
 def restarts(job_id: str) -> int | None:
     """How many times Slurm restarted JOB_ID (requeue, preemption), or None when it cannot say."""
     records = job_records([job_id])
@@ -300,3 +316,13 @@ def slurm_restarts_cmd(job_id: str) -> None:
     """Print how many times Slurm restarted JOB_ID (empty when Slurm cannot say)."""
     n = restarts(job_id)
     click.echo("" if n is None else str(n))
+
+
+@click.command("slurm-step")
+@click.argument("job_id")
+@click.argument("name")
+def slurm_step_cmd(job_id: str, name: str) -> None:
+    """Print the id of JOB_ID's running step named NAME (nothing when there is none)."""
+    step = step_id(job_id, name)
+    if step:
+        click.echo(step)

@@ -28,6 +28,7 @@ import click
 from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.attempts import attempt_numbers, split_attempts
 from mlebench_hpc.errors import HelperError
+from mlebench_hpc.printable import printable
 from mlebench_hpc.run_status import FAILED, RunStatus
 from mlebench_hpc.runs import Run, array_task_id, run_dir_name, scan_runs
 from mlebench_hpc.slurm_query import WAITING_STATES, JobRecord
@@ -356,13 +357,14 @@ def sweep_plan_cmd(
 
 # ------------------------------------------------------------------ status
 def _log_error(group_dir: Path, job_id: str) -> str:
-    """The last `error:` line of the task's output file, for a failure reason."""
-    # The job output holds what the agent printed: read its tail only, never through a link.
+    """The last `error:` line of the task's output file, for a failure reason, made printable."""
+    # The job output holds what the agent printed: read its tail only, never through a link, and
+    # split on newlines only (a CR or form feed of the agent's is escaped, not a line break).
     with contextlib.suppress(OSError, UntrustedFileError):
         text = read_text_bounded(group_dir, f"{SWEEP_DIR}/logs/{job_id}.out", LOG_TAIL_BYTES)
-        lines = [ln.strip() for ln in text.splitlines() if "error:" in ln]
+        lines = [ln.strip() for ln in text.split("\n") if "error:" in ln]
         if lines:
-            return lines[-1][:200]
+            return printable(lines[-1][:200])
     return ""
 
 
@@ -423,7 +425,8 @@ def describe_task(
     if run.status == RunStatus.CANCELLED:
         return PAIR_CANCELLED, text
     if run.status in FAILED or run.status == RunStatus.INTEGRITY_FAILED:
-        plain = not run.infrastructure_failure and "slurm_end" not in run.meta
+        # a sweep task starts each attempt with slurm_end: null; only Slurm's own words replace the reason
+        plain = not run.infrastructure_failure and not run.meta.get("slurm_end")
         why = _log_error(group_dir, job) if plain else ""
         return PAIR_FAILED, text + (f": {why}" if why else "")
     asked = "Slurm not asked" if slurm is None else "no answer from Slurm"
@@ -481,7 +484,8 @@ def status_cmd(group_dir: Path, no_slurm: bool) -> None:
     with reason, requeued n times, which attempt; then one line of counts per state."""
     st = sweep_status(group_dir, use_slurm=not no_slurm)
     table = [("competition", "seed", "job", "state")]
-    table += [(r.competition, str(r.seed), r.job, r.text) for r in st.pairs]
+    # Every cell may quote the agent (its error line) or a file it could write: printable only.
+    table += [(printable(r.competition), str(r.seed), printable(r.job), printable(r.text)) for r in st.pairs]
     widths = [max(len(r[i]) for r in table) for i in range(3)]
     lines = ["  ".join(v.ljust(widths[i]) for i, v in enumerate(row[:3])) + "  " + row[3] for row in table]
     lines.append(st.counts_line())

@@ -10,11 +10,16 @@ mh_grading_cmd() {
     local comp=$1 state=$2 runtime
     runtime=$(mh_runtime)
     local server_args=(--competition-id "$comp" --host 0.0.0.0 --port 0
-        --idle-timeout "$GRADING_IDLE_TIMEOUT" --max-upload-mb "$UPLOAD_LIMIT_MB")
+        --idle-timeout "$GRADING_IDLE_TIMEOUT" --max-upload-mb "$UPLOAD_LIMIT_MB"
+        --validate-workers "$GRADING_VALIDATE_WORKERS" --validate-budget-mb "$GRADING_VALIDATE_BUDGET_MB")
+    # The workers' budgets share the job's memory (--cleanenv: the server cannot see Slurm's variables)
+    local mem
+    mem=$(mh_job_mem_mb)
+    if [[ -n $mem ]]; then server_args+=(--memory-limit-mb "$mem"); fi
     if [[ $runtime == apptainer ]]; then
-        server_args+=(--token-file /state/token --tmp-dir /state/uploads)
+        server_args+=(--token-file /state/token --tmp-dir /state/uploads --inflight-file /state/inflight.json)
     else
-        server_args+=(--token-file "$state/token" --tmp-dir "$state/uploads")
+        server_args+=(--token-file "$state/token" --tmp-dir "$state/uploads" --inflight-file "$state/inflight.json")
     fi
     if [[ $runtime == apptainer ]]; then
         local binds=(--bind "$DATA_DIR/$comp/prepared/private:/private/data/$comp/prepared/private:ro"
@@ -100,6 +105,40 @@ mh_agent_cmd() {
 # Where the entrypoint is bound in the agent container: a path of ours no image is asked to have.
 MH_ENTRYPOINT=/.mlebench-hpc/entrypoint_hpc.sh
 
+# The LLM server (the backend behind `mlebench-hpc llm-proxy`): LLM_CMD run by `bash -c` in LLM_SIF
+# (on the host when LLM_SIF is empty or without apptainer), bound to 127.0.0.1 only (LLM_HOST), with
+# LLM_MODEL, LLM_MODEL_DIR, LLM_PORT and LLM_NUM_GPUS in its environment, the weights read-only,
+# caches in scratch and the Hugging Face libraries offline (nothing is downloaded at run time). Its
+# key comes from ENV_FILE (0600, written by `llm-proxy backend-env`), never from a command line.
+# Fills MH_CMD. Args: model port scratch env_file
+mh_llm_cmd() {
+    local model=$1 port=$2 scratch=$3 key_env=$4 gpus cache
+    gpus=$(mh_gpu_count)
+    if [[ $(mh_runtime) == apptainer && -n ${LLM_SIF:-} ]]; then
+        cache=/tmp  # --workdir: the container's /tmp is $scratch/tmp on disk
+    else
+        cache=$scratch
+    fi
+    local envs=(LLM_MODEL="$model" LLM_MODEL_DIR="${LLM_MODEL_DIR:-}" LLM_HOST=127.0.0.1 LLM_PORT="$port"
+        LLM_NUM_GPUS="$gpus" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HOME="$cache/hf"
+        XDG_CACHE_HOME="$cache/cache" VLLM_CACHE_ROOT="$cache/vllm" TRITON_CACHE_DIR="$cache/triton"
+        VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1)
+    if [[ $(mh_runtime) == apptainer && -n ${LLM_SIF:-} ]]; then
+        local flags=(--contain --cleanenv --no-home --pid --ipc --workdir "$scratch" --pwd /tmp) e
+        [[ -n ${LLM_MODEL_DIR:-} ]] && flags+=(--bind "$LLM_MODEL_DIR:$LLM_MODEL_DIR:ro")
+        for e in "${envs[@]}"; do flags+=(--env "$e"); done
+        flags+=(--env-file "$key_env")
+        if (( gpus > 0 )); then flags+=(--nv); fi
+        # shellcheck disable=SC2206 # extra flags are meant to split
+        local extra=(${APPTAINER_EXTRA_FLAGS:-})
+        MH_CMD=(apptainer exec "${flags[@]}" "${extra[@]}" "$LLM_SIF" bash -c "$LLM_CMD")
+    else
+        mkdir -p "$cache"
+        # shellcheck disable=SC2016 # expanded by the inner bash
+        MH_CMD=(bash -c 'set -a; source "$1"; set +a; shift; exec env "$@"' llm "$key_env" "${envs[@]}" bash -c "$LLM_CMD")
+    fi
+}
+
 # The agent's writable scratch (bound at /tmp and /var/tmp): SCRATCH_DIR/<group>/<run dir name>
 # when SCRATCH_DIR is set, else RUN/.scratch; never shared between runs. Arg: run_dir
 mh_scratch_dir() {
@@ -158,7 +197,7 @@ mh_integrity_check() {
         return 0
     fi
     local checker ctr=/.mlebench-hpc-check/integrity-check noenv
-    checker=$(mh_checker)
+    checker=$(mh_checker) || return 2
     local args=() p id name
     # Host paths the agent must not reach, each with its host identity.
     for p in "$DATA_DIR/$comp/prepared/private" "$DATA_DIR" "$MH_STATE_BASE" "$OUTPUT_BASE" "$HOME" \

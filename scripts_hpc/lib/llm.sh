@@ -4,12 +4,14 @@
 # mh_stop_pid, mh_stop_step and mh_in_hetjob_batch). Config keys: LLM_BASE_URL (http(s)://host:port/v1, auto:<jobid>
 # of an LLM server job, or `job`: this job starts the server as a step), LLM_MODEL,
 # LLM_API_KEY_FILE, LLM_SIF, LLM_MODEL_DIR, LLM_CMD, LLM_READY_TIMEOUT.
+# The server's container command line is mh_llm_cmd (lib/containers.sh); keys are read and written
+# only by Python (`llm-proxy backend-env`, `llm-ready --env-file`), never here.
 
-# ------------------------------------------------------------------ the server's command line
-# A free TCP port of this node (a server that cannot bind port 0 itself, like vLLM, gets it;
-# the tiny race with another process is caught by the readiness check's --pid).
+# ------------------------------------------------------------------ the server
+# A free TCP port of 127.0.0.1, for the backend (a server that cannot bind port 0 itself, like
+# vLLM, gets it). Whoever binds it meanwhile cannot take a request: the proxy checks every connection.
 mh_free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1]); s.close()'
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
 # GPUs this step may use: CUDA_VISIBLE_DEVICES, else Slurm's count, else 0.
@@ -21,49 +23,6 @@ mh_gpu_count() {
         echo "${#arr[@]}"
     else
         echo "${SLURM_GPUS_ON_NODE:-0}"
-    fi
-}
-
-# The LLM server: LLM_CMD run by `bash -c` in LLM_SIF (on the host when LLM_SIF is empty or
-# without apptainer), with LLM_MODEL, LLM_MODEL_DIR, LLM_HOST, LLM_PORT and LLM_NUM_GPUS in its
-# environment, the weights read-only, caches in scratch and the Hugging Face libraries offline
-# (weights come from LLM_MODEL_DIR, never from the network). A key from LLM_API_KEY_FILE reaches
-# it as LLM_API_KEY and VLLM_API_KEY through a 0600 env file. Fills MH_CMD. Args: model port scratch
-# shellcheck disable=SC2034 # MH_CMD is read by the caller
-mh_llm_cmd() {
-    local model=$1 port=$2 scratch=$3 gpus cache key_env=""
-    gpus=$(mh_gpu_count)
-    if [[ -n ${LLM_API_KEY_FILE:-} ]]; then
-        key_env=$scratch/llm-key.env
-        (umask 077 && printf 'LLM_API_KEY=%s\nVLLM_API_KEY=%s\n' "$(head -n1 "$LLM_API_KEY_FILE")" \
-            "$(head -n1 "$LLM_API_KEY_FILE")" >"$key_env")
-    fi
-    if [[ $(mh_runtime) == apptainer && -n ${LLM_SIF:-} ]]; then
-        cache=/tmp  # --workdir: the container's /tmp is $scratch/tmp on disk
-    else
-        cache=$scratch
-    fi
-    local envs=(LLM_MODEL="$model" LLM_MODEL_DIR="${LLM_MODEL_DIR:-}" LLM_HOST=0.0.0.0 LLM_PORT="$port"
-        LLM_NUM_GPUS="$gpus" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HOME="$cache/hf"
-        XDG_CACHE_HOME="$cache/cache" VLLM_CACHE_ROOT="$cache/vllm" TRITON_CACHE_DIR="$cache/triton"
-        VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1)
-    if [[ $(mh_runtime) == apptainer && -n ${LLM_SIF:-} ]]; then
-        local flags=(--contain --cleanenv --no-home --pid --ipc --workdir "$scratch" --pwd /tmp) e
-        [[ -n ${LLM_MODEL_DIR:-} ]] && flags+=(--bind "$LLM_MODEL_DIR:$LLM_MODEL_DIR:ro")
-        for e in "${envs[@]}"; do flags+=(--env "$e"); done
-        [[ -n $key_env ]] && flags+=(--env-file "$key_env")
-        if (( gpus > 0 )); then flags+=(--nv); fi
-        # shellcheck disable=SC2206 # extra flags are meant to split
-        local extra=(${APPTAINER_EXTRA_FLAGS:-})
-        MH_CMD=(apptainer exec "${flags[@]}" "${extra[@]}" "$LLM_SIF" bash -c "$LLM_CMD")
-    else
-        mkdir -p "$cache"
-        if [[ -n $key_env ]]; then  # the key from the file, never on a command line
-            # shellcheck disable=SC2016 # expanded by the inner bash
-            MH_CMD=(bash -c 'set -a; source "$1"; set +a; shift; exec env "$@"' llm "$key_env" "${envs[@]}" bash -c "$LLM_CMD")
-        else
-            MH_CMD=(env "${envs[@]}" bash -c "$LLM_CMD")
-        fi
     fi
 }
 
@@ -85,32 +44,40 @@ mh_llm_server_checks() {
 }
 
 # ------------------------------------------------------------------ the agent's endpoint
-# The key in LLM_API_KEY_FILE: its first non-blank line without spaces (as llm-ready reads it).
-mh_llm_key() { sed -n '/[^[:space:]]/{p;q}' "$LLM_API_KEY_FILE" | tr -d '[:space:]'; }
-
 # Before the agent starts: resolve LLM_BASE_URL (a URL, auto:<jobid>, or `job`: the URL of the
-# server this job started, MH_LLM_JOB_URL) and check that /v1/models lists LLM_MODEL, waiting at
-# most LLM_READY_TIMEOUT; one line and exit 2 when not. Sets MH_LLM_URL (empty without an endpoint).
+# server this job started, MH_LLM_JOB_URL), register this run's own key with our server (auto: and
+# job; a server you run yourself gets LLM_API_KEY_FILE's key), check that /v1/models lists LLM_MODEL
+# with that key, waiting at most LLM_READY_TIMEOUT, and write the agent's LLM lines to ENV_FILE
+# (0600, by llm-ready); one line and exit 2 when not. Sets MH_LLM_URL (empty without an endpoint),
+# MH_LLM_ENV, MH_LLM_KEY_FILE (removed by mh_llm_release), MH_LLM_SERVER_JOB and
+# MH_LLM_SERVER_URL_FILE (auto:, for mh_llm_watch_server_job). Args: run_id env_file
 mh_llm_check_endpoint() {
-    MH_LLM_URL=""
+    local run_id=$1 env_file=$2
+    MH_LLM_URL="" MH_LLM_ENV="" MH_LLM_KEY_FILE="" MH_LLM_SERVER_JOB="" MH_LLM_SERVER_URL_FILE=""
     local spec=${LLM_BASE_URL:-}
     [[ -n $spec ]] || return 0
+    local args=(--model "${LLM_MODEL:-}" --timeout "${LLM_READY_TIMEOUT:-900}" --state-dir "$MH_STATE_BASE"
+        --run-id "$run_id" --env-file "$env_file" --shell)
     if [[ $spec == job ]]; then
         [[ -n ${MH_LLM_JOB_URL:-} ]] || mh_die "LLM_BASE_URL=job starts an LLM server only in scripts_hpc/slurm_hetjob.sh: submit that, or run 'sbatch scripts_hpc/slurm_llm_server.sh' and set LLM_BASE_URL=auto:<its job id>"
         spec=$MH_LLM_JOB_URL
+        args+=(--server-state "$MH_STATE_BASE/llm/$MH_JOB_ID")
+    elif [[ $spec != auto:* && -n ${LLM_API_KEY_FILE:-} ]]; then
+        args+=(--api-key-file "$LLM_API_KEY_FILE")  # your own server: your key
     fi
-    local args=(--model "${LLM_MODEL:-}" --timeout "${LLM_READY_TIMEOUT:-900}" --state-dir "$MH_STATE_BASE")
-    [[ -n ${LLM_API_KEY_FILE:-} ]] && args+=(--api-key-file "$LLM_API_KEY_FILE")
-    local url key="" v
-    url=$("$MH_CLI" llm-ready "$spec" "${args[@]}") || exit 2
-    # apptainer's --env-file reads the agent's env file as shell: only plain characters go there.
-    if [[ -n ${LLM_API_KEY_FILE:-} ]]; then key=$(mh_llm_key); fi
-    for v in "$url" "$LLM_MODEL" "$key"; do
-        [[ $v =~ ^[A-Za-z0-9._~:/@%+,=-]*$ ]] \
-            || mh_die "LLM_MODEL, LLM_BASE_URL and the key in LLM_API_KEY_FILE may hold only letters, digits and ._~:/@%+,=-: rename the model or use another key"
-    done
-    MH_LLM_URL=$url
-    mh_log "LLM endpoint $MH_LLM_URL serves $LLM_MODEL"
+    local out
+    out=$("$MH_CLI" llm-ready "$spec" "${args[@]}") || exit 2
+    eval "$out"
+    MH_LLM_ENV=$env_file
+    mh_log "LLM endpoint $MH_LLM_URL serves $LLM_MODEL${MH_LLM_KEY_FILE:+ (with a key of this run only)}"
+}
+
+# When the run ends (whatever ended it): stop the watcher, withdraw this run's key from the LLM
+# server (from then on the proxy answers it 401) and remove the agent's LLM env lines.
+mh_llm_release() {
+    mh_stop_pid "${MH_LLM_SERVER_WATCH_PID:-}"
+    MH_LLM_SERVER_WATCH_PID=""
+    rm -f "${MH_LLM_KEY_FILE:-}" "${MH_LLM_ENV:-}"
 }
 
 # The endpoint in the run's metadata.json (never the key). Arg: run_dir
@@ -121,19 +88,50 @@ mh_llm_meta() {
 }
 
 # The agent's LLM lines of its 0600 env file (mh_agent_env_file): LLM_BASE_URL (resolved),
-# LLM_MODEL and LLM_API_KEY (the key file's first line, never its path). Nothing without an
-# endpoint (checked by mh_llm_check_endpoint first).
+# LLM_MODEL and LLM_API_KEY (this run's own key, or for a server you run yourself LLM_API_KEY_FILE's),
+# as llm-ready wrote them. Nothing without an endpoint (checked by mh_llm_check_endpoint first).
 mh_llm_env_lines() {
-    [[ -n ${MH_LLM_URL:-} ]] || return 0
-    printf 'LLM_BASE_URL=%s\nLLM_MODEL=%s\n' "$MH_LLM_URL" "$LLM_MODEL"
-    if [[ -n ${LLM_API_KEY_FILE:-} ]]; then printf 'LLM_API_KEY=%s\n' "$(mh_llm_key)"; fi
+    [[ -n ${MH_LLM_ENV:-} ]] || return 0
+    cat "$MH_LLM_ENV"
+}
+
+# While the agent runs with LLM_BASE_URL=auto:<jobid>: when that LLM server job ends (its URL file
+# goes, or Slurm says so), stop the agent (SIGTERM to AGENT_PID) instead of letting it send prompts
+# to a port anyone on that node may now bind. mh_llm_unwatch_server_job says whether it fired.
+# Sets MH_LLM_SERVER_WATCH_PID. Arg: agent_pid
+mh_llm_watch_server_job() {
+    MH_LLM_SERVER_WATCH_PID=""
+    [[ -n ${MH_LLM_SERVER_JOB:-} && -n ${MH_LLM_SERVER_URL_FILE:-} ]] || return 0
+    local agent=$1 job=$MH_LLM_SERVER_JOB file=$MH_LLM_SERVER_URL_FILE
+    (
+        "$MH_CLI" llm-watch "$job" --url-file "$file" &
+        w=$!
+        trap 'kill "$w" 2>/dev/null; exit 0' TERM
+        wait "$w" || exit 0  # stopped, or it could not watch: nothing to do
+        mh_log "the LLM server job $job ended during the run: stopping the agent, which cannot go on without it"
+        kill -TERM "$agent" 2>/dev/null || true
+        exit 10
+    ) &
+    MH_LLM_SERVER_WATCH_PID=$!
+}
+
+# After the agent ended: stop the watcher; MH_LLM_SERVER_GONE=1 when it was the one that stopped
+# the agent.
+# shellcheck disable=SC2034 # MH_LLM_SERVER_GONE is read by the caller
+mh_llm_unwatch_server_job() {
+    local w=${MH_LLM_SERVER_WATCH_PID:-} rc=0
+    MH_LLM_SERVER_GONE=0 MH_LLM_SERVER_WATCH_PID=""
+    [[ -n $w ]] || return 0
+    if mh_llm_pid_running "$w"; then kill -TERM "$w" 2>/dev/null || true; fi
+    wait "$w" || rc=$?
+    if (( rc == 10 )); then MH_LLM_SERVER_GONE=1; fi
 }
 
 # ------------------------------------------------------------------ LLM_BASE_URL=job
 # The hetjob with LLM_BASE_URL=job: the LLM server (slurm_llm_server.sh) as a background step of
 # the agent's component 1, sharing its CPUs and GPUs (--overlap), started after the grading server
-# (its step 0); without Slurm a background process. Waits (bounded) until it published its URL
-# and the URL answers from here, then exports MH_LLM_JOB_URL for the agent step. Sets MH_LLM_PID.
+# (its step 0); without Slurm a background process. Waits (bounded) until it published its URL,
+# then exports MH_LLM_JOB_URL for the agent step. Sets MH_LLM_PID.
 mh_llm_start_job_server() {
     local state=$MH_STATE_BASE/llm/$MH_JOB_ID waited=0 limit=$(( ${LLM_READY_TIMEOUT:-900} + 60 ))
     mkdir -p "$state"
@@ -151,9 +149,8 @@ mh_llm_start_job_server() {
         sleep 0.5
         waited=$((waited + 1))
     done
-    local args=(--model "$LLM_MODEL" --timeout 60 --pid "$MH_LLM_PID")
-    [[ -n ${LLM_API_KEY_FILE:-} ]] && args+=(--api-key-file "$LLM_API_KEY_FILE")
-    MH_LLM_JOB_URL=$("$MH_CLI" llm-ready "$(head -n1 "$state/url")" "${args[@]}") || exit 2
+    # its proxy publishes the URL once the backend lists the model; the agent checks it with its key
+    MH_LLM_JOB_URL=$(head -n1 "$state/url")
     export MH_LLM_JOB_URL
 }
 
@@ -179,8 +176,7 @@ mh_llm_watch_job_server() {
         mh_log "the LLM server ended during the run: stopping the agent, which cannot go on without it"
         if mh_in_hetjob_batch; then
             local agent_step
-            agent_step=$(squeue -h -s -j "${SLURM_JOB_ID_HET_GROUP_1:-}" -o '%i %j' 2>/dev/null \
-                | awk '$2 == "mlebench-agent" { print $1; exit }')
+            agent_step=$("$MH_CLI" slurm-step "${SLURM_JOB_ID_HET_GROUP_1:-}" mlebench-agent)
             if [[ -n $agent_step ]]; then scancel --signal=TERM "$agent_step" || true; fi
         else
             pkill -TERM -P "$parent" -f slurm_agent.sh || true
@@ -194,7 +190,7 @@ mh_llm_watch_job_server() {
 mh_llm_step_id() {
     local comp_job=${SLURM_JOB_ID_HET_GROUP_1:-}
     [[ -n $comp_job ]] || return 0
-    squeue -h -s -j "$comp_job" -o '%i %j' 2>/dev/null | awk '$2 == "mlebench-llm" { print $1; exit }'
+    "$MH_CLI" slurm-step "$comp_job" mlebench-llm
 }
 
 # Stop the LLM server this job started (whatever ended the agent) and say how it ended: a normal
@@ -231,12 +227,12 @@ mh_llm_stop_job_server() {
 }
 
 # The LLM server died before the agent ended: the agent lost its model, so the attempt failed
-# whatever it wrote (as for a grading server that died). Args: run_dir server_exit_code
+# whatever it wrote (as for a grading server that died). Args: run_dir server_exit_code [reason]
 mh_llm_record_death() {
-    local run=$1 code=$2 reason
+    local run=$1 code=$2 reason=${3:-}
     [[ -f $run/metadata.json ]] || return 0
     [[ $code =~ ^[0-9]+$ ]] || code=null
-    reason="the LLM server died (exit $code) before the agent ended: the agent lost its model"
+    [[ -n $reason ]] || reason="the LLM server died (exit $code) before the agent ended: the agent lost its model"
     mh_meta "$run" --set status=failed \
         --set-json failure="{\"cause\": \"llm_server_died\", \"reason\": \"$reason\", \"server_exit_code\": $code}"
 }

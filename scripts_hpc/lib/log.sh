@@ -20,3 +20,28 @@ mh_print_outro() {
     echo "grade it with: make -C $MH_ROOT grade RUN=$run"
     echo "MLEBENCH_RUN_DIR=$run"
 }
+
+# Copy stdin to stdout line by line, unbuffered, with every control character escaped visibly:
+# C0 but tab and newline (\x1b, CR as \r), DEL, and in UTF-8 the C1 controls and the bidi
+# overrides, isolates and marks (\u009b, \u202e). For what the agent prints on its way into the job
+# output, which users read in a terminal. Host tools only: no interpreter starts.
+mh_printable_stream() {
+    [[ -n ${_MH_PRINTABLE_SED:-} ]] || _MH_PRINTABLE_SED=$(_mh_printable_sed)
+    LC_ALL=C sed -u -e "$_MH_PRINTABLE_SED"
+}
+
+# The sed script of mh_printable_stream: lines without a suspicious byte pass untouched.
+_mh_printable_sed() {
+    local i script='/[\x00-\x08\x0b-\x1f\x7f\xc2\xd8\xe2]/!b;s/\x0d/\\r/g;'
+    for ((i = 0; i < 32; i++)); do
+        (( i == 9 || i == 10 || i == 13 )) || printf -v script '%ss/\\x%02x/\\\\x%02x/g;' "$script" "$i" "$i"
+    done
+    script+='s/\x7f/\\x7f/g;'
+    for ((i = 0x80; i < 0xa0; i++)); do
+        printf -v script '%ss/\\xc2\\x%02x/\\\\u00%02x/g;' "$script" "$i" "$i"
+    done
+    script+='s/\xd8\x9c/\\u061c/g;s/\xe2\x80\x8e/\\u200e/g;s/\xe2\x80\x8f/\\u200f/g;'
+    for i in a b c d e; do script+="s/\\xe2\\x80\\xa$i/\\\\u202$i/g;"; done
+    for i in 6 7 8 9; do script+="s/\\xe2\\x81\\xa$i/\\\\u206$i/g;"; done
+    printf '%s' "$script"
+}

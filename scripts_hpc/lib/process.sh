@@ -21,3 +21,16 @@ mh_stop_group() {
     kill -KILL -- "-$pgid" 2>/dev/null || true
     wait "$pgid" 2>/dev/null || true
 }
+
+# Wait (bounded) until the processes PID... have exited; they are not signalled. Args: secs pid...
+mh_wait_exit() {
+    local secs=$1 waited=0 pid alive
+    shift
+    while (( waited < secs * 10 )); do
+        alive=0
+        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        (( alive )) || return 0
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+}

@@ -13,6 +13,17 @@ mh_job_id() {
 # a plain job; its steps have SLURM_STEP_ID).
 mh_in_hetjob_batch() { [[ -n ${SLURM_HET_SIZE:-} && -z ${SLURM_STEP_ID:-} ]]; }
 
+# This job's memory on this node in MiB (the grading server runs in het component 0, or alone),
+# from Slurm's --mem or --mem-per-cpu; nothing when Slurm does not say.
+mh_job_mem_mb() {
+    local mem=${SLURM_MEM_PER_NODE_HET_GROUP_0:-${SLURM_MEM_PER_NODE:-}}
+    if [[ -z $mem && ${SLURM_MEM_PER_CPU:-} =~ ^[0-9]+$ && ${SLURM_CPUS_ON_NODE:-} =~ ^[0-9]+$ ]]; then
+        mem=$((SLURM_MEM_PER_CPU * SLURM_CPUS_ON_NODE))
+    fi
+    [[ $mem =~ ^[1-9][0-9]*$ ]] && echo "$mem"
+    return 0
+}
+
 # Stop a background srun step gracefully. srun answers its own SIGTERM by cancelling the step
 # at once (SIGKILL before the server can remove its URL file), so signal the step's processes
 # through Slurm, wait (bounded) for srun to return, and only then fall back to killing.

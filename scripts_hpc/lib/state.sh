@@ -47,12 +47,18 @@ mh_meta() { "$MH_CLI" run-metadata ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} "$@" >
 
 mh_now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 
-# The grading server died before the agent ended: the attempt failed whatever the agent did (a
-# resume runs the pair again), with the reason in metadata.json `failure` (`run server-died`
-# changes only a run whose agent recorded its start). Args: run_dir server_exit_code
+# The grading server died before the agent ended, with the reason in metadata.json `failure`
+# (`run server-died` changes only a run whose agent recorded its start). Died while validating the
+# agent's uploads (the server's host-only STATE/inflight.json): the agent's doing, the attempt
+# counts as the agent left it. Otherwise the attempt failed whatever the agent did (a resume runs
+# the pair again). Sets MH_SERVER_DEATH=agent|infrastructure|none. Args: run_dir server_exit_code state_dir
+# shellcheck disable=SC2034 # MH_SERVER_DEATH is read by the caller
 mh_record_server_death() {
+    local out
+    MH_SERVER_DEATH=none
     [[ -f $1/metadata.json ]] || return 0
-    "$MH_CLI" run server-died "$1" --exit-code "$2" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} || true
+    out=$("$MH_CLI" run server-died "$1" --exit-code "$2" --state-dir "$3" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}) || return 0
+    eval "$out"
 }
 
 # Keys of RUN/metadata.json as MH_META_<key> variables (empty when absent), in one Python start.

@@ -14,12 +14,15 @@
 #   MLEBENCH_SLURM_BASE       base directory                 (/tmp/mlebench-hpc-slurm)
 #   MLEBENCH_SLURM_NODES      node names, space separated    ("$(hostname -s) localhost")
 #   MLEBENCH_SLURM_CPUS       CPUs declared per node         (8; more than physical is fine)
-#   MLEBENCH_SLURM_MEM_MB     RealMemory per node            (65536; not enforced, so the
-#                             product's #SBATCH --mem defaults fit unchanged)
+#   MLEBENCH_SLURM_MEM_MB     RealMemory per node            (65536: more than the host has, so
+#                             the product's #SBATCH --mem defaults fit unchanged; each job's own
+#                             --mem is enforced where the memory cgroup allows, see below)
 #   MLEBENCH_SLURM_GPUS       fake gpu gres per node         (1; 0 = no gres)
 #   MLEBENCH_SLURM_PORT       slurmctld port; slurmd ports follow (6817)
 #   MLEBENCH_SLURM_WAIT       seconds to wait for the nodes  (60)
 #   MLEBENCH_SLURM_PROCTRACK  auto|cgroup|linuxproc          (auto: cgroup if the v1 freezer is writable)
+#   MLEBENCH_SLURM_MEMORY     auto|enforce|off               (auto: enforce --mem (task/cgroup,
+#                             ConstrainRAMSpace) if the v1 memory controller is writable)
 #   MLEBENCH_SLURM_LINK_ETC   1 = symlink /etc/slurm/*.conf to ours so plain sbatch works (1)
 #   MLEBENCH_APT_UPDATED      1 = `apt-get update` already ran (tests/run_all.sh sets it)
 set -euo pipefail
@@ -104,6 +107,31 @@ if [[ $proctrack == auto ]]; then
     fi
 fi
 
+# ------------------------------------------------------------------------------ memory
+# As on a real cluster, a job's --mem is a fence: past it the kernel's OOM killer stops the job's
+# processes (task/cgroup with ConstrainRAMSpace). It needs a writable cgroup-v1 memory controller
+# (probed like the freezer) and proctrack/cgroup.
+memory=${MLEBENCH_SLURM_MEMORY:-auto}
+if [[ $memory == auto ]]; then
+    memory=off
+    probe=/sys/fs/cgroup/memory/mlebench-probe-$$
+    if [[ $proctrack == cgroup ]] && mkdir "$probe" 2>/dev/null; then
+        rmdir "$probe"
+        memory=enforce
+    fi
+fi
+[[ $memory == enforce || $memory == off ]] || die "MLEBENCH_SLURM_MEMORY must be auto, enforce or off, got '$memory'"
+task_plugin=task/none
+constrain_ram=no
+select_params=CR_CPU
+if [[ $memory == enforce ]]; then
+    # Memory must be a consumable resource, or every job is "allocated" 0 MB and its cgroup gets the
+    # node's whole memory; a job that asks for none gets DefMemPerCPU.
+    task_plugin=task/cgroup
+    constrain_ram=yes
+    select_params=CR_CPU_Memory
+fi
+
 # --------------------------------------------------------------------------------- config
 NEW=$(mktemp -d)
 trap 'rm -rf "$NEW"' EXIT
@@ -134,9 +162,10 @@ SlurmctldDebug=info
 SlurmdDebug=info
 PlugStackConfig=$BASE/etc/plugstack.conf
 ProctrackType=proctrack/$proctrack
-TaskPlugin=task/none
+TaskPlugin=$task_plugin
 SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
+SelectTypeParameters=$select_params
+DefMemPerCPU=1024
 # Hetjobs are started only by the backfill scheduler: run it every second.
 SchedulerType=sched/backfill
 SchedulerParameters=bf_interval=1,bf_resolution=10,bf_hetjob_immediate
@@ -180,12 +209,12 @@ write_gres_conf() {
 ((GPUS <= 1)) || die "MLEBENCH_SLURM_GPUS must be 0 or 1 (fake GPUs share /dev/null), got $GPUS"
 write_slurm_conf >"$NEW/slurm.conf"
 write_gres_conf >"$NEW/gres.conf"
-cat >"$NEW/cgroup.conf" <<'EOF'
-# Only proctrack/cgroup reads this (v1 freezer); nothing is constrained.
+cat >"$NEW/cgroup.conf" <<EOF
+# proctrack/cgroup (v1 freezer) and, with task/cgroup, each job's --mem (v1 memory controller).
 CgroupPlugin=autodetect
 ConstrainCores=no
 ConstrainDevices=no
-ConstrainRAMSpace=no
+ConstrainRAMSpace=$constrain_ram
 EOF
 : >"$NEW/plugstack.conf"
 
@@ -253,7 +282,7 @@ start_daemons() {
         /usr/sbin/slurmd -N "$n" 9>&- ||
             die "slurmd $n did not start: $(tail -n 1 "$BASE/log/slurmd-$n.log" 2>/dev/null)"
     done
-    log "daemons started in $(since "$t0") s (proctrack/$proctrack)"
+    log "daemons started in $(since "$t0") s (proctrack/$proctrack, $task_plugin, memory $memory)"
 }
 
 link_etc() {

@@ -79,6 +79,7 @@ PY
     export GRADING_SIF=$T/images/mlebench-grading.sif AGENT_SIF=$T/images/agent-dummy.sif
     export TIME_LIMIT_SECS=600 STEP_LIMIT=10 MH_AGENT_SECS=600
     export AGENT_ENV_FILE=$T/agent.env SCRATCH_DIR="" MLEBENCH_DIR="" GRADING_IDLE_TIMEOUT=0 UPLOAD_LIMIT_MB=16
+    export GRADING_VALIDATE_WORKERS=2 GRADING_VALIDATE_BUDGET_MB=auto
     export APPTAINER_EXTRA_FLAGS=${APPTAINER_EXTRA_FLAGS:-}
     # Without a usable /dev/fuse an ordinary user needs --unsquash: a config knob, as in production.
     if ! as_user test -r /dev/fuse -a -w /dev/fuse; then export APPTAINER_EXTRA_FLAGS="$APPTAINER_EXTRA_FLAGS --unsquash"; fi

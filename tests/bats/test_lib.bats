@@ -1,7 +1,7 @@
 #!/usr/bin/env bats
 # The bash library without Slurm and without containers: Slurm time parsing, the agent's budget,
-# the config inheritance of job steps, and golden files of the grading and agent container
-# command lines, so that a changed or dropped flag fails here in a second instead of only in the
+# the config inheritance of job steps, and golden files of the grading, agent and LLM server
+# container command lines, so that a changed or dropped flag fails here in a second instead of only in the
 # leak tests. After a deliberate change: MH_UPDATE_GOLDEN=1 bats tests/bats/test_lib.bats, and
 # review the diff of tests/bats/golden/ like code.
 
@@ -17,11 +17,13 @@ setup() {
     # A fixed config, as `mlebench-hpc config --shell` would give it.
     DATA_DIR=/data OUTPUT_BASE=/out MH_STATE_BASE=/out/.state MLEBENCH_DIR=""
     GRADING_SIF=/img/grading.sif AGENT_SIF=/img/agent.sif APPTAINER_EXTRA_FLAGS=""
-    GRADING_IDLE_TIMEOUT=0 UPLOAD_LIMIT_MB=1024 STEP_LIMIT=500
+    GRADING_IDLE_TIMEOUT=0 UPLOAD_LIMIT_MB=1024 GRADING_VALIDATE_WORKERS=2 GRADING_VALIDATE_BUDGET_MB=auto
+    STEP_LIMIT=500
     # an argparse variant's command, as `run start` prints it
     MH_AGENT_ARGV=(bash /home/agent/start.sh --max-steps 20 --model "local model")
     SCRATCH_DIR="" TIME_LIMIT_SECS=86400 TIME_MARGIN_SECS=300 MH_ROOT=$REPO_ROOT
     unset MH_AGENT_ENV SLURM_JOB_GPUS SLURM_STEP_GPUS CUDA_VISIBLE_DEVICES MH_CONFIG_CHECKED
+    unset SLURM_MEM_PER_NODE SLURM_MEM_PER_NODE_HET_GROUP_0 SLURM_MEM_PER_CPU SLURM_CPUS_ON_NODE
     # Argument handling only: an `apptainer` on PATH so that the runtime is apptainer; never run.
     mkdir -p "$T/bin"
     printf '#!/bin/sh\nexit 99\n' >"$T/bin/apptainer"
@@ -86,6 +88,19 @@ golden() {
     lines_of "${MH_CMD[@]}" | golden grading_cmd.txt
 }
 
+@test "the grading command gives the server the job's memory: het component 0's, --mem, or --mem-per-cpu x CPUs" {
+    mh_grading_cmd comp-a /out/.state/comp-a_42
+    [[ " ${MH_CMD[*]} " != *" --memory-limit-mb "* ]]
+    SLURM_MEM_PER_NODE=1024 SLURM_MEM_PER_NODE_HET_GROUP_0=4096 mh_grading_cmd comp-a /out/.state/comp-a_42
+    [[ " ${MH_CMD[*]} " == *" --memory-limit-mb 4096 "* ]]
+    SLURM_MEM_PER_NODE=1024 mh_grading_cmd comp-a /out/.state/comp-a_42
+    [[ " ${MH_CMD[*]} " == *" --memory-limit-mb 1024 "* ]]
+    SLURM_MEM_PER_CPU=512 SLURM_CPUS_ON_NODE=3 mh_grading_cmd comp-a /out/.state/comp-a_42
+    [[ " ${MH_CMD[*]} " == *" --memory-limit-mb 1536 "* ]]
+    SLURM_MEM_PER_NODE=0 mh_grading_cmd comp-a /out/.state/comp-a_42
+    [[ " ${MH_CMD[*]} " != *" --memory-limit-mb "* ]]
+}
+
 @test "the agent container command line matches its golden file (overlays, env file, scratch)" {
     local run=$T/run
     mkdir -p "$run/overlay"
@@ -98,6 +113,22 @@ golden() {
     mh_agent_cmd_replace --bind /c:/c:ro -- /c/check
     [ "${MH_SWAPPED[*]:0:${#MH_AGENT_FLAGS[@]}+2}" = "apptainer exec ${MH_AGENT_FLAGS[*]}" ]
     [ "${MH_SWAPPED[*]: -3}" = "/c:/c:ro $AGENT_SIF /c/check" ]
+}
+
+@test "the LLM server's container command line matches its golden file (127.0.0.1, key from its env file)" {
+    # shellcheck disable=SC2016 # LLM_CMD is expanded by the server's own bash
+    LLM_SIF=/img/llm.sif LLM_MODEL_DIR=/models/qwen LLM_CMD='vllm serve "$LLM_MODEL_DIR" --port "$LLM_PORT"'
+    CUDA_VISIBLE_DEVICES=0,1
+    unset SLURM_GPUS_ON_NODE
+    mh_llm_cmd local-qwen 41234 "$T/scratch" "$T/scratch/backend.env"
+    lines_of "${MH_CMD[@]}" | golden llm_cmd.txt
+    # On the host (LLM_SIF empty): the same environment, the key from the same env file, no flags.
+    LLM_SIF=""
+    mh_llm_cmd local-qwen 41234 "$T/scratch" "$T/scratch/backend.env"
+    [ "${MH_CMD[0]} ${MH_CMD[1]}" = "bash -c" ]
+    [[ " ${MH_CMD[*]} " == *" llm $T/scratch/backend.env LLM_MODEL=local-qwen LLM_MODEL_DIR=/models/qwen LLM_HOST=127.0.0.1 LLM_PORT=41234 LLM_NUM_GPUS=2 "* ]]
+    [ "${MH_CMD[*]: -3}" = "bash -c $LLM_CMD" ]
+    [[ " ${MH_CMD[*]} " != *" --contain "* && " ${MH_CMD[*]} " != *" --env-file "* ]]
 }
 
 @test "the agent command line: --nv only with GPUs, SCRATCH_DIR per run, extra flags after ours" {
@@ -131,4 +162,21 @@ EOF
     mh_setup comp-b LLM_SIF          # a key the job did not check: checked again
     [ "$(wc -l <"$T/calls")" -eq 3 ]
     grep -qx -- "config --shell --need LLM_SIF --competition comp-b" "$T/calls"
+}
+
+@test "mh_printable_stream: every control byte escaped, C1 and bidi in UTF-8 too, text and tabs untouched" {
+    local all="" i
+    for ((i = 0; i < 32; i++)); do (( i == 10 )) || all+=$(printf "\\\\x%02x" "$i"); done
+    # shellcheck disable=SC2059 # the format string holds the escapes (a NUL cannot be in a variable)
+    printf "a${all}\x7f|\xc2\x85\xc2\x9b\xc2\x9f|\xd8\x9c\xe2\x80\x8e\xe2\x80\x8f\xe2\x80\xaa\xe2\x80\xae\xe2\x81\xa6\xe2\x81\xa9|é € 日本\tz\n" >"$T/raw"
+    # control: the raw bytes are there (ESC, CSI as C1, RLO)
+    grep -q $'\x1b' "$T/raw" && grep -q $'\xc2\x9b' "$T/raw" && grep -q $'\xe2\x80\xae' "$T/raw"
+    mh_printable_stream <"$T/raw" >"$T/out"
+    run cat "$T/out"
+    assert_output "a\\x00\\x01\\x02\\x03\\x04\\x05\\x06\\x07\\x08	\\x0b\\x0c\\r\\x0e\\x0f\\x10\\x11\\x12\\x13\\x14\\x15\\x16\\x17\\x18\\x19\\x1a\\x1b\\x1c\\x1d\\x1e\\x1f\\x7f|\\u0085\\u009b\\u009f|\\u061c\\u200e\\u200f\\u202a\\u202e\\u2066\\u2069|é € 日本	z"
+    # nothing but printable text, tabs and newlines is left; lines stay lines, a last partial line stays
+    run bash -c "LC_ALL=C grep -c \$'[\\x01-\\x08\\x0b-\\x1f\\x7f]' '$T/out'"
+    assert_output 0
+    printf 'one\ntwo\x1b' | mh_printable_stream >"$T/out2"
+    [[ $(<"$T/out2") == $'one\ntwo\\x1b' && $(wc -l <"$T/out2") == 1 ]]
 }

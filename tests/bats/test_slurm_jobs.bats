@@ -125,7 +125,8 @@ wait_url() {
         sleep 0.5
     done
     # The server process of this job's step 0 (this test started it: a descendant of the step's
-    # task, whose environment names the job and step), killed as a crash would.
+    # task, whose environment names the job and step; not one of its validation workers, whose
+    # parents are python3 too), killed as a crash would.
     local server="" p task="" start=$SECONDS
     until [[ -n $server ]]; do
         (( SECONDS - start < 60 )) || { cat "$T/het-$j.out"; false; }
@@ -137,7 +138,8 @@ wait_url() {
             for p in $(ps -e -o pid= -o ppid= | awk -v t="$task" '{k[$2] = k[$2] " " $1} END {
                     todo = t; while (todo != "") { split(todo, a, " "); todo = ""
                         for (i in a) { print a[i]; todo = todo " " k[a[i]] } } }'); do
-                [[ $(cat "/proc/$p/comm" 2>/dev/null) == python3* ]] && server=$p
+                [[ $(cat "/proc/$p/comm" 2>/dev/null) == python3* ]] || continue
+                [[ $(cat "/proc/$(ps -o ppid= -p "$p" | tr -d ' ')/comm" 2>/dev/null) == python3* ]] || server=$p
             done
         fi
         sleep 0.5

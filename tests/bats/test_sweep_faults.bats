@@ -125,7 +125,7 @@ same_numbers() {
     local group ref
     group=$(gdir "$1") ref=$(gdir "$2")
     for g in "$group" "$ref"; do
-        "$CLI" grade "$g" --no-progress >"$g.grade.txt" 2>&1 || { cat "$g.grade.txt" >&2; return 1; }
+        "$CLI" grade "$g" --data-dir "$T/data" --no-progress >"$g.grade.txt" 2>&1 || { cat "$g.grade.txt" >&2; return 1; }
     done
     python3 - "$group" "$ref" <<'PY'
 import json, sys
@@ -203,7 +203,7 @@ start_slurmd() {
     run "$CLI" status "$(gdir ref4)"
     echo "$output"
     assert_output --partial "4 pairs: 4 finished"
-    run "$CLI" grade "$(gdir ref4)" --no-progress
+    run "$CLI" grade "$(gdir ref4)" --data-dir "$T/data" --no-progress
     assert_success
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["total_runs"] == 4 == r["total_valid_submissions"], r' \
         "$(gdir ref4)/grading_report.json"

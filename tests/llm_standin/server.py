@@ -13,9 +13,12 @@ stderr), so a test can show what was asked and that nothing else was contacted.
 Standard library only: it must run under any python3, inside an image as well as on the host.
 
 usage: server.py --model NAME [--host H] [--port P (0: a free one)] [--log FILE] [--url-file F]
-                 [--api-key KEY] [--fail KIND]...
+                 [--api-key KEY] [--reuse-port] [--fail KIND]...
 --fail KIND answers HTTP 503 to requests of that kind (draft, improve, debug, review, report),
-which clients retry forever: for testing that the agent bounds its waits."""
+which clients retry forever: for testing that the agent bounds its waits. The key defaults to
+STANDIN_API_KEY, else LLM_API_KEY from the environment (what the LLM server job gives LLM_CMD).
+--reuse-port sets SO_REUSEPORT on its socket, as vLLM and llama.cpp's server do: then any process
+of the same user can bind the same port and receive part of the connections."""
 
 from __future__ import annotations
 
@@ -314,6 +317,14 @@ def make_handler(state: StandIn) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class ReusePortServer(ThreadingHTTPServer):
+    """Binds with SO_REUSEPORT (uvicorn under vLLM and llama.cpp's server do the same)."""
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 def write_atomic(path: str, text: str) -> None:
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -329,13 +340,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", help="append one JSON line per request to this file")
     parser.add_argument("--url-file", help="write http://<host>:<port>/v1 here once listening")
     parser.add_argument(
-        "--api-key", default=os.environ.get("STANDIN_API_KEY"), help="require this Bearer key"
+        "--api-key",
+        default=os.environ.get("STANDIN_API_KEY") or os.environ.get("LLM_API_KEY"),
+        help="require this Bearer key",
     )
+    parser.add_argument("--reuse-port", action="store_true", help="set SO_REUSEPORT, as vLLM does")
     parser.add_argument("--fail", action="append", default=[], choices=KINDS, help="answer 503 to this kind")
     args = parser.parse_args(argv)
 
     state = StandIn(args.model, args.log, args.api_key, set(args.fail))
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(state))
+    server_class = ReusePortServer if args.reuse_port else ThreadingHTTPServer
+    server = server_class((args.host, args.port), make_handler(state))
     server.daemon_threads = True
     port = server.server_address[1]
     shown = socket.gethostname().split(".")[0] if args.host in ("0.0.0.0", "") else args.host

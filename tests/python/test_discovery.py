@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from mlebench_hpc.discovery import last_url_in_file, normalize_url
-from mlebench_hpc.slurm_query import parse_scontrol_oneline
+from mlebench_hpc.discovery import SCAN_BYTES, find_url, normalize_url, server_url_in_file
+from mlebench_hpc.slurm_query import JobInfo, parse_scontrol_oneline
 
 RUNNER = "from mlebench_hpc.discovery import discover_url_cmd as c; c(prog_name='mlebench-hpc discover-url')"
 
@@ -30,50 +32,150 @@ def write(path: Path, text: str) -> Path:
 
 
 # --------------------------------------------------------------------------- output files
-def test_several_urls_takes_the_last_complete_line(tmp_path: Path) -> None:
+REAL = "GRADING_SERVER_URL=http://node1:40001\n"
+# What a client can make the job output hold: its request path in the server's log, and in a hetjob
+# the agent's own stdout (it starts after discovery, so after the server's line).
+PLANTED = (
+    "2026-12-02T10:00:05 grading-server GET /GRADING_SERVER_URL=http://evil:1 404 bytes=0 ms=0.2 verdict=-\n"
+    "GRADING_SERVER_URL=http://evil:2\n"
+)
+
+
+def old_rule(path: Path, mark: str = "GRADING_SERVER_URL=") -> str | None:
+    """The rule discovery had: the last URL after MARK anywhere in the file (the control)."""
+    found = re.findall(re.escape(mark) + r"(https?://[^\s'\"<>]+)", path.read_text(errors="replace"))
+    return found[-1] if found else None
+
+
+def test_the_servers_own_line_counts_not_what_clients_planted_after_it(tmp_path: Path) -> None:
+    out = write(tmp_path / "job.out", "[mlebench-hpc 10:00:00] grading server for c\n" + REAL + PLANTED)
+    assert server_url_in_file(out) == "http://node1:40001"
+    assert old_rule(out) == "http://evil:2"  # control: the old rule took the agent's line
+
+
+def test_only_a_whole_line_of_mark_and_url_counts(tmp_path: Path) -> None:
     out = write(
         tmp_path / "job.out",
-        "[server] starting\nGRADING_SERVER_URL=http://node1:40001\nsome log\n"
-        "[12:00:01] GRADING_SERVER_URL=http://node2:40002\nPOST /validate 200\n",
+        "[12:00:01] GRADING_SERVER_URL=http://prefixed:1\nGRADING_SERVER_URL=http://suffixed:2 extra\n"
+        " GRADING_SERVER_URL=http://indented:3\nGRADING_SERVER_URL=http://cr:4\r\n" + REAL,
     )
-    assert last_url_in_file(out) == "http://node2:40002"
+    assert server_url_in_file(out) == "http://node1:40001"
 
 
-def test_partial_last_line_is_ignored(tmp_path: Path) -> None:
-    out = write(
-        tmp_path / "job.out", "GRADING_SERVER_URL=http://node1:40001\nGRADING_SERVER_URL=http://node9:4"
-    )
-    assert last_url_in_file(out) == "http://node1:40001"
+def test_partial_line_is_ignored(tmp_path: Path) -> None:
     only_partial = write(tmp_path / "p.out", "GRADING_SERVER_URL=http://node1:40001")
-    assert last_url_in_file(only_partial) is None
+    assert server_url_in_file(only_partial) is None
+    out = write(tmp_path / "job.out", REAL + "GRADING_SERVER_URL=http://node9:4")
+    assert server_url_in_file(out) == "http://node1:40001"
 
 
-def test_restarted_job_prints_two_urls(tmp_path: Path) -> None:
-    # a requeued job appending to its output: the second start's URL wins
-    out = write(
-        tmp_path / "job.out",
-        "GRADING_SERVER_URL=http://nodeA:41000\nslurmstepd: JOB 7 CANCELLED DUE TO PREEMPTION\n"
-        "requeued\nGRADING_SERVER_URL=http://nodeB:42000\n",
-    )
-    assert last_url_in_file(out) == "http://nodeB:42000"
-
-
-def test_large_log_and_lines_across_block_boundaries(tmp_path: Path) -> None:
-    noise = "".join(f"POST /validate 200 request {i}\n" for i in range(20000))  # ~600 KB
-    out = write(tmp_path / "job.out", "GRADING_SERVER_URL=http://early:1234\n" + noise)
-    assert last_url_in_file(out) == "http://early:1234"
-    for pad in range(0, 70):  # the marked line straddles the 64 KiB block edge somewhere
-        out = write(tmp_path / "edge.out", "x" * (65536 - 40 + pad) + "\nGRADING_SERVER_URL=http://edge:9\n")
-        assert last_url_in_file(out) == "http://edge:9", pad
+def test_read_forwards_and_bounded(tmp_path: Path) -> None:
+    noise = "".join(f"[mlebench-hpc] start-up line {i}\n" for i in range(20000))  # ~600 KB before it
+    out = write(tmp_path / "job.out", noise + REAL + PLANTED * 1000)
+    assert server_url_in_file(out) == "http://node1:40001"
+    # a line ending exactly at the bound is read; one that crosses it is not (never read further)
+    pad = SCAN_BYTES - len(REAL)
+    out = write(tmp_path / "edge.out", "x" * (pad - 1) + "\n" + REAL)
+    assert out.stat().st_size == SCAN_BYTES and server_url_in_file(out) == "http://node1:40001"
+    out = write(tmp_path / "over.out", "x" * pad + "\n" + REAL)
+    assert server_url_in_file(out) is None
 
 
 def test_no_url_and_garbage(tmp_path: Path) -> None:
-    assert last_url_in_file(tmp_path / "missing.out") is None
+    assert server_url_in_file(tmp_path / "missing.out") is None
     out = tmp_path / "bin.out"
     out.write_bytes(b"\x00\xff\xfe GRADING_SERVER_URL=ftp://x:1\nGRADING_SERVER_URL=http://\xff:1\n")
-    assert last_url_in_file(out) is None
-    out.write_bytes(b"\x00\xff\xfe\nGRADING_SERVER_URL=http://ok:5\n\xff\xfe")
-    assert last_url_in_file(out) == "http://ok:5"
+    assert server_url_in_file(out) is None
+    out.write_bytes(b"\x00\xff\xfe\nGRADING_SERVER_URL=http://h:99999\nGRADING_SERVER_URL=http://ok:5\n\xff")
+    assert server_url_in_file(out) == "http://ok:5"
+
+
+def test_llm_mark_the_jobs_echo_not_a_request_log(tmp_path: Path) -> None:
+    out = write(
+        tmp_path / "llm.out",
+        "INFO: loading the model\nLLM_SERVER_URL=http://gpu1:8000/v1\n"
+        'INFO: 10.0.0.9:5 - "GET /LLM_SERVER_URL=http://evil:1/v1 HTTP/1.1" 404 Not Found\n'
+        "LLM_SERVER_URL=http://evil:2/v1\n",
+    )
+    assert server_url_in_file(out, "LLM_SERVER_URL=") == "http://gpu1:8000/v1"
+    assert old_rule(out, "LLM_SERVER_URL=") == "http://evil:2/v1"
+
+
+def _job(tmp_path: Path, restarts: str = "0") -> JobInfo:
+    fields = {"JobState": "RUNNING", "StdOut": str(tmp_path / "job.out"), "Restarts": restarts}
+    return JobInfo("77", fields)
+
+
+def test_find_url_file_first_then_the_servers_line(tmp_path: Path) -> None:
+    write(tmp_path / "job.out", REAL + PLANTED)
+    state = tmp_path / "state"
+    # the URL file cannot be read (missing): the server's own line, never the planted ones
+    assert find_url(_job(tmp_path), "77", "c", state) == "http://node1:40001"
+    assert find_url(_job(tmp_path), "77", "c", None) == "http://node1:40001"
+    (state / "c_77").mkdir(parents=True)
+    (state / "c_77" / "url").write_text("http://from-file:5555\n")
+    assert find_url(_job(tmp_path), "77", "c", state) == "http://from-file:5555"
+
+
+def test_restarted_job_only_the_url_file_counts(tmp_path: Path) -> None:
+    # a requeued job appending to its output: its first line is an earlier start's
+    write(
+        tmp_path / "job.out",
+        "GRADING_SERVER_URL=http://nodeA:41000\nrequeued\nGRADING_SERVER_URL=http://nodeB:42000\n",
+    )
+    state = tmp_path / "state"
+    assert find_url(_job(tmp_path, "1"), "77", "c", state) is None
+    (state / "c_77").mkdir(parents=True)
+    (state / "c_77" / "url").write_text("http://nodeB:42000\n")
+    assert find_url(_job(tmp_path, "1"), "77", "c", state) == "http://nodeB:42000"
+
+
+def test_real_server_log_holds_no_line_a_client_could_make_count(tmp_path: Path) -> None:
+    """The grading server as Slurm runs it (stdout and stderr into one file), then requests that try
+    to plant a marked line: as a path, percent-encoded newlines and CRs in the path, and as the
+    method. Its own line is still the one found, and no line of the log starts with the mark."""
+    from test_server import SCRIPT, make_spaceship
+
+    data = tmp_path / "data"
+    make_spaceship(data, n_rows=50)
+    log = tmp_path / "job.out"
+    url_file = tmp_path / "url"
+    with log.open("wb") as f:
+        proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), "--competition-id", "spaceship-titanic", "--data-dir", str(data),
+             "--host", "127.0.0.1", "--port", "0", "--url-file", str(url_file)],
+            stdout=f, stderr=f,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not url_file.is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        url = url_file.read_text().strip()
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        for request in (
+            b"GET /GRADING_SERVER_URL=http://evil:1 HTTP/1.1\r\n",
+            b"GET /%0AGRADING_SERVER_URL=http://evil:2 HTTP/1.1\r\n",
+            b"GET /x%0D%0AGRADING_SERVER_URL=http://evil:3%0A HTTP/1.1\r\n",
+            b"GRADING_SERVER_URL=http://evil:4 / HTTP/1.1\r\n",
+            b"GET\rGRADING_SERVER_URL=http://evil:5 / HTTP/1.1\r\n",
+            b"GET /\x1b[2K\x1b[1A HTTP/1.1\r\n",
+        ):
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(request + b"Host: x\r\nConnection: close\r\n\r\n")
+                while sock.recv(65536):
+                    pass
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+    text = log.read_bytes()
+    assert text.count(b"evil:") >= 3, text.decode(
+        errors="replace"
+    )  # the paths were logged (cheroot refuses odd methods)
+    assert server_url_in_file(log) == url
+    assert "evil" in (old_rule(log) or "")  # control: the old rule took a client's line
+    lines = text.split(b"\n")
+    assert not [ln for ln in lines if ln.startswith(b"GRADING_SERVER_URL=") and b"evil" in ln]
+    assert b"\r" not in text and b"\x1b" not in text  # nothing a client sent redraws the log
 
 
 def test_normalize_url() -> None:
@@ -176,9 +278,10 @@ def _wait_state(job_id: str, states: set[str], timeout: float = 60) -> str:
     raise AssertionError(f"job {job_id} stuck in {state}")
 
 
+# The server's line, then what clients could plant after it (a logged path, an agent's own line).
 SERVER_LIKE = (
-    "echo starting; echo GRADING_SERVER_URL=http://old-start:1111; "
-    "echo GRADING_SERVER_URL=http://$(hostname -s):4242; "
+    "echo starting; echo GRADING_SERVER_URL=http://$(hostname -s):4242; "
+    "echo 'GET /GRADING_SERVER_URL=http://evil:1 404'; echo GRADING_SERVER_URL=http://evil:2; "
     "printf 'GRADING_SERVER_URL=http://partial:1'; sleep 120\n"
 )
 

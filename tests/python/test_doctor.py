@@ -181,3 +181,24 @@ def test_fuse_missing_advises_unsquash(tmp_path: Path) -> None:
     dev = tmp_path / "fuse-file"
     dev.write_text("")
     assert doctor.check_fuse(dev).status == "PASS"
+
+
+def test_scratch_inside_output_base_fails_with_the_fix(site: dict[str, Path]) -> None:
+    base = site["config"].parent / "runs"
+    with site["config"].open("a") as f:
+        f.write(f'OUTPUT_BASE="{base}"\nSCRATCH_DIR="{base}/scratch"\n')
+    out = CliRunner().invoke(doctor_cmd, ["--config", str(site["config"])]).output
+    (line,) = [ln for ln in out.splitlines() if " scratch " in ln]
+    assert line.startswith("FAIL") and "inside OUTPUT_BASE" in line and "-> fix:" in line
+    assert (
+        doctor.check_scratch({"SCRATCH_DIR": str(base.parent / "s"), "OUTPUT_BASE": str(base)}).status
+        == "PASS"
+    )
+    assert doctor.check_scratch({"SCRATCH_DIR": "", "OUTPUT_BASE": str(base)}).status == "PASS"
+
+
+def test_check_lines_escape_what_probes_printed() -> None:
+    line = doctor.Check(
+        "FAIL", "apptainer", "apptainer --version failed: \x1b[2J\x1b[32mok\r", "fix \x1b[1A"
+    ).line()
+    assert "\x1b" not in line and "\r" not in line and "\\x1b[2J" in line and "\\x1b[1A" in line

@@ -46,9 +46,14 @@ def thresholds(data: Path, comp: str) -> tuple[float, float, float, float]:
 
 
 def make_run(root: Path, name: str, meta: dict[str, Any], sub: pd.DataFrame | None) -> Path:
+    """A run directory as the job lays it out: <competition>_<jobid> with the job id in its
+    metadata, submission/ and logs/."""
     run = root / name
     (run / "submission").mkdir(parents=True)
     (run / "logs").mkdir()
+    comp = str(meta.get("competition_id", ""))
+    if comp and run.name.startswith(f"{comp}_"):
+        meta = {"agent_job_id": run.name[len(comp) + 1 :], **meta}
     (run / "metadata.json").write_text(json.dumps(meta))
     if sub is not None:
         sub.to_csv(run / "submission" / "submission.csv", index=False)
@@ -157,14 +162,14 @@ def test_nested_group_dirs(demo_data: Path, tmp_path: Path, clean_env: dict[str,
     (deep / "code" / "metadata.json").write_text(json.dumps(meta))  # agent's own file: not a run
     (root / "notes").mkdir()
     (root / "notes" / "metadata.json").write_text("{not json")
-    proc = grade([str(root), "--no-summary"], clean_env, tmp_path)
+    proc = grade([str(root), "--no-summary", "--data-dir", str(demo_data)], clean_env, tmp_path)
     assert proc.returncode == 0, proc.stderr
     report, by = load_report(root / "grading_report.json")
     assert report["total_runs"] == 2 and report["total_gold_medals"] == 2
     assert by[("demo-diabetes", 1)]["run_dir"] == str(deep)
     assert "notes/metadata.json" in proc.stderr and "not readable JSON" in proc.stderr
     # one run directory on its own
-    single = grade([str(deep), "--no-summary"], clean_env, tmp_path)
+    single = grade([str(deep), "--no-summary", "--data-dir", str(demo_data)], clean_env, tmp_path)
     assert single.returncode == 0 and load_report(deep / "grading_report.json")[0]["total_runs"] == 1
 
 
@@ -208,7 +213,8 @@ def test_submissions_jsonl(demo_data: Path, tmp_path: Path, clean_env: dict[str,
 
 
 def test_data_dir_resolution(demo_data: Path, tmp_path: Path, clean_env: dict[str, str]) -> None:
-    """--data-dir > metadata data_dir > config DATA_DIR > ~/.cache/mle-bench/data."""
+    """--data-dir > config DATA_DIR > ~/.cache/mle-bench/data; the run's recorded data_dir is never
+    used (an agent could plant a run naming answers of its own), only reported when it differs."""
     empty = tmp_path / "empty-data"
     empty.mkdir()
     sub = answers(demo_data, "demo-diabetes")
@@ -217,40 +223,46 @@ def test_data_dir_resolution(demo_data: Path, tmp_path: Path, clean_env: dict[st
     )
     no_meta = make_run(tmp_path, "n/demo-diabetes_2", {"competition_id": "demo-diabetes"}, sub)
 
-    def graded(run: Path, args: list[str], env: dict[str, str]) -> tuple[int, str | None]:
+    def graded(run: Path, args: list[str], env: dict[str, str]) -> tuple[int, str | None, dict[str, Any]]:
         proc = grade([str(run), "--no-summary", *args], env, tmp_path)
         r = json.loads((run / "grading_report.json").read_text())["competition_reports"][0]
-        return proc.returncode, r["error"]
+        return proc.returncode, r["error"], {"r": r, "out": proc.stdout}
 
-    # metadata names an unprepared dir: error names it, exit 2 (nothing graded); --data-dir wins
-    rc, err = graded(with_meta, [], clean_env)
-    assert rc == 2 and err is not None and str(empty) in err and "not prepared" in err
-    assert graded(with_meta, ["--data-dir", str(demo_data)], clean_env) == (0, None)
+    # --data-dir wins; the run's own record (an unprepared dir) is not used, and the table says so
+    rc, err, got = graded(with_meta, ["--data-dir", str(demo_data)], clean_env)
+    assert (rc, err) == (0, None) and got["r"]["score"] == 0.0
+    assert got["r"]["data_dir"] == str(demo_data) and got["r"]["recorded_data_dir"] == str(empty)
+    assert f"note: 1 run record data_dir {empty}; graded against {demo_data}" in got["out"]
 
     cfg = tmp_path / "cfg.env"
     env = {**clean_env, "MLEBENCH_HPC_CONFIG": str(cfg)}
     cfg.write_text(f"DATA_DIR={demo_data}\n")
-    assert graded(no_meta, [], env) == (0, None)  # config DATA_DIR
-    rc, err = graded(with_meta, [], env)  # metadata beats the config
-    assert rc == 2 and err is not None and str(empty) in err
+    assert graded(no_meta, [], env)[:2] == (0, None)  # config DATA_DIR
+    rc, err, got = graded(with_meta, [], env)  # the config beats what the run recorded
+    assert (rc, err) == (0, None) and got["r"]["recorded_data_dir"] == str(empty)
     cfg.write_text(f"DATA_DIR={empty}\n")
-    rc, err = graded(no_meta, [], env)
+    rc, err, _ = graded(no_meta, [], env)
     assert rc == 2 and err is not None and str(empty) in err
+    # the same dir recorded and used: nothing to say
+    rc, _, got = graded(with_meta, [], env)
+    assert got["r"]["recorded_data_dir"] is None and "note:" not in got["out"]
 
-    # no config at all: upstream's default under $HOME
-    rc, err = graded(no_meta, [], clean_env)
-    assert rc == 2 and err is not None and f"{clean_env['HOME']}/.cache/mle-bench/data" in err
+    # no config at all: upstream's default under $HOME, whatever the run recorded
+    for run in (no_meta, with_meta):
+        rc, err, _ = graded(run, [], clean_env)
+        assert rc == 2 and err is not None and f"{clean_env['HOME']}/.cache/mle-bench/data" in err
 
 
 def test_exit_codes(demo_data: Path, tmp_path: Path, clean_env: dict[str, str]) -> None:
     group = tmp_path / "g"
     db = answers(demo_data, "demo-diabetes")
-    make_run(group, "ok", {"competition_id": "demo-diabetes", "data_dir": str(demo_data)}, db)
-    make_run(group, "unknown", {"competition_id": "no-such-comp", "data_dir": str(demo_data)}, db)
-    proc = grade([str(group), "--no-summary"], clean_env, tmp_path)
+    make_run(group, "demo-diabetes_1", {"competition_id": "demo-diabetes"}, db)
+    make_run(group, "no-such-comp_2", {"competition_id": "no-such-comp"}, db)
+    data = ["--data-dir", str(demo_data)]
+    proc = grade([str(group), "--no-summary", *data], clean_env, tmp_path)
     assert proc.returncode == 0 and "1 of 2 runs could not be graded" in proc.stderr
     assert "no-such-comp" in proc.stdout  # its error is printed under the table
-    strict = grade([str(group), "--no-summary", "--strict"], clean_env, tmp_path)
+    strict = grade([str(group), "--no-summary", "--strict", *data], clean_env, tmp_path)
     assert strict.returncode == 1
     report = json.loads((group / "grading_report.json").read_text())
     assert report["total_runs"] == 2 and report["total_valid_submissions"] == 1
@@ -338,7 +350,7 @@ def test_sweep_group_counts_one_run_per_pair(
         json.dumps({"submissions": [{"array_job_id": "10"}, {"array_job_id": "20"}], "tasks": []})
     )
     for group in (clean, faulty):
-        proc = grade([str(group)], clean_env, tmp_path)
+        proc = grade([str(group), "--data-dir", str(demo_data)], clean_env, tmp_path)
         assert proc.returncode == 0, proc.stderr
     c_group, c_reports = load_report(clean / "grading_report.json")
     f_group, f_reports = load_report(faulty / "grading_report.json")
@@ -361,5 +373,50 @@ def test_sweep_group_counts_one_run_per_pair(
         meta = json.loads(meta_path.read_text())
         meta.pop("sweep_task_index")
         meta_path.write_text(json.dumps(meta))
-    assert grade([str(faulty)], clean_env, tmp_path).returncode == 0
+    assert grade([str(faulty), "--data-dir", str(demo_data)], clean_env, tmp_path).returncode == 0
     assert load_report(faulty / "grading_report.json")[0]["total_runs"] == 6
+
+
+JIGSAW = "jigsaw-toxic-comment-classification-challenge"
+CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+ESC_COLUMN = "\x1b[1A\x1b[2K\u202e\x1b[32mall runs valid\x1b[0m\r"
+
+
+def tiny_jigsaw(data: Path, n: int = 40) -> pd.DataFrame:
+    """A synthetic jigsaw (graded by the built-in backend), whose errors quote extra column names."""
+    rng = np.random.default_rng(1)
+    ans = pd.DataFrame({"id": [f"{i:016x}" for i in range(n)]})
+    for c in CLASSES:
+        ans[c] = rng.integers(0, 2, n)
+    (data / JIGSAW / "prepared" / "private").mkdir(parents=True)
+    (data / JIGSAW / "prepared" / "public").mkdir(parents=True)
+    ans.to_csv(data / JIGSAW / "prepared" / "private" / "test.csv", index=False)
+    ans.assign(**dict.fromkeys(CLASSES, 0.5)).to_csv(
+        data / JIGSAW / "prepared" / "public" / "sample_submission.csv", index=False
+    )
+    return ans
+
+
+def test_grade_prints_no_control_character_of_the_agents(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    """A column named with escape sequences (that would redraw the table and hide the totals) is
+    quoted in the run's error: escaped in the table, the warnings, summary.md and summary.csv."""
+    data = tmp_path / "data"
+    ans = tiny_jigsaw(data)
+    sub = ans.assign(**{c: 0.5 for c in CLASSES}, **{ESC_COLUMN: 1})
+    run = make_run(tmp_path / "g", f"{JIGSAW}_5", {"competition_id": JIGSAW, "seed": 0}, sub)
+    header = (run / "submission" / "submission.csv").read_bytes().split(b"\n")[0]
+    assert b"\x1b[2K" in header and b"\r" in header  # control: the escape bytes are in the file
+    from mlebench_hpc.grading.procedures import Spec, header_verdict
+
+    spec = Spec(JIGSAW, "id", tuple(CLASSES), "extra_columns_ignored", "answer_rows_all_minus_one")
+    raw = header_verdict(spec, "auroc_columns_by_position", [*sub.columns])
+    assert raw is not None and "\x1b[2K" in raw  # control: the engine's reason quotes them raw
+    proc = grade([str(run.parent), "--data-dir", str(data)], clean_env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    printed = proc.stdout + proc.stderr
+    assert "\\x1b[2K" in printed and "\\u202e" in printed  # the name is shown, escaped
+    for text in (printed, (run.parent / "summary.md").read_text(), (run.parent / "summary.csv").read_text()):
+        assert all(ch.isprintable() or ch in "\n" for ch in text), repr(text[:400])
+    assert "runs 1, with submission 1, valid 0" in proc.stdout
+    report = json.loads((run.parent / "grading_report.json").read_text())["competition_reports"][0]
+    assert "\x1b" not in report["error"] and "\\x1b[2K" in report["error"]

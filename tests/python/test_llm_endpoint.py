@@ -50,13 +50,42 @@ def standin(tmp_path: Path) -> Iterator[str]:
     proc.wait(timeout=10)
 
 
-def test_ready_prints_the_url_and_publishes_it(standin: str, tmp_path: Path) -> None:
-    out = tmp_path / "state" / "url"
-    res = llm_ready(standin + "/", "--model", MODEL, "--url-file", str(out), "--timeout", "10")
+def test_ready_prints_the_url(standin: str, tmp_path: Path) -> None:
+    res = llm_ready(standin + "/", "--model", MODEL, "--timeout", "10")
     assert res.returncode == 0, res.stderr
     assert res.stdout == standin + "\n"
-    assert out.read_text() == standin + "\n"
     assert f"lists {MODEL}" in res.stderr
+
+
+def test_own_server_the_agent_gets_the_key_files_first_non_blank_line(tmp_path: Path) -> None:
+    """One key reader: a key file whose first line is blank gives the server and the agent one key."""
+    key = tmp_path / "key"
+    key.write_text("\n   \n  k-leading-blank  \nsecond-line\n")
+    key.chmod(0o600)
+    assert key.read_text().splitlines()[0] == ""  # the control: `head -n1` of it is empty
+    proc, url = start_standin(tmp_path, "--api-key", "k-leading-blank")
+    try:
+        env = tmp_path / "state" / "llm.env"
+        res = llm_ready(
+            url,
+            "--model",
+            MODEL,
+            "--api-key-file",
+            str(key),
+            "--env-file",
+            str(env),
+            "--shell",
+            "--timeout",
+            "10",
+        )
+        assert res.returncode == 0, res.stderr
+        assert f"MH_LLM_URL={url}\n" in res.stdout and "MH_LLM_KEY_FILE=''" in res.stdout
+        assert env.read_text() == f"LLM_BASE_URL={url}\nLLM_MODEL={MODEL}\nLLM_API_KEY=k-leading-blank\n"
+        assert env.stat().st_mode & 0o777 == 0o600
+        assert "k-leading-blank" not in res.stdout + res.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_wrong_model_fails_at_once_naming_what_is_served(standin: str) -> None:
@@ -184,12 +213,15 @@ def test_llm_server_job_found_by_auto_jobid_and_stopped_by_scancel(tmp_path: Pat
     sbatch += [f"--output={tmp_path}/llm-%j.out", str(REPO / "scripts_hpc" / "slurm_llm_server.sh")]
     sub = subprocess.run(sbatch, capture_output=True, text=True, env=env, check=True, cwd=REPO)
     job = sub.stdout.strip().split(";")[0]
+    state_dir = tmp_path / "runs" / ".state"
     try:
-        res = llm_ready(f"auto:{job}", "--model", MODEL, "--timeout", "120", env=env, timeout=180)
+        run = ("--run-id", "comp_1", "--state-dir", str(state_dir))
+        res = llm_ready(f"auto:{job}", "--model", MODEL, "--timeout", "120", *run, env=env, timeout=180)
         assert res.returncode == 0, res.stderr
         url = res.stdout.strip()
-        state = tmp_path / "runs" / ".state" / "llm" / job / "url"
-        assert state.read_text().strip() == url
+        state = state_dir / "llm" / job
+        assert (state / "url").read_text().strip() == url
+        assert (state / "keys" / "comp_1").stat().st_mode & 0o777 == 0o600  # the run's own key
         assert f"LLM_SERVER_URL={url}" in (tmp_path / f"llm-{job}.out").read_text()
         assert any(json.loads(line)["path"] == "/v1/models" for line in (tmp_path / "requests.jsonl").open())
     finally:
@@ -199,6 +231,7 @@ def test_llm_server_job_found_by_auto_jobid_and_stopped_by_scancel(tmp_path: Pat
         time.sleep(1)
     assert not _squeue_state(job), "the LLM job outlived scancel by a minute"
     assert not (tmp_path / "runs" / ".state" / "llm" / job / "url").exists()
+    assert not (tmp_path / "runs" / ".state" / "llm" / job / "keys").exists()
     log = (tmp_path / f"llm-{job}.out").read_text()
     assert "[llm-standin] stopped" in log  # SIGTERM reached the server: a clean stop, not a kill
     res = llm_ready(f"auto:{job}", "--model", MODEL, "--timeout", "10", env=env)
@@ -248,7 +281,10 @@ def test_server_job_publishes_then_stops_cleanly_on_sigterm(tmp_path: Path) -> N
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
         time.sleep(0.1)
     url = url_file.read_text().strip()
-    assert llm_ready(url, "--model", MODEL, "--timeout", "10").returncode == 0
+    res = llm_ready(url, "--model", MODEL, "--timeout", "3")
+    assert res.returncode == 2 and "HTTP 401" in res.stderr  # without a run's key: refused
+    run = ("--run-id", "comp_1", "--server-state", str(url_file.parent))
+    assert llm_ready(url, "--model", MODEL, "--timeout", "10", *run).returncode == 0
     proc.terminate()
     out, err = proc.communicate(timeout=60)
     assert f"LLM_SERVER_URL={url}" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -45,8 +46,13 @@ def expected_thresholds(data: Path, comp: str) -> tuple[float, float, float, flo
 
 
 def make_run(root: Path, name: str, meta: dict[str, Any], sub: pd.DataFrame | None) -> Path:
+    """A run directory as the job lays it out: <competition>_<jobid>, submission/ and logs/."""
     run = root / name
     (run / "submission").mkdir(parents=True)
+    (run / "logs").mkdir()
+    comp = str(meta.get("competition_id", ""))
+    if comp and run.name.startswith(f"{comp}_"):
+        meta = {"agent_job_id": run.name[len(comp) + 1 :], **meta}
     (run / "metadata.json").write_text(json.dumps(meta))
     if sub is not None:
         sub.to_csv(run / "submission" / "submission.csv", index=False)
@@ -142,25 +148,27 @@ def test_parallel_equals_sequential(demo_data: Path, tmp_path: Path) -> None:
 
 def test_find_run_dirs_nested_and_not_inside_runs(tmp_path: Path) -> None:
     meta = {"competition_id": "demo-diabetes"}
-    a = make_run(tmp_path, "g1/a_1", meta, None)
-    b = make_run(tmp_path, "g1/deeper/still/b_2", meta, None)
+    a = make_run(tmp_path, "g1/demo-diabetes_1", meta, None)
+    b = make_run(tmp_path, "g1/deeper/still/demo-diabetes_2", meta, None)
     # an agent's code/ may hold its own metadata.json: not a run
     (a / "code").mkdir()
     (a / "code" / "metadata.json").write_text(json.dumps(meta))
     (tmp_path / ".git" / "x").mkdir(parents=True)
     (tmp_path / ".git" / "x" / "metadata.json").write_text(json.dumps(meta))
     (tmp_path / "grading_report.json").write_text("{}")
-    assert find_run_dirs(tmp_path) == [a, b]
+    assert find_run_dirs(tmp_path) == [b, a]  # sorted by path: g1/deeper/... first
     assert find_run_dirs(a) == [a]  # a run directory itself
-    make_run(tmp_path, "g3/c_1", {**meta, "seed": ""}, None)  # the scripts write "" outside sweeps
-    make_run(tmp_path, "g3/c_2", {**meta, "seed": "2"}, None)
+    c1 = make_run(tmp_path, "g3/demo-diabetes_3", {**meta, "seed": ""}, None)  # "" outside sweeps
+    c2 = make_run(tmp_path, "g3/demo-diabetes_4", {**meta, "seed": "2"}, None)
     bad = make_run(tmp_path, "g2/bad", {"no": "competition"}, None)
     warnings: list[str] = []
-    specs = specs_from_dir(tmp_path, DirResolver(data_dir=tmp_path), warnings.append)
-    assert [s.run_dir for s in specs] == [a, b, tmp_path / "g3/c_1", tmp_path / "g3/c_2"]
+    specs = specs_from_dir(
+        tmp_path, DirResolver(data_dir=tmp_path, config_lookup=lambda _k: None), warnings.append
+    )
+    assert [s.run_dir for s in specs] == [b, a, c1, c2]
     assert [s.seed for s in specs[2:]] == [None, 2]
     assert len(warnings) == 1 and str(bad) in warnings[0] and "competition_id" in warnings[0]
-    assert specs[0].submission_path == a / "submission" / "submission.csv"
+    assert specs[1].submission_path == a / "submission" / "submission.csv"
 
 
 def test_jsonl_specs(tmp_path: Path) -> None:
@@ -186,19 +194,21 @@ def test_data_dir_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     cfg.write_text(f"DATA_DIR={tmp_path}/from-config\nMLEBENCH_DIR={tmp_path}/mle\n")
     monkeypatch.setenv("MLEBENCH_HPC_CONFIG", str(cfg))
     monkeypatch.delenv("MLEBENCH_DIR", raising=False)
-    meta = {"data_dir": str(tmp_path / "from-meta")}
-    assert DirResolver(data_dir=tmp_path / "cli").data_dir(meta) == tmp_path / "cli"
-    assert DirResolver().data_dir(meta) == tmp_path / "from-meta"
-    assert DirResolver().data_dir({}) == tmp_path / "from-config"
+    # --data-dir, else the config's DATA_DIR: a run's recorded data_dir is never asked for
+    assert DirResolver(data_dir=tmp_path / "cli").data_dir() == tmp_path / "cli"
+    assert DirResolver().data_dir() == tmp_path / "from-config"
     assert DirResolver().mlebench_dir() == tmp_path / "mle"
     monkeypatch.setenv("MLEBENCH_DIR", str(tmp_path / "env-mle"))
     assert DirResolver().mlebench_dir() == tmp_path / "env-mle"
     assert DirResolver(mlebench_dir=tmp_path / "opt").mlebench_dir() == tmp_path / "opt"
     cfg.write_text("RUN_GROUP=x\n")  # a config without DATA_DIR
-    assert DirResolver().data_dir({}) == UPSTREAM_DEFAULT_DATA_DIR
+    assert DirResolver().data_dir() == UPSTREAM_DEFAULT_DATA_DIR
     # the config is read only when needed: a broken one does not matter with --data-dir
     cfg.write_text("NOT_A_KEY=1\n")
-    assert DirResolver(data_dir=tmp_path).data_dir({}) == tmp_path
+    assert DirResolver(data_dir=tmp_path).data_dir() == tmp_path
+    assert DirResolver(data_dir=tmp_path).scratch_dir() is None  # scratch then known by its layout
+    cfg.write_text(f"SCRATCH_DIR={tmp_path}/s\n")
+    assert DirResolver().scratch_dir() == Path(os.path.realpath(tmp_path / "s"))
 
 
 # ---------------------------------------------------------------- output

@@ -162,13 +162,77 @@ def test_read_prints_quoted_assignments(run: Path) -> None:
 
 def test_server_died_fails_a_running_run_once_and_leaves_a_cancelled_one(run: Path) -> None:
     proc = cli("server-died", str(run), "--exit-code", "137")
-    assert proc.returncode == 0 and "FAILED: the grading server died (exit 137)" in proc.stderr
+    assert (
+        proc.returncode == 0
+        and "FAILED: the grading server died (exit 137, killed by SIGKILL)" in proc.stderr
+    )
+    assert shell_values(proc.stdout) == {"MH_SERVER_DEATH": "infrastructure"}
     m = meta(run)
     assert m["status"] == "failed" and m["failure"]["cause"] == "grading_server_died"
-    assert m["failure"]["server_exit_code"] == 137
+    assert m["failure"]["server_exit_code"] == 137 and m["failure"]["server_signal"] == "SIGKILL"
+    assert "(no record of its requests)" in m["failure"]["reason"]
     (run / "metadata.json").write_text(json.dumps({"status": "cancelled"}))
-    cli("server-died", str(run), "--exit-code", "137")
+    proc = cli("server-died", str(run), "--exit-code", "137")
     assert meta(run) == {"status": "cancelled"}
+    assert shell_values(proc.stdout) == {"MH_SERVER_DEATH": "none"}
+
+
+def inflight_record(state: Path, in_flight: int, nbytes: int) -> None:
+    from mlebench_hpc.inflight import InFlightRecorder
+
+    recorder = InFlightRecorder(state / "inflight.json")
+    for _ in range(in_flight):
+        recorder.begin(nbytes // in_flight)
+    recorder.over_budget()
+
+
+def test_server_died_while_validating_the_agents_uploads_is_the_agents_doing(
+    run: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    inflight_record(state, 2, 300 * 2**20)
+    (state / "exit_code").write_text("137\n")  # slurm_grading_server.sh's; srun said 1
+    (run / "metadata.json").write_text(json.dumps({"status": "finished", "submission_exists": "true"}))
+    proc = cli("server-died", str(run), "--exit-code", "1", "--state-dir", str(state))
+    assert proc.returncode == 0, proc.stderr
+    assert shell_values(proc.stdout) == {"MH_SERVER_DEATH": "agent"}
+    m = meta(run)
+    assert m["status"] == "finished", "the agent's run keeps its status"
+    failure = m["failure"]
+    assert failure["cause"] == "grading_server_killed_by_agent_requests"
+    assert (failure["server_exit_code"], failure["server_signal"], failure["step_exit_code"]) == (
+        137,
+        "SIGKILL",
+        1,
+    )
+    assert (
+        "while validating the agent's own uploads (2 uploads (300.0 MiB) being validated)"
+        in failure["reason"]
+    )
+    assert failure["server_requests"]["in_flight"] == 2 and failure["server_requests"]["over_budget"] == 1
+    assert "NOTE:" in proc.stderr and "FAILED" not in proc.stderr
+
+
+def test_server_died_with_nothing_in_flight_or_a_record_it_cannot_trust_is_infrastructure(
+    run: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    inflight_record(state, 0, 0)
+    cli("server-died", str(run), "--exit-code", "1", "--state-dir", str(state))
+    m = meta(run)
+    assert m["status"] == "failed" and m["failure"]["cause"] == "grading_server_died"
+    assert "died (exit 1) with no request in flight" in m["failure"]["reason"]
+    # a link in place of the record is no record (only the server writes a regular file there)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    inflight_record(other, 1, 10)
+    (state / "inflight.json").unlink()
+    (state / "inflight.json").symlink_to(other / "inflight.json")
+    (run / "metadata.json").write_text(json.dumps({"status": "finished"}))
+    cli("server-died", str(run), "--exit-code", "137", "--state-dir", str(state))
+    assert meta(run)["failure"]["cause"] == "grading_server_died"
 
 
 @pytest.fixture

@@ -89,10 +89,18 @@ def test_resume_rule(tmp_path: Path) -> None:
     make_run(g, "x_1_8", "x", 0, "finished", 0, True)  # not in this sweep: ignored
     # the grading server died before the agent ended: failed whatever the agent left -> again
     make_run(g, "e_1_9", "e", 0, "failed", 1, True, failure={"cause": "grading_server_died", "reason": "x"})
+    # ... but killed by the agent's own uploads: the agent's doing, a normal attempt -> done
+    agent = {"cause": "grading_server_killed_by_agent_requests", "reason": "x"}
+    make_run(g, "e_1_10", "e", 1, "finished", 0, True, failure=agent)
     (g / ".sweep").mkdir()
     todo, counts = plan_pairs(["a", "b", "c", "d", "e"], 2, scan_runs(g), {}, slurm=None)
-    assert todo == [("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 0), ("e", 1)]
-    assert counts == {"pairs": 10, "done": 3, "failed_twice": 1, "active": 0, "to_submit": 6}
+    assert todo == [("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 0)]
+    assert counts == {"pairs": 10, "done": 4, "failed_twice": 1, "active": 0, "to_submit": 5}
+    killed = read_run(g / "e_1_10")
+    assert killed is not None and killed.done and not killed.infrastructure_failure
+    assert killed.ended_text() == (
+        "finished (exit 0, submission present); the agent's own uploads killed its grading server"
+    )
 
 
 def test_queued_pairs_are_not_resubmitted(tmp_path: Path) -> None:
@@ -264,3 +272,30 @@ def test_status_counts_the_final_attempt_when_the_last_task_never_started(
     assert sweep_status(g).pairs[0] == sweep_module.PairStatus(
         "a", 0, "11_0", "pending", "pending (Priority)"
     )
+
+
+ESCAPES = "\x1b[1A\x1b[2K\x1b[32mfinished (exit 0, submission present)\x1b[0m\r\x9b2J\u202e"
+
+
+def test_status_prints_no_control_character_of_the_agents(tmp_path: Path) -> None:
+    """The agent's last `error:` line, with escape sequences that would redraw its failed row as
+    finished and erase the count line, reaches `status` escaped."""
+    g = tmp_path / "group"
+    t1 = g / ".sweep" / "tasks-1.tsv"
+    write_tasks_file(t1, [("a", 0), ("a", 1)])
+    record_submission(g, "10", t1, {"seeds": 2}, "sbatch")
+    make_run(g, "a_10_0", "a", 0, "finished", 0, True)
+    make_run(g, "a_10_1", "a", 1, "failed", 1, False, slurm_end=None)  # as a sweep task starts it
+    (g / ".sweep" / "logs").mkdir()
+    log = g / ".sweep" / "logs" / "10_1.out"
+    log.write_bytes(f"agent says\nerror: {ESCAPES}\x1b[1A\x1b[2K\n".encode())
+    # control: the raw line is what the job output holds, and the old rule would print it as it is
+    raw = [ln for ln in log.read_bytes().decode().split("\n") if "error:" in ln][-1]
+    assert "\x1b[2K" in raw and "\x9b" in raw
+    out = CliRunner().invoke(status_cmd, [str(g), "--no-slurm"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert lines[-1] == "2 pairs: 1 finished, 1 failed" and len(lines) == 4
+    assert out.output.isascii() and all(line.isprintable() for line in lines)
+    assert "\\x1b[2K" in lines[2] and "\\u009b2J" in lines[2] and "\\u202e" in lines[2] and "\\r" in lines[2]
+    assert lines[2].split()[3] == "failed"

@@ -30,11 +30,13 @@ from mlebench_hpc.untrusted import (
 COMP = "demo-diabetes"
 
 
-def _run(root: Path, name: str = "run") -> Path:
+def _run(root: Path, name: str = f"{COMP}_1") -> Path:
     run = root / name
     for d in ("submission", "logs", "code"):
         (run / d).mkdir(parents=True)
-    (run / "metadata.json").write_text(json.dumps({"competition_id": COMP}))
+    (run / "metadata.json").write_text(
+        json.dumps({"competition_id": COMP, "agent_job_id": name.split("_")[-1]})
+    )
     return run
 
 
@@ -50,7 +52,7 @@ def _spec(run: Path, data: Path) -> RunSpec:
 def _resolver(data: Path):  # noqa: ANN202 - the report's own class
     from mlebench_hpc.grading.find_runs import DirResolver
 
-    return DirResolver(data_dir=data)
+    return DirResolver(data_dir=data, config_lookup=lambda _key: None)
 
 
 # ---------------------------------------------------------------- the reader itself
@@ -216,7 +218,7 @@ def test_a_refusal_recorded_at_collection_stands(demo_data: Path, tmp_path: Path
 
 def test_planted_run_dirs_inside_a_run_are_not_graded(demo_data: Path, tmp_path: Path) -> None:
     group = tmp_path / "group"
-    run = _run(group, "r1")
+    run = _run(group, f"{COMP}_7")
     (run / "metadata.json").unlink()  # metadata lost (a crash): the agent's dirs are still not searched
     fake = run / "code" / "fake"
     (fake / "submission").mkdir(parents=True)

@@ -33,6 +33,8 @@ EXTRA_REPORT_FIELDS = [
     "leaderboard_rank",
     "leaderboard_share_beaten",
     "leaderboard_teams",
+    "data_dir",
+    "recorded_data_dir",
 ]
 REPORT_FIELDS = UPSTREAM_REPORT_FIELDS + EXTRA_REPORT_FIELDS
 # The run-group report: upstream's keys, then ours.

@@ -96,8 +96,8 @@ class BuiltinCompetition:
             raise InvalidSubmission(str(e)) from None
         try:
             return float(self._procedure(self._pspec, self._answers, sub))
-        except (InvalidSubmission, GradingSetupError):
-            raise
+        except (InvalidSubmission, GradingSetupError, MemoryError):
+            raise  # MemoryError: out of the caller's memory budget, not a fault of the submission
         except Exception as e:  # upstream's Grader turns any exception of its grader into "invalid"
             raise InvalidSubmission(f"Submission could not be graded ({type(e).__name__}).") from None
 

@@ -19,6 +19,7 @@ from mlebench_hpc.grading.find_runs import DirResolver, RunSpecError, specs_from
 from mlebench_hpc.grading.pool import default_jobs, grade_runs
 from mlebench_hpc.grading.report import aggregate
 from mlebench_hpc.grading.report_output import REPORT_NAME, format_table, format_totals, write_json_atomic
+from mlebench_hpc.printable import printable
 
 
 def superseded_note(n: int) -> str:
@@ -39,14 +40,16 @@ def format_superseded(superseded: list[Superseded], root: Path | None) -> str:
     lines = [f"superseded (not counted): {len(superseded)}"]
     for s in superseded:
         lines.append(
-            f"  {s.run.competition} seed {s.run.seed} attempt {s.attempt} of {s.attempts} "
-            f"{name(s.run.path)}: {s.run.ended_text()}; counted: {name(s.final.path)}"
+            printable(
+                f"  {s.run.competition} seed {s.run.seed} attempt {s.attempt} of {s.attempts} "
+                f"{name(s.run.path)}: {s.run.ended_text()}; counted: {name(s.final.path)}"
+            )
         )
     return "\n".join(lines)
 
 
 def _warn(msg: str) -> None:
-    click.echo(f"warning: {msg}", err=True)
+    click.echo(f"warning: {printable(msg)}", err=True)
 
 
 def _import_plotting() -> None:
@@ -65,8 +68,8 @@ def _import_plotting() -> None:
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Prepared data (default: run metadata data_dir, else config DATA_DIR, "
-    "else ~/.cache/mle-bench/data).",
+    help="Prepared data (default: config DATA_DIR, else ~/.cache/mle-bench/data; a run's recorded "
+    "data_dir is never used).",
 )
 @click.option(
     "--mlebench-dir",

@@ -110,7 +110,17 @@ def empty_report(spec: RunSpec, error: str | None = None) -> CompetitionReport:
         seed=spec.seed,
         error=error,
         isolation=spec.isolation,
+        data_dir=str(spec.data_dir),
+        recorded_data_dir=_recorded_if_different(spec),
     )
+
+
+def _recorded_if_different(spec: RunSpec) -> str | None:
+    """The data dir the run's metadata.json records, when it is not the one graded against."""
+    rec = spec.recorded_data_dir
+    if not rec or os.path.realpath(Path(rec).expanduser()) == os.path.realpath(spec.data_dir):
+        return None
+    return rec
 
 
 def _with_thresholds(report: CompetitionReport, th: Any) -> CompetitionReport:

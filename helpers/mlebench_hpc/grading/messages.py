@@ -1,11 +1,16 @@
 """Upstream's validation wording, the words agents read (the server's `result`), in one place,
 and the one-line form of any message in a report.
 
-No pandas here: the report's one-line errors use the same words without loading the engine."""
+Reasons quote what the submission holds (column names, ids): the agent's words. So every reason is
+one line with its control characters escaped (mlebench_hpc.printable), for the agent's view and for
+the user's terminal alike. No pandas here: the report's one-line errors use the same words without
+loading the engine."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from mlebench_hpc.printable import printable
 
 VALID_MESSAGE = "Submission is valid."
 INVALID = "Submission invalid!"
@@ -19,12 +24,13 @@ INVALID_PREFIX = (
 def invalid_message(why: object) -> str:
     """Upstream's preamble, then WHY as one line: a reason must never smuggle extra lines (or
     answer text) into the agent's view."""
-    return INVALID_PREFIX + " ".join(str(why).split())
+    return INVALID_PREFIX + printable(" ".join(str(why).split()))
 
 
 def upstream_invalid_message(error: object) -> str:
-    """Upstream's wording exactly: its preamble, then the error as upstream prints it."""
-    return f"{INVALID_PREFIX}{error}"
+    """Upstream's wording: its preamble, then the error as upstream prints it, on one line (its
+    newlines and control characters escaped)."""
+    return f"{INVALID_PREFIX}{printable(error)}"
 
 
 def missing_submission_message(path: Path) -> str:
@@ -40,7 +46,7 @@ def shorten_invalid(text: str) -> str:
 
 
 def one_line(text: object, limit: int = ERROR_MAX) -> str:
-    """A message as a report shows it: one line, at most LIMIT characters, upstream's fixed
-    'Submission invalid!' preamble shortened."""
-    s = " ".join(shorten_invalid(str(text).strip()).split())
+    """A message as a report shows it: one line, control characters escaped, at most LIMIT
+    characters, upstream's fixed 'Submission invalid!' preamble shortened."""
+    s = printable(" ".join(shorten_invalid(str(text).strip()).split()))
     return s if len(s) <= limit else s[: limit - 3] + "..."

@@ -2,8 +2,8 @@
 
 `CompetitionReport` has upstream MLE-bench's fields (mlebench/grade_helpers.py), in upstream's
 order, then a few additive ones (backend, thresholds source, run dir, seed, error, isolation record,
-the leaderboard placement). `aggregate` is upstream's aggregate_reports() (same keys, same sums)
-plus ours. What grading_report.json holds is exactly `to_dict()` of these.
+the leaderboard placement, the data graded against). `aggregate` is upstream's aggregate_reports()
+(same keys, same sums) plus ours. What grading_report.json holds is exactly `to_dict()` of these.
 
 The rest of grading a run group, by concern: find_runs.py (which runs, which data), grade_one.py
 (one run, in a worker), pool.py (the workers), report_output.py (the JSON file and the table),
@@ -48,6 +48,8 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "leaderboard_rank",
     "leaderboard_share_beaten",
     "leaderboard_teams",
+    "data_dir",
+    "recorded_data_dir",
 )
 REPORT_FIELDS: tuple[str, ...] = UPSTREAM_FIELDS + EXTRA_FIELDS
 # Upstream's aggregate_reports() keys.
@@ -103,6 +105,8 @@ class CompetitionReport:
     leaderboard_rank: int | None = None
     leaderboard_share_beaten: float | None = None
     leaderboard_teams: int | None = None
+    data_dir: str | None = None  # the prepared data graded against (--data-dir, else the config's)
+    recorded_data_dir: str | None = None  # the run's metadata.json data_dir when it differs (not used)
 
     @property
     def medal(self) -> str | None:

@@ -1,5 +1,6 @@
 """Writing a graded run group: grading_report.json (atomically) and the plain-text table and
-totals `mlebench-hpc grade` prints."""
+totals `mlebench-hpc grade` prints. Every cell and note goes through printable(): competition ids,
+run names and errors quoting a submission's column names are the agent's words."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.grading.report import CompetitionReport
+from mlebench_hpc.printable import printable
 
 REPORT_NAME = "grading_report.json"
 
@@ -70,6 +72,7 @@ def format_table(reports: list[CompetitionReport], root: Path | None = None) -> 
     ]
     rows: list[list[str]] = []
     notes: list[str] = []
+    moved: dict[tuple[str, str], int] = {}  # (recorded data dir, the one used) -> runs
     for r in sorted(reports, key=sort_key):
         if r.valid_submission:
             valid = "yes"
@@ -78,11 +81,12 @@ def format_table(reports: list[CompetitionReport], root: Path | None = None) -> 
         else:
             valid = "no"
         better = {True: "lower", False: "higher", None: "?"}[r.is_lower_better]
-        label = _run_label(r, root)
+        label = printable(_run_label(r, root))
+        comp = printable(r.competition_id)
         rows.append(
             [
-                str(r.competition_id),
-                "-" if r.seed is None else str(r.seed),
+                comp,
+                "-" if r.seed is None else printable(r.seed),
                 label,
                 valid,
                 fmt_num(r.score),
@@ -96,7 +100,11 @@ def format_table(reports: list[CompetitionReport], root: Path | None = None) -> 
             ]
         )
         if r.error:
-            notes.append(f"  {r.competition_id} {label}: {r.error}")
+            notes.append(f"  {comp} {label}: {printable(r.error)}")
+        if r.recorded_data_dir:
+            moved[(r.recorded_data_dir, r.data_dir or "")] = (
+                moved.get((r.recorded_data_dir, r.data_dir or ""), 0) + 1
+            )
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
     numeric = {4, 6, 7, 8, 9, 11}
 
@@ -109,6 +117,12 @@ def format_table(reports: list[CompetitionReport], root: Path | None = None) -> 
     out = [line(header), line(["-" * w for w in widths])] + [line(row) for row in rows]
     if notes:
         out += ["", "errors:"] + notes
+    for (recorded, used), n in sorted(moved.items()):
+        out += [
+            "",
+            f"note: {n} run{'s' if n != 1 else ''} record data_dir {printable(recorded)}; graded against "
+            f"{printable(used)} (--data-dir, else the config's DATA_DIR)",
+        ]
     return "\n".join(out)
 
 

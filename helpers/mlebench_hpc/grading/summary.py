@@ -21,6 +21,7 @@ import pandas as pd
 
 from mlebench_hpc.grading.report import CompetitionReport
 from mlebench_hpc.grading.report_output import fmt_num, fmt_share, sort_key
+from mlebench_hpc.printable import markdown_cell, printable
 
 # (label, report field) of the overall lines, in the order printed.
 OVERALL_METRICS: tuple[tuple[str, str], ...] = (
@@ -195,6 +196,12 @@ def to_csv(summary: Summary, path: Path) -> None:
     total["share_beaten_pct_mean"] = sb.mean if sb else None
     total["share_beaten_pct_se"] = sb.se if sb else None
     out = pd.concat([df, pd.DataFrame([total])], ignore_index=True)
+    # The text columns come from run metadata: no control character reaches a viewer of the file.
+    for col in ("competition_id", "thresholds_source"):
+        if col in out:
+            out[col] = [
+                v if v is None or (isinstance(v, float) and math.isnan(v)) else printable(v) for v in out[col]
+            ]
     tmp = path.with_name(f".{path.name}.tmp")
     out.to_csv(tmp, index=False)
     tmp.replace(path)
@@ -209,7 +216,7 @@ def _md_cell(x: Any) -> str:
 
 
 def to_markdown(summary: Summary, title: str, backend: str | None) -> str:
-    lines = [f"# Grading summary: {title}", ""]
+    lines = [f"# Grading summary: {markdown_cell(title)}", ""]
     n_runs = int(summary.per_competition["runs"].sum()) if len(summary.per_competition) else 0
     lines.append(
         f"{n_runs} runs, {len(summary.competitions)} competitions, {len(summary.seeds)} seeds"
@@ -279,16 +286,16 @@ def to_markdown(summary: Summary, title: str, backend: str | None) -> str:
             better,
             _md_cell(row["thresholds_source"]),
         ]
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+        lines.append("| " + " | ".join(markdown_cell(c) for c in cells) + " |")
     lines += ["", "## Per seed (%)", ""]
     seed_header = ["seed", "competitions run"] + [label.lower() for label, _ in OVERALL_METRICS]
     lines.append("| " + " | ".join(seed_header) + " |")
     lines.append("|" + "|".join("---:" if i else "---" for i in range(len(seed_header))) + "|")
     for row in summary.per_seed.to_dict("records"):
         cells = [row["seed"], row["competitions_run"]] + [f"{row[f]:.2f}" for _, f in OVERALL_METRICS]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        lines.append("| " + " | ".join(markdown_cell(c) for c in cells) + " |")
     if summary.notes:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in summary.notes]
+        lines += ["", "## Notes", ""] + [f"- {markdown_cell(n)}" for n in summary.notes]
     return "\n".join(lines) + "\n"
 
 

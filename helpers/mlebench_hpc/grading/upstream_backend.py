@@ -94,8 +94,8 @@ class UpstreamCompetition:
             return False, missing_submission_message(path)
         try:
             self._grade(path)
-        except GradingSetupError:
-            raise
+        except (GradingSetupError, MemoryError):
+            raise  # MemoryError: out of the caller's memory budget (the server's validation workers)
         except Exception as e:  # upstream's wording exactly
             return False, upstream_invalid_message(e)
         return True, VALID_MESSAGE

@@ -47,4 +47,6 @@ def read_submission(path: Path) -> pd.DataFrame:
         raise ValueError("Submission is not UTF-8 text; write a CSV file.") from None
     except (pd.errors.ParserError, ValueError, OverflowError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if first.endswith("C error: out of memory"):  # pandas' tokenizer could not allocate
+            raise MemoryError(first) from None
         raise ValueError(f"Submission could not be parsed as CSV ({first[:200]}).") from None
