@@ -16,6 +16,10 @@ AGENT    ?= dummy
 LLM      ?=
 BUILDER  ?= auto
 FORCE    ?= 0
+ENV_IMAGE ?=
+AGENTS_DIR ?=
+# mlebench-env: light (ours) or upstream; only from the command line (shells export ENV for themselves)
+MH_ENV   := $(if $(filter command line,$(origin ENV)),$(ENV),light)
 
 .PHONY: help install test test-python test-bats lint demo grade sif cluster-up cluster-down bench clean
 
@@ -63,9 +67,10 @@ grade: $(STAMP) ## grade a run or run group: make grade RUN=dir [DATA_DIR=dir]
 	@[ -n "$(RUN)" ] || { echo "usage: make grade RUN=<run dir or group dir> [DATA_DIR=<dir>]" >&2; exit 2; }
 	$(BIN)/mlebench-hpc grade "$(RUN)" $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
 
-sif: $(STAMP) $(CHECKER) ## build images: make sif [AGENT=dummy|aide] [LLM=vllm] [BUILDER=auto|docker|apptainer] [FORCE=1]
-	bash scripts_hpc/build_images.sh --agent "$(AGENT)" --builder "$(BUILDER)" $(if $(filter 1,$(FORCE)),--force) \
-		$(if $(LLM),--llm "$(LLM)")
+sif: $(STAMP) $(CHECKER) ## build images: make sif [AGENT=name] [AGENTS_DIR=dir] [BUILDER=auto|docker|apptainer] [ENV=light|upstream] [ENV_IMAGE=image] [LLM=vllm] [FORCE=1]
+	bash scripts_hpc/build_images.sh --agent "$(AGENT)" --builder "$(BUILDER)" --env "$(MH_ENV)" \
+		$(if $(filter 1,$(FORCE)),--force) $(if $(LLM),--llm "$(LLM)") \
+		$(if $(AGENTS_DIR),--agents-dir "$(AGENTS_DIR)") $(if $(ENV_IMAGE),--env-image "$(ENV_IMAGE)")
 
 cluster-up: ## (root) the site: a local Slurm, Apptainer, a Docker daemon and a registry with the base image
 	bash scripts_hpc/provision/cluster_up.sh

@@ -109,13 +109,16 @@ fi
 
 # ----------------------------------------------------------------------------------- images
 # The Slurm, leak and image tests run the real grading and dummy agent images, test_llm.bats the
-# AIDE image (aideml from PyPI: about 9 min and 3.9 GiB the first time): build them (or reuse the
-# cached ones: build_images.sh skips images whose inputs did not change).
+# AIDE image (aideml from PyPI: about 9 min and 3.9 GiB the first time), both built on mlebench-env
+# (mlebench-env.sif, agent-dummy.sif, agent-aide.sif): build them (or reuse the cached ones:
+# build_images.sh skips images whose inputs did not change). This checkout's agents, whatever
+# MLEBENCH_DIR says.
 if [[ ${MLEBENCH_REQUIRE_APPTAINER:-0} == 1 ]]; then
     for agent in dummy aide; do
         say "images: scripts_hpc/build_images.sh --agent $agent --builder apptainer"
         t_image=$EPOCHREALTIME
-        if timeout -k 10 "$(left)" bash scripts_hpc/build_images.sh --agent "$agent" --builder apptainer; then
+        if timeout -k 10 "$(left)" bash scripts_hpc/build_images.sh --agent "$agent" --agents-dir "$PWD/agents" \
+            --builder apptainer; then
             passed=$((passed + 1)); summary+=("images ($agent): built or reused in $(since "$t_image") s")
         else
             fail_step "images (scripts_hpc/build_images.sh --agent $agent)"

@@ -21,6 +21,12 @@
 # bounded step: aideml retries an unreachable endpoint forever, so it cannot hang the run.
 set -euo pipefail
 
+# AIDE is in mlebench-env's agent environment (conda, or the light env's stand-in), as upstream's
+if command -v conda >/dev/null 2>&1; then
+    eval "$(conda shell.bash hook)"
+    conda activate agent
+fi
+
 HOME_DIR=${AGENT_HOME:-/home}
 AGENT_DIR=${AGENT_DIR:-$HOME_DIR/agent}
 SUBMISSION_DIR=$HOME_DIR/submission LOGS_DIR=$HOME_DIR/logs CODE_DIR=$HOME_DIR/code

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "status": "mlebench_hpc.sweep:status_cmd",
     "sweep-plan": "mlebench_hpc.sweep:sweep_plan_cmd",
     "base-image": "mlebench_hpc.base_image:base_image_cmd",
+    "dockerfile-def": "mlebench_hpc.dockerfile_def:dockerfile_def_cmd",
     "agent": "mlebench_hpc.agents:agent_cmd",
 }
 

@@ -6,7 +6,9 @@
 # base image (root): docker build from BASE_IMAGE, docker save, docker-archive, its images running a
 # hetjob, the same image contents as the apptainer builder, BUILDER=auto and failed builds. And the
 # Docker path without Docker: a hand-made `docker save` archive converted with
-# `apptainer build x.sif docker-archive://x.tar`.
+# `apptainer build x.sif docker-archive://x.tar`. The agent image holds nothing of ours: the tests
+# bind environment/entrypoint_hpc.sh from the checkout and a writable copy of the image's
+# /home/agent at run time, as the launcher does.
 
 load helpers
 
@@ -43,8 +45,10 @@ setup_file() {
     export IMAGES=${MH_TEST_IMAGE_DIR:-$HOME/.cache/mlebench-hpc/images}
     export GRADING=$IMAGES/mlebench-grading.sif AGENT=$IMAGES/agent-dummy.sif
     export DIMG=$T/docker-images SITE_BASE=127.0.0.1:5000/mlebench-hpc/base:bookworm
+    export EP=/.mlebench-hpc/entrypoint_hpc.sh
+    export ENTRY=$ROOT/environment/entrypoint_hpc.sh:$EP:ro
     local t0=$SECONDS
-    bash "$ROOT/scripts_hpc/build_images.sh" --agent dummy --builder apptainer --image-dir "$IMAGES" \
+    bash "$ROOT/scripts_hpc/build_images.sh" --agent dummy --agents-dir "$ROOT/agents" --builder apptainer --image-dir "$IMAGES" \
         >"$T/build.out" 2>"$T/build.err" || { cat "$T/build.err" >&2; return 1; }
     echo "# images ready in $((SECONDS - t0)) s" >&3
     "$ROOT/.venv/bin/python" -c 'from mlebench_hpc.demo import prepare_demo_cmd; prepare_demo_cmd()' \
@@ -80,6 +84,12 @@ teardown_file() {
     fi
 }
 
+# The run's writable copy of the image's /home/agent, as `run start` makes it (read from the SIF).
+agent_copy() {
+    "$ROOT/.venv/bin/python" -c 'import sys; from pathlib import Path; from mlebench_hpc.agent_home import copy_agent_dir
+copy_agent_dir(Path(sys.argv[1]), Path(sys.argv[2]))' "$AGENT" "$1"
+}
+
 # A fresh run directory; runs the agent image with the agent flags of scripts_hpc/lib.sh.
 # Usage: run_agent RUN_DIR [--env K=V]... -- COMMAND...
 run_agent() {
@@ -88,12 +98,14 @@ run_agent() {
     while (($#)) && [[ $1 != -- ]]; do extra+=("$1"); shift; done
     [[ ${1:-} == -- ]] && shift
     mkdir -p "$run"/{submission,logs,code,scratch}
+    agent_copy "$run/agent"
     apptainer exec --contain --cleanenv --no-home --pid --workdir "$run/scratch" --pwd /home \
         --bind "$T/data/$COMP/prepared/public:/home/data:ro" \
         --bind "$run/submission:/home/submission" --bind "$run/logs:/home/logs" \
         --bind "$run/code:/home/code" --bind "$T/validate_submission.sh:/home/validate_submission.sh:ro" \
+        --bind "$run/agent:/home/agent" \
         --env COMPETITION_ID="$COMP" --env STEP_LIMIT=5 --env GRADING_SERVER="$URL" "${extra[@]}" \
-        "$AGENT" /opt/mlebench-hpc/entrypoint_hpc.sh "$@"
+        --bind "$ENTRY" "$AGENT" bash "$EP" "$@"
 }
 
 @test "make sif prints each image's size and sha256, and the hash beside each SIF matches" {
@@ -106,7 +118,7 @@ run_agent() {
 }
 
 @test "a second build with unchanged inputs rebuilds nothing" {
-    run bash "$ROOT/scripts_hpc/build_images.sh" --agent dummy --builder apptainer --image-dir "$IMAGES"
+    run bash "$ROOT/scripts_hpc/build_images.sh" --agent dummy --agents-dir "$ROOT/agents" --builder apptainer --image-dir "$IMAGES"
     [ "$status" -eq 0 ]
     [[ $output == *"mlebench-grading.sif is up to date"* ]]
     [[ $output == *"agent-dummy.sif is up to date"* ]]
@@ -114,9 +126,12 @@ run_agent() {
 }
 
 @test "build_images.sh refuses bad arguments with one line" {
-    run bash "$ROOT/scripts_hpc/build_images.sh" --agent nosuchagent
+    run bash "$ROOT/scripts_hpc/build_images.sh" --agent nosuchagent --agents-dir "$ROOT/agents"
     [ "$status" -eq 2 ]
-    [[ $output == *"no agent 'nosuchagent'"* ]]
+    [[ ${lines[-1]} == "mlebench-hpc: error: no agent 'nosuchagent' in $ROOT/agents (no nosuchagent/Dockerfile): agents there: aide dummy" ]]
+    run bash "$ROOT/scripts_hpc/build_images.sh" --env conda
+    [ "$status" -eq 2 ]
+    [[ $output == *"--env must be light or upstream"* ]]
     run bash "$ROOT/scripts_hpc/build_images.sh" --builder podman
     [ "$status" -eq 2 ]
     [[ $output == *"--builder must be auto, docker or apptainer"* ]]
@@ -149,7 +164,7 @@ print(sys.version.split()[0], pandas.__version__)'
         # /home/data is an empty mount point in the image
         ! grep -E '^/home/data/.' "$listing"
         bad=$(grep -iE '\.(csv|parquet|feather|jsonl)(\.gz|\.zip)?$' "$listing" \
-            | grep -vE '^/usr/(local/)?lib/python3[^/]*/(site|dist)-packages/' || true)
+            | grep -vE '^/(usr/(local/)?|opt/conda/envs/[^/]+/)lib/python3[^/]*/(site|dist)-packages/' || true)
         [ -z "$bad" ] || { echo "data files in $sif: $bad"; false; }
     done
     # the project's own package ships only the data files that are in the checkout
@@ -165,10 +180,11 @@ print(sys.version.split()[0], pandas.__version__)'
     for h in $answers; do ! grep -qx "$h" <<<"$output"; done
 }
 
-@test "agent image holds upstream's files, with localhost:5000 for the overlays to rewrite" {
+@test "agent image holds upstream's files, with localhost:5000 for the overlays to rewrite, and nothing of ours" {
     run apptainer exec --contain --cleanenv --no-home "$AGENT" sh -c \
-        'cat /home/validate_submission.sh; test -x /home/agent/start.sh; test -x /opt/mlebench-hpc/entrypoint_hpc.sh;
-         cmp /home/instructions.txt /dev/stdin' <"$ROOT/environment/instructions.txt"
+        'cat /home/validate_submission.sh; test -x /home/agent/start.sh; test -f /home/agent/config.yaml;
+         test ! -e /opt/mlebench-hpc; test ! -e /home/agent/agent.def; cmp /home/instructions.txt /dev/stdin' \
+        <"$ROOT/environment/instructions.txt"
     [ "$status" -eq 0 ]
     [[ $output == *'SERVER_URL="http://localhost:5000/validate"'* ]]
     run apptainer exec --contain --cleanenv --no-home "$AGENT" grep -c 'http://localhost:5000' \
@@ -184,6 +200,7 @@ print(sys.version.split()[0], pandas.__version__)'
     cmp "$run/submission/submission.csv" "$T/data/$COMP/prepared/public/sample_submission.csv"
     grep -q '"valid": true' "$run/logs/validation_verdict.json"
     grep -q 'Submission is valid.' "$run/logs/validation_verdict.json"
+    [[ $(cat "$run/agent/agent_was_here.txt") == "$COMP" ]]  # the writable copy, as upstream's dummy
     [ -s "$run/code/solution.sh" ]
     grep -q 'verdict: valid' "$run/logs/dummy_agent.log"
     grep -q 'grading server healthy' "$run/logs/entrypoint.log"
@@ -198,11 +215,12 @@ print(sys.version.split()[0], pandas.__version__)'
     cp -r "$T/data/$COMP/prepared/public/." "$BATS_TEST_TMPDIR/baddata/"
     head -n 3 "$T/data/$COMP/prepared/public/sample_submission.csv" >"$BATS_TEST_TMPDIR/baddata/sample_submission.csv"
     mkdir -p "$run"/{submission,logs,code,scratch}
+    agent_copy "$run/agent"
     run apptainer exec --contain --cleanenv --no-home --pid --workdir "$run/scratch" --pwd /home \
         --bind "$BATS_TEST_TMPDIR/baddata:/home/data:ro" --bind "$run/submission:/home/submission" \
-        --bind "$run/logs:/home/logs" --bind "$run/code:/home/code" \
+        --bind "$run/logs:/home/logs" --bind "$run/code:/home/code" --bind "$run/agent:/home/agent" \
         --bind "$T/validate_submission.sh:/home/validate_submission.sh:ro" \
-        --env COMPETITION_ID="$COMP" --env GRADING_SERVER="$URL" "$AGENT" /opt/mlebench-hpc/entrypoint_hpc.sh
+        --env COMPETITION_ID="$COMP" --env GRADING_SERVER="$URL" --bind "$ENTRY" "$AGENT" bash "$EP"
     [ "$status" -eq 1 ]
     grep -q '"valid": false' "$run/logs/validation_verdict.json"
     grep -q 'verdict: invalid' "$run/logs/dummy_agent.log"
@@ -230,13 +248,13 @@ print(sys.version.split()[0], pandas.__version__)'
     run apptainer exec --contain --cleanenv --no-home --pid \
         --bind "$BATS_TEST_TMPDIR/run/logs:/home/logs" \
         --env GRADING_SERVER="http://127.0.0.1:$port" --env HEALTH_TIMEOUT_SECS=3 \
-        "$AGENT" /opt/mlebench-hpc/entrypoint_hpc.sh sh -c 'echo agent-ran'
+        --bind "$ENTRY" "$AGENT" bash "$EP" sh -c 'echo agent-ran'
     [ "$status" -eq 3 ]
     (( SECONDS - start < 30 ))
     [[ $output == *"did not answer within 3s"* ]]
     [[ $output != *agent-ran* ]]
     run apptainer exec --contain --cleanenv --no-home --bind "$BATS_TEST_TMPDIR/run/logs:/home/logs" \
-        "$AGENT" /opt/mlebench-hpc/entrypoint_hpc.sh true
+        --bind "$ENTRY" "$AGENT" bash "$EP" true
     [ "$status" -eq 2 ]
     [[ $output == *"GRADING_SERVER is not set"* ]]
 }
@@ -254,13 +272,15 @@ print(sys.version.split()[0], pandas.__version__)'
     base=$(mktemp -d /tmp/mlebench-hpc-usertest.XXXXXX)
     chmod 0755 "$base"
     cp "$AGENT" "$base/agent.sif"
+    cp "$ROOT/environment/entrypoint_hpc.sh" "$base/entrypoint_hpc.sh"
     run=$base/run
     mkdir -p "$run"/{submission,logs,code,scratch}
     chmod -R 0777 "$run"
     # shellcheck disable=SC2016 # expanded inside the container
     run runuser -u nobody -- apptainer exec --contain --cleanenv --no-home --pid --workdir "$run/scratch" --pwd /home \
         --bind "$run/submission:/home/submission" --bind "$run/logs:/home/logs" --bind "$run/code:/home/code" \
-        --env GRADING_SERVER="$URL" --env TIME_LIMIT_SECS=30 "$base/agent.sif" /opt/mlebench-hpc/entrypoint_hpc.sh sh -c '
+        --env GRADING_SERVER="$URL" --env TIME_LIMIT_SECS=30 --bind "$base/entrypoint_hpc.sh:$EP:ro" \
+        "$base/agent.sif" bash "$EP" sh -c '
             id -u; echo x > /home/submission/ok.txt; echo y > /tmp/ok.txt
             for p in /home/agent/x /home/x /opt/x /x; do (echo z > "$p") 2>/dev/null && echo "WROTE:$p"; done; true'
     echo "$output"
@@ -337,9 +357,11 @@ img_fingerprint() {
     # shellcheck disable=SC2016 # expanded inside the container
     apptainer exec --contain --cleanenv --no-home "$1" sh -c '
         python3 --version; python3 -m pip list --format=freeze 2>/dev/null | LC_ALL=C sort
+        if command -v conda >/dev/null; then conda run -n agent python -m pip list --format=freeze | LC_ALL=C sort; fi
         env | grep -E "^(PATH|PYTHON[A-Z]*|LC_ALL|SUBMISSION_DIR|LOGS_DIR|CODE_DIR|AGENT_DIR)=" | LC_ALL=C sort
         pkg=$(python3 -c "import mlebench_hpc, os; print(os.path.dirname(mlebench_hpc.__file__))" 2>/dev/null)
-        cd / && find /opt/mlebench-hpc /home $pkg -type f ! -name "*.pyc" 2>/dev/null | LC_ALL=C sort | xargs -r sha256sum'
+        cd / && find /opt/mlebench-hpc /opt/conda /home $pkg ! -name "*.pyc" -printf "%m %y %p %l\n" 2>/dev/null | LC_ALL=C sort
+        find /opt/mlebench-hpc /opt/conda /home $pkg -type f ! -name "*.pyc" ! -name RECORD -print0 2>/dev/null | LC_ALL=C sort -z | xargs -0r sha256sum'
 }
 
 @test "make sif BUILDER=docker: docker build from BASE_IMAGE, docker save, docker-archive; the images run a hetjob" {
@@ -347,14 +369,18 @@ img_fingerprint() {
     require_slurm
     local t0=$SECONDS run_dir
     # FORCE=1: no layer of an earlier docker build either, so pip resolves now, as apptainer will
-    run env BASE_IMAGE="$SITE_BASE" IMAGE_DIR="$DIMG" make -C "$ROOT" --no-print-directory sif AGENT=dummy BUILDER=docker FORCE=1
+    run env BASE_IMAGE="$SITE_BASE" IMAGE_DIR="$DIMG" make -C "$ROOT" --no-print-directory sif AGENT=dummy AGENTS_DIR="$ROOT/agents" BUILDER=docker FORCE=1
     echo "$output"
     assert_success
     echo "# docker builds of the grading and dummy agent images: $((SECONDS - t0)) s" >&3
     grep -q '^### docker build: docker build --network host --no-cache ' "$DIMG/logs/mlebench-grading.build.log"
     assert_output --partial "building mlebench-grading.sif with docker from $SITE_BASE"
-    assert_output --partial "building agent-dummy.sif with docker from $SITE_BASE"
+    assert_output --partial "building the docker image mlebench-env from $SITE_BASE"
+    assert_output --partial "building agent-dummy.sif with docker from mlebench-env (mlebench-env)"
     grep -q "^### docker build: docker build .*--build-arg BASE_IMAGE=$SITE_BASE" "$DIMG/logs/mlebench-grading.build.log"
+    grep -q "^### docker build: docker build --platform=linux/amd64 .*--build-arg BASE_IMAGE=$SITE_BASE -t mlebench-env " "$DIMG/logs/mlebench-env.docker.log"
+    grep -qx "### docker build: docker build --platform=linux/amd64 --network host --no-cache -t dummy $ROOT/agents/dummy/ --build-arg SUBMISSION_DIR=/home/submission --build-arg LOGS_DIR=/home/logs --build-arg CODE_DIR=/home/code --build-arg AGENT_DIR=/home/agent" \
+        "$DIMG/logs/agent-dummy.build.log"
     grep -q '^### docker save: ' "$DIMG/logs/mlebench-grading.build.log"
     grep -q '^### apptainer build from docker-archive: .*docker-archive://' "$DIMG/logs/agent-dummy.build.log"
     printf '%s\n' "DATA_DIR=\"$T/data\"" "GRADING_SIF=\"$DIMG/mlebench-grading.sif\"" \
@@ -377,16 +403,17 @@ img_fingerprint() {
     [[ -f $DIMG/mlebench-grading.sif ]] || skip "needs the docker-built images of the test before"
     local sif old
     for sif in mlebench-grading agent-dummy; do img_fingerprint "$DIMG/$sif.sif" >"$T/$sif.docker.fp"; done
-    run env BASE_IMAGE="$SITE_BASE" IMAGE_DIR="$DIMG" make -C "$ROOT" --no-print-directory sif AGENT=dummy BUILDER=apptainer
+    run env BASE_IMAGE="$SITE_BASE" IMAGE_DIR="$DIMG" make -C "$ROOT" --no-print-directory sif AGENT=dummy AGENTS_DIR="$ROOT/agents" BUILDER=apptainer
     assert_success
     assert_output --partial "mlebench-grading.sif is up to date"
     assert_output --partial "agent-dummy.sif is up to date"
     refute_output --partial "building "
     old=$(cat "$DIMG/mlebench-grading.sif.sha256")
-    run env BASE_IMAGE="$SITE_BASE" IMAGE_DIR="$DIMG" make -C "$ROOT" --no-print-directory sif AGENT=dummy BUILDER=apptainer FORCE=1
+    run env BASE_IMAGE="$SITE_BASE" IMAGE_DIR="$DIMG" make -C "$ROOT" --no-print-directory sif AGENT=dummy AGENTS_DIR="$ROOT/agents" BUILDER=apptainer FORCE=1
     assert_success
     assert_output --partial "building mlebench-grading.sif with apptainer from $SITE_BASE"
-    assert_output --partial "building agent-dummy.sif with apptainer from $SITE_BASE"
+    assert_output --partial "building mlebench-env.sif with apptainer from $SITE_BASE"
+    assert_output --partial "building agent-dummy.sif with apptainer from mlebench-env ($DIMG/mlebench-env.sif)"
     [[ $(cat "$DIMG/mlebench-grading.sif.sha256") != "$old" ]]
     for sif in mlebench-grading agent-dummy; do
         img_fingerprint "$DIMG/$sif.sif" >"$T/$sif.apptainer.fp"
@@ -396,7 +423,9 @@ img_fingerprint() {
     grep -qE '^pandas==[0-9]' "$T/mlebench-grading.docker.fp"
     grep -qE '^mlebench-hpc==' "$T/mlebench-grading.docker.fp"
     grep -q '/mlebench_hpc/server.py$' "$T/mlebench-grading.docker.fp"
-    grep -q ' /opt/mlebench-hpc/entrypoint_hpc.sh$' "$T/agent-dummy.docker.fp"
+    grep -qE '^[0-9a-f]{64}  /home/agent/start.sh$' "$T/agent-dummy.docker.fp"
+    grep -qE '^755 f /opt/conda/bin/conda $' "$T/agent-dummy.docker.fp"
+    grep -qE '^pip==' "$T/agent-dummy.docker.fp"
 }
 
 @test "BUILDER=auto: a daemon that cannot get the base does not take over; no base gives one line with the three ways" {

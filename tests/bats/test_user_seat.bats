@@ -116,12 +116,13 @@ timed() { echo "# $1: $(($(date +%s) - $2)) s" >&3; }
     run as_seat "make sif"
     echo "$output"
     assert_success
-    timed "make sif (grading + dummy agent, apptainer, registry base)" "$t0"
+    timed "make sif (grading, mlebench-env + dummy agent, apptainer, registry base)" "$t0"
     assert_output --partial "building mlebench-grading.sif with apptainer from $SITE_BASE"
-    assert_output --partial "building agent-dummy.sif with apptainer from $SITE_BASE"
+    assert_output --partial "building mlebench-env.sif with apptainer from $SITE_BASE"
+    assert_output --partial "building agent-dummy.sif with apptainer from mlebench-env ("
     refute_output --partial "with docker"
     local sif
-    for sif in mlebench-grading agent-dummy; do
+    for sif in mlebench-grading mlebench-env agent-dummy; do
         [[ $(stat -c %U "$SEAT_HOME/.cache/mlebench-hpc/images/$sif.sif") == "$SEAT" ]]
     done
 }
