@@ -188,8 +188,40 @@ def check_base_image(cfg: dict[str, str], images_missing: bool, is_root: bool | 
     return Check("FAIL" if images_missing else "WARN", "base", detail, THREE_WAYS)
 
 
-def check_images(cfg: dict[str, str]) -> list[Check]:
-    wanted = {"GRADING_SIF": cfg["GRADING_SIF"], "AGENT_SIF": cfg["AGENT_SIF"]}
+def check_agent(cfg: dict[str, str]) -> tuple[Check, str]:
+    """AGENT_ID resolves under AGENTS_DIR (its secrets in AGENT_ENV_FILE); and its image's path."""
+    from mlebench_hpc.config import agent_problems, agent_sif
+
+    problems = agent_problems(dict(cfg))
+    if problems:
+        return Check("FAIL", "agent", problems[0], "fix AGENT_ID, AGENTS_DIR or AGENT_ENV_FILE"), cfg[
+            "AGENT_SIF"
+        ]
+    sif = agent_sif(cfg)
+    return Check("PASS", "agent", f"AGENT_ID={cfg['AGENT_ID']} in {cfg['AGENTS_DIR']}"), sif
+
+
+def check_checker() -> Check:
+    """The static integrity checker `make install` builds (every agent run needs it)."""
+    import hashlib
+
+    from mlebench_hpc.config import checkout
+
+    root = checkout()
+    binary = root / ".venv" / "libexec" / "mlebench-hpc" / "integrity-check"
+    fix = f"run `make install` in {root}"
+    try:
+        want = hashlib.sha256((root / "environment" / "integrity_check.c").read_bytes()).hexdigest()
+        have = (binary.parent / (binary.name + ".source")).read_text().strip()
+    except OSError:
+        return Check("FAIL", "checker", f"integrity checker {binary} missing", fix)
+    if want != have:
+        return Check("FAIL", "checker", f"integrity checker {binary} built from another source", fix)
+    return Check("PASS", "checker", f"integrity checker {binary} (static, from this checkout)")
+
+
+def check_images(cfg: dict[str, str], agent_image: str | None = None) -> list[Check]:
+    wanted = {"GRADING_SIF": cfg["GRADING_SIF"], "AGENT_SIF": agent_image or cfg["AGENT_SIF"]}
     checks = []
     for key, raw in wanted.items():
         path = Path(raw)
@@ -199,7 +231,7 @@ def check_images(cfg: dict[str, str]) -> list[Check]:
                     "FAIL",
                     "image",
                     f"{key}={path} missing",
-                    "run `make sif` (AGENT=dummy|aide), or fix the path in the config",
+                    "run `make sif AGENT=<name>` (the agent of AGENT_ID), or fix the path in the config",
                 )
             )
             continue
@@ -408,11 +440,14 @@ def run_checks(config_path: str | None, competitions: list[str]) -> list[Check]:
     app, exe = check_apptainer()
     checks.append(app)
     checks.append(check_namespaces(exe))
-    images = check_images(cfg)
+    agent, agent_image = check_agent(cfg)
+    images = check_images(cfg, agent_image)
     images_missing = any(c.status == "FAIL" for c in images)
     checks.append(check_fakeroot(images_missing=images_missing))
     checks.append(check_base_image(cfg, images_missing=images_missing))
     checks.append(check_fuse())
+    checks.append(agent)
+    checks.append(check_checker())
     checks.extend(images)
     checks.extend(check_data(Path(cfg["DATA_DIR"]), competitions))
     checks.append(check_scratch(cfg))
