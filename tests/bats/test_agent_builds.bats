@@ -241,3 +241,142 @@ bad_agent() {
     # the light env's docker image is untouched by the failed build
     [[ $(docker image inspect -f '{{ index .Config.Labels "org.mlebench-hpc.inputs" }}' mlebench-env) =~ ^[0-9a-f]{64}$ ]]
 }
+
+# ------------------------------------------------------------------ runs of the built agent
+# run_config NAME VARIANT IMAGE: the test user's config for a run of VARIANT of the fixture agent.
+run_config() {
+    local cfg=$T/user/run/$1.env
+    cat >"$cfg" <<EOF
+DATA_DIR="$T/user/run/data"
+GRADING_SIF="$T/user/run/mlebench-grading.sif"
+AGENTS_DIR="$DIR/tests/agents"
+AGENT_ID="$2"
+AGENT_SIF="$3"
+AGENT_ENV_FILE="$T/user/run/secrets.env"
+OUTPUT_BASE="$T/user/run/out"
+RUN_GROUP="$1"
+TIME_LIMIT_SECS=600
+TIME_MARGIN_SECS=10
+APPTAINER_EXTRA_FLAGS="$EXTRA_FLAGS"
+EOF
+    [[ $EUID != 0 ]] || chown "$TEST_USER:" "$cfg"
+    echo "$cfg"
+}
+
+# user_sbatch CONFIG OUT ARGS...: sbatch as the test user with CONFIG; prints the job id.
+user_sbatch() {
+    local cfg=$1 out=$2 id
+    shift 2
+    # shellcheck disable=SC2034 # read by as_test_user
+    local MH_USER_ENV=(MLEBENCH_HPC_CONFIG="$cfg")
+    id=$(cd "$T/user/run" && as_test_user sbatch --parsable --output="$out" "$@") || return 1
+    echo "${id%%;*}"
+}
+
+run_dir_in() { sed -n 's/^MLEBENCH_RUN_DIR=//p' "$1" | tail -n1; }
+
+@test "the built agent runs through slurm_hetjob.sh as the user: its kwargs, env vars and secret as upstream passes them; upstream's validate_submission.sh; graded valid" {
+    require_slurm
+    local images=${MH_TEST_IMAGE_DIR:-$HOME/.cache/mlebench-hpc/images} comp=demo-breast-cancer
+    [[ -f $images/mlebench-grading.sif ]] || _unavailable "the grading image" MLEBENCH_REQUIRE_APPTAINER "no $images/mlebench-grading.sif"
+    mkdir -p "$T/user/run"
+    cp "$images/mlebench-grading.sif" "$T/user/run/"
+    # the docker-built image when the test before made one, else the user's
+    local docker_sif=$T/user/run/agent-docker.sif
+    if [[ -f $DIMG/agent-$AGENT.sif ]]; then cp "$DIMG/agent-$AGENT.sif" "$docker_sif"; else cp "$UIMG/agent-$AGENT.sif" "$docker_sif"; fi
+    chmod 644 "$T/user/run/"*.sif
+    [[ $EUID != 0 ]] || chown -R "$TEST_USER:" "$T/user/run"
+    export EXTRA_FLAGS=""
+    as_test_user test -r /dev/fuse -a -w /dev/fuse || EXTRA_FLAGS="--unsquash"
+    as_test_user "$DIR/.venv/bin/mlebench-hpc" prepare-demo --data-dir "$T/user/run/data" >/dev/null
+    local secret=sk-test-$RANDOM$RANDOM$RANDOM
+    as_test_user bash -c "umask 077; printf 'TEST_API_KEY=%s\n' '$secret' >'$T/user/run/secrets.env'"
+    local sb=(--time=10 --mem=1G --cpus-per-task=1 : --time=10 --gres=none --cpus-per-task=1 --mem=1G)
+    local v name cfg id ids=()
+    for v in omegaconf:omegaconf:"$UIMG/agent-$AGENT.sif" argparse:argparse:"$docker_sif" secret:secret:"$UIMG/agent-$AGENT.sif"; do
+        name=${v%%:*}; v=${v#*:}
+        cfg=$(run_config "$name" "$AGENT/${v%%:*}" "${v#*:}")
+        id=$(user_sbatch "$cfg" "$T/user/run/$name.out" "${sb[@]}" "$DIR/scripts_hpc/slurm_hetjob.sh" "$comp")
+        ids+=("$id")
+    done
+    for id in "${ids[@]}"; do wait_job "$id" 300; done
+    local run
+    for name in omegaconf argparse secret; do
+        run=$(run_dir_in "$T/user/run/$name.out")
+        [[ -n $run && -f $run/metadata.json ]] || { cat "$T/user/run/$name.out"; false; }
+        # upstream's validate_submission.sh (the image's own, overlaid with the URL and the token)
+        grep -q '"valid": true' "$run/logs/verdict.json" || { cat "$T/user/run/$name.out"; false; }
+        grep -q "http://localhost:5000" "$run/overlay/overlays.tsv" && false
+        grep -qx "MODE=$name" "$run/logs/env.txt"
+        grep -qx "COMPETITION_ID=$comp" "$run/logs/env.txt"
+        grep -qx "AGENT_DIR=/home/agent" "$run/logs/env.txt"
+        grep -qx "SUBMISSION_DIR=/home/submission" "$run/logs/env.txt"
+        # /home/agent was the image's, written by the agent, and is the run's own
+        grep -qx 'built_in.txt' "$run/logs/agent_dir_before.txt"
+        [[ -f $run/agent/agent_was_here.txt && $(cat "$run/agent/run-marker") == $(cat "$run/logs/run-marker") ]]
+        as_test_user "$DIR/.venv/bin/mlebench-hpc" grade "$run" --data-dir "$T/user/run/data" --no-summary --no-progress >/dev/null
+        python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['competition_reports'][0]; assert r['valid_submission'], r" \
+            "$run/grading_report.json"
+        # the secret: never in the record, the job output or the agent's logs (only its digest)
+        run ! grep -rqF "$secret" "$run/metadata.json" "$T/user/run/$name.out" "$run/logs"
+    done
+    # omegaconf: k=v in the mapping's order; the variant's TIME_LIMIT_SECS and STEP_LIMIT are the budget
+    run=$(run_dir_in "$T/user/run/omegaconf.out")
+    run cat "$run/logs/argv.txt"
+    assert_output $'agent.steps=3\nagent.code.model=local-model\ncopy_data=False\nnote=two words'
+    grep -qx "TIME_LIMIT_SECS=300" "$run/logs/env.txt" && grep -qx "STEP_LIMIT=3" "$run/logs/env.txt"
+    python3 -c "import json,sys; m=json.load(open(sys.argv[1])); assert m['agent_id'] == 'upstream-style/omegaconf' and m['agent_kwargs_type'] == 'omegaconf' and m['time_limit_secs'] == 300, m" "$run/metadata.json"
+    # argparse: --k v, from the docker-built image
+    run=$(run_dir_in "$T/user/run/argparse.out")
+    run cat "$run/logs/argv.txt"
+    assert_output $'--max-steps\n2000\n--llm-name\nlocal model\n--shm_size\n100G'
+    # no budget in the variant: the config's 600 s, cut to end before the job's 10-minute limit
+    grep -qE '^TIME_LIMIT_SECS=5[0-9]{2}$' "$run/logs/env.txt"
+    # the secret reached the agent (its digest matches), and its name is all the record says
+    run=$(run_dir_in "$T/user/run/secret.out")
+    [[ $(cat "$run/logs/secret.sha256") == $(printf '%s' "$secret" | sha256sum | cut -d' ' -f1) ]]
+    python3 -c "import json,sys; m=json.load(open(sys.argv[1])); assert m['agent_secret_names'] == ['TEST_API_KEY'] and 'MY_API_KEY' in m['agent_env_var_names'], m" "$run/metadata.json"
+}
+
+@test "a sweep of a variant with 2 seeds: each run has its own /home/agent; a missing secret and privileged: refused before anything starts" {
+    require_slurm
+    [[ -f $T/user/run/mlebench-grading.sif ]] || skip "needs the run test before"
+    local cfg out
+    cfg=$(run_config sweep "$AGENT/argparse" "$UIMG/agent-$AGENT.sif")
+    echo demo-diabetes >"$T/user/run/one.txt"
+    # shellcheck disable=SC2034 # read by as_test_user
+    local MH_USER_ENV=(MLEBENCH_HPC_CONFIG="$cfg")
+    out=$(cd "$T/user/run" && as_test_user bash "$DIR/scripts_hpc/submit_sweep.sh" --competitions "$T/user/run/one.txt" \
+        --seeds 2 --max-parallel 2 --group sweep -- --gres=none --cpus-per-task=1 --mem=1G --time=10)
+    local array
+    array=$(sed -n 's/^submitted array job \([0-9]*\).*/\1/p' <<<"$out")
+    [[ -n $array ]] || { echo "$out"; false; }
+    # meanwhile: a variant whose secret the env file lacks, and a privileged one: one line, exit 2,
+    # no job step started, no run directory made
+    local v line
+    for v in missing-secret privileged; do
+        cfg=$(run_config "$v" "$AGENT/$v" "$UIMG/agent-$AGENT.sif")
+        # shellcheck disable=SC2034 # read by as_test_user
+        MH_USER_ENV=(MLEBENCH_HPC_CONFIG="$cfg")
+        run as_test_user bash "$DIR/scripts_hpc/slurm_hetjob.sh" demo-diabetes
+        [ "$status" -eq 2 ]
+        line=$(grep -v '^\[' <<<"$output")
+        [[ $(wc -l <<<"$line") == 1 ]]
+        case $v in
+            missing-secret) [[ $line == *"needs the secret(s) NOT_IN_THE_ENV_FILE"* ]] ;;
+            privileged) [[ $line == *"privileged: true"*"no privileged mode"* ]] ;;
+        esac
+        [[ ! -d $T/user/run/out/$v ]]
+    done
+    wait_job "$array" 300
+    local runs=() r
+    mapfile -t runs < <(find "$T/user/run/out/sweep" -mindepth 1 -maxdepth 1 -type d -name 'demo-diabetes_*' | sort)
+    [ "${#runs[@]}" -eq 2 ]
+    for r in "${runs[@]}"; do
+        grep -q '"valid": true' "$r/logs/verdict.json"
+        # each found only the image's files in its /home/agent: never the other run's marker
+        run ! grep -qx run-marker "$r/logs/agent_dir_before.txt"
+        [[ $(cat "$r/agent/run-marker") == $(cat "$r/logs/run-marker") ]]
+    done
+    [[ $(cat "${runs[0]}/agent/run-marker") != $(cat "${runs[1]}/agent/run-marker") ]]
+}
