@@ -107,7 +107,7 @@ job=$("${cmd[@]}") || mh_die "sbatch refused the sweep array (see the line above
 job=${job%%;*}
 "$MH_CLI" sweep-plan --group-dir "$gdir" --competitions "$list" --seeds "$seeds" --agent-id "$agent_id" \
     --max-parallel "$max_parallel" --record "$job" --tasks "$tasks" --command "$(printf '%q ' "${cmd[@]}")"
-echo "submitted array job $job: $count tasks of agent $agent_id, at most $max_parallel at once"
+echo "submitted array job $job: $count tasks, at most $max_parallel at once (agent $agent_id)"
 echo "status:    $MH_CLI status $gdir"
 echo "grade:     make -C $MH_ROOT grade RUN=$gdir"
 echo "group dir: $gdir"
