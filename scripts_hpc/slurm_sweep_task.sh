@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One task of a sweep array (submitted by submit_sweep.sh, not by hand): runs the grading server
-# and the agent of one (competition, seed) pair in this one allocation (the hetjob script in its
-# non-heterogeneous mode; Slurm cannot make arrays of heterogeneous jobs).
+# and the agent of one (agent, competition, seed) pair in this one allocation (the hetjob script in
+# its non-heterogeneous mode; Slurm cannot make arrays of heterogeneous jobs). The task row names the
+# agent variant (AGENT_ID); rows of task files written before they did use the config's.
 # usage: sbatch --array=0-N%K scripts_hpc/slurm_sweep_task.sh <tasks.tsv> <group>
 #        MH_TASK_INDEX=i bash scripts_hpc/slurm_sweep_task.sh <tasks.tsv> <group>   (no Slurm)
 # Run dir: OUTPUT_BASE/<group>/<competition>_<arrayjob>_<task>/ (the same after a requeue).
@@ -35,8 +36,10 @@ group=${2:-}
 [[ -f $tasks && -n $group ]] || mh_die "usage: sbatch --array=... scripts_hpc/slurm_sweep_task.sh <tasks.tsv> <group> (use submit_sweep.sh)"
 index=${SLURM_ARRAY_TASK_ID:-${MH_TASK_INDEX:-}}
 [[ $index =~ ^[0-9]+$ ]] || mh_die "no array index: run through sbatch --array or set MH_TASK_INDEX"
-IFS=$'\t' read -r _ comp seed < <(awk -F'\t' -v i="$index" '$1 == i { print; exit }' "$tasks") || true
+IFS=$'\t' read -r _ comp seed agent < <(awk -F'\t' -v i="$index" '$1 == i { print; exit }' "$tasks") || true
 [[ -n ${comp:-} && -n ${seed:-} ]] || mh_die "task $index is not in $tasks"
+# Before the config is read: the environment's AGENT_ID wins over the file's, here and in the pair.
+[[ -n ${agent:-} ]] && export AGENT_ID=$agent
 mh_init
 mh_load_config
 MH_GROUP=$group
@@ -60,14 +63,15 @@ if [[ $prev == finished || $prev == failed || $prev == timeout ]] && [[ ${MH_MET
     mh_log "sweep task $index: $run already finished ($prev): not running it again"
     exit 0
 fi
-# Written before the pair starts, so that a task that fails early still counts as a failed run.
+# Written before the pair starts, so that a task that fails early still counts as a failed run of
+# its agent.
 # A requeued attempt starts a clean end: an earlier attempt's failure or Slurm end is not its own.
-mh_meta "$run" --set competition_id="$comp" --set seed="$seed" --set group="$group" \
+mh_meta "$run" --set competition_id="$comp" --set seed="$seed" --set group="$group" --set agent_id="$AGENT_ID" \
     --set sweep_array_job_id="${SLURM_ARRAY_JOB_ID:-}" --set sweep_task_index="$index" \
     --set sweep_task_job_id="${SLURM_JOB_ID:-}" --set status=starting --set attempt_start="$(mh_now)" \
     --set slurm_cluster="${SLURM_CLUSTER_NAME:-}" --set-json failure=null --set-json slurm_end=null \
     --set-json slurm_restart_count="$MH_ATTEMPT"
-mh_log "sweep task $index: $comp seed $seed, run directory $run (restart ${SLURM_RESTART_COUNT:-0})"
+mh_log "sweep task $index: agent $AGENT_ID, $comp seed $seed, run directory $run (restart ${SLURM_RESTART_COUNT:-0})"
 
 pair_pid=""
 requeueing=0

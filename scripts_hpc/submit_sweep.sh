@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
-# Submit a sweep: every (competition, seed) pair of a list x N seeds as ONE Slurm array, at most K
-# tasks running at once (--array=...%K). Each task runs its own grading server and agent
-# (slurm_sweep_task.sh). Re-running the same command resumes: only pairs without a finished run
-# (and not failed twice, and not still queued) are submitted.
-# usage: bash scripts_hpc/submit_sweep.sh --competitions FILE --seeds N [--max-parallel K]
-#             [--group NAME] [--max-requeues R] [--dry-run] [-- extra sbatch args]
+# Submit a sweep: every (competition, seed) pair of a competition set x N seeds, for one agent, as
+# ONE Slurm array, at most K tasks running at once (--array=...%K). Each task runs its own grading
+# server and agent (slurm_sweep_task.sh). Re-running the same command resumes: only pairs of that
+# agent without a finished run (and not failed twice, and not still queued) are submitted. Several
+# agents in one group: run it once per --agent-id with the same --group; their numbers never mix.
+# SET: a file of one competition id per line, or a split of $MLEBENCH_DIR/experiments/splits/ by
+# name (split75, low, ...; `all` is split75 where all.txt is gone).
+# usage: bash scripts_hpc/submit_sweep.sh --competitions SET --seeds N [--agent-id ID]
+#             [--max-parallel K] [--group NAME] [--max-requeues R] [--dry-run] [-- extra sbatch args]
 set -euo pipefail
 export MH_SCRIPTS
 MH_SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts_hpc/lib.sh
 source "$MH_SCRIPTS/lib.sh"
 
-usage="usage: bash scripts_hpc/submit_sweep.sh --competitions FILE --seeds N [--max-parallel K] [--group NAME] [--max-requeues R] [--dry-run] [-- sbatch args]"
-list="" seeds="" max_parallel=4 group="" dry_run=0 max_requeues=5
+usage="usage: bash scripts_hpc/submit_sweep.sh --competitions SET --seeds N [--agent-id ID] [--max-parallel K] [--group NAME] [--max-requeues R] [--dry-run] [-- sbatch args]"
+list="" seeds="" max_parallel=4 group="" dry_run=0 max_requeues=5 agent_id=""
 extra=()
 while (( $# )); do
     case $1 in
-        --competitions) list=${2:-}; shift 2 || mh_die "$usage" ;;
+        --competitions|--competition-set) list=${2:-}; shift 2 || mh_die "$usage" ;;
         --seeds) seeds=${2:-}; shift 2 || mh_die "$usage" ;;
+        --agent-id) agent_id=${2:-}; shift 2 || mh_die "$usage"; [[ -n $agent_id ]] || mh_die "--agent-id needs an id; $usage" ;;
         --max-parallel) max_parallel=${2:-}; shift 2 || mh_die "$usage" ;;
         --group) group=${2:-}; shift 2 || mh_die "$usage" ;;
         --max-requeues) max_requeues=${2:-}; shift 2 || mh_die "$usage" ;;
@@ -27,28 +31,33 @@ while (( $# )); do
         *) mh_die "unknown argument '$1'; $usage" ;;
     esac
 done
-[[ -n $list ]] || mh_die "--competitions FILE is required; $usage"
-[[ -f $list ]] || mh_die "competition list $list not found: give a file with one competition id per line"
+[[ -n $list ]] || mh_die "--competitions SET is required (a file or a split name); $usage"
 [[ $seeds =~ ^[1-9][0-9]*$ ]] || mh_die "--seeds must be a positive integer, not '$seeds'"
 [[ $max_parallel =~ ^[1-9][0-9]*$ ]] || mh_die "--max-parallel must be a positive integer, not '$max_parallel'"
 [[ $max_requeues =~ ^[0-9]+$ ]] || mh_die "--max-requeues must be a non-negative integer, not '$max_requeues'"
-list=$(cd "$(dirname "$list")" && pwd)/$(basename "$list")
-# Default group from the list's name: the same command resumes the same sweep.
-if [[ -z $group ]]; then
-    group=$(basename "$list"); group=sweep-${group%.*}
-fi
-[[ $group =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || mh_die "--group '$group': use letters, digits, '.', '_' and '-' only"
+[[ -z $group || $group =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || mh_die "--group '$group': use letters, digits, '.', '_' and '-' only"
 
 mh_init
+# The agent: the config's AGENT_ID unless --agent-id (the environment's value wins over the file's),
+# checked with its secrets and its image before anything is created or submitted.
+[[ -n $agent_id ]] && export AGENT_ID=$agent_id
 runtime=$(mh_runtime)
-need=()
-[[ $runtime == apptainer ]] && need=(--need GRADING_SIF --need AGENT_SIF)
+need=(--need AGENT_ID)
+[[ $runtime == apptainer ]] && need+=(--need GRADING_SIF --need AGENT_SIF)
 mh_load_config "${need[@]}"
+agent_id=$AGENT_ID
+
+# The set resolved (a file here, else a split of MLEBENCH_DIR) and checked as a whole (every bad id
+# on its own line) before anything is created or submitted.
+list=$("$MH_CLI" sweep-plan --check-only --competitions "$list" --mlebench-dir "${MLEBENCH_DIR:-}" \
+    --data-dir "$DATA_DIR") || exit 2
+# Default group from the set's name: the same command resumes the same sweep, whatever the agent.
+if [[ -z $group ]]; then
+    group=$(basename "$list"); group=sweep-${group%.*}
+    [[ $group =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || mh_die "cannot name a group after '$list': give --group NAME"
+fi
 gdir=$OUTPUT_BASE/$group
 sdir=$gdir/.sweep
-
-# The whole list is checked before anything is created or submitted (every bad id on its own line).
-"$MH_CLI" sweep-plan --check-only --competitions "$list" --data-dir "$DATA_DIR" --group-dir "$gdir" || exit 2
 
 if (( dry_run )); then
     plan_dir=$(mktemp -d)
@@ -64,10 +73,10 @@ else
 fi
 
 count=$("$MH_CLI" sweep-plan --group-dir "$gdir" --competitions "$list" --seeds "$seeds" \
-    --data-dir "$DATA_DIR" --tasks-out "$tasks") || exit 2
+    --agent-id "$agent_id" --data-dir "$DATA_DIR" --tasks-out "$tasks") || exit 2
 if (( count == 0 )); then
     rm -f "$tasks"
-    echo "nothing to submit: every pair of $group is finished, failed twice or still queued"
+    echo "nothing to submit: every pair of agent $agent_id in $group is finished, failed twice or still queued"
     echo "status:    $MH_CLI status $gdir"
     echo "group dir: $gdir"
     exit 0
@@ -87,7 +96,8 @@ cmd+=("${extra[@]}" "$MH_SCRIPTS/slurm_sweep_task.sh" "$tasks" "$group")
 if (( dry_run )); then
     echo "dry run: nothing submitted. Would run:"
     printf ' %q' "${cmd[@]}"; echo
-    echo "tasks (index, competition, seed):"
+    echo "agent: $agent_id"
+    echo "tasks (index, competition, seed, agent):"
     cat "$tasks"
     echo "group dir: $gdir"
     exit 0
@@ -95,9 +105,9 @@ fi
 
 job=$("${cmd[@]}") || mh_die "sbatch refused the sweep array (see the line above): fix the sbatch arguments and re-run"
 job=${job%%;*}
-"$MH_CLI" sweep-plan --group-dir "$gdir" --competitions "$list" --seeds "$seeds" \
+"$MH_CLI" sweep-plan --group-dir "$gdir" --competitions "$list" --seeds "$seeds" --agent-id "$agent_id" \
     --max-parallel "$max_parallel" --record "$job" --tasks "$tasks" --command "$(printf '%q ' "${cmd[@]}")"
-echo "submitted array job $job: $count tasks, at most $max_parallel at once"
+echo "submitted array job $job: $count tasks, at most $max_parallel at once (agent $agent_id)"
 echo "status:    $MH_CLI status $gdir"
 echo "grade:     make -C $MH_ROOT grade RUN=$gdir"
 echo "group dir: $gdir"

@@ -63,6 +63,11 @@ class Run:
         return _as_int(self.meta.get("seed"))
 
     @property
+    def agent_id(self) -> str:
+        """The agent variant it ran ('' in runs made before sweeps recorded it: attribution.py)."""
+        return str(self.meta.get("agent_id") or "")
+
+    @property
     def status_text(self) -> str:
         return str(self.meta.get("status", ""))
 

@@ -1,16 +1,19 @@
-"""Sweeps: competitions x seeds as one Slurm array (scripts_hpc/submit_sweep.sh).
+"""Sweeps: agents x competitions x seeds, one Slurm array per agent (scripts_hpc/submit_sweep.sh).
 
-`mlebench-hpc sweep-plan` validates the competition list, decides which (competition, seed)
-pairs still need a run (the resume rule below), writes the array's task list and records each
-submission in GROUP/sweep.json. `mlebench-hpc status GROUP` prints one line per pair and a line of
-counts per state.
+`mlebench-hpc sweep-plan` resolves and validates the competition set (a file, or a split of
+upstream's by name: mlebench_hpc.competition_sets), decides which (agent, competition, seed) pairs
+of the agent being submitted still need a run (the resume rule below), writes the array's task list
+and records each submission in GROUP/sweep.json. `mlebench-hpc status GROUP` prints one line per
+pair and a line of counts per state (per agent when the group holds several).
 
 Resume rule: a pair is done when one of its runs has an agent that exited (finished, failed or
 at its time limit) with a submission collected and its grading server alive until the agent ended,
 or when two of its runs failed. A pair whose latest array task is still pending or running in
-Slurm is not submitted again. Runs are found by their metadata.json (mlebench_hpc.runs); before
-deciding anything, runs whose record says running while Slurm says their job ended get that end
-recorded (mlebench_hpc.stale_runs). Which attempt of a pair counts: mlebench_hpc.attempts."""
+Slurm is not submitted again. Only the pair's own agent's runs count (mlebench_hpc.attribution:
+runs made before sweeps recorded agent ids included). Runs are found by their metadata.json
+(mlebench_hpc.runs); before deciding anything, runs whose record says running while Slurm says
+their job ended get that end recorded (mlebench_hpc.stale_runs). Which attempt of a pair counts:
+mlebench_hpc.attempts."""
 
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ import click
 
 from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.attempts import attempt_numbers, split_attempts
+from mlebench_hpc.attribution import LEGACY_KEY, Attribution, attribute, label, ordered, unnamed
+from mlebench_hpc.competition_sets import competition_set, read_competition_list, resolve_competition_set
 from mlebench_hpc.errors import HelperError
 from mlebench_hpc.printable import printable
 from mlebench_hpc.run_status import FAILED, RunStatus
@@ -42,7 +47,8 @@ MAX_FAILURES = 2
 # not to be submitted a second time.
 ACTIVE = WAITING_STATES | {"RUNNING", "COMPLETING"}
 RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING"})
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# an agent id must fit in one field of a task row (tab-separated, read by awk and bash)
+_AGENT_ID = re.compile(r"^[^\s\x00-\x1f\x7f]+$")
 LOG_TAIL_BYTES = 64 * 1024
 # The states `status` counts pairs in: how the pair's run ended (a RunStatus), where Slurm holds its
 # task (running, pending), or unknown.
@@ -66,26 +72,6 @@ PAIR_STATES: tuple[str, ...] = (
 
 
 # ------------------------------------------------------------------ competition list
-def read_competition_list(path: Path) -> tuple[list[str], list[str]]:
-    """One id per line; blanks and `#` comments ignored (upstream split files work as they are).
-    Returns (ids without duplicates, problems)."""
-    if not path.is_file():
-        return [], [f"competition list {path} not found"]
-    ids: list[str] = []
-    problems: list[str] = []
-    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if not _ID.match(line):
-            problems.append(f"{path}:{lineno}: {line!r} is not one competition id (one id per line)")
-        elif line not in ids:
-            ids.append(line)
-    if not ids and not problems:
-        problems.append(f"competition list {path} holds no competition id")
-    return ids, problems
-
-
 def competition_problems(ids: list[str], data_dir: Path) -> list[str]:
     """Every unknown or unprepared competition, one line each (nothing is submitted then)."""
     from mlebench_hpc.grading import GradingSetupError, load_competition
@@ -109,8 +95,12 @@ def competition_problems(ids: list[str], data_dir: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------ pairs
+Pair = tuple[str | None, str, int]  # (agent id, competition, seed); None: an agent nobody named
+
+
 @dataclass
 class PairState:
+    agent: str | None
     competition: str
     seed: int
     runs: list[Run] = field(default_factory=list)
@@ -129,13 +119,25 @@ class PairState:
         return self.done or self.failures >= MAX_FAILURES
 
 
-def pair_states(pairs: list[tuple[str, int]], runs: list[Run]) -> dict[tuple[str, int], PairState]:
+def pair_states(pairs: list[Pair], runs: list[Run], attribution: Attribution) -> dict[Pair, PairState]:
+    """Each pair with its agent's runs of its competition and seed (another agent's never count)."""
     states = {p: PairState(*p) for p in pairs}
     for run in runs:
-        key = (run.competition, run.seed)
+        seed = run.seed
+        if seed is None:
+            continue
+        key = (attribution.of_run(run), run.competition, seed)
         if key in states:
-            states[key].runs.append(run)  # type: ignore[index]
+            states[key].runs.append(run)
     return states
+
+
+def check_agent_id(agent: str) -> None:
+    if not _AGENT_ID.match(agent):
+        raise HelperError(
+            f"agent id {agent!r} holds white space or control characters, which a sweep's task rows "
+            "cannot carry: rename the variant in its config.yaml"
+        )
 
 
 # ------------------------------------------------------------------ sweep.json
@@ -161,11 +163,11 @@ def save_sweep(group_dir: Path, data: dict[str, Any]) -> None:
     write_atomic(group_dir / SWEEP_JSON, (json.dumps(data, indent=2) + "\n").encode(), 0o644)
 
 
-def latest_tasks(data: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+def latest_tasks(data: dict[str, Any], attribution: Attribution) -> dict[Pair, dict[str, Any]]:
     """The most recent array task of every pair (later submissions win)."""
-    out: dict[tuple[str, int], dict[str, Any]] = {}
+    out: dict[Pair, dict[str, Any]] = {}
     for task in data.get("tasks", []):
-        out[(str(task["competition"]), int(task["seed"]))] = task
+        out[(attribution.of_task(task), str(task["competition"]), int(task["seed"]))] = task
     return out
 
 
@@ -194,12 +196,15 @@ def plan_pairs(
     competitions: list[str],
     seeds: int,
     runs: list[Run],
-    latest: dict[tuple[str, int], dict[str, Any]],
+    latest: dict[Pair, dict[str, Any]],
     slurm: dict[str, JobRecord] | None,
-) -> tuple[list[tuple[str, int]], dict[str, int]]:
-    pairs = [(c, s) for c in competitions for s in range(seeds)]
-    states = pair_states(pairs, runs)
-    todo: list[tuple[str, int]] = []
+    agent: str | None,
+    attribution: Attribution,
+) -> tuple[list[Pair], dict[str, int]]:
+    """The pairs of AGENT still to run, and counts of the rest (only AGENT's runs and tasks count)."""
+    pairs: list[Pair] = [(agent, c, s) for c in competitions for s in range(seeds)]
+    states = pair_states(pairs, runs, attribution)
+    todo: list[Pair] = []
     counts = {"pairs": len(pairs), "done": 0, "failed_twice": 0, "active": 0, "to_submit": 0}
     for pair in pairs:
         st = states[pair]
@@ -221,16 +226,28 @@ def plan_pairs(
 
 
 def record_submission(
-    group_dir: Path, array_job_id: str, tasks_file: Path, asked: dict[str, Any], command: str
+    group_dir: Path,
+    array_job_id: str,
+    tasks_file: Path,
+    asked: dict[str, Any],
+    command: str,
+    agent: str | None = None,
 ) -> dict[str, Any]:
+    """Add a submitted array to sweep.json. The first submission naming its agent into a group with
+    runs or tasks that name none records whose they are (attribution.py: `legacy_agent_id`)."""
     data = load_sweep(group_dir)
     rows = read_tasks_file(tasks_file)
+    if agent and LEGACY_KEY not in data:
+        runs = scan_runs(group_dir) if group_dir.is_dir() else []
+        if unnamed(runs, data):
+            data[LEGACY_KEY] = attribute(runs, data, planned=agent).legacy
     n = len(data["submissions"]) + 1
     data.update({"group": group_dir.name, "group_dir": str(group_dir.resolve()), "asked": asked})
     data["submissions"].append(
         {
             "n": n,
             "array_job_id": array_job_id,
+            "agent_id": agent,
             "submitted": now_iso(),
             "tasks_file": str(tasks_file),
             "n_tasks": len(rows),
@@ -238,11 +255,12 @@ def record_submission(
             "asked": asked,
         }
     )
-    for index, comp, seed in rows:
+    for index, comp, seed, row_agent in rows:
         data["tasks"].append(
             {
                 "competition": comp,
                 "seed": seed,
+                "agent_id": row_agent or agent,
                 "array_job_id": array_job_id,
                 "array_index": index,
                 "job_id": array_task_id(array_job_id, index),
@@ -254,27 +272,50 @@ def record_submission(
     return data
 
 
-def write_tasks_file(path: Path, todo: list[tuple[str, int]]) -> None:
-    write_atomic(path, "".join(f"{i}\t{c}\t{s}\n" for i, (c, s) in enumerate(todo)).encode())
+def write_tasks_file(path: Path, todo: list[Pair]) -> None:
+    """index<TAB>competition<TAB>seed<TAB>agent id, one row per task."""
+    write_atomic(path, "".join(f"{i}\t{c}\t{s}\t{a or ''}\n" for i, (a, c, s) in enumerate(todo)).encode())
 
 
-def read_tasks_file(path: Path) -> list[tuple[int, str, int]]:
-    rows: list[tuple[int, str, int]] = []
+def read_tasks_file(path: Path) -> list[tuple[int, str, int, str | None]]:
+    """(index, competition, seed, agent id); task files written before rows named their agent
+    have three columns (agent None)."""
+    rows: list[tuple[int, str, int, str | None]] = []
     for line in path.read_text().splitlines():
         if line.strip():
-            index, comp, seed = line.split("\t")
-            rows.append((int(index), comp, int(seed)))
+            index, comp, seed, *rest = line.split("\t")
+            rows.append((int(index), comp, int(seed), rest[0] if rest and rest[0] else None))
     return rows
 
 
+def _asked(list_file: Path | None, seeds: int, max_parallel: int, agent: str | None) -> dict[str, Any]:
+    asked: dict[str, Any] = {
+        "competitions_file": str(list_file.resolve()) if list_file else None,
+        "seeds": seeds,
+        "max_parallel": max_parallel,
+        "agent_id": agent,
+    }
+    if list_file is not None:
+        cs = competition_set(list_file.resolve())
+        asked.update(competition_set=cs.name, split=cs.name if cs.split else None)
+    return asked
+
+
 @click.command("sweep-plan")
-@click.option("--group-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--group-dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--competitions",
-    "list_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Competition list: one id per line, # comments and blank lines ignored.",
+    "--competition-set",
+    "list_value",
+    help="Competition set: a file of one id per line (# comments and blank lines ignored), or the name "
+    "of a split in $MLEBENCH_DIR/experiments/splits/ (split75, low, ...).",
 )
+@click.option(
+    "--mlebench-dir",
+    default=None,
+    help="Upstream's checkout whose experiments/splits/ names sets (MLEBENCH_DIR of the config).",
+)
+@click.option("--agent-id", "agent", default=None, help="The agent variant the pairs are planned for.")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option(
     "--data-dir",
@@ -284,10 +325,14 @@ def read_tasks_file(path: Path) -> list[tuple[int, str, int]]:
 @click.option(
     "--tasks-out",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the pairs to run here (index<TAB>competition<TAB>seed).",
+    help="Write the pairs to run here (index<TAB>competition<TAB>seed<TAB>agent id).",
 )
 @click.option("--no-slurm", is_flag=True, help="Do not ask Slurm which tasks are still queued.")
-@click.option("--check-only", is_flag=True, help="Only validate the competition list.")
+@click.option(
+    "--check-only",
+    is_flag=True,
+    help="Only resolve and validate the competition set; print the file it names.",
+)
 @click.option(
     "--record",
     "record_job",
@@ -298,8 +343,10 @@ def read_tasks_file(path: Path) -> list[tuple[int, str, int]]:
 @click.option("--max-parallel", type=int, default=0)
 @click.option("--command", "command", default="", help="The sbatch command line (recorded).")
 def sweep_plan_cmd(
-    group_dir: Path,
-    list_file: Path | None,
+    group_dir: Path | None,
+    list_value: str | None,
+    mlebench_dir: str | None,
+    agent: str | None,
     seeds: int,
     data_dir: Path | None,
     tasks_out: Path | None,
@@ -310,19 +357,24 @@ def sweep_plan_cmd(
     command: str,
     check_only: bool,
 ) -> None:
-    """Validate the list and print how many pairs still need a run (writing them to --tasks-out),
-    or, with --record, record a submitted array in sweep.json."""
-    asked = {
-        "competitions_file": str(list_file.resolve()) if list_file else None,
-        "seeds": seeds,
-        "max_parallel": max_parallel,
-    }
+    """Resolve and validate the competition set and print how many pairs of --agent-id still need a
+    run (writing them to --tasks-out), or, with --record, record a submitted array in sweep.json."""
+    list_file: Path | None = None
+    if list_value:
+        list_file, note = resolve_competition_set(list_value, mlebench_dir, Path.cwd())
+        if note and check_only:
+            click.echo(note, err=True)
+    if agent is not None:
+        check_agent_id(agent)
     if record_job:
-        if tasks_file is None or not tasks_file.is_file():
-            raise HelperError("--record needs --tasks FILE (the task list that was submitted)")
+        if group_dir is None or tasks_file is None or not tasks_file.is_file():
+            raise HelperError(
+                "--record needs --group-dir and --tasks FILE (the task list that was submitted)"
+            )
+        asked = _asked(list_file, seeds, max_parallel, agent)
         if list_file is not None:
             asked["competitions"], _ = read_competition_list(list_file)
-        record_submission(group_dir, record_job, tasks_file, asked, command)
+        record_submission(group_dir, record_job, tasks_file, asked, command, agent)
         return
     if list_file is None or data_dir is None:
         raise HelperError("sweep-plan needs --competitions FILE and --data-dir DIR")
@@ -334,7 +386,10 @@ def sweep_plan_cmd(
             click.echo(f"sweep error: {p}", err=True)
         raise HelperError(f"{len(problems)} problem(s) in {list_file}: fix the list (nothing was submitted)")
     if check_only:
+        click.echo(str(list_file))
         return
+    if group_dir is None or not agent:
+        raise HelperError("sweep-plan needs --group-dir DIR and --agent-id ID to plan")
     data = load_sweep(group_dir)
     runs, slurm = settled_runs(group_dir, data, use_slurm=not no_slurm, reader="sweep-plan")
     if not no_slurm and slurm is None:
@@ -343,11 +398,12 @@ def sweep_plan_cmd(
             "pairs still queued may be submitted twice",
             err=True,
         )
-    todo, counts = plan_pairs(ids, seeds, runs, latest_tasks(data), slurm)
+    attribution = attribute(runs, data, planned=agent)
+    todo, counts = plan_pairs(ids, seeds, runs, latest_tasks(data, attribution), slurm, agent, attribution)
     click.echo(
-        f"sweep: {counts['pairs']} pairs ({len(ids)} competitions x {seeds} seeds): {counts['done']} done, "
-        f"{counts['failed_twice']} failed twice, {counts['active']} queued or running, "
-        f"{counts['to_submit']} to submit",
+        f"sweep: agent {agent}: {counts['pairs']} pairs ({len(ids)} competitions x {seeds} seeds): "
+        f"{counts['done']} done, {counts['failed_twice']} failed twice, "
+        f"{counts['active']} queued or running, {counts['to_submit']} to submit",
         err=True,
     )
     if tasks_out is not None:
@@ -375,6 +431,7 @@ class PairStatus:
     job: str
     state: str  # one of PAIR_STATES
     text: str
+    agent: str | None = None
 
 
 def _prefix(run: Run | None, attempt: tuple[int, int] | None) -> str:
@@ -435,17 +492,42 @@ def describe_task(
     return PAIR_UNKNOWN, f"{prefix}record says {run.status_text or RunStatus.STARTING.value} ({asked})"
 
 
+def _counts(pairs: list[PairStatus]) -> str:
+    counts = Counter(r.state for r in pairs)
+    return f"{len(pairs)} pairs: " + ", ".join(f"{counts[s]} {s}" for s in PAIR_STATES if counts[s])
+
+
 @dataclass(frozen=True)
 class SweepStatus:
     pairs: list[PairStatus]
     superseded: int  # earlier attempts of the pairs, not counted
 
+    @property
+    def agents(self) -> list[str | None]:
+        return ordered(r.agent for r in self.pairs)
+
     def counts_line(self) -> str:
-        counts = Counter(r.state for r in self.pairs)
-        line = f"{len(self.pairs)} pairs: " + ", ".join(f"{counts[s]} {s}" for s in PAIR_STATES if counts[s])
+        """Pairs per state, of the whole group, and the superseded attempts."""
+        line = _counts(self.pairs)
         if self.superseded:
             line += f"; {self.superseded} earlier attempt{'s' if self.superseded != 1 else ''} superseded"
         return line
+
+    def counts_lines(self) -> list[str]:
+        """One line for a group of one agent (as before agents were told apart), else one per agent."""
+        agents = self.agents
+        if len(agents) < 2:
+            return [self.counts_line()]
+        lines = [
+            f"agent {printable(label(a))}: {_counts([r for r in self.pairs if r.agent == a])}" for a in agents
+        ]
+        if self.superseded:
+            lines.append(f"{self.superseded} earlier attempt{'s' if self.superseded != 1 else ''} superseded")
+        return lines
+
+
+def _pair_order(row: PairStatus) -> tuple[bool, str, str, int]:
+    return (row.agent is None, row.agent or "", row.competition, row.seed)
 
 
 def sweep_status(group_dir: Path, use_slurm: bool = True) -> SweepStatus:
@@ -453,14 +535,17 @@ def sweep_status(group_dir: Path, use_slurm: bool = True) -> SweepStatus:
     if not data["tasks"]:
         raise HelperError(f"{group_dir} has no {SWEEP_JSON} with tasks: is it a sweep group directory?")
     runs, slurm = settled_runs(group_dir, data, use_slurm, reader="status")
+    attribution = attribute(runs, data)
     by_name = {r.path.name: r for r in runs}
     attempts = attempt_numbers(runs)
-    finals = {(r.competition, r.seed): r for r in split_attempts(runs)[0] if r.from_sweep}
+    finals = {
+        (attribution.of_run(r), r.competition, r.seed): r for r in split_attempts(runs)[0] if r.from_sweep
+    }
     rows: list[PairStatus] = []
-    for (comp, seed), task in sorted(latest_tasks(data).items()):
+    for (agent, comp, seed), task in latest_tasks(data, attribution).items():
         job = task_job_id(task)
         run = by_name.get(run_dir_name(comp, job))
-        final = finals.get((comp, seed))
+        final = finals.get((agent, comp, seed))
         ts = slurm.get(job) if slurm is not None else None
         if run is None and final is not None and not (ts is not None and ts.state in ACTIVE):
             # The latest task never made a run directory (cancelled or failed before it started):
@@ -468,12 +553,12 @@ def sweep_status(group_dir: Path, use_slurm: bool = True) -> SweepStatus:
             final_task = {"array_job_id": final.array_job_id, "array_index": final.meta["sweep_task_index"]}
             state, text = describe_task(final_task, final, slurm, group_dir, attempts.get(final.path))
             text += f"; then {job}: {describe_task(task, None, slurm, group_dir)[1]}"
-            rows.append(PairStatus(comp, seed, task_job_id(final_task), state, text))
+            rows.append(PairStatus(comp, seed, task_job_id(final_task), state, text, agent))
             continue
         state, text = describe_task(task, run, slurm, group_dir, attempts.get(run.path) if run else None)
-        rows.append(PairStatus(comp, seed, job, state, text))
+        rows.append(PairStatus(comp, seed, job, state, text, agent))
     superseded = sum(1 for n, total in attempts.values() if n < total)
-    return SweepStatus(rows, superseded)
+    return SweepStatus(sorted(rows, key=_pair_order), superseded)
 
 
 @click.command("status")
@@ -481,12 +566,19 @@ def sweep_status(group_dir: Path, use_slurm: bool = True) -> SweepStatus:
 @click.option("--no-slurm", is_flag=True, help="Use only sweep.json and the run directories.")
 def status_cmd(group_dir: Path, no_slurm: bool) -> None:
     """One line per (competition, seed) of a sweep: pending, running on NODE, finished, failed
-    with reason, requeued n times, which attempt; then one line of counts per state."""
+    with reason, requeued n times, which attempt; then one line of counts per state. A group of
+    several agents: an agent column, and one line of counts per agent."""
     st = sweep_status(group_dir, use_slurm=not no_slurm)
-    table = [("competition", "seed", "job", "state")]
+    several = len(st.agents) > 1
+    table = [(("agent",) if several else ()) + ("competition", "seed", "job", "state")]
     # Every cell may quote the agent (its error line) or a file it could write: printable only.
-    table += [(printable(r.competition), str(r.seed), printable(r.job), printable(r.text)) for r in st.pairs]
-    widths = [max(len(r[i]) for r in table) for i in range(3)]
-    lines = ["  ".join(v.ljust(widths[i]) for i, v in enumerate(row[:3])) + "  " + row[3] for row in table]
-    lines.append(st.counts_line())
+    table += [
+        ((printable(label(r.agent)),) if several else ())
+        + (printable(r.competition), str(r.seed), printable(r.job), printable(r.text))
+        for r in st.pairs
+    ]
+    n = len(table[0]) - 1
+    widths = [max(len(r[i]) for r in table) for i in range(n)]
+    lines = ["  ".join(v.ljust(widths[i]) for i, v in enumerate(row[:n])) + "  " + row[n] for row in table]
+    lines += st.counts_lines()
     click.echo("\n".join(lines))

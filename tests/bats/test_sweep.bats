@@ -4,7 +4,9 @@
 # shellcheck disable=SC2030,SC2031,SC2086
 # Sweeps on the real local Slurm (make cluster-up): one array of (competition, seed) tasks, each
 # running its own grading server and agent. The concurrency cap is read from squeue while the
-# array runs; cancel + re-run, and a time-out + requeue, are done for real.
+# array runs; cancel + re-run, and a time-out + requeue, are done for real. Two agents swept into
+# one group by an ordinary user, over a split named as upstream names it, are told apart by status,
+# grade and resume.
 
 load helpers
 
@@ -42,13 +44,62 @@ EOF
     export MLEBENCH_HPC_CONFIG=$T/sweep.env
     # small tasks, no GPU: up to 8 could run at once on the two test nodes, so the cap is what limits
     export SB="--gres=none --cpus-per-task=1 --mem=1G --time=10"
+    if [[ $MLEBENCH_HPC_RUNTIME == apptainer ]]; then two_agents_setup "$images"; fi
+}
+
+# Two variants of the dummy agent swept into one group by the test user, submitted now (they run
+# beside the tests above): probe/valid submits the sample submission everywhere, probe/half writes a
+# header-only (invalid) one for demo-diabetes. The set is a split named as upstream names it.
+two_agents_setup() {
+    local images=$1 s flags=""
+    require_test_user
+    export UDIR
+    UDIR=$(user_checkout) || { echo "could not install the checkout as $TEST_USER" >&2; return 1; }
+    export U
+    U=$(mktemp -d /tmp/mh-sweep-agents.XXXXXX)
+    echo "$U" >"$BATS_FILE_TMPDIR/udir"
+    chmod 755 "$U"
+    mkdir -p "$U/images" "$U/mle-bench/experiments/splits"
+    for s in mlebench-grading.sif agent-dummy.sif; do
+        ln -f "$images/$s" "$U/images/$s" 2>/dev/null || cp "$images/$s" "$U/images/$s"
+    done
+    chmod 644 "$U"/images/*.sif
+    head -n2 "$T/demo.txt" >"$U/mle-bench/experiments/splits/demo.txt"  # upstream's format: ids only
+    probe_agents "$U/agents" >/dev/null
+    probe_variant "$U/agents" probe/valid '/home/agent/start.sh'
+    # shellcheck disable=SC2016 # expanded by the agent's shell
+    probe_variant "$U/agents" probe/half 'if [ "$COMPETITION_ID" = demo-diabetes ]; then head -n1 /home/data/sample_submission.csv > /home/submission/submission.csv; else /home/agent/start.sh; fi'
+    probe_variant "$U/agents" probe/third '/home/agent/start.sh'
+    as_test_user test -r /dev/fuse -a -w /dev/fuse || flags="--unsquash"
+    # AGENT_SIF empty: IMAGE_DIR/agent-dummy.sif, the image of the variants' agent
+    printf '%s\n' "DATA_DIR=\"$U/data\"" "IMAGE_DIR=\"$U/images\"" "OUTPUT_BASE=\"$U/runs\"" \
+        "MLEBENCH_DIR=\"$U/mle-bench\"" "AGENTS_DIR=\"$U/agents\"" "AGENT_ID=probe/valid" \
+        "TIME_LIMIT_SECS=300" "TIME_MARGIN_SECS=10" "APPTAINER_EXTRA_FLAGS=\"$flags\"" >"$U/config.env"
+    if (( EUID == 0 )); then chown -R "$TEST_USER:" "$U"; fi
+    as_test_user "$UDIR/.venv/bin/mlebench-hpc" prepare-demo --data-dir "$U/data" >/dev/null
+    export UG=agents$SFX
+    for s in valid half; do
+        user_sweep --agent-id "probe/$s" >"$U/submit-$s.txt" 2>&1 || { cat "$U/submit-$s.txt" >&2; return 1; }
+    done
+}
+
+# user_sweep ARGS...: submit_sweep.sh as the test user into the two-agent group, over the split "demo"
+user_sweep() {
+    # shellcheck disable=SC2034 # read by as_test_user
+    local MH_USER_ENV=(MLEBENCH_HPC_CONFIG="$U/config.env")
+    (cd "$U" && as_test_user bash "$UDIR/scripts_hpc/submit_sweep.sh" --competitions demo --seeds 1 --max-parallel 2 \
+        --group "$UG" "$@" -- --gres=none --cpus-per-task=1 --mem=1G --time=10)
 }
 
 teardown_file() {
-    local g
+    local g u
     for g in all resume requeue dry bad; do
         scancel --name="mlebench-sweep-bats$SFX-$g" 2>/dev/null || true
     done
+    scancel --name="mlebench-sweep-agents$SFX" 2>/dev/null || true
+    u=$(cat "$BATS_FILE_TMPDIR/udir" 2>/dev/null) || return 0
+    [[ $u == /tmp/mh-sweep-agents.* ]] && rm -rf "$u"
+    return 0
 }
 
 # job id from submit_sweep.sh's output
@@ -211,4 +262,78 @@ PY
     refute_output --partial "$(head -n1 "$T/demo.txt"):"
     [[ -z $(squeue -h --name="mlebench-sweep-$g" 2>/dev/null) ]]
     [[ ! -e $T/runs/$g ]]
+}
+
+@test "two agents in one group, as a user: status, grade and resume each count only their own runs" {
+    [[ $MLEBENCH_HPC_RUNTIME == apptainer ]] || require_apptainer
+    [[ -n ${U:-} ]] || skip "images missing: the two-agent sweep was not submitted"
+    local gdir=$U/runs/$UG valid half a
+    valid=$(job_of "$(<"$U/submit-valid.txt")") half=$(job_of "$(<"$U/submit-half.txt")")
+    [[ -n $valid && -n $half && $valid != "$half" ]] || { cat "$U"/submit-*.txt; false; }
+    grep -q "2 tasks, at most 2 at once (agent probe/valid)" "$U/submit-valid.txt"
+    wait_array "$valid" 300
+    wait_array "$half" 300
+    # each run records its agent from its task's row, before anything could fail
+    python3 - "$gdir" "$valid" "$half" <<'PY'
+import json, pathlib, sys
+g, valid, half = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+agents = {}
+for p in g.glob("*/metadata.json"):
+    m = json.loads(p.read_text())
+    agents.setdefault(m["sweep_array_job_id"], set()).add(m["agent_id"])
+assert agents == {valid: {"probe/valid"}, half: {"probe/half"}}, agents
+sweep = json.loads((g / "sweep.json").read_text())
+tasks = {(t["array_job_id"], t["agent_id"]) for t in sweep["tasks"]}
+assert tasks == {(valid, "probe/valid"), (half, "probe/half")}, tasks
+assert {s["asked"]["split"] for s in sweep["submissions"]} == {"demo"}
+PY
+    run user_status
+    assert_success
+    echo "$output"
+    assert_line --index 0 --regexp '^agent +competition +seed +job +state$'
+    assert_line "agent probe/half: 2 pairs: 2 finished"
+    assert_line "agent probe/valid: 2 pairs: 2 finished"
+    [[ $(grep -c "^probe/half .*${half}_" <<<"$output") == 2 && $(grep -c "^probe/valid .*${valid}_" <<<"$output") == 2 ]]
+    run as_test_user make -C "$UDIR" grade RUN="$gdir" DATA_DIR="$U/data"
+    assert_success
+    echo "$output"
+    assert_output --partial "agent probe/valid: runs 2, with submission 2, valid 2"
+    assert_output --partial "agent probe/half: runs 2, with submission 2, valid 1"
+    # each agent's numbers are exactly its own runs': the run dirs its report names, their verdicts
+    python3 - "$gdir" <<'PY'
+import json, pathlib, sys
+g = pathlib.Path(sys.argv[1])
+report = json.loads((g / "grading_report.json").read_text())
+assert report["agents"] == ["probe/half", "probe/valid"] and "total_runs" not in report, list(report)
+for agent, expected_valid in (("probe/valid", 2), ("probe/half", 1)):
+    own = {p.parent for p in g.glob("*/metadata.json") if json.loads(p.read_text())["agent_id"] == agent}
+    mine = report["by_agent"][agent]
+    assert {pathlib.Path(r["run_dir"]) for r in mine["competition_reports"]} == own, agent
+    assert {r["agent_id"] for r in mine["competition_reports"]} == {agent}
+    assert mine["total_runs"] == 2 and mine["total_valid_submissions"] == expected_valid, mine
+    assert json.loads((g / report["agent_reports"][agent]).read_text()) == mine
+half = {r["competition_id"]: r["valid_submission"] for r in report["by_agent"]["probe/half"]["competition_reports"]}
+assert half == {"demo-diabetes": False, "demo-breast-cancer": True}, half
+PY
+    grep -q "^probe/valid,OVERALL," "$gdir/summary.csv"
+    grep -q "^probe/half,OVERALL," "$gdir/summary.csv"
+    grep -q "Competition set: upstream's split demo (2 competitions)" "$gdir/summary.md"
+    # a resume per agent submits nothing; a third agent in the same group still has every pair to run
+    for a in probe/valid probe/half; do
+        run user_sweep --agent-id "$a"
+        assert_success
+        assert_output --partial "nothing to submit: every pair of agent $a in $UG"
+    done
+    run user_sweep --agent-id probe/third --dry-run
+    assert_success
+    [[ $(grep -cE $'^[01]\tdemo-[a-z-]+\t0\tprobe/third$' <<<"$output") == 2 ]] || { echo "$output"; false; }
+    # an id in no config.yaml is refused before anything is submitted
+    run user_sweep --agent-id probe/nope
+    assert_failure 2
+    assert_output --partial "agent id 'probe/nope' is not in any config.yaml"
+}
+
+# user_status: `mlebench-hpc status` of the two-agent group, as the test user
+user_status() {
+    as_test_user "$UDIR/.venv/bin/mlebench-hpc" status "$U/runs/$UG"
 }

@@ -39,9 +39,12 @@ TIME_LIMIT_SECS=400
 TIME_MARGIN_SECS=10
 EOF
     }
-    base >"$T/fast.env"
-    # The gate: the agent says it started, then waits (at most 5 minutes) for the test's go.
+    # The gate: the agent says it started, then waits (at most 5 minutes) for the test's go. A
+    # resume and the reference sweeps run the same agent id without the gate (another AGENTS_DIR):
+    # pairs are (agent, competition, seed), so only the same agent's runs count for a resume.
     probe_agents "$T/agents" >/dev/null
+    probe_agents "$T/plain" >/dev/null
+    { base; probe_lines "$T/plain" probe/gate '/home/agent/start.sh'; } >"$T/fast.env"
     # shellcheck disable=SC2016 # run by the agent's bash
     { base; probe_lines "$T/agents" probe/gate 'touch /home/code/started; n=0; while [ ! -f /home/code/go ] && [ $n -lt 300 ]; do sleep 1; n=$((n+1)); done; /home/agent/start.sh'; } >"$T/gate.env"
     export SB="--gres=none --cpus-per-task=1 --mem=1G --time=10"

@@ -420,3 +420,108 @@ def test_grade_prints_no_control_character_of_the_agents(tmp_path: Path, clean_e
     assert "runs 1, with submission 1, valid 0" in proc.stdout
     report = json.loads((run.parent / "grading_report.json").read_text())["competition_reports"][0]
     assert "\x1b" not in report["error"] and "\\x1b[2K" in report["error"]
+
+
+def test_two_agents_in_one_group_never_mix(
+    demo_data: Path, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    """A sweep group holding agent A (perfect submissions) and agent probe/b (one invalid, one mean
+    prediction): each agent's totals, report file and summary are its own runs only; a run that
+    names no agent (failed before its agent started, in an older array) is its array's agent's."""
+    db, bc = answers(demo_data, "demo-diabetes"), answers(demo_data, "demo-breast-cancer")
+    g = tmp_path / "sweep-demo"
+    a, b = {"agent_id": "A"}, {"agent_id": "probe/b"}
+    make_run(g, "demo-diabetes_30_0", sweep_meta("demo-diabetes", 0, "30", "finished", demo_data, **a), db)
+    bc_perfect = bc.assign(target=bc["target"].astype(float))
+    make_run(
+        g,
+        "demo-breast-cancer_30_1",
+        sweep_meta("demo-breast-cancer", 0, "30", "finished", demo_data, **a),
+        bc_perfect,
+    )
+    make_run(
+        g,
+        "demo-diabetes_31_0",
+        sweep_meta("demo-diabetes", 0, "31", "finished", demo_data, **b),
+        db.assign(target=150.0),
+    )
+    # no agent_id: its array (31) is probe/b's
+    make_run(
+        g,
+        "demo-breast-cancer_31_1",
+        sweep_meta("demo-breast-cancer", 0, "31", "failed", demo_data),
+        bc.iloc[:5],
+    )
+    asked = {
+        "competitions": ["demo-diabetes", "demo-breast-cancer"],
+        "competitions_file": "/x/demo.txt",
+        "seeds": 1,
+    }
+    subs = [
+        {"array_job_id": j, "agent_id": ag, "asked": {**asked, "agent_id": ag}}
+        for j, ag in (("30", "A"), ("31", "probe/b"))
+    ]
+    (g / "sweep.json").write_text(json.dumps({"submissions": subs, "tasks": []}))
+    proc = grade([str(g), "--data-dir", str(demo_data)], clean_env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+    report = json.loads((g / "grading_report.json").read_text())
+    assert list(report) == [
+        "agents",
+        "by_agent",
+        "created_at",
+        "grading_backend",
+        "grading_backend_version",
+        "superseded_runs",
+        "agent_reports",
+    ]
+    assert report["agents"] == ["A", "probe/b"] and "total_runs" not in report
+    mine, theirs = report["by_agent"]["A"], report["by_agent"]["probe/b"]
+    assert list(mine) == GROUP_KEYS and list(theirs) == GROUP_KEYS
+    assert (mine["total_runs"], mine["total_valid_submissions"], mine["total_gold_medals"]) == (2, 2, 2)
+    assert (
+        theirs["total_runs"],
+        theirs["total_runs_with_submissions"],
+        theirs["total_valid_submissions"],
+    ) == (2, 2, 1)
+    assert theirs["total_gold_medals"] == 0
+    assert {r["agent_id"] for r in mine["competition_reports"]} == {"A"}
+    rows = {Path(r["run_dir"]).name: r["agent_id"] for r in theirs["competition_reports"]}
+    assert rows == {"demo-diabetes_31_0": "probe/b", "demo-breast-cancer_31_1": "probe/b"}
+    # each agent's report as a file of its own, upstream's keys, one per directory
+    assert report["agent_reports"] == {
+        "A": "by_agent/A/grading_report.json",
+        "probe/b": "by_agent/probe_b/grading_report.json",
+    }
+    for agent, rel in report["agent_reports"].items():
+        assert json.loads((g / rel).read_text()) == report["by_agent"][agent]
+    out = proc.stdout
+    assert "agent A: runs 2, with submission 2, valid 2, medals 2" in out
+    assert "agent probe/b: runs 2, with submission 2, valid 1, medals 0" in out
+    assert any(line.split()[:2] == ["probe/b", "demo-breast-cancer"] for line in out.splitlines())
+    csv = pd.read_csv(g / "summary.csv")
+    overall = csv[csv["competition_id"] == "OVERALL"].set_index("agent_id")
+    assert (
+        overall.loc["A", "any_medal_pct_mean"] == 100.0
+        and overall.loc["probe/b", "valid_submission_pct_mean"] == 50.0
+    )
+    assert "Competition set: competition set demo.txt (2 competitions)." in (g / "summary.md").read_text()
+
+    # control: the same runs naming no agent, in a group whose sweep.json names none, are one agent's
+    # pairs: probe/b's later array supersedes A's runs, and A's perfect numbers are lost; upstream's
+    # keys are at the top again and the per-agent files of the earlier grading are gone
+    for meta_path in g.glob("*/metadata.json"):
+        meta = json.loads(meta_path.read_text())
+        meta.pop("agent_id", None)
+        meta_path.write_text(json.dumps(meta))
+    (g / "sweep.json").write_text(
+        json.dumps({"submissions": [{"array_job_id": "30"}, {"array_job_id": "31"}], "tasks": []})
+    )
+    assert grade([str(g), "--data-dir", str(demo_data)], clean_env, tmp_path).returncode == 0
+    mixed = json.loads((g / "grading_report.json").read_text())
+    assert list(mixed) == GROUP_KEYS and mixed["total_runs"] == 2 and mixed["total_gold_medals"] == 0
+    assert sorted(Path(s["run_dir"]).name for s in mixed["superseded_runs"]) == [
+        "demo-breast-cancer_30_1",
+        "demo-diabetes_30_0",
+    ]
+    assert not list((g / "by_agent").glob("*/grading_report.json"))

@@ -10,8 +10,16 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from mlebench_hpc.competition_sets import AskedSet
 from mlebench_hpc.grading.report import CompetitionReport
-from mlebench_hpc.grading.summary import mean_se, seed_keys, summarize, to_markdown, write_summaries
+from mlebench_hpc.grading.summary import (
+    mean_se,
+    seed_keys,
+    summarize,
+    summarize_agents,
+    to_markdown,
+    write_summaries,
+)
 
 
 def rep(
@@ -206,3 +214,99 @@ def test_png_skipped_with_one_warning_without_matplotlib(
     assert [p.name for p in paths] == ["summary.csv", "summary.md"]
     assert len(warnings) == 1 and "matplotlib" in warnings[0] and "summary.png skipped" in warnings[0]
     assert not (tmp_path / "summary.png").exists()
+
+
+# ---------------------------------------------------------------- several agents, competition sets
+
+# Agent B on the same two competitions x three seeds, worse than REPORTS (agent A):
+#   seed 0: a bronze, b invalid  -> any medal 50 %; seed 1: a none, b none -> 0 %; seed 2: as seed 1
+B_REPORTS = [
+    rep("a", 0, 0.75, "bronze"),
+    rep("b", 0, None),
+    rep("a", 1, 0.55),
+    rep("b", 1, 0.40),
+    rep("a", 2, 0.30),
+    rep("b", 2, None, exists=False),
+]
+
+
+def two_agents() -> list[CompetitionReport]:
+    a = [replace(r, agent_id="A", run_dir=f"{r.run_dir}_A") for r in REPORTS]
+    b = [replace(r, agent_id="B", run_dir=f"{r.run_dir}_B") for r in B_REPORTS]
+    return b + a  # in no particular order
+
+
+def test_each_agent_is_summarized_over_its_own_runs() -> None:
+    sa, sb = summarize_agents(two_agents())
+    assert (sa.agent_id, sb.agent_id) == ("A", "B")
+    # A exactly as REPORTS alone
+    alone = summarize(REPORTS)
+    assert list(sa.per_seed["any_medal"]) == list(alone.per_seed["any_medal"]) == [100.0, 50.0, 0.0]
+    assert sa.overall["any_medal"].mean == pytest.approx(50.0)
+    # B: 50, 0, 0 -> mean 16.667, s.e. 16.667 (as gold for A above)
+    assert list(sb.per_seed["any_medal"]) == [50.0, 0.0, 0.0]
+    assert sb.overall["any_medal"].mean == pytest.approx(50.0 / 3)
+    assert sb.overall["any_medal"].se == pytest.approx(50.0 / 3)
+    assert list(sb.per_seed["valid_submission"]) == [50.0, 100.0, 50.0]
+    # control: the same runs naming no agent are one agent's, and B's runs collide with A's per
+    # (competition, seed): only one of each pair of runs counts, the other is dropped with a note
+    mixed = summarize([replace(r, agent_id=None) for r in two_agents()])
+    assert sum("more than one run" in n for n in mixed.notes) == 6
+    assert len(summarize_agents([replace(r, agent_id=None) for r in two_agents()])) == 1
+
+
+def test_a_competition_of_the_set_without_any_run_counts_as_a_failure() -> None:
+    low = AskedSet(("low",), True, ("a", "b", "c"))
+    s = summarize(REPORTS, low)
+    assert s.competitions == ["a", "b", "c"]
+    # seed 0: a gold, b bronze, c nothing -> 2 of 3; seed 1: 1 of 3; seed 2: 0 of 3
+    assert list(s.per_seed["any_medal"]) == pytest.approx([200.0 / 3, 100.0 / 3, 0.0])
+    c = s.per_competition.set_index("competition_id").loc["c"]
+    assert c["runs"] == 0 and pd.isna(c["score_mean"])
+    assert any("1 competition of upstream's split low (3 competitions) has no run" in n for n in s.notes)
+    md = to_markdown(s, "g", None)
+    assert "Competition set: upstream's split low (3 competitions)." in md
+    # control: without the set, c is not known and the rate is over 2 competitions
+    assert list(summarize(REPORTS).per_seed["any_medal"]) == [100.0, 50.0, 0.0]
+
+
+def test_files_of_two_agents(tmp_path: Path) -> None:
+    sets = {"A": AskedSet(("low",), True, ("a", "b")), "B": None}
+    paths = write_summaries(
+        two_agents(), tmp_path, title="two", warn=pytest.fail, notes=["group note"], sets=sets
+    )
+    assert [p.name for p in paths] == ["summary.csv", "summary.md", "summary.png"]
+    csv = pd.read_csv(tmp_path / "summary.csv")
+    assert list(csv.columns[:2]) == ["agent_id", "competition_id"]
+    assert list(zip(csv["agent_id"], csv["competition_id"], strict=True)) == [
+        ("A", "a"),
+        ("A", "b"),
+        ("A", "OVERALL"),
+        ("B", "a"),
+        ("B", "b"),
+        ("B", "OVERALL"),
+    ]
+    overall = csv[csv["competition_id"] == "OVERALL"].set_index("agent_id")
+    assert overall.loc["A", "any_medal_pct_mean"] == pytest.approx(50.0)
+    assert overall.loc["B", "any_medal_pct_mean"] == pytest.approx(50.0 / 3)
+    assert overall.loc["A", "runs"] == 6 and overall.loc["B", "runs"] == 6
+    assert overall.loc["A", "competition_set"] == "low" and pd.isna(overall.loc["B", "competition_set"])
+    md = (tmp_path / "summary.md").read_text()
+    assert "12 runs of 2 agents" in md and "agents are never added up" in md
+    assert "| A | low | 6 | 3 | 50.00% ± 28.87% |" in md
+    assert "| B | - | 6 | 3 | 16.67% ± 16.67% |" in md
+    a_at, b_at = md.index("## Agent A"), md.index("## Agent B")
+    assert a_at < b_at and "### Overall (mean ± s.e. over seeds)" in md[a_at:b_at]
+    assert "**Any medal: 16.67% ± 16.67%** (3 seeds)" in md[b_at:]
+    assert md.rstrip().endswith("- group note")
+    png = (tmp_path / "summary.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_agent_summary_names_it_and_keeps_its_shape(tmp_path: Path) -> None:
+    one = [replace(r, agent_id="A") for r in REPORTS]
+    write_summaries(one, tmp_path, title="one", warn=pytest.fail)
+    md = (tmp_path / "summary.md").read_text()
+    assert "Agent: A." in md and "## Agent A" not in md and "## Overall (mean ± s.e. over seeds)" in md
+    csv = pd.read_csv(tmp_path / "summary.csv")
+    assert list(csv["agent_id"]) == ["A"] * 3 and list(csv["competition_id"]) == ["a", "b", "OVERALL"]

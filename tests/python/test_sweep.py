@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from mlebench_hpc import sweep as sweep_module
+from mlebench_hpc.attribution import attribute
 from mlebench_hpc.demo import prepare_demo
 from mlebench_hpc.runs import Run, array_task_id, competition_of, read_run, run_dir_name, scan_runs
 from mlebench_hpc.slurm_query import JobRecord
@@ -93,8 +94,9 @@ def test_resume_rule(tmp_path: Path) -> None:
     agent = {"cause": "grading_server_killed_by_agent_requests", "reason": "x"}
     make_run(g, "e_1_10", "e", 1, "finished", 0, True, failure=agent)
     (g / ".sweep").mkdir()
-    todo, counts = plan_pairs(["a", "b", "c", "d", "e"], 2, scan_runs(g), {}, slurm=None)
-    assert todo == [("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 0)]
+    runs = scan_runs(g)  # made before runs named their agent: the agent planned (attribution.py)
+    todo, counts = plan_pairs(["a", "b", "c", "d", "e"], 2, runs, {}, None, "A", attribute(runs, {}, "A"))
+    assert todo == [("A", "a", 1), ("A", "b", 1), ("A", "c", 1), ("A", "d", 1), ("A", "e", 0)]
     assert counts == {"pairs": 10, "done": 4, "failed_twice": 1, "active": 0, "to_submit": 5}
     killed = read_run(g / "e_1_10")
     assert killed is not None and killed.done and not killed.infrastructure_failure
@@ -107,28 +109,29 @@ def test_queued_pairs_are_not_resubmitted(tmp_path: Path) -> None:
     g = tmp_path / "group"
     g.mkdir()
     tasks = g / ".sweep" / "tasks-1.tsv"
-    write_tasks_file(tasks, [("a", 0), ("a", 1), ("b", 0)])
-    record_submission(g, "77", tasks, {"seeds": 2}, "sbatch ...")
+    write_tasks_file(tasks, [("A", "a", 0), ("A", "a", 1), ("A", "b", 0)])
+    record_submission(g, "77", tasks, {"seeds": 2}, "sbatch ...", "A")
     slurm = {
         "77_0": JobRecord("77_0", "RUNNING", nodes="node1"),
         "77_1": JobRecord("77_1", "PENDING", reason="JobArrayTaskLimit"),
         "77_2": JobRecord("77_2", "CANCELLED"),
     }
-    todo, counts = plan_pairs(["a", "b"], 2, scan_runs(g), latest_tasks(load_sweep(g)), slurm)
+    att = attribute(scan_runs(g), load_sweep(g), "A")
+    todo, counts = plan_pairs(["a", "b"], 2, scan_runs(g), latest_tasks(load_sweep(g), att), slurm, "A", att)
     # a/0 runs, a/1 waits: both kept; b/0 was cancelled and b/1 never submitted: both planned
-    assert todo == [("b", 0), ("b", 1)]
+    assert todo == [("A", "b", 0), ("A", "b", 1)]
     assert counts["active"] == 2
 
 
 def test_record_submission_and_status(tmp_path: Path) -> None:
     g = tmp_path / "group"
     t1 = g / ".sweep" / "tasks-1.tsv"
-    write_tasks_file(t1, [("a", 0), ("a", 1)])
-    assert read_tasks_file(t1) == [(0, "a", 0), (1, "a", 1)]
-    record_submission(g, "10", t1, {"seeds": 2}, "sbatch one")
+    write_tasks_file(t1, [("A", "a", 0), ("A", "a", 1)])
+    assert read_tasks_file(t1) == [(0, "a", 0, "A"), (1, "a", 1, "A")]
+    record_submission(g, "10", t1, {"seeds": 2}, "sbatch one", "A")
     t2 = g / ".sweep" / "tasks-2.tsv"
-    write_tasks_file(t2, [("a", 1)])
-    data = record_submission(g, "11", t2, {"seeds": 2}, "sbatch two")
+    write_tasks_file(t2, [("A", "a", 1)])
+    data = record_submission(g, "11", t2, {"seeds": 2}, "sbatch two", "A")
     assert [s["array_job_id"] for s in data["submissions"]] == ["10", "11"]
     assert [t["job_id"] for t in data["tasks"]] == ["10_0", "10_1", "11_0"]
     assert load_sweep(g) == data
@@ -156,8 +159,8 @@ def test_run_dir_names_are_made_and_split_in_one_place(tmp_path: Path) -> None:
     assert competition_of("a_b_10_0", "0") == "a_b_10"
     assert competition_of("a_b_110_0", "10_0") is None and competition_of("_10", "10") is None
     tasks = tmp_path / "g" / ".sweep" / "tasks.tsv"
-    write_tasks_file(tasks, [("a_b", 0)])
-    data = record_submission(tmp_path / "g", "10", tasks, {"seeds": 1}, "sbatch")
+    write_tasks_file(tasks, [("A", "a_b", 0)])
+    data = record_submission(tmp_path / "g", "10", tasks, {"seeds": 1}, "sbatch", "A")
     assert Path(data["tasks"][0]["run_dir"]).name == "a_b_10_0" and data["tasks"][0]["job_id"] == "10_0"
 
 
@@ -200,14 +203,16 @@ def test_sweep_plan_cli_writes_tasks(tmp_path: Path, data_dir: Path) -> None:
         "--tasks-out",
         str(out),
         "--no-slurm",
+        "--agent-id",
+        "dummy",
     ]
     res = CliRunner().invoke(sweep_plan_cmd, args)
     assert res.exit_code == 0, res.output
     assert res.stdout.strip() == "3"
     assert read_tasks_file(out) == [
-        (0, "demo-diabetes", 1),
-        (1, "demo-breast-cancer", 0),
-        (2, "demo-breast-cancer", 1),
+        (0, "demo-diabetes", 1, "dummy"),
+        (1, "demo-breast-cancer", 0, "dummy"),
+        (2, "demo-breast-cancer", 1, "dummy"),
     ]
 
 
@@ -253,10 +258,10 @@ def test_status_counts_the_final_attempt_when_the_last_task_never_started(
     """a/0 failed in array 10; its resubmission (array 11) was cancelled before it started: the pair
     is its failed run, as grade counts it, and the line says what became of the resubmission."""
     g = tmp_path / "g"
-    for n, (array, pairs) in enumerate((("10", [("a", 0), ("a", 1)]), ("11", [("a", 0)])), 1):
+    for n, (array, pairs) in enumerate((("10", [("A", "a", 0), ("A", "a", 1)]), ("11", [("A", "a", 0)])), 1):
         tasks = g / ".sweep" / f"tasks-{n}.tsv"
         write_tasks_file(tasks, pairs)
-        record_submission(g, array, tasks, {"seeds": 2}, "sbatch")
+        record_submission(g, array, tasks, {"seeds": 2}, "sbatch", "A")
     make_run(g, "a_10_0", "a", 0, "failed", 1, False, sweep_array_job_id="10", sweep_task_index="0")
     make_run(g, "a_10_1", "a", 1, "finished", 0, True, sweep_array_job_id="10", sweep_task_index="1")
     slurm = {"11_0": JobRecord("11_0", "CANCELLED"), "10_0": JobRecord("10_0", "FAILED")}
@@ -270,7 +275,7 @@ def test_status_counts_the_final_attempt_when_the_last_task_never_started(
     # while the resubmission is queued, the pair is pending
     slurm["11_0"] = JobRecord("11_0", "PENDING", reason="Priority")
     assert sweep_status(g).pairs[0] == sweep_module.PairStatus(
-        "a", 0, "11_0", "pending", "pending (Priority)"
+        "a", 0, "11_0", "pending", "pending (Priority)", "A"
     )
 
 
@@ -282,8 +287,8 @@ def test_status_prints_no_control_character_of_the_agents(tmp_path: Path) -> Non
     finished and erase the count line, reaches `status` escaped."""
     g = tmp_path / "group"
     t1 = g / ".sweep" / "tasks-1.tsv"
-    write_tasks_file(t1, [("a", 0), ("a", 1)])
-    record_submission(g, "10", t1, {"seeds": 2}, "sbatch")
+    write_tasks_file(t1, [("A", "a", 0), ("A", "a", 1)])
+    record_submission(g, "10", t1, {"seeds": 2}, "sbatch", "A")
     make_run(g, "a_10_0", "a", 0, "finished", 0, True)
     make_run(g, "a_10_1", "a", 1, "failed", 1, False, slurm_end=None)  # as a sweep task starts it
     (g / ".sweep" / "logs").mkdir()

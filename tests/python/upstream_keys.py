@@ -35,6 +35,7 @@ EXTRA_REPORT_FIELDS = [
     "leaderboard_teams",
     "data_dir",
     "recorded_data_dir",
+    "agent_id",
 ]
 REPORT_FIELDS = UPSTREAM_REPORT_FIELDS + EXTRA_REPORT_FIELDS
 # The run-group report: upstream's keys, then ours.

@@ -61,6 +61,7 @@ class RunSpec:
     isolation: Any = None
     collected: Any = None
     recorded_data_dir: str | None = None  # the run's metadata.json `data_dir`: reported, never used
+    agent_id: str | None = None  # its agent (grade_cli attributes runs that name none)
 
 
 class DirResolver:
@@ -261,6 +262,7 @@ def specs_from_dir(root: Path, dirs: DirResolver, warn: Callable[[str], None]) -
                 isolation=meta.get("integrity"),
                 collected=meta.get("submission") if isinstance(meta.get("submission"), dict) else None,
                 recorded_data_dir=str(recorded) if recorded else None,
+                agent_id=str(meta.get("agent_id") or "") or None,
             )
         )
     return specs

@@ -10,15 +10,17 @@ setup error. The report is written in every case where runs were found.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from mlebench_hpc.attempts import Superseded, settle_and_split
+from mlebench_hpc.attempts import SWEEP_JSON, Superseded, settle_and_split
+from mlebench_hpc.competition_sets import AskedSet, asked_set
 from mlebench_hpc.grading.find_runs import DirResolver, RunSpecError, specs_from_dir, specs_from_jsonl
 from mlebench_hpc.grading.pool import default_jobs, grade_runs
-from mlebench_hpc.grading.report import aggregate
-from mlebench_hpc.grading.report_output import REPORT_NAME, format_table, format_totals, write_json_atomic
+from mlebench_hpc.grading.report import aggregate_agents
+from mlebench_hpc.grading.report_output import REPORT_NAME, format_table, format_totals, write_reports
 from mlebench_hpc.printable import printable
 
 
@@ -38,10 +40,12 @@ def format_superseded(superseded: list[Superseded], root: Path | None) -> str:
         return p.name
 
     lines = [f"superseded (not counted): {len(superseded)}"]
+    several = len({s.agent for s in superseded}) > 1
     for s in superseded:
         lines.append(
             printable(
-                f"  {s.run.competition} seed {s.run.seed} attempt {s.attempt} of {s.attempts} "
+                f"  {f'agent {s.agent} ' if several else ''}"
+                f"{s.run.competition} seed {s.run.seed} attempt {s.attempt} of {s.attempts} "
                 f"{name(s.run.path)}: {s.run.ended_text()}; counted: {name(s.final.path)}"
             )
         )
@@ -143,10 +147,20 @@ def grade_cmd(
     except (RunSpecError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     superseded: list[Superseded] = []
+    sets: dict[str | None, AskedSet | None] = {}
     if run_dir is not None and specs:
-        # One run per (competition, seed) of a sweep: earlier attempts are listed, never counted.
-        counted, superseded = settle_and_split([s.run_dir for s in specs if s.run_dir is not None], "grade")
-        specs = [s for s in specs if s.run_dir is None or s.run_dir in counted]
+        # One run per (agent, competition, seed) of a sweep: earlier attempts are listed, never
+        # counted; each run is its agent's, runs that name none included (attribution.py).
+        counted = settle_and_split([s.run_dir for s in specs if s.run_dir is not None], "grade")
+        superseded = counted.superseded
+        specs = [
+            replace(s, agent_id=counted.agents.get(s.run_dir, s.agent_id)) if s.run_dir is not None else s
+            for s in specs
+            if s.run_dir is None or s.run_dir in counted.dirs
+        ]
+        if (run_dir / SWEEP_JSON).is_file():
+            # a whole sweep group: each agent's competition set is known, and the summary names it
+            sets = {agent: asked_set(asked) for agent, asked in counted.asked.items()}
     if not specs:
         click.echo(
             f"error: no runs found in {source} (a run directory holds metadata.json with "
@@ -161,10 +175,10 @@ def grade_cmd(
     meanwhile = _import_plotting if summary else None
     results = grade_runs(specs, jobs=n_jobs, progress=progress, meanwhile=meanwhile, memory_mb=memory_mb)
     reports = [r.report for r in results]
-    group = aggregate(reports, backend_info(), [s.as_dict() for s in superseded])
+    group, own = aggregate_agents(reports, backend_info(), [s.as_dict() for s in superseded])
     report_path = out_dir / REPORT_NAME
     try:
-        write_json_atomic(report_path, group)
+        written = write_reports(out_dir, group, own)
     except OSError as exc:
         click.echo(format_table(reports, root))  # the results are not lost with the file
         raise click.ClickException(
@@ -177,14 +191,13 @@ def grade_cmd(
     if superseded:
         click.echo("")
         click.echo(format_superseded(superseded, root))
-    written = [report_path]
     if summary:
         from mlebench_hpc.grading.summary import write_summaries
 
         notes = [superseded_note(len(superseded))] if superseded else []
         try:
             written += write_summaries(
-                reports, out_dir, title=(root or out_dir).resolve().name, warn=_warn, notes=notes
+                reports, out_dir, title=(root or out_dir).resolve().name, warn=_warn, notes=notes, sets=sets
             )
         except Exception as exc:  # the report is already written; a plotting problem must not hide it
             _warn(f"summaries not written ({type(exc).__name__}: {exc})")

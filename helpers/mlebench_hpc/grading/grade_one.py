@@ -112,6 +112,7 @@ def empty_report(spec: RunSpec, error: str | None = None) -> CompetitionReport:
         isolation=spec.isolation,
         data_dir=str(spec.data_dir),
         recorded_data_dir=_recorded_if_different(spec),
+        agent_id=spec.agent_id,
     )
 
 

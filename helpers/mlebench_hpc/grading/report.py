@@ -5,6 +5,11 @@ order, then a few additive ones (backend, thresholds source, run dir, seed, erro
 the leaderboard placement, the data graded against). `aggregate` is upstream's aggregate_reports()
 (same keys, same sums) plus ours. What grading_report.json holds is exactly `to_dict()` of these.
 
+A group holding several agents (mlebench_hpc.attribution) never adds their numbers up: its report
+has no upstream keys at the top, `agents` lists them and `by_agent` holds, per agent, that agent's
+own upstream run-group report (`aggregate_agents`), also written as a file of its own
+(report_output.py), which upstream's experiments/aggregate_grading_reports.py reads as it is.
+
 The rest of grading a run group, by concern: find_runs.py (which runs, which data), grade_one.py
 (one run, in a worker), pool.py (the workers), report_output.py (the JSON file and the table),
 summary.py (summary.csv/.md/.png), grade_cli.py (`mlebench-hpc grade`).
@@ -50,6 +55,7 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "leaderboard_teams",
     "data_dir",
     "recorded_data_dir",
+    "agent_id",
 )
 REPORT_FIELDS: tuple[str, ...] = UPSTREAM_FIELDS + EXTRA_FIELDS
 # Upstream's aggregate_reports() keys.
@@ -107,6 +113,7 @@ class CompetitionReport:
     leaderboard_teams: int | None = None
     data_dir: str | None = None  # the prepared data graded against (--data-dir, else the config's)
     recorded_data_dir: str | None = None  # the run's metadata.json data_dir when it differs (not used)
+    agent_id: str | None = None  # the agent variant of the run (None: unknown; mlebench_hpc.attribution)
 
     @property
     def medal(self) -> str | None:
@@ -159,3 +166,43 @@ def aggregate(
         group["grading_backend_version"] = backend.get("version")
     group["superseded_runs"] = list(superseded or [])
     return group
+
+
+def agents_in(reports: Iterable[CompetitionReport]) -> list[str | None]:
+    """The agents of REPORTS, by id, unknown (None) last."""
+    from mlebench_hpc.attribution import ordered
+
+    return ordered(r.agent_id for r in reports)
+
+
+def aggregate_agents(
+    reports: list[CompetitionReport],
+    backend: dict[str, str] | None = None,
+    superseded: list[dict[str, Any]] | None = None,
+) -> tuple[dict[str, Any], dict[str | None, dict[str, Any]]]:
+    """(the group's report, each agent's own report). One agent: `aggregate`, exactly as before
+    agents were told apart, and no per-agent report. Several: upstream's keys per agent only."""
+    from mlebench_hpc.attribution import label
+
+    agents = agents_in(reports)
+    if len(agents) < 2:
+        return aggregate(reports, backend, superseded), {}
+    every = list(superseded or [])
+    own = {
+        a: aggregate(
+            [r for r in reports if r.agent_id == a],
+            backend,
+            [s for s in every if s.get("agent_id") == a],
+        )
+        for a in agents
+    }
+    group: dict[str, Any] = {
+        "agents": [label(a) for a in agents],
+        "by_agent": {label(a): own[a] for a in agents},
+        "created_at": now_utc().isoformat(),
+    }
+    if backend is not None:
+        group["grading_backend"] = backend.get("backend")
+        group["grading_backend_version"] = backend.get("version")
+    group["superseded_runs"] = every
+    return group, own

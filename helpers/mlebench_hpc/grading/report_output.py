@@ -4,15 +4,25 @@ run names and errors quoting a submission's column names are the agent's words."
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
+import stat
 from pathlib import Path
 from typing import Any
 
 from mlebench_hpc.atomic import write_atomic
-from mlebench_hpc.grading.report import CompetitionReport
+from mlebench_hpc.attribution import label
+from mlebench_hpc.grading.report import CompetitionReport, agents_in
 from mlebench_hpc.printable import printable
 
 REPORT_NAME = "grading_report.json"
+# Each agent's own report when a group holds several: BY_AGENT/<agent>/grading_report.json, one
+# run-group report per directory as upstream's aggregate_grading_reports.py expects (it refuses a
+# directory with two *grading_report*.json).
+BY_AGENT = "by_agent"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -20,10 +30,49 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_atomic(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
 
 
-def sort_key(report: CompetitionReport) -> tuple[str, int, str, str]:
+def agent_dirs(agents: list[str | None]) -> dict[str | None, str]:
+    """A directory name per agent: its id with '/' and anything but letters, digits, '.', '_' and
+    '-' as '_' (aide/dev: aide_dev); ids that would share a name, or that are no name, get a hash."""
+    names = {a: _UNSAFE.sub("_", label(a)).strip("._") or "agent" for a in agents}
+    clash = {n for n in names.values() if list(names.values()).count(n) > 1}
+    return {
+        a: f"{n}-{hashlib.sha256(label(a).encode()).hexdigest()[:8]}" if n in clash else n
+        for a, n in names.items()
+    }
+
+
+def write_reports(out_dir: Path, group: dict[str, Any], own: dict[str | None, dict[str, Any]]) -> list[Path]:
+    """grading_report.json, and each agent's own report when there are several (then listed in the
+    group's `agent_reports`). Per-agent reports of an earlier grading that this one did not write
+    are removed: they would be read as current."""
+    written: list[Path] = []
+    dirs = agent_dirs(list(own))
+    if own:
+        group["agent_reports"] = {label(a): f"{BY_AGENT}/{d}/{REPORT_NAME}" for a, d in dirs.items()}
+    for agent, report in own.items():
+        path = out_dir / BY_AGENT / dirs[agent] / REPORT_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, report)
+        written.append(path)
+    for old in sorted((out_dir / BY_AGENT).glob(f"*/{REPORT_NAME}")):
+        if old not in written and stat.S_ISREG(os.lstat(old).st_mode):
+            old.unlink()
+    write_json_atomic(out_dir / REPORT_NAME, group)
+    return [out_dir / REPORT_NAME, *written]
+
+
+def sort_key(report: CompetitionReport) -> tuple[bool, str, str, int, str, str]:
     seed = report.seed
     seed_num = int(seed) if isinstance(seed, int) or (isinstance(seed, str) and seed.isdigit()) else 1 << 30
-    return (str(report.competition_id), seed_num, str(seed), str(report.run_dir or ""))
+    agent = report.agent_id
+    return (
+        agent is None,
+        agent or "",
+        str(report.competition_id),
+        seed_num,
+        str(seed),
+        str(report.run_dir or ""),
+    )
 
 
 def fmt_num(x: Any) -> str:
@@ -55,7 +104,9 @@ def _run_label(r: CompetitionReport, root: Path | None) -> str:
 
 
 def format_table(reports: list[CompetitionReport], root: Path | None = None) -> str:
-    """Plain-text table, one row per run, then one line per run that has an error."""
+    """Plain-text table, one row per run, then one line per run that has an error. A group of
+    several agents: an agent column first."""
+    several = len(agents_in(reports)) > 1
     header = [
         "competition",
         "seed",
@@ -81,13 +132,14 @@ def format_table(reports: list[CompetitionReport], root: Path | None = None) -> 
         else:
             valid = "no"
         better = {True: "lower", False: "higher", None: "?"}[r.is_lower_better]
-        label = printable(_run_label(r, root))
+        run_name = printable(_run_label(r, root))
         comp = printable(r.competition_id)
         rows.append(
-            [
+            ([printable(label(r.agent_id))] if several else [])
+            + [
                 comp,
                 "-" if r.seed is None else printable(r.seed),
-                label,
+                run_name,
                 valid,
                 fmt_num(r.score),
                 medal_word(r),
@@ -100,13 +152,15 @@ def format_table(reports: list[CompetitionReport], root: Path | None = None) -> 
             ]
         )
         if r.error:
-            notes.append(f"  {comp} {label}: {printable(r.error)}")
+            notes.append(f"  {comp} {run_name}: {printable(r.error)}")
         if r.recorded_data_dir:
             moved[(r.recorded_data_dir, r.data_dir or "")] = (
                 moved.get((r.recorded_data_dir, r.data_dir or ""), 0) + 1
             )
+    if several:
+        header = ["agent", *header]
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
-    numeric = {4, 6, 7, 8, 9, 11}
+    numeric = {i + several for i in (4, 6, 7, 8, 9, 11)}
 
     def line(cells: list[str]) -> str:
         return "  ".join(
@@ -127,6 +181,13 @@ def format_table(reports: list[CompetitionReport], root: Path | None = None) -> 
 
 
 def format_totals(group: dict[str, Any]) -> str:
+    """The totals line; a group of several agents: one line per agent, never their sum."""
+    if "by_agent" in group:
+        return "\n".join(f"agent {printable(a)}: {_totals(t)}" for a, t in group["by_agent"].items())
+    return _totals(group)
+
+
+def _totals(group: dict[str, Any]) -> str:
     return (
         f"runs {group['total_runs']}, with submission {group['total_runs_with_submissions']}, "
         f"valid {group['total_valid_submissions']}, medals {group['total_medals']} "

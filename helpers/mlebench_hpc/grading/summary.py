@@ -6,20 +6,28 @@ without a run in that seed counts as a failure, as upstream's --pad-missing), an
 figure is the mean over seeds +- the standard error of the mean (sd with ddof=1 / sqrt(n_seeds)).
 With a single seed the standard error is not available (upstream prints 0.0; we print n/a).
 Runs without a seed in their metadata are numbered per competition in run-directory order, which
-is how upstream pairs reports into seeds.
+is how upstream pairs reports into seeds. Upstream publishes one row per split: when the sweep's
+competition set is known (sweep.json), the summary names it and its competitions without any run
+count as failures in every seed too (upstream's --split with --pad-missing).
+
+Several agents in one group (mlebench_hpc.attribution) are summarized apart, each over its own runs
+and its own set: summary.csv has an agent_id column (one OVERALL row per agent), summary.md a table
+comparing them and a section per agent, summary.png a row per agent and seed.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from mlebench_hpc.grading.report import CompetitionReport
+from mlebench_hpc.attribution import label as agent_label
+from mlebench_hpc.competition_sets import AskedSet
+from mlebench_hpc.grading.report import CompetitionReport, agents_in
 from mlebench_hpc.grading.report_output import fmt_num, fmt_share, sort_key
 from mlebench_hpc.printable import markdown_cell, printable
 
@@ -68,6 +76,8 @@ class Summary:
     # Beyond upstream: per seed, the mean over the competitions that have a leaderboard of the share
     # of its teams the run beats (a run without a valid score beats none); mean +- s.e. over seeds
     share_beaten: MeanSE | None = None
+    agent_id: str | None = None  # the agent whose runs these are (None: unknown)
+    competition_set: AskedSet | None = None  # what its sweeps asked for, when known
 
 
 def seed_keys(reports: list[CompetitionReport]) -> list[str]:
@@ -89,15 +99,47 @@ def _natural(s: str) -> tuple[int, int | str]:
     return (0, int(s)) if s.lstrip("-").isdigit() else (1, s)
 
 
-def summarize(reports: list[CompetitionReport]) -> Summary:
+def _no_run_row(comp: str) -> dict[str, Any]:
+    """A competition of the set without any run: nothing made, nothing known of its thresholds."""
+    row: dict[str, Any] = {"competition_id": comp}
+    for col in ("runs", "submissions", "valid", "gold", "silver", "bronze", "any_medal", "above_median"):
+        row[col] = 0
+    row["scores_n"] = 0
+    for col in ("score_mean", "score_se", "share_beaten_mean", "share_beaten_se"):
+        row[col] = None
+    for name in THRESHOLD_NAMES:
+        row[f"{name}_threshold"] = None
+    row.update(is_lower_better=None, thresholds_source=None)
+    return row
+
+
+def summarize(
+    reports: list[CompetitionReport],
+    competition_set: AskedSet | None = None,
+    agent_id: str | None = None,
+) -> Summary:
+    """The summary of REPORTS (one agent's). With COMPETITION_SET, its competitions without a run
+    are rows of their own and count as failures in every seed."""
     keys = seed_keys(reports)
-    competitions = sorted({str(r.competition_id) for r in reports})
+    reported = {str(r.competition_id) for r in reports}
+    asked = set(competition_set.ids) if competition_set else set()
+    competitions = sorted(reported | asked)
     seeds = sorted(set(keys), key=_natural)
     notes: list[str] = []
+    never = sorted(asked - reported)
+    if never and competition_set is not None:
+        shown = ", ".join(never[:10]) + (f" and {len(never) - 10} more" if len(never) > 10 else "")
+        notes.append(
+            f"{len(never)} competition{'s' if len(never) != 1 else ''} of {competition_set.describe()} "
+            f"{'have' if len(never) != 1 else 'has'} no run; they count as failures in every seed: {shown}"
+        )
 
     rows = []
     for comp in competitions:
         rs = [r for r in reports if r.competition_id == comp]
+        if not rs:
+            rows.append(_no_run_row(comp))
+            continue
         scores = [float(r.score) for r in rs if r.valid_submission and r.score is not None]
         ms = mean_se(scores)
         shares = [float(r.leaderboard_share_beaten) for r in rs if r.leaderboard_share_beaten is not None]
@@ -164,14 +206,25 @@ def summarize(reports: list[CompetitionReport]) -> Summary:
             ]
             per_seed_share.append(100.0 * sum(beaten) / len(ranked))
     share_beaten = mean_se(per_seed_share)
-    return Summary(per_comp, overall, competitions, seeds, per_seed, notes, share_beaten)
+    return Summary(
+        per_comp, overall, competitions, seeds, per_seed, notes, share_beaten, agent_id, competition_set
+    )
+
+
+def summarize_agents(
+    reports: list[CompetitionReport], sets: dict[str | None, AskedSet | None] | None = None
+) -> list[Summary]:
+    """One summary per agent (one for a group of one agent), each over its own runs and set."""
+    sets = sets or {}
+    return [
+        summarize([r for r in reports if r.agent_id == a], sets.get(a), a) for a in agents_in(reports)
+    ] or [summarize([])]
 
 
 # ---------------------------------------------------------------- files
 
 
-def to_csv(summary: Summary, path: Path) -> None:
-    """One row per competition, then an OVERALL row: counts summed, rates as mean and s.e. (%)."""
+def _csv_rows(summary: Summary) -> pd.DataFrame:
     df = summary.per_competition.copy()
     total: dict[str, Any] = {"competition_id": "OVERALL"}
     for col in (
@@ -195,9 +248,20 @@ def to_csv(summary: Summary, path: Path) -> None:
     sb = summary.share_beaten
     total["share_beaten_pct_mean"] = sb.mean if sb else None
     total["share_beaten_pct_se"] = sb.se if sb else None
+    cs = summary.competition_set
+    total["competition_set"] = " + ".join(cs.names) if cs else None
     out = pd.concat([df, pd.DataFrame([total])], ignore_index=True)
+    out.insert(0, "agent_id", summary.agent_id)
+    return out
+
+
+def to_csv(summaries: Summary | list[Summary], path: Path) -> None:
+    """One row per (agent, competition), then an OVERALL row per agent: counts summed, rates as
+    mean and s.e. (%) over that agent's seeds, and its competition set when known."""
+    parts = [summaries] if isinstance(summaries, Summary) else summaries
+    out = pd.concat([_csv_rows(s) for s in parts], ignore_index=True)
     # The text columns come from run metadata: no control character reaches a viewer of the file.
-    for col in ("competition_id", "thresholds_source"):
+    for col in ("agent_id", "competition_id", "thresholds_source", "competition_set"):
         if col in out:
             out[col] = [
                 v if v is None or (isinstance(v, float) and math.isnan(v)) else printable(v) for v in out[col]
@@ -215,15 +279,26 @@ def _md_cell(x: Any) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else str(x)
 
 
-def to_markdown(summary: Summary, title: str, backend: str | None) -> str:
-    lines = [f"# Grading summary: {markdown_cell(title)}", ""]
-    n_runs = int(summary.per_competition["runs"].sum()) if len(summary.per_competition) else 0
-    lines.append(
-        f"{n_runs} runs, {len(summary.competitions)} competitions, {len(summary.seeds)} seeds"
+def _n_runs(summary: Summary) -> int:
+    return int(summary.per_competition["runs"].sum()) if len(summary.per_competition) else 0
+
+
+def _intro(summary: Summary, backend: str | None) -> list[str]:
+    lines = [
+        f"{_n_runs(summary)} runs, {len(summary.competitions)} competitions, {len(summary.seeds)} seeds"
         + (f"; graded by {backend}" if backend else "")
         + "."
-    )
-    lines += ["", "## Overall (mean ± s.e. over seeds)", ""]
+    ]
+    if summary.agent_id:
+        lines.append(f"Agent: {markdown_cell(summary.agent_id)}.")
+    if summary.competition_set is not None:
+        lines.append(f"Competition set: {markdown_cell(summary.competition_set.describe())}.")
+    return lines
+
+
+def _sections(summary: Summary, h: str) -> list[str]:
+    """Overall, per competition, per seed and notes, under headings of level H ("##", "###")."""
+    lines = ["", f"{h} Overall (mean ± s.e. over seeds)", ""]
     lines.append(
         f"Per seed: percentage of the {len(summary.competitions)} competitions; a competition "
         "with no run in a seed counts as a failure; s.e. = sd(ddof=1)/sqrt(seeds)."
@@ -239,7 +314,7 @@ def to_markdown(summary: Summary, title: str, backend: str | None) -> str:
             f"({summary.share_beaten.n} seeds; the mean over competitions with a leaderboard of the share "
             "of its teams each run beats, 0 without a valid score)"
         )
-    lines += ["", "## Per competition", ""]
+    lines += ["", f"{h} Per competition", ""]
     header = [
         "competition",
         "runs",
@@ -287,7 +362,7 @@ def to_markdown(summary: Summary, title: str, backend: str | None) -> str:
             _md_cell(row["thresholds_source"]),
         ]
         lines.append("| " + " | ".join(markdown_cell(c) for c in cells) + " |")
-    lines += ["", "## Per seed (%)", ""]
+    lines += ["", f"{h} Per seed (%)", ""]
     seed_header = ["seed", "competitions run"] + [label.lower() for label, _ in OVERALL_METRICS]
     lines.append("| " + " | ".join(seed_header) + " |")
     lines.append("|" + "|".join("---:" if i else "---" for i in range(len(seed_header))) + "|")
@@ -295,7 +370,45 @@ def to_markdown(summary: Summary, title: str, backend: str | None) -> str:
         cells = [row["seed"], row["competitions_run"]] + [f"{row[f]:.2f}" for _, f in OVERALL_METRICS]
         lines.append("| " + " | ".join(markdown_cell(c) for c in cells) + " |")
     if summary.notes:
-        lines += ["", "## Notes", ""] + [f"- {markdown_cell(n)}" for n in summary.notes]
+        lines += ["", f"{h} Notes", ""] + [f"- {markdown_cell(n)}" for n in summary.notes]
+    return lines
+
+
+def _compared(summaries: list[Summary]) -> list[str]:
+    """One row per agent: its overall rates, side by side (never added up)."""
+    header = ["agent", "competition set", "runs", "seeds"] + [label.lower() for label, _ in OVERALL_METRICS]
+    lines = ["| " + " | ".join(header) + " |"]
+    lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|")
+    for sm in summaries:
+        cs = sm.competition_set
+        cells = [agent_label(sm.agent_id), " + ".join(cs.names) if cs else "-", _n_runs(sm), len(sm.seeds)]
+        cells += [sm.overall[f].text(2, "%") if f in sm.overall else "-" for _, f in OVERALL_METRICS]
+        lines.append("| " + " | ".join(markdown_cell(c) for c in cells) + " |")
+    return lines
+
+
+def to_markdown(
+    summaries: Summary | list[Summary], title: str, backend: str | None, notes: list[str] | None = None
+) -> str:
+    """One agent: its summary, as before agents were told apart. Several: a table comparing them,
+    then a section per agent. NOTES concern the whole group (e.g. superseded attempts)."""
+    parts = [summaries] if isinstance(summaries, Summary) else summaries
+    lines = [f"# Grading summary: {markdown_cell(title)}", ""]
+    if len(parts) == 1:
+        one = replace(parts[0], notes=[*parts[0].notes, *(notes or [])])
+        lines += _intro(one, backend) + _sections(one, "##")
+        return "\n".join(lines) + "\n"
+    n_runs = sum(_n_runs(sm) for sm in parts)
+    lines.append(
+        f"{n_runs} runs of {len(parts)} agents" + (f"; graded by {backend}" if backend else "") + ". "
+        "Each agent's numbers are over its own runs only: agents are never added up."
+    )
+    lines += ["", "## Agents compared (mean ± s.e. over seeds)", ""] + _compared(parts)
+    for sm in parts:
+        lines += ["", f"## Agent {markdown_cell(agent_label(sm.agent_id))}", ""]
+        lines += _intro(sm, None) + _sections(sm, "###")
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {markdown_cell(n)}" for n in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -305,22 +418,23 @@ def write_summaries(
     title: str,
     warn: Callable[[str], None],
     notes: list[str] | None = None,
+    sets: dict[str | None, AskedSet | None] | None = None,
 ) -> list[Path]:
     """summary.csv, summary.md and (with matplotlib) summary.png in out_dir; returns the paths.
-    NOTES go to summary.md's notes (e.g. superseded attempts, which REPORTS no longer hold)."""
-    summary = summarize(reports)
-    summary.notes.extend(notes or [])
+    NOTES go to summary.md's notes (e.g. superseded attempts, which REPORTS no longer hold); SETS
+    are the competition sets each agent's sweeps asked for, when known."""
+    summaries = summarize_agents(reports, sets)
     backend = next(
         (f"{r.grading_backend} ({r.grading_backend_version})" for r in reports if r.grading_backend),
         None,
     )
     written = []
     csv_path = out_dir / "summary.csv"
-    to_csv(summary, csv_path)
+    to_csv(summaries, csv_path)
     written.append(csv_path)
     md_path = out_dir / "summary.md"
     tmp = md_path.with_name(".summary.md.tmp")
-    tmp.write_text(to_markdown(summary, title, backend))
+    tmp.write_text(to_markdown(summaries, title, backend, notes))
     tmp.replace(md_path)
     written.append(md_path)
     png_path = out_dir / "summary.png"
@@ -355,19 +469,38 @@ def _point_class(r: CompetitionReport) -> str:
     return "above median" if r.above_median else "below median"
 
 
+RowKey = tuple[int, str, str]  # (agent's position, agent, seed key)
+
+
+def _row_keys(reports: list[CompetitionReport]) -> list[RowKey]:
+    """Each report's row in its panel: its agent's, then its seed's (seeds numbered per agent)."""
+    keys: list[RowKey] = [(0, "", "")] * len(reports)
+    for i, agent in enumerate(agents_in(reports)):
+        idx = [k for k, r in enumerate(reports) if r.agent_id == agent]
+        for k, seed in zip(idx, seed_keys([reports[k] for k in idx]), strict=True):
+            keys[k] = (i, agent_label(agent), seed)
+    return keys
+
+
+def _row_order(key: RowKey) -> tuple[int, tuple[int, int | str]]:
+    return (key[0], _natural(key[2]))
+
+
 def plot_summary(reports: list[CompetitionReport], path: Path, title: str) -> None:
     """One panel per competition: each seed's score as a point on a row of its own, against
     vertical lines at the medal thresholds, labelled on the axis itself. Better is always to the
-    right (the axis is reversed for lower-is-better metrics, and the panel title says so)."""
+    right (the axis is reversed for lower-is-better metrics, and the panel title says so). Several
+    agents: a row per agent and seed, the agents' rows apart."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.transforms import blended_transform_factory
 
-    keys = seed_keys(reports)
+    keys = _row_keys(reports)
+    several = len(agents_in(reports)) > 1
     competitions = sorted({str(r.competition_id) for r in reports})
-    per_comp: dict[str, list[tuple[str, CompetitionReport]]] = {c: [] for c in competitions}
+    per_comp: dict[str, list[tuple[RowKey, CompetitionReport]]] = {c: [] for c in competitions}
     for key, r in zip(keys, reports, strict=True):
         per_comp[str(r.competition_id)].append((key, r))
     n_rows = {c: len({k for k, _ in per_comp[c]}) for c in competitions}
@@ -382,11 +515,12 @@ def plot_summary(reports: list[CompetitionReport], path: Path, title: str) -> No
         gridspec_kw={"height_ratios": heights},
         squeeze=False,
     )
-    fig.suptitle(f"{title}: score per seed against medal thresholds", fontsize=13, x=0.01, ha="left")
+    rows_are = "agent and seed" if several else "seed"
+    fig.suptitle(f"{title}: score per {rows_are} against medal thresholds", fontsize=13, x=0.01, ha="left")
 
     for ax, comp in zip(axes[:, 0], competitions, strict=True):
-        runs = sorted(per_comp[comp], key=lambda kr: _natural(kr[0]))
-        seeds = sorted({k for k, _ in runs}, key=_natural)
+        runs = sorted(per_comp[comp], key=lambda kr: _row_order(kr[0]))
+        seeds = sorted({k for k, _ in runs}, key=_row_order)
         ypos = {s: i for i, s in enumerate(seeds)}
         ref = next((r for _, r in runs if r.gold_threshold is not None), runs[0][1])
         lower = next((r.is_lower_better for _, r in runs if r.is_lower_better is not None), None)
@@ -499,7 +633,11 @@ def plot_summary(reports: list[CompetitionReport], path: Path, title: str) -> No
                     bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.5},
                 )
 
-        ax.set_yticks(range(len(seeds)), [f"seed {s}" for s in seeds], fontsize=7 if compact else 9)
+        names = [f"{printable(k[1])} · seed {k[2]}" if several else f"seed {k[2]}" for k in seeds]
+        ax.set_yticks(range(len(seeds)), names, fontsize=7 if compact else 9)
+        for i in range(1, len(seeds)):
+            if seeds[i][0] != seeds[i - 1][0]:  # the next agent's rows
+                ax.axhline(i - 0.5, color="#999999", lw=0.8)
         ax.grid(axis="x", color="#dddddd", lw=0.6)
         ax.tick_params(axis="x", labelsize=8.5)
         ax.set_xlabel("score", fontsize=8.5, labelpad=1)
