@@ -140,7 +140,8 @@ def form_seeds(
     available = max(counts) if pad_missing else min(counts)
     if available == 0:
         raise AggregationError(
-            "No reports available to form any seed.", "no runs of any of the split's competitions"
+            "No reports available to form any seed.",
+            f"no runs of any of the split's {len(ids)} competitions: give a split this group ran",
         )
     n = available if num_seeds == ALL_SEEDS else min(num_seeds, available)
     if n <= 0:
@@ -350,6 +351,8 @@ def format_aggregates(aggs: dict[str, dict[str, Any]]) -> str:
     a split upstream would refuse: its error; then the seed pairing notes."""
     from mlebench_hpc.printable import printable
 
+    if not aggs:
+        return "per split: none (no split of upstream's has runs of all its competitions; --split NAME|FILE)"
     header = ["split", "seeds", "comps", "any medal", "95% interval", *[lab for _, lab in LABELS[1:]]]
     rows: list[list[str]] = []
     notes: list[str] = []
@@ -369,7 +372,7 @@ def format_aggregates(aggs: dict[str, dict[str, Any]]) -> str:
         )
         if e.get("seed_pairing_note"):
             notes.append(f"  {printable(name)}: note: {printable(e['seed_pairing_note'])}")
-    widths = [max(len(h), *(len(r[i]) for r in rows if i < len(r))) for i, h in enumerate(header)]
+    widths = [max([len(h), *(len(r[i]) for r in rows if i < len(r))]) for i, h in enumerate(header)]
 
     def line(cells: list[str]) -> str:
         return "  ".join(
@@ -383,3 +386,46 @@ def format_aggregates(aggs: dict[str, dict[str, Any]]) -> str:
         *[line(r) for r in rows],
     ]
     return "\n".join(out + notes)
+
+
+def add_aggregates(
+    group: dict[str, Any],
+    own: dict[Any, dict[str, Any]],
+    asked: dict[Any, AskedSet | None],
+    explicit: Sequence[Split],
+    mlebench_dir: str | None,
+    num_seeds: int = ALL_SEEDS,
+    pad_missing: bool = False,
+) -> list[str]:
+    """Put `aggregates` into the group's report, or, with several agents, into each agent's own
+    (`own`, the same objects as the group's `by_agent`): never their sum. Returns one line per
+    --split that could not be aggregated (the command's error)."""
+    errors: list[str] = []
+    if own:
+        reports = own
+    else:
+        ids = {r.get("agent_id") for r in group.get("competition_reports", [])}
+        reports = {ids.pop() if len(ids) == 1 else None: group}
+    for agent, report in reports.items():
+        comps = {str(r["competition_id"]) for r in report.get("competition_reports", [])}
+        mine = asked[agent] if agent in asked else next(iter(asked.values())) if len(asked) == 1 else None
+        splits = group_splits(comps, mine, explicit, mlebench_dir)
+        report["aggregates"] = aggregates(report, splits, num_seeds, pad_missing)
+        for s in splits:
+            entry = report["aggregates"][s.name]
+            if s.explicit and "error" in entry:
+                who = f"agent {agent}: " if own else ""
+                errors.append(f"{who}split {s.name}: {entry['error']}")
+    return errors
+
+
+def format_group_aggregates(group: dict[str, Any]) -> str:
+    """The per-split table of a group; several agents: one per agent, never their sum."""
+    from mlebench_hpc.printable import printable
+
+    if "by_agent" in group:
+        return "\n\n".join(
+            f"agent {printable(a)}:\n{format_aggregates(r.get('aggregates', {}))}"
+            for a, r in group["by_agent"].items()
+        )
+    return format_aggregates(group.get("aggregates", {}))
