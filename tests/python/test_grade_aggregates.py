@@ -176,6 +176,44 @@ def test_splits_asked_for_refuse_as_upstream_with_the_report_written(
     assert proc.returncode == 2 and "nosuch" in proc.stderr and not (sweep / "grading_report.json").exists()
 
 
+def test_runs_are_written_in_seed_order_so_upstream_pairs_recorded_seeds(
+    demo_data: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A resumed sweep: breast-cancer seed 0 ran in a later array (52), so by path its seed 1 (array 40)
+    comes first; the report lists seed 0 first and upstream's seed k is recorded seed k."""
+    g = tmp_path / "resumed"
+    db, bc = answers(demo_data, "demo-diabetes"), answers(demo_data, "demo-breast-cancer")
+    for comp, seed, array, sub in (
+        ("demo-diabetes", 0, "40", db),
+        ("demo-diabetes", 1, "40", db.assign(target=150.0)),
+        ("demo-breast-cancer", 0, "52", bc.assign(target=bc["target"].astype(float))),
+        ("demo-breast-cancer", 1, "40", bc.iloc[:3]),
+    ):
+        make_run(g, f"{comp}_{array}_{seed}", sweep_meta(comp, seed, array, "finished", demo_data), sub)
+    (g / "sweep.json").write_text(
+        json.dumps({"submissions": [{"array_job_id": "40"}, {"array_job_id": "52"}], "tasks": []})
+    )
+    mine = tmp_path / "two.txt"
+    mine.write_text("demo-diabetes\ndemo-breast-cancer\n")
+    proc = grade([str(g), "--data-dir", str(demo_data), "--no-summary", "--split", str(mine)], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rep = report(g)
+    seeds = [(r["competition_id"], r["seed"]) for r in rep["competition_reports"]]
+    assert seeds == [
+        ("demo-breast-cancer", 0),
+        ("demo-breast-cancer", 1),
+        ("demo-diabetes", 0),
+        ("demo-diabetes", 1),
+    ]
+    e = rep["aggregates"]["two"]
+    assert "seed_pairing_note" not in e and "note: upstream's order" not in proc.stdout
+    # seed 0: both gold (100%); seed 1: diabetes no medal, breast-cancer invalid (0%); in path order
+    # upstream would have paired them 50% and 50% (SEM 0)
+    assert e["metrics"]["any_medal_percentage"]["mean"] == 50.0
+    assert e["metrics"]["any_medal_percentage"]["standard_error"] == 50.0
+    assert e["metrics"]["valid_submissions_percentage"]["mean"] == 75.0
+
+
 def test_make_grade_passes_args(sweep: Path, demo_data: Path, tmp_path: Path, env: dict[str, str]) -> None:
     root = Path(__file__).resolve().parents[2]
     make = [

@@ -24,7 +24,13 @@ from mlebench_hpc.grading.aggregation import add_aggregates, format_group_aggreg
 from mlebench_hpc.grading.find_runs import DirResolver, RunSpecError, specs_from_dir, specs_from_jsonl
 from mlebench_hpc.grading.pool import default_jobs, grade_runs
 from mlebench_hpc.grading.report import aggregate_agents
-from mlebench_hpc.grading.report_output import REPORT_NAME, format_table, format_totals, write_reports
+from mlebench_hpc.grading.report_output import (
+    REPORT_NAME,
+    format_table,
+    format_totals,
+    sort_key,
+    write_reports,
+)
 from mlebench_hpc.printable import printable
 
 
@@ -212,6 +218,12 @@ def grade_cmd(
     meanwhile = _import_plotting if summary else None
     results = grade_runs(specs, jobs=n_jobs, progress=progress, meanwhile=meanwhile, memory_mb=memory_mb)
     reports = [r.report for r in results]
+    if run_dir is not None:
+        # Run dirs in the file by (agent, competition, seed): upstream's aggregate_grading_reports.py
+        # pairs each competition's runs into seeds in file order, so its seeds are our recorded ones
+        # wherever every competition has them (a lost pair still shifts: aggregation.pairing_note).
+        # A submissions file keeps its own order, as upstream's grader does.
+        reports.sort(key=sort_key)
     group, own = aggregate_agents(reports, backend_info(), [s.as_dict() for s in superseded])
     split_errors = add_aggregates(group, own, sets, explicit, mlebench, num_seeds, pad_missing)
     report_path = out_dir / REPORT_NAME
