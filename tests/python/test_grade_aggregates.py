@@ -169,6 +169,7 @@ def test_splits_asked_for_refuse_as_upstream_with_the_report_written(
     )
     assert proc.returncode == 1 and list(report(sweep)["aggregates"]) == ["demo.txt", "split75", "mine"]
     assert "error: split split75: no runs of any of the split's 75 competitions: give" in proc.stderr
+    assert "note: upstream renamed all.txt to split75.txt" in proc.stderr
     assert "error: split mine: --num-seeds 4 but only 3 seeds: ask for fewer" in proc.stderr
     # an unknown split is a usage error before anything is graded
     (sweep / "grading_report.json").unlink()

@@ -77,6 +77,9 @@ def aggregate_cmd(
     except HelperError as exc:
         click.echo(f"error: {printable(exc.message)}", err=True)
         sys.exit(2)
+    for s in resolved:
+        if s.note:  # all: split75
+            click.echo(s.note, err=True)
     entries = {s.name: split_entry(runs, s, num_seeds, pad_missing) for s in resolved}
     failed = [n for n, e in entries.items() if "error" in e]
     if as_json:

@@ -189,6 +189,9 @@ def grade_cmd(
         explicit = [resolve_split(s, mlebench, Path.cwd()) for s in splits]
     except HelperError as exc:
         raise click.UsageError(exc.message) from None
+    for s in explicit:
+        if s.note:  # all: split75
+            click.echo(s.note, err=True)
     superseded: list[Superseded] = []
     sets: dict[str | None, AskedSet | None] = {}
     if run_dir is not None and specs:
