@@ -63,9 +63,9 @@ lint: $(STAMP) ## shellcheck + ruff
 demo: $(STAMP) $(CHECKER) ## run the heterogeneous job on a demo competition (Slurm + Apptainer when present)
 	bash scripts_hpc/demo.sh
 
-grade: $(STAMP) ## grade a run or run group: make grade RUN=dir [DATA_DIR=dir]
+grade: $(STAMP) ## grade a run or run group: make grade RUN=dir [DATA_DIR=dir] [ARGS="--split low --pad-missing ..."]
 	@[ -n "$(RUN)" ] || { echo "usage: make grade RUN=<run dir or group dir> [DATA_DIR=<dir>]" >&2; exit 2; }
-	$(BIN)/mlebench-hpc grade "$(RUN)" $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
+	$(BIN)/mlebench-hpc grade "$(RUN)" $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(ARGS)
 
 sif: $(STAMP) $(CHECKER) ## build images: make sif [AGENT=name] [AGENTS_DIR=dir] [BUILDER=auto|docker|apptainer] [ENV=light|upstream] [ENV_IMAGE=image] [LLM=vllm] [FORCE=1]
 	bash scripts_hpc/build_images.sh --agent "$(AGENT)" --builder "$(BUILDER)" --env "$(MH_ENV)" \

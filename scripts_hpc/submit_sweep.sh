@@ -4,8 +4,8 @@
 # server and agent (slurm_sweep_task.sh). Re-running the same command resumes: only pairs of that
 # agent without a finished run (and not failed twice, and not still queued) are submitted. Several
 # agents in one group: run it once per --agent-id with the same --group; their numbers never mix.
-# SET: a file of one competition id per line, or a split of $MLEBENCH_DIR/experiments/splits/ by
-# name (split75, low, ...; `all` is split75 where all.txt is gone).
+# SET: a file of one competition id per line, or a split by name (split75, low, ...; `all` is
+# split75 where all.txt is gone): $MLEBENCH_DIR/experiments/splits/'s, else upstream's as shipped.
 # usage: bash scripts_hpc/submit_sweep.sh --competitions SET --seeds N [--agent-id ID]
 #             [--max-parallel K] [--group NAME] [--max-requeues R] [--dry-run] [-- extra sbatch args]
 set -euo pipefail
@@ -47,7 +47,7 @@ need=(--need AGENT_ID)
 mh_load_config "${need[@]}"
 agent_id=$AGENT_ID
 
-# The set resolved (a file here, else a split of MLEBENCH_DIR) and checked as a whole (every bad id
+# The set resolved (a file here, else a split of MLEBENCH_DIR or shipped) and checked as a whole (every bad id
 # on its own line) before anything is created or submitted.
 list=$("$MH_CLI" sweep-plan --check-only --competitions "$list" --mlebench-dir "${MLEBENCH_DIR:-}" \
     --data-dir "$DATA_DIR") || exit 2

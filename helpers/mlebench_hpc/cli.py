@@ -13,6 +13,7 @@ COMMANDS: dict[str, str] = {
     "prepare-demo": "mlebench_hpc.demo:prepare_demo_cmd",
     "serve": "mlebench_hpc.server:serve_cmd",
     "grade": "mlebench_hpc.grading.grade_cli:grade_cmd",
+    "aggregate": "mlebench_hpc.grading.aggregate_cli:aggregate_cmd",
     "discover-url": "mlebench_hpc.discovery:discover_url_cmd",
     "overlay": "mlebench_hpc.overlay:overlay_cmd",
     "wait-ready": "mlebench_hpc.readiness:wait_ready_cmd",

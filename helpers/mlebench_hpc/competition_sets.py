@@ -3,9 +3,10 @@
 Upstream keeps its sets as `experiments/splits/<name>.txt` (split75, low, medium, high, dev,
 spaceship-titanic, ...; `all.txt` was renamed `split75.txt`) and publishes its numbers per split.
 `--competitions X` (alias `--competition-set`, upstream run_agent.py's flag) is X when such a file
-exists here, else `$MLEBENCH_DIR/experiments/splits/X.txt` (X with or without `.txt`); `all` is
-`all.txt` there when it exists, else `split75.txt`, said in one note line. Blank lines and `#`
-comments are ignored (upstream's files have neither, so they read the same)."""
+exists here, else `$MLEBENCH_DIR/experiments/splits/X.txt` (X with or without `.txt`), else the copy
+of upstream's split shipped in data/splits/ (PROVENANCE.md there); `all` is `all.txt` of the
+checkout when it exists, else `split75.txt`, said in one note line. Blank lines and `#` comments are
+ignored (upstream's files have neither, so they read the same)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ from typing import Any
 from mlebench_hpc.errors import HelperError
 
 SPLITS_DIR = Path("experiments") / "splits"
+SHIPPED_SPLITS = Path(__file__).resolve().parent / "data" / "splits"
+UPSTREAM_SPLITS: tuple[str, ...] = (
+    "low",
+    "medium",
+    "high",
+    "split75",
+    "dev",
+    "spaceship-titanic",
+    "systemcard",
+)
 OLD_ALL = "all"  # upstream's name for split75 before it was renamed
 ALL_NOW = "split75"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -34,8 +45,16 @@ class CompetitionSet:
 
 
 def is_split_file(path: Path) -> bool:
-    """PATH lies in an `experiments/splits/` directory (upstream's layout)."""
+    """PATH lies in an `experiments/splits/` directory (upstream's layout) or is a shipped split."""
+    if path.parent.resolve() == SHIPPED_SPLITS:
+        return True
     return path.parent.name == SPLITS_DIR.name and path.parent.parent.name == SPLITS_DIR.parent.name
+
+
+def split_name(value: str) -> str:
+    """A split's name as upstream has it now: `all` is split75."""
+    name = value.removesuffix(".txt")
+    return ALL_NOW if name == OLD_ALL else name
 
 
 def competition_set(path: Path) -> CompetitionSet:
@@ -58,26 +77,30 @@ def resolve_competition_set(
     if here.is_file():
         return here.resolve(), ""
     name = value.removesuffix(".txt")
-    if not mlebench_dir:
-        raise HelperError(
-            f"competition list {value} not found: give a file with one competition id per line, or set "
-            "MLEBENCH_DIR to an mle-bench checkout to name one of its splits (split75, low, ...)"
-        )
-    splits = Path(mlebench_dir).expanduser() / SPLITS_DIR
+    shipped = ", ".join(UPSTREAM_SPLITS)
     if "/" in value or not _SPLIT_NAME.match(name):
         raise HelperError(
             f"competition list {value} not found: give a file with one competition id per line, "
-            f"or a split name of {splits} ({_split_names(splits)})"
+            f"or a split name ({shipped}, or one of $MLEBENCH_DIR/experiments/splits/)"
         )
-    path = splits / f"{name}.txt"
-    if path.is_file():
-        return path.resolve(), ""
-    now = splits / f"{ALL_NOW}.txt"
-    if name == OLD_ALL and now.is_file():
-        return now.resolve(), f"note: upstream renamed {OLD_ALL}.txt to {ALL_NOW}.txt: using {now}"
+    splits = Path(mlebench_dir).expanduser() / SPLITS_DIR if mlebench_dir else None
+    if splits is not None:
+        path = splits / f"{name}.txt"
+        if path.is_file():
+            return path.resolve(), ""
+        now = splits / f"{ALL_NOW}.txt"
+        if name == OLD_ALL and now.is_file():
+            return now.resolve(), f"note: upstream renamed {OLD_ALL}.txt to {ALL_NOW}.txt: using {now}"
+    mine = SHIPPED_SPLITS / f"{split_name(name)}.txt"
+    if mine.is_file():
+        note = (
+            f"note: upstream renamed {OLD_ALL}.txt to {ALL_NOW}.txt: using {mine}" if name == OLD_ALL else ""
+        )
+        return mine, note
+    where = f"{splits} ({_split_names(splits)}) or " if splits is not None else ""
     raise HelperError(
-        f"competition list {value} not found here nor as {path}: give a file with one competition id "
-        f"per line, or a split name of {splits} ({_split_names(splits)})"
+        f"competition list {value} not found here: give a file with one competition id per line, "
+        f"or a split name of {where}upstream's ({shipped})"
     )
 
 

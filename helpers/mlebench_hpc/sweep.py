@@ -308,7 +308,7 @@ def _asked(list_file: Path | None, seeds: int, max_parallel: int, agent: str | N
     "--competition-set",
     "list_value",
     help="Competition set: a file of one id per line (# comments and blank lines ignored), or the name "
-    "of a split in $MLEBENCH_DIR/experiments/splits/ (split75, low, ...).",
+    "of a split (split75, low, ...) of $MLEBENCH_DIR/experiments/splits/, else upstream's as shipped.",
 )
 @click.option(
     "--mlebench-dir",

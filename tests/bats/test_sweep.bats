@@ -252,6 +252,28 @@ PY
     [[ ! -e $T/runs/$g ]]
 }
 
+@test "--competitions low with no MLEBENCH_DIR: upstream's split as shipped, 22 competitions" {
+    local g=bats$SFX-low c
+    # the 22 competitions "prepared" (empty dirs: a dry run reads no data)
+    while read -r c || [[ -n $c ]]; do
+        mkdir -p "$T/lowdata/$c/prepared/public" "$T/lowdata/$c/prepared/private"
+    done <"$REPO_ROOT/helpers/mlebench_hpc/data/splits/low.txt"
+    sed "s|^DATA_DIR=.*|DATA_DIR=\"$T/lowdata\"|" "$T/sweep.env" >"$T/low.env"
+    MLEBENCH_HPC_CONFIG=$T/low.env run env -u MLEBENCH_DIR bash "$SUBMIT" --competitions low --seeds 3 \
+        --group "$g" --dry-run -- $SB
+    assert_success
+    assert_output --partial "dry run: nothing submitted"
+    assert_output --partial "--array=0-65"
+    [[ $(grep -cE $'^[0-9]+\t[a-z0-9-]+\t[0-2]' <<<"$output") == 66 ]]
+    assert_output --partial $'\taerial-cactus-identification\t'
+    [[ ! -e $T/runs/$g ]]
+    # all: split75, said in one note line
+    MLEBENCH_HPC_CONFIG=$T/low.env run env -u MLEBENCH_DIR bash "$SUBMIT" --competitions all --seeds 1 \
+        --group "$g" --dry-run -- $SB
+    assert_failure 2  # split75's other 53 competitions are not prepared here
+    assert_output --partial "note: upstream renamed all.txt to split75.txt"
+}
+
 @test "a list with unknown competitions fails before submitting, naming every bad id" {
     local g=bats$SFX-bad
     printf '# comment\n%s\n\nno-such-competition\nanother-unknown-one  # note\n' "$(head -n1 "$T/demo.txt")" >"$T/bad.txt"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from mlebench_hpc.competition_sets import (
+    SHIPPED_SPLITS,
     asked_set,
     competition_set,
     read_competition_list,
@@ -64,15 +65,34 @@ def test_all_is_split75_once_all_txt_is_gone(tmp_path: Path, mlebench: Path) -> 
 
 def test_unknown_sets_fail_in_one_line_naming_what_exists(tmp_path: Path, mlebench: Path) -> None:
     with pytest.raises(HelperError) as err:
-        resolve_competition_set("medium", str(mlebench), tmp_path)
+        resolve_competition_set("nosuch", str(mlebench), tmp_path)
     msg = err.value.message
-    assert "\n" not in msg and "medium" in msg and "dev, low, split75" in msg
+    assert "\n" not in msg and "nosuch" in msg and "dev, low, split75" in msg and "systemcard" in msg
     with pytest.raises(HelperError) as err:
-        resolve_competition_set("low", None, tmp_path)  # no MLEBENCH_DIR: no split names
-    assert "set MLEBENCH_DIR" in err.value.message
+        resolve_competition_set("nosuch", None, tmp_path)
+    assert "\n" not in err.value.message and "upstream's (low, medium, high, split75" in err.value.message
     with pytest.raises(HelperError) as err:
         resolve_competition_set("../low", str(mlebench), tmp_path)  # a path, not a name
-    assert "split name of" in err.value.message
+    assert "split name" in err.value.message
+
+
+def test_shipped_splits_without_mlebench_dir_and_the_checkouts_own_win(
+    tmp_path: Path, mlebench: Path
+) -> None:
+    for name, n in (("low", 22), ("medium", 38), ("high", 15), ("split75", 75), ("dev", 7)):
+        path, note = resolve_competition_set(name, None, tmp_path)
+        assert path == SHIPPED_SPLITS / f"{name}.txt" and note == ""
+        assert len(read_competition_list(path)[0]) == n
+        cs = competition_set(path)
+        assert (cs.name, cs.split) == (name, True)
+    path, note = resolve_competition_set("all", None, tmp_path)
+    assert path == SHIPPED_SPLITS / "split75.txt" and note.startswith("note: upstream renamed all.txt")
+    # a checkout's own file of that name wins (a newer upstream); one it lacks comes from ours
+    assert (
+        resolve_competition_set("low", str(mlebench), tmp_path)[0]
+        == (mlebench / "experiments" / "splits" / "low.txt").resolve()
+    )
+    assert resolve_competition_set("medium", str(mlebench), tmp_path)[0] == SHIPPED_SPLITS / "medium.txt"
 
 
 def test_asked_sets_are_the_union_of_a_groups_submissions(tmp_path: Path) -> None:

@@ -18,6 +18,8 @@ from upstream_keys import GROUP_KEYS, REPORT_FIELDS
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "mlebench-hpc")
+# what `grade` writes: upstream's run-group keys and ours, then the per-split figures
+GRADED_KEYS = [*GROUP_KEYS, "aggregates"]
 
 
 @pytest.fixture()
@@ -92,7 +94,7 @@ def test_group_with_missing_invalid_and_valid(
     assert proc.returncode == 0, proc.stderr
 
     report, by = load_report(group / "grading_report.json")
-    assert list(report) == GROUP_KEYS
+    assert list(report) == GRADED_KEYS
     assert all(list(r) == REPORT_FIELDS for r in report["competition_reports"])
     assert (
         report["total_runs"],
@@ -198,7 +200,7 @@ def test_submissions_jsonl(demo_data: Path, tmp_path: Path, clean_env: dict[str,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "grading_report.json").read_text())
-    assert list(report) == GROUP_KEYS
+    assert list(report) == GRADED_KEYS
     rs = report["competition_reports"]
     assert [(r["competition_id"], r["valid_submission"], r["submission_exists"]) for r in rs] == [
         ("demo-diabetes", True, True),
@@ -477,7 +479,10 @@ def test_two_agents_in_one_group_never_mix(
     ]
     assert report["agents"] == ["A", "probe/b"] and "total_runs" not in report
     mine, theirs = report["by_agent"]["A"], report["by_agent"]["probe/b"]
-    assert list(mine) == GROUP_KEYS and list(theirs) == GROUP_KEYS
+    assert list(mine) == GRADED_KEYS and list(theirs) == GRADED_KEYS
+    # per-split figures per agent, never summed (the sweep's own set, one seed each)
+    assert mine["aggregates"]["demo.txt"]["metrics"]["any_medal_percentage"]["mean"] == 100.0
+    assert theirs["aggregates"]["demo.txt"]["metrics"]["valid_submissions_percentage"]["mean"] == 50.0
     assert (mine["total_runs"], mine["total_valid_submissions"], mine["total_gold_medals"]) == (2, 2, 2)
     assert (
         theirs["total_runs"],
@@ -519,7 +524,7 @@ def test_two_agents_in_one_group_never_mix(
     )
     assert grade([str(g), "--data-dir", str(demo_data)], clean_env, tmp_path).returncode == 0
     mixed = json.loads((g / "grading_report.json").read_text())
-    assert list(mixed) == GROUP_KEYS and mixed["total_runs"] == 2 and mixed["total_gold_medals"] == 0
+    assert list(mixed) == GRADED_KEYS and mixed["total_runs"] == 2 and mixed["total_gold_medals"] == 0
     assert sorted(Path(s["run_dir"]).name for s in mixed["superseded_runs"]) == [
         "demo-breast-cancer_30_1",
         "demo-diabetes_30_0",

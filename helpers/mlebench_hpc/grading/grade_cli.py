@@ -4,7 +4,9 @@ Exit status: 0 when at least one run could be graded (missing or invalid submiss
 results, not failures; runs whose competition could not be loaded are reported with their error
 and a warning); 2 when nothing could be graded (no runs found, or every run hit a setup error
 such as an unprepared competition) or on a usage error; 1 with --strict when any run hit a
-setup error. The report is written in every case where runs were found.
+setup error, and 1 when a split asked for with --split cannot be aggregated (upstream's script
+would refuse it; the line says what to do). The report is written in every case where runs were
+found, with `aggregates` per split (mlebench_hpc.grading.aggregation).
 """
 
 from __future__ import annotations
@@ -17,10 +19,18 @@ import click
 
 from mlebench_hpc.attempts import SWEEP_JSON, Superseded, settle_and_split
 from mlebench_hpc.competition_sets import AskedSet, asked_set
+from mlebench_hpc.errors import HelperError
+from mlebench_hpc.grading.aggregation import add_aggregates, format_group_aggregates, resolve_split
 from mlebench_hpc.grading.find_runs import DirResolver, RunSpecError, specs_from_dir, specs_from_jsonl
 from mlebench_hpc.grading.pool import default_jobs, grade_runs
 from mlebench_hpc.grading.report import aggregate_agents
-from mlebench_hpc.grading.report_output import REPORT_NAME, format_table, format_totals, write_reports
+from mlebench_hpc.grading.report_output import (
+    REPORT_NAME,
+    format_table,
+    format_totals,
+    sort_key,
+    write_reports,
+)
 from mlebench_hpc.printable import printable
 
 
@@ -100,6 +110,26 @@ def _import_plotting() -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @click.option("--strict", is_flag=True, help="Exit 1 when any run could not be graded (setup error).")
 @click.option(
+    "--split",
+    "splits",
+    multiple=True,
+    help="Also aggregate over this split: a name (low, medium, high, split75 or all, dev, ...) or a file "
+    "of competition ids; repeatable; an error exits 1 (the report is written). Without it: every "
+    "upstream split the group has runs of all competitions of, and the sweep's own set.",
+)
+@click.option(
+    "--num-seeds",
+    type=click.IntRange(min=-1),
+    default=-1,
+    show_default=True,
+    help="Seeds averaged per split, as upstream's script (-1: every complete seed).",
+)
+@click.option(
+    "--pad-missing",
+    is_flag=True,
+    help="Per split, count a competition's missing runs as no submission (upstream's --pad-missing).",
+)
+@click.option(
     "--memory-mb",
     type=click.FloatRange(min=64),
     help="Memory each grading worker may use beyond its start (default: the available memory shared "
@@ -116,13 +146,17 @@ def grade_cmd(
     progress: bool,
     strict: bool,
     memory_mb: float | None,
+    splits: tuple[str, ...],
+    num_seeds: int,
+    pad_missing: bool,
 ) -> None:
     """Grade RUN_DIR (a run directory, or any directory holding run directories at any depth)
     and write RUN_DIR/grading_report.json with upstream MLE-bench's keys, plus summaries.
 
     Exit status: 0 when at least one run was graded (missing and invalid submissions are
     results); 2 when nothing could be graded (e.g. competition not prepared) or no run was
-    found; 1 with --strict when any run could not be graded."""
+    found; 1 with --strict when any run could not be graded, or when a --split cannot be
+    aggregated as upstream would (e.g. a competition without runs: use --pad-missing)."""
     from mlebench_hpc.config import ConfigError
 
     if (run_dir is None) == (submissions is None):
@@ -146,6 +180,18 @@ def grade_cmd(
             source = str(run_dir)
     except (RunSpecError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
+    try:  # before grading: a wrong --split costs nothing
+        upstream_dir = dirs.mlebench_dir()
+    except ConfigError:
+        upstream_dir = None
+    mlebench = str(upstream_dir) if upstream_dir is not None else None
+    try:
+        explicit = [resolve_split(s, mlebench, Path.cwd()) for s in splits]
+    except HelperError as exc:
+        raise click.UsageError(exc.message) from None
+    for s in explicit:
+        if s.note:  # all: split75
+            click.echo(s.note, err=True)
     superseded: list[Superseded] = []
     sets: dict[str | None, AskedSet | None] = {}
     if run_dir is not None and specs:
@@ -175,7 +221,14 @@ def grade_cmd(
     meanwhile = _import_plotting if summary else None
     results = grade_runs(specs, jobs=n_jobs, progress=progress, meanwhile=meanwhile, memory_mb=memory_mb)
     reports = [r.report for r in results]
+    if run_dir is not None:
+        # Run dirs in the file by (agent, competition, seed): upstream's aggregate_grading_reports.py
+        # pairs each competition's runs into seeds in file order, so its seeds are our recorded ones
+        # wherever every competition has them (a lost pair still shifts: aggregation.pairing_note).
+        # A submissions file keeps its own order, as upstream's grader does.
+        reports.sort(key=sort_key)
     group, own = aggregate_agents(reports, backend_info(), [s.as_dict() for s in superseded])
+    split_errors = add_aggregates(group, own, sets, explicit, mlebench, num_seeds, pad_missing)
     report_path = out_dir / REPORT_NAME
     try:
         written = write_reports(out_dir, group, own)
@@ -188,6 +241,8 @@ def grade_cmd(
     click.echo(format_table(reports, root))
     click.echo("")
     click.echo(format_totals(group))
+    click.echo("")
+    click.echo(format_group_aggregates(group))
     if superseded:
         click.echo("")
         click.echo(format_superseded(superseded, root))
@@ -210,4 +265,8 @@ def grade_cmd(
     if len(failed) == len(results):
         sys.exit(2)
     if strict and failed:
+        sys.exit(1)
+    for line in split_errors:
+        click.echo(f"error: {printable(line)}", err=True)
+    if split_errors:
         sys.exit(1)
