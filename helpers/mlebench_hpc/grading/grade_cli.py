@@ -174,7 +174,9 @@ def grade_cmd(
     n_jobs = jobs or default_jobs(len(specs))
     meanwhile = _import_plotting if summary else None
     results = grade_runs(specs, jobs=n_jobs, progress=progress, meanwhile=meanwhile, memory_mb=memory_mb)
-    reports = [r.report for r in results]
+    from mlebench_hpc.grading.costs import with_costs
+
+    reports = with_costs([r.report for r in results])
     group, own = aggregate_agents(reports, backend_info(), [s.as_dict() for s in superseded])
     report_path = out_dir / REPORT_NAME
     try:
