@@ -52,7 +52,7 @@ def gpus_of(fields: Mapping[str, str]) -> tuple[int, str | None]:
         return _count(tres["gres/gpu"]), types[0] if types else None
     gres = [g for g in (fields.get("JOB_GRES") or "").split(",") if g.startswith("gpu")]
     if gres:
-        parts = [g.split(":") for g in gres]
+        parts = [g.split("(")[0].split(":") for g in gres]  # gpu:a100:1(IDX:0)
         kinds = {p[1] for p in parts if len(p) == 3}
         return sum(_count(p[-1]) for p in parts), next(iter(kinds)) if len(kinds) == 1 else None
     for item in (fields.get("TresPerNode") or "").split(","):
