@@ -130,6 +130,21 @@ def _named(i: int, names: list[tuple[str, list[str]]]) -> tuple[str, list[str]]:
     return names[i] if i < len(names) else (f"component{i}", [])
 
 
+def records_of(records: list[JobInfo], job_id: str) -> list[JobInfo]:
+    """The records of JOB_ID itself among what `scontrol show job JOB_ID` printed: an array's first
+    task shares its id with the array job, whose every task scontrol then lists."""
+    base = job_id.split("+")[0]
+
+    def ids(r: JobInfo) -> set[str]:
+        task = r.get("ArrayTaskId")
+        return {r.job_id, r.get("HetJobId"), f"{r.get('ArrayJobId')}_{task}" if task.isdigit() else ""}
+
+    mine = [r for r in records if job_id in ids(r) or base in ids(r)]
+    if any(r.get("ArrayTaskId") for r in mine) and "_" not in job_id:
+        mine = [r for r in mine if r.job_id == job_id]  # a plain id of an array task: that task only
+    return mine
+
+
 def components_from_scontrol(
     records: list[JobInfo], spec: str, peaks: Mapping[str, float | None]
 ) -> list[Component]:
@@ -276,6 +291,7 @@ def format_group_cost(group: Mapping[str, Any]) -> str:
     """One line: elapsed, CPU-hours, GPU-hours, peak memory, and where the figures come from."""
     peak = group.get("peak_mem_mb")
     without = int(group.get("runs_without_cost") or 0)
+    n = int(group.get("runs_with_cost") or 0)
     src = {
         "sacct": "Slurm accounting",
         "allocation": "Slurm allocations",
@@ -286,7 +302,7 @@ def format_group_cost(group: Mapping[str, Any]) -> str:
         f"CPU-hours {float(group.get('cpu_hours') or 0):.3f}, "
         f"GPU-hours {float(group.get('gpu_hours') or 0):.3f}, "
         f"peak memory {'unknown' if peak is None else f'{float(peak):.0f} MiB'}"
-        f" ({group.get('runs_with_cost', 0)} runs, from {src.get(str(group.get('source')), 'no record')}"
+        f" ({n} run{'s' if n != 1 else ''}, from {src.get(str(group.get('source')), 'no record')}"
     )
     if without:
         line += (

@@ -492,7 +492,8 @@ def cost_cmd(run: Path, job: str, components: str, peak_of: str | None, attempt:
         return
     why = ""
     try:
-        records = slurm_query.show_job(job, detail=True) if slurm_query.valid_job_id(job) else None
+        shown = slurm_query.show_job(job, detail=True) if slurm_query.valid_job_id(job) else None
+        records = costs.records_of(shown, job) if shown else None
     except slurm_query.SlurmError as exc:
         records, why = None, str(exc)
     if not records:

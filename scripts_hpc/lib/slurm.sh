@@ -102,10 +102,12 @@ mh_cost_owner() {
 # run's result. A step of a hetjob (OWNER is not the owner) records its own node's peak memory.
 # Args: owner run_dir components (grading,agent+llm: Slurm's order, '+' shares a component)
 mh_record_cost() {
-    local owner=$1 run=$2 components=$3
+    local owner=$1 run=$2 components=$3 job
     [[ -n ${SLURM_JOB_ID:-} && -f $run/metadata.json ]] || return 0
+    # an array task by its array id (its own id is the whole array's for task 0's record)
+    job=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID:-}}
     if [[ ${MH_COST_BY:-} == "$owner" ]]; then
-        "$MH_CLI" run cost "$run" --job "$SLURM_JOB_ID" --components "$components" \
+        "$MH_CLI" run cost "$run" --job "${job:-$SLURM_JOB_ID}" --components "$components" \
             ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} || mh_log "WARNING: the job's cost was not recorded"
     elif [[ -n ${SLURM_STEP_ID:-} ]]; then
         "$MH_CLI" run cost "$run" --job "$SLURM_JOB_ID" --peak-of "${components%%+*}" \

@@ -20,6 +20,7 @@ from mlebench_hpc.cost import (
     group_cost,
     mem_mb,
     node_list,
+    records_of,
     run_cost,
     runtime_secs,
     valid_cost,
@@ -243,3 +244,14 @@ def test_watch_of_no_sweep_fails_in_one_line(tmp_path: Path, capsys: pytest.Capt
     assert watch_sweep(tmp_path, 0.5, use_slurm=False, tty=False) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ")
+
+
+def test_the_records_of_the_job_itself() -> None:
+    # `scontrol show job <array id>` lists every task of the array; an array task is `<array>_<index>`
+    tasks = [
+        JobInfo("160", {"JobId": "160", "ArrayJobId": "160", "ArrayTaskId": "1"}),
+        JobInfo("161", {"JobId": "161", "ArrayJobId": "160", "ArrayTaskId": "0"}),
+    ]
+    assert [r.job_id for r in records_of(tasks, "160_0")] == ["161"]
+    assert [r.job_id for r in records_of(tasks, "160")] == ["160"]
+    assert [r.job_id for r in records_of(records(SCONTROL), "137")] == ["137", "138"]  # a hetjob's components
