@@ -124,7 +124,8 @@ on_term() {
     fi
     exit 143
 }
-trap 'stop_pair; record_cost' EXIT
+# after our own requeue Slurm holds the task again: its record was taken before (on_usr1)
+trap 'stop_pair; (( requeueing )) || record_cost' EXIT
 trap on_usr1 USR1
 trap on_term TERM INT
 (( usr1_early )) && on_usr1

@@ -509,6 +509,9 @@ def cost_cmd(run: Path, job: str, components: str, peak_of: str | None, attempt:
         this = costs.run_cost(costs.components_from_scontrol(records, components, peaks), "allocation", job)
         assert this is not None
         this.update(recorded_at=now(), peak_mem_source=PEAK_SOURCE)
+        before = (current.get("cost_attempts") or {}).get(key)
+        if isinstance(before, dict) and float(before.get("elapsed_s") or 0) > this["elapsed_s"]:
+            this = before  # a later call of the same attempt saw a reset RunTime (requeued): keep the first
         attempts = {**(current.get("cost_attempts") or {}), key: this}
         ordered = [attempts[k] for k in sorted(attempts, key=lambda k: int(k) if k.isdigit() else 0)]
         return {"cost": costs.combine_attempts(ordered), "cost_attempts": attempts, "cost_unknown": None}

@@ -255,3 +255,17 @@ def test_the_records_of_the_job_itself() -> None:
     assert [r.job_id for r in records_of(tasks, "160_0")] == ["161"]
     assert [r.job_id for r in records_of(tasks, "160")] == ["160"]
     assert [r.job_id for r in records_of(records(SCONTROL), "137")] == ["137", "138"]  # a hetjob's components
+
+
+def test_run_cost_without_a_known_job_says_why_and_keeps_the_run(tmp_path: Path) -> None:
+    from mlebench_hpc.run_phases import run_cmd
+
+    (tmp_path / "metadata.json").write_text(json.dumps({"status": "finished"}))
+    out = CliRunner().invoke(run_cmd, ["cost", str(tmp_path), "--job", "999999990"])
+    assert out.exit_code == 0, out.output
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["status"] == "finished" and "cost" not in meta
+    assert meta["cost_unknown"] and "\n" not in meta["cost_unknown"]
+    # outside a Slurm job there is no job cgroup: a step's peak records nothing
+    out = CliRunner().invoke(run_cmd, ["cost", str(tmp_path), "--job", "1", "--peak-of", "agent"])
+    assert out.exit_code == 0 and "cost_peaks" not in json.loads((tmp_path / "metadata.json").read_text())
