@@ -297,18 +297,24 @@ def parse_sacct_parsable2(text: str) -> list[dict[str, str]]:
     return [dict(zip(header, line.split("|"), strict=False)) for line in lines[1:]]
 
 
-def sacct_rows(job_id: str) -> list[dict[str, str]] | None:
-    """What Slurm's accounting holds for JOB_ID (its allocations and steps), or None when it cannot
-    say (no accounting, sacct failing, job unknown)."""
-    if not valid_job_id(job_id) or shutil.which("sacct") is None:
+def sacct_rows(job_ids: list[str]) -> list[dict[str, str]] | None:
+    """What Slurm's accounting holds for JOB_IDS (their allocations and steps; a hetjob's id brings
+    its components, `<array>_<index>` one task), in one sacct call per 400 ids; None when it cannot
+    say (sacct missing or failing)."""
+    ids = sorted({j for j in job_ids if valid_job_id(j)})
+    if not ids or shutil.which("sacct") is None:
         return None
-    try:
-        proc = _run(["sacct", "-j", job_id, "--parsable2", "--format=" + ",".join(SACCT_COLUMNS)])
-    except SlurmError:
-        return None
-    if proc.returncode != 0:
-        return None
-    return parse_sacct_parsable2(proc.stdout) or None
+    out: list[dict[str, str]] = []
+    for start in range(0, len(ids), _IDS_PER_CALL):
+        argv = ["sacct", "-j", ",".join(ids[start : start + _IDS_PER_CALL]), "--parsable2"]
+        try:
+            proc = _run([*argv, "--format=" + ",".join(SACCT_COLUMNS)])
+        except SlurmError:
+            return None
+        if proc.returncode != 0:
+            return None
+        out += parse_sacct_parsable2(proc.stdout)
+    return out
 
 
 def partitions(timeout: float = SCONTROL_TIMEOUT) -> list[str]:

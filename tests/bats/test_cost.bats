@@ -85,6 +85,9 @@ user_hetjob() {
     echo "${id%%;*}" >>"$T/jobs"
 }
 
+# The site keeps Slurm accounting (make cluster-up provisions slurmdbd unless MLEBENCH_SLURM_ACCOUNTING=0).
+accounting() { [[ $(scontrol show config | sed -n 's/^AccountingStorageType *= *//p') != accounting_storage/none ]]; }
+
 run_of() { echo "$T/runs/$1/${COMP}_$(cat "$T/$1.job")"; }
 
 # py RUN EXPR: print EXPR over m (RUN's metadata.json)
@@ -149,17 +152,42 @@ PY
     # shellcheck disable=SC2034 # read by as_test_user
     local MH_USER_ENV=(MLEBENCH_HPC_CONFIG="$T/cfg/gpu.env")
     run -0 as_test_user make -s -C "$DIR" grade RUN="$run" DATA_DIR="$T/data"
-    gpu=$(py "$run" "'%.3f' % m['cost']['gpu_hours']")
-    assert_line --regexp "^cost: elapsed 0:[0-9]{2}:[0-9]{2}, CPU-hours [0-9.]+, GPU-hours $gpu, peak memory [0-9]+ MiB \(1 run, from Slurm allocations\)$"
-    run -0 python3 - "$run" <<'PY'
+    local source=allocation from="Slurm allocations"
+    accounting && source=sacct from="Slurm accounting"
+    gpu=$(python3 -c "import json, sys; print('%.3f' % json.load(open(sys.argv[1]))['cost']['gpu_hours'])" "$run/grading_report.json")
+    assert_line --regexp "^cost: elapsed 0:[0-9]{2}:[0-9]{2}, CPU-hours [0-9.]+, GPU-hours $gpu, peak memory [0-9]+ MiB \(1 run, from $from\)$"
+    run -0 python3 - "$run" "$source" <<'PY'
 import json, sys
 meta = json.load(open(sys.argv[1] + "/metadata.json"))
 rep = json.load(open(sys.argv[1] + "/grading_report.json"))
-assert rep["competition_reports"][0]["cost"] == meta["cost"]
-assert rep["cost"]["gpu_hours"] == meta["cost"]["gpu_hours"] and rep["cost"]["runs_with_cost"] == 1
-print(rep["cost"]["source"])
+cost = rep["competition_reports"][0]["cost"]
+assert cost["source"] == sys.argv[2] and rep["cost"]["source"] == sys.argv[2], (cost, rep["cost"])
+assert sys.argv[2] == "sacct" or cost == meta["cost"]
+assert rep["cost"]["gpu_hours"] == cost["gpu_hours"] > 0 and rep["cost"]["runs_with_cost"] == 1
 PY
-    assert_output "allocation"
+}
+
+@test "where the site keeps Slurm accounting, sacct gives the run the hours its job recorded at its end" {
+    accounting || skip "this cluster keeps no Slurm accounting (make cluster-up with MLEBENCH_SLURM_ACCOUNTING=0)"
+    id=$(cat "$T/gpu.job")
+    wait_job "$id" 240
+    run=$(run_of gpu)
+    # the ordinary user's own sacct answers for the job's components (AllocTRES with the GPU)
+    run -0 as_test_user sacct -j "$id" -X -n --parsable2 --format=JobID,AllocTRES
+    assert_line --regexp "^$id\+1\|.*gres/gpu=1"
+    run -0 as_test_user "$UCLI" grade "$run" --data-dir "$T/data" --no-summary --no-progress
+    python3 - "$run" <<'PY'
+import json, sys
+meta = json.load(open(sys.argv[1] + "/metadata.json"))["cost"]
+acct = json.load(open(sys.argv[1] + "/grading_report.json"))["competition_reports"][0]["cost"]
+assert acct["source"] == "sacct" and meta["source"] == "allocation", (acct, meta)
+strip = lambda c: [(x["name"], x["cpus"], x["mem_mb"], x["gpus"]) for x in c["components"]]
+assert strip(acct) == strip(meta) and acct["hardware"]["gpus"] == meta["hardware"]["gpus"] == 1, (acct, meta)
+# the job's record is taken just before it ends: sacct's elapsed may be a few seconds more
+assert 0 <= acct["elapsed_s"] - meta["elapsed_s"] <= 5, (acct["elapsed_s"], meta["elapsed_s"])
+assert abs(acct["gpu_hours"] - acct["components"][1]["elapsed_s"] / 3600) < 1e-9, acct
+assert acct["peak_mem_mb"] and acct["peak_mem_mb"] > 1, acct  # TRESUsageInMax of the steps (jobacct_gather)
+PY
 }
 
 @test "a hetjob cancelled mid-run still records its cost from its trap" {

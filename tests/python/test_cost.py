@@ -25,7 +25,7 @@ from mlebench_hpc.cost import (
     runtime_secs,
     valid_cost,
 )
-from mlebench_hpc.grading.costs import run_dir_cost, with_costs
+from mlebench_hpc.grading.costs import accounted_cost, with_costs
 from mlebench_hpc.grading.report import CompetitionReport, aggregate, now_utc
 from mlebench_hpc.grading.report_output import format_totals
 from mlebench_hpc.slurm_query import JobInfo, parse_sacct_parsable2, parse_scontrol_output
@@ -176,8 +176,6 @@ def test_grading_reads_the_cost_the_job_recorded(tmp_path: Path) -> None:
         (d / "metadata.json").write_text(
             json.dumps({"competition_id": "demo-diabetes", "status": "finished", **meta})
         )
-    assert run_dir_cost(good, accounting=False) == recorded
-    assert run_dir_cost(forged, accounting=False) is None
     reports = with_costs([report(good), report(forged), report(none), report(None)])
     assert [r.cost is not None for r in reports] == [True, False, False, False]
     group = aggregate(reports)
@@ -269,3 +267,16 @@ def test_run_cost_without_a_known_job_says_why_and_keeps_the_run(tmp_path: Path)
     # outside a Slurm job there is no job cgroup: a step's peak records nothing
     out = CliRunner().invoke(run_cmd, ["cost", str(tmp_path), "--job", "1", "--peak-of", "agent"])
     assert out.exit_code == 0 and "cost_peaks" not in json.loads((tmp_path / "metadata.json").read_text())
+
+
+def test_grading_takes_sacct_rows_of_the_runs_own_job() -> None:
+    rows = parse_sacct_parsable2(SACCT) + [
+        {"JobID": "2000+0", "ElapsedRaw": "5", "AllocTRES": "cpu=64,gres/gpu=8", "NodeList": "x"},
+    ]
+    cost = accounted_cost({"agent_job_id": "200"}, rows)
+    assert cost is not None and cost["source"] == "sacct" and cost["gpu_hours"] == 1.0  # not 2000's
+    assert [c["name"] for c in cost["components"]] == ["grading", "agent"]
+    assert accounted_cost({"agent_job_id": "201"}, rows) is None  # sacct does not know it
+    # a requeued run: sacct keeps the last attempt only, the job's own sum of attempts stands
+    two = {"source": "allocation", "elapsed_s": 1.0, "cpu_hours": 1.0, "gpu_hours": 1.0, "attempts": 2}
+    assert accounted_cost({"agent_job_id": "200", "cost": two}, rows) is None

@@ -33,28 +33,38 @@ def _names(meta: dict[str, Any], n: int) -> str:
     return "grading,agent" if n == 2 else "agent+grading"
 
 
-def accounted_cost(meta: dict[str, Any]) -> dict[str, Any] | None:
-    """The run's cost from sacct, or None when sacct does not know its job."""
+def rows_of(rows: list[dict[str, str]], job: str) -> list[dict[str, str]]:
+    """JOB's own rows: itself (`45_6`), its hetjob components (`123+1`) and their steps (`.batch`)."""
+    return [r for r in rows if (j := r.get("JobID", "")) == job or j.startswith((job + "+", job + "."))]
+
+
+def accounted_cost(meta: dict[str, Any], rows: list[dict[str, str]]) -> dict[str, Any] | None:
+    """The run's cost from sacct's ROWS, or None when they do not hold its job. sacct keeps the last
+    attempt of a requeued job only: a run whose job recorded several attempts keeps that sum."""
+    recorded = valid_cost(meta.get("cost"))
+    if recorded is not None and int(recorded.get("attempts") or 1) > 1:
+        return None
     job = _job_of(meta)
-    rows = slurm_query.sacct_rows(job) if job else None
-    if not rows:
-        return None
-    allocs = sum(1 for r in rows if "." not in r.get("JobID", ""))
-    return run_cost(components_from_sacct(rows, _names(meta, allocs)), "sacct", job)
-
-
-def run_dir_cost(run_dir: Path, accounting: bool) -> dict[str, Any] | None:
-    run = read_run(run_dir)
-    if run is None:
-        return None
-    if accounting and (found := accounted_cost(run.meta)) is not None:
-        return found
-    return valid_cost(run.meta.get("cost"))
+    mine = rows_of(rows, job) if job else []
+    allocs = sum(1 for r in mine if "." not in r.get("JobID", ""))
+    return run_cost(components_from_sacct(mine, _names(meta, allocs)), "sacct", job) if allocs else None
 
 
 def with_costs(reports: list[CompetitionReport]) -> list[CompetitionReport]:
-    """REPORTS with their runs' cost filled in (one check of the site's accounting for them all)."""
-    if not any(r.run_dir for r in reports):
+    """REPORTS with their runs' cost: sacct's where the site keeps accounting (one sacct call for
+    them all), else what the run's job recorded at its end, else None."""
+    runs = {r.run_dir: read_run(Path(r.run_dir)) for r in reports if r.run_dir}
+    if not runs:
         return reports
-    accounting = slurm_query.accounting_enabled()
-    return [replace(r, cost=run_dir_cost(Path(r.run_dir), accounting)) if r.run_dir else r for r in reports]
+    metas = {d: run.meta for d, run in runs.items() if run is not None}
+    rows: list[dict[str, str]] = []
+    if slurm_query.accounting_enabled():
+        rows = slurm_query.sacct_rows([j for m in metas.values() if (j := _job_of(m))]) or []
+
+    def cost(run_dir: str | None) -> dict[str, Any] | None:
+        meta = metas.get(run_dir) if run_dir else None
+        if meta is None:
+            return None
+        return (accounted_cost(meta, rows) if rows else None) or valid_cost(meta.get("cost"))
+
+    return [replace(r, cost=cost(r.run_dir)) for r in reports]
