@@ -27,6 +27,7 @@ spec=${2:-}
 
 # --- the run: shared by the standalone agent job and the hetjob's (and sweep's) agent step
 mh_setup "$comp" AGENT_SIF
+mh_cost_owner agent  # a hetjob or sweep task around this run records the job's cost instead
 mh_require_prepared "$comp" public
 # The static integrity checker of this checkout (`make install`): missing or stale, say so before anything starts.
 if [[ $MH_RUNTIME == apptainer ]]; then mh_checker >/dev/null || exit 2; fi
@@ -75,7 +76,11 @@ filters=()  # the host filters of the agent's output (below)
 agent_t0=$SECONDS
 # Agent seconds used by this run so far: earlier attempts plus this one.
 agent_used() { echo $(( MH_USED_BEFORE + SECONDS - agent_t0 )); }
-on_exit() { mh_stop_pid "$agent_pid"; rm -f "$MH_RUN_STATE/agent.env"; mh_llm_release; }
+# The job's cost (alone), or this hetjob step's peak memory, is recorded at the end however it ends.
+on_exit() {
+    mh_stop_pid "$agent_pid"; rm -f "$MH_RUN_STATE/agent.env"; mh_llm_release
+    mh_record_cost agent "$run" agent
+}
 # Stopped by a signal: record first (Slurm sends SIGKILL KillWait seconds after SIGTERM, and the
 # record must survive it), then stop the agent and collect what it wrote so far (upstream grades
 # what is there). Args: status exit_code why

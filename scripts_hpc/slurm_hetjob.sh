@@ -34,6 +34,11 @@ mh_setup "$comp" GRADING_SIF AGENT_SIF
 MH_JOB_ID=$(mh_job_id)
 export MH_JOB_ID
 state=$MH_STATE_BASE/${comp}_$MH_JOB_ID
+run=$OUTPUT_BASE/${MH_GROUP:-$RUN_GROUP}/${comp}_$MH_JOB_ID
+# This job's cost goes into the run's metadata at its end, unless a sweep task around it owns it.
+mh_cost_owner hetjob
+if mh_in_hetjob_batch; then cost_components=grading,agent; else cost_components='agent+grading'; fi
+[[ ${LLM_BASE_URL:-} != job ]] || cost_components+=+llm
 
 server_pid=""
 cleanup() {
@@ -51,7 +56,8 @@ cleanup() {
     server_pid=""
     mh_llm_stop_job_server || true  # LLM_BASE_URL=job: the LLM server step (lib/llm.sh)
 }
-trap cleanup EXIT
+# The cost first: a signal's end may be cut short by Slurm's KILL while the servers stop.
+trap 'mh_record_cost hetjob "$run" "$cost_components"; cleanup' EXIT
 trap 'mh_log "stop requested"; exit 143' TERM INT
 # A requeued run has the same id: never read the URL its previous attempt left behind.
 rm -f "$state/url"
@@ -69,7 +75,6 @@ export MH_GRADING_TOKEN_FILE=$state/token
 mh_step_prefix 1
 mh_llm_watch_job_server  # LLM_BASE_URL=job: the agent is stopped when its LLM server ends
 "${MH_STEP[@]}" bash "$MH_SCRIPTS/slurm_agent.sh" "$comp" "$url" || rc=$?
-run=$OUTPUT_BASE/${MH_GROUP:-$RUN_GROUP}/${comp}_$MH_JOB_ID
 if ! kill -0 "$server_pid" 2>/dev/null; then
     server_rc=0
     wait "$server_pid" || server_rc=$?

@@ -49,6 +49,10 @@ if [[ -n ${SLURM_ARRAY_JOB_ID:-} ]]; then MH_JOB_ID=${SLURM_ARRAY_JOB_ID}_$index
 # This attempt's number: once a later attempt owns the run dir, this one's writes are dropped (mh_meta).
 MH_ATTEMPT=${SLURM_RESTART_COUNT:-0}
 export MH_GROUP MH_SEED MH_JOB_ID MH_ATTEMPT
+# The task's allocation holds the server, the agent (and an LLM server of this job): its cost is the run's.
+mh_cost_owner sweep
+cost_components='agent+grading'
+[[ ${LLM_BASE_URL:-} != job ]] || cost_components+=+llm
 max_requeues=${MH_MAX_REQUEUES:-5}
 
 slurm_task=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_$index}
@@ -76,6 +80,7 @@ mh_log "sweep task $index: agent $AGENT_ID, $comp seed $seed, run directory $run
 pair_pid=""
 requeueing=0
 stop_pair() { mh_stop_group "$pair_pid" 20; }
+record_cost() { mh_record_cost sweep "$run" "$cost_components"; }
 mark_requeued() {
     local n status
     mh_run_read "$run" status requeue_count
@@ -97,11 +102,13 @@ on_usr1() {
     requeueing=1
     stop_pair
     mark_requeued
+    record_cost  # this attempt's allocation; the next adds its own
     scontrol requeue "${SLURM_JOB_ID:?}" || mh_log "scontrol requeue failed: the pair will be resubmitted by the next submit_sweep.sh"
     exit 0
 }
 on_term() {
     (( requeueing )) && exit 0   # our own requeue ends this allocation
+    record_cost  # first: Slurm's KILL follows KillWait seconds after the signal
     # Preemption and an admin's requeue count a restart before they signal us; scancel and the
     # time limit do not (the job state reads COMPLETING in every case, so it cannot tell).
     local restarts=""
@@ -117,7 +124,8 @@ on_term() {
     fi
     exit 143
 }
-trap stop_pair EXIT
+# after our own requeue Slurm holds the task again: its record was taken before (on_usr1)
+trap 'stop_pair; (( requeueing )) || record_cost' EXIT
 trap on_usr1 USR1
 trap on_term TERM INT
 (( usr1_early )) && on_usr1

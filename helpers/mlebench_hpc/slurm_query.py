@@ -1,6 +1,6 @@
-"""Every read of Slurm's state (`scontrol`, `squeue`, `sinfo`), for URL discovery, readiness, the
-state of sweep tasks and runs (`job_records`: one batched squeue for many jobs, read by column name)
-and `doctor`.
+"""Every read of Slurm's state (`scontrol`, `squeue`, `sinfo`, `sacct`), for URL discovery, readiness,
+the state of sweep tasks and runs (`job_records`: one batched squeue for many jobs, read by column
+name), a job's cost (`show_job(detail=True)`, `sacct_rows`) and `doctor`.
 
 Only reading: nothing here submits, cancels or changes a job. The cluster in force is whatever
 SLURM_CONF (or /etc/slurm) says, as for the user's own `scontrol`."""
@@ -107,10 +107,11 @@ def _run(argv: list[str], timeout: float = SCONTROL_TIMEOUT) -> subprocess.Compl
         raise SlurmError(f"{' '.join(argv)} did not answer in {timeout:.0f}s: is slurmctld up?") from None
 
 
-def show_job(job_id: str) -> list[JobInfo] | None:
+def show_job(job_id: str, detail: bool = False) -> list[JobInfo] | None:
     """All records of a job (one per hetjob component / array task), or None if Slurm does not
-    know it (never existed, or finished longer than MinJobAge ago)."""
-    proc = _run(["scontrol", "show", "job", "-o", job_id])
+    know it (never existed, or finished longer than MinJobAge ago). DETAIL (`-d`) adds JOB_GRES,
+    the generic resources (GPUs, with their type) Slurm allocated."""
+    proc = _run(["scontrol", "show", "job", "-o", *(["-d"] if detail else []), job_id])
     if proc.returncode != 0:
         err = (proc.stderr or proc.stdout).strip()
         if "Invalid job id" in err:
@@ -246,17 +247,74 @@ def job_records(job_ids: list[str]) -> dict[str, JobRecord] | None:
     return out
 
 
-def cluster_name() -> str | None:
-    """ClusterName of the controller in force, or None when it cannot be asked."""
+def slurm_config_value(name: str) -> str | None:
+    """One key of `scontrol show config` (ClusterName, AccountingStorageType, ...), or None when it
+    cannot be asked or is not set."""
     try:
         proc = _run(["scontrol", "show", "config"])
     except SlurmError:
         return None
     for line in proc.stdout.splitlines():
         key, sep, value = line.partition("=")
-        if sep and key.strip() == "ClusterName":
+        if sep and key.strip() == name:
             return value.strip() or None
     return None
+
+
+def cluster_name() -> str | None:
+    """ClusterName of the controller in force, or None when it cannot be asked."""
+    return slurm_config_value("ClusterName")
+
+
+def accounting_enabled() -> bool:
+    """The site keeps Slurm accounting (slurmdbd): `sacct` can tell what a finished job used."""
+    if not slurm_available() or shutil.which("sacct") is None:
+        return False
+    storage = slurm_config_value("AccountingStorageType") or "accounting_storage/none"
+    return storage != "accounting_storage/none"
+
+
+# sacct columns for a job's cost: per hetjob component (JobID 123+0) and per step (123+0.batch).
+SACCT_COLUMNS = (
+    "JobID",
+    "JobName",
+    "State",
+    "ElapsedRaw",
+    "AllocTRES",
+    "NodeList",
+    "MaxRSS",
+    "TRESUsageInMax",
+)
+
+
+def parse_sacct_parsable2(text: str) -> list[dict[str, str]]:
+    """`sacct --parsable2` output (a header line, then '|' between fields) -> one dict per line by
+    column name. NodeList is the only column that can hold a '|'-free free text; none holds '|'."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return []
+    header = lines[0].split("|")
+    return [dict(zip(header, line.split("|"), strict=False)) for line in lines[1:]]
+
+
+def sacct_rows(job_ids: list[str]) -> list[dict[str, str]] | None:
+    """What Slurm's accounting holds for JOB_IDS (their allocations and steps; a hetjob's id brings
+    its components, `<array>_<index>` one task), in one sacct call per 400 ids; None when it cannot
+    say (sacct missing or failing)."""
+    ids = sorted({j for j in job_ids if valid_job_id(j)})
+    if not ids or shutil.which("sacct") is None:
+        return None
+    out: list[dict[str, str]] = []
+    for start in range(0, len(ids), _IDS_PER_CALL):
+        argv = ["sacct", "-j", ",".join(ids[start : start + _IDS_PER_CALL]), "--parsable2"]
+        try:
+            proc = _run([*argv, "--format=" + ",".join(SACCT_COLUMNS)])
+        except SlurmError:
+            return None
+        if proc.returncode != 0:
+            return None
+        out += parse_sacct_parsable2(proc.stdout)
+    return out
 
 
 def partitions(timeout: float = SCONTROL_TIMEOUT) -> list[str]:

@@ -501,6 +501,9 @@ def _counts(pairs: list[PairStatus]) -> str:
 class SweepStatus:
     pairs: list[PairStatus]
     superseded: int  # earlier attempts of the pairs, not counted
+    runs: list[Run] = field(default_factory=list)  # every run directory of the group (sweep_cost.py)
+    running: list[str] = field(default_factory=list)  # the tasks Slurm runs now (job ids)
+    slurm_answered: bool = False
 
     @property
     def agents(self) -> list[str | None]:
@@ -558,16 +561,29 @@ def sweep_status(group_dir: Path, use_slurm: bool = True) -> SweepStatus:
         state, text = describe_task(task, run, slurm, group_dir, attempts.get(run.path) if run else None)
         rows.append(PairStatus(comp, seed, job, state, text, agent))
     superseded = sum(1 for n, total in attempts.values() if n < total)
-    return SweepStatus(sorted(rows, key=_pair_order), superseded)
+    running = sorted(j for j, rec in (slurm or {}).items() if rec.state in RUNNING_STATES)
+    return SweepStatus(sorted(rows, key=_pair_order), superseded, runs, running, slurm is not None)
 
 
 @click.command("status")
 @click.argument("group_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--no-slurm", is_flag=True, help="Use only sweep.json and the run directories.")
-def status_cmd(group_dir: Path, no_slurm: bool) -> None:
+@click.option("--watch", is_flag=True, help="Redraw counts, elapsed time and GPU-hours until the sweep ends.")
+@click.option(
+    "--interval", type=click.FloatRange(min=0.5), default=10.0, show_default=True, help="Seconds (--watch)."
+)
+def status_cmd(group_dir: Path, no_slurm: bool, watch: bool, interval: float) -> None:
     """One line per (competition, seed) of a sweep: pending, running on NODE, finished, failed
-    with reason, requeued n times, which attempt; then one line of counts per state. A group of
-    several agents: an agent column, and one line of counts per agent."""
+    with reason, requeued n times, which attempt; then one line of counts per state, and the
+    CPU- and GPU-hours so far. A group of several agents: an agent column, and one line of counts
+    per agent. --watch: one line per INTERVAL (a progress bar on a terminal) until no pair is
+    pending or running, then the final counts."""
+    from mlebench_hpc.sweep_cost import cost_so_far
+
+    if watch:
+        from mlebench_hpc.status_watch import watch_sweep
+
+        raise SystemExit(watch_sweep(group_dir, interval, use_slurm=not no_slurm))
     st = sweep_status(group_dir, use_slurm=not no_slurm)
     several = len(st.agents) > 1
     table = [(("agent",) if several else ()) + ("competition", "seed", "job", "state")]
@@ -581,4 +597,7 @@ def status_cmd(group_dir: Path, no_slurm: bool) -> None:
     widths = [max(len(r[i]) for r in table) for i in range(n)]
     lines = ["  ".join(v.ljust(widths[i]) for i, v in enumerate(row[:n])) + "  " + row[n] for row in table]
     lines += st.counts_lines()
+    cost = cost_so_far(st)
+    if cost.recorded or cost.running:  # nothing known yet (no Slurm, old runs): no line
+        lines.append(cost.line())
     click.echo("\n".join(lines))

@@ -88,3 +88,30 @@ mh_slurm_secs() {
     esac
     echo $(( 10#$d * 86400 + 10#$h * 3600 + 10#$m * 60 + 10#$s ))
 }
+
+# The cost of the allocation is recorded once, by the outermost script of the job (sweep task,
+# hetjob, or agent job alone): the first to call this owns it. Arg: owner name
+mh_cost_owner() {
+    [[ -n ${MH_COST_BY:-} ]] || MH_COST_BY=$1
+    export MH_COST_BY
+}
+
+# At the job's end (also from its signal traps): what the job's allocation cost, into RUN's
+# metadata.json (`run cost`: scontrol's allocation, the job's cgroup peak on this node). Only the
+# owner's call records, and only under Slurm with a run record; a failure is a warning, never the
+# run's result. A step of a hetjob (OWNER is not the owner) records its own node's peak memory.
+# Args: owner run_dir components (grading,agent+llm: Slurm's order, '+' shares a component)
+mh_record_cost() {
+    local owner=$1 run=$2 components=$3 job
+    [[ -n ${SLURM_JOB_ID:-} && -f $run/metadata.json ]] || return 0
+    # an array task by its array id (its own id is the whole array's for task 0's record)
+    job=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID:-}}
+    if [[ ${MH_COST_BY:-} == "$owner" ]]; then
+        "$MH_CLI" run cost "$run" --job "${job:-$SLURM_JOB_ID}" --components "$components" \
+            ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} || mh_log "WARNING: the job's cost was not recorded"
+    elif [[ -n ${SLURM_STEP_ID:-} ]]; then
+        "$MH_CLI" run cost "$run" --job "$SLURM_JOB_ID" --peak-of "${components%%+*}" \
+            ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} || true
+    fi
+    return 0
+}

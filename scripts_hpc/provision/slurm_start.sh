@@ -23,6 +23,7 @@
 #   MLEBENCH_SLURM_PROCTRACK  auto|cgroup|linuxproc          (auto: cgroup if the v1 freezer is writable)
 #   MLEBENCH_SLURM_MEMORY     auto|enforce|off               (auto: enforce --mem (task/cgroup,
 #                             ConstrainRAMSpace) if the v1 memory controller is writable)
+#   MLEBENCH_SLURM_ACCOUNTING 1 = slurmdbd + MariaDB (slurm_accounting.sh), sacct answers (1; 0 = none)
 #   MLEBENCH_SLURM_LINK_ETC   1 = symlink /etc/slurm/*.conf to ours so plain sbatch works (1)
 #   MLEBENCH_APT_UPDATED      1 = `apt-get update` already ran (tests/run_all.sh sets it)
 set -euo pipefail
@@ -34,7 +35,10 @@ readonly NODES=${MLEBENCH_SLURM_NODES:-"$SHORT_HOST localhost"}
 readonly CPUS=${MLEBENCH_SLURM_CPUS:-8}
 readonly MEM_MB=${MLEBENCH_SLURM_MEM_MB:-65536}
 readonly GPUS=${MLEBENCH_SLURM_GPUS:-1}
+# Slurm accounting (slurmdbd + MariaDB, slurm_accounting.sh), as sites keep it: `sacct` answers.
+readonly ACCOUNTING=${MLEBENCH_SLURM_ACCOUNTING:-1}
 readonly CTLD_PORT=${MLEBENCH_SLURM_PORT:-6817}
+readonly DBD_PORT=${MLEBENCH_SLURM_DBD_PORT:-$((CTLD_PORT + 9))}
 readonly WAIT=${MLEBENCH_SLURM_WAIT:-60}
 readonly LINK_ETC=${MLEBENCH_SLURM_LINK_ETC:-1}
 readonly CLUSTER_NAME=mlebench
@@ -136,6 +140,22 @@ fi
 NEW=$(mktemp -d)
 trap 'rm -rf "$NEW"' EXIT
 
+# With accounting: the steps' usage gathered from their cgroups every second (peak memory for sacct;
+# the default 30 s misses the tests' short steps), GPUs as a TRES; AccountingStoragePass names the
+# munge socket slurmdbd's clients use (ours is not the default one).
+accounting_lines() {
+    if [[ $ACCOUNTING != 1 ]]; then
+        printf '%s\n' JobAcctGatherType=jobacct_gather/none AccountingStorageType=accounting_storage/none
+        return 0
+    fi
+    local gather=linux
+    [[ $proctrack == cgroup ]] && gather=cgroup
+    printf '%s\n' "JobAcctGatherType=jobacct_gather/$gather" JobAcctGatherFrequency=task=1 \
+        AccountingStorageType=accounting_storage/slurmdbd \
+        AccountingStorageHost=127.0.0.1 "AccountingStoragePort=$DBD_PORT" "AccountingStoragePass=$MUNGE_SOCK" \
+        AccountingStorageTRES=gres/gpu
+}
+
 write_slurm_conf() {
     local port n gres=""
     ((GPUS > 0)) && gres=" Gres=gpu:$GPUS"
@@ -171,8 +191,7 @@ SchedulerType=sched/backfill
 SchedulerParameters=bf_interval=1,bf_resolution=10,bf_hetjob_immediate
 MpiDefault=none
 SwitchType=switch/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+$(accounting_lines)
 JobCompType=jobcomp/none
 ReturnToService=2
 SlurmdParameters=config_overrides
@@ -239,6 +258,7 @@ daemons_alive() {
     local n
     pid_alive "$MUNGE_DIR/run/munged.pid" || return 1
     pid_alive "$BASE/run/slurmctld.pid" || return 1
+    [[ $ACCOUNTING != 1 ]] || pid_alive "$BASE/run/slurmdbd.pid" || return 1
     for n in "${NODE_ARR[@]}"; do pid_alive "$BASE/run/slurmd-$n.pid" || return 1; done
 }
 
@@ -276,6 +296,9 @@ start_daemons() {
     munge -n --socket="$MUNGE_SOCK" | unmunge --socket="$MUNGE_SOCK" >/dev/null ||
         die "munge round trip failed; see $MUNGE_DIR/lib/munged.log"
 
+    if [[ $ACCOUNTING == 1 ]]; then
+        MLEBENCH_SLURM_BASE=$BASE MLEBENCH_SLURM_DBD_PORT=$DBD_PORT bash "$HERE/slurm_accounting.sh" start 9>&-
+    fi
     /usr/sbin/slurmctld 9>&- ||
         die "slurmctld did not start: $(tail -n 1 "$BASE/log/slurmctld.log" 2>/dev/null)"
     for n in "${NODE_ARR[@]}"; do

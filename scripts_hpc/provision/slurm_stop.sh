@@ -86,6 +86,9 @@ if [[ -n $ctld && -f $CONF ]]; then
 fi
 
 # 2. The daemons, all at once (each takes ~2 s to exit on SIGTERM).
+# Slurm accounting (slurm_accounting.sh): slurmdbd and its MariaDB, when they run.
+MLEBENCH_SLURM_BASE=$BASE bash "$(dirname "${BASH_SOURCE[0]}")/slurm_accounting.sh" stop 9>&- || true
+
 daemons=()
 for f in "$BASE"/run/slurmd-*.pid; do
     [[ -e $f ]] && daemons+=("$(pid_from "$f" slurmd)")

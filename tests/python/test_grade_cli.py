@@ -475,6 +475,7 @@ def test_two_agents_in_one_group_never_mix(
         "grading_backend",
         "grading_backend_version",
         "superseded_runs",
+        "cost",
         "agent_reports",
     ]
     assert report["agents"] == ["A", "probe/b"] and "total_runs" not in report

@@ -36,6 +36,7 @@ EXTRA_REPORT_FIELDS = [
     "data_dir",
     "recorded_data_dir",
     "agent_id",
+    "cost",
 ]
 REPORT_FIELDS = UPSTREAM_REPORT_FIELDS + EXTRA_REPORT_FIELDS
 # The run-group report: upstream's keys, then ours.
@@ -53,4 +54,5 @@ GROUP_KEYS = [
     "grading_backend",
     "grading_backend_version",
     "superseded_runs",
+    "cost",
 ]

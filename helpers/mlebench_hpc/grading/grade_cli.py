@@ -220,7 +220,9 @@ def grade_cmd(
     n_jobs = jobs or default_jobs(len(specs))
     meanwhile = _import_plotting if summary else None
     results = grade_runs(specs, jobs=n_jobs, progress=progress, meanwhile=meanwhile, memory_mb=memory_mb)
-    reports = [r.report for r in results]
+    from mlebench_hpc.grading.costs import with_costs
+
+    reports = with_costs([r.report for r in results])
     if run_dir is not None:
         # Run dirs in the file by (agent, competition, seed): upstream's aggregate_grading_reports.py
         # pairs each competition's runs into seeds in file order, so its seeds are our recorded ones

@@ -2,8 +2,9 @@
 
 `CompetitionReport` has upstream MLE-bench's fields (mlebench/grade_helpers.py), in upstream's
 order, then a few additive ones (backend, thresholds source, run dir, seed, error, isolation record,
-the leaderboard placement, the data graded against). `aggregate` is upstream's aggregate_reports()
-(same keys, same sums) plus ours. What grading_report.json holds is exactly `to_dict()` of these.
+the leaderboard placement, the data graded against, the run's cost). `aggregate` is upstream's
+aggregate_reports() (same keys, same sums) plus ours (the group's cost among them). What
+grading_report.json holds is exactly `to_dict()` of these.
 
 A group holding several agents (mlebench_hpc.attribution) never adds their numbers up: its report
 has no upstream keys at the top, `agents` lists them and `by_agent` holds, per agent, that agent's
@@ -21,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Any
+
+from mlebench_hpc.cost import group_cost
 
 # Upstream's CompetitionReport.to_dict() keys, in upstream's order.
 UPSTREAM_FIELDS: tuple[str, ...] = (
@@ -56,6 +59,7 @@ EXTRA_FIELDS: tuple[str, ...] = (
     "data_dir",
     "recorded_data_dir",
     "agent_id",
+    "cost",
 )
 REPORT_FIELDS: tuple[str, ...] = UPSTREAM_FIELDS + EXTRA_FIELDS
 # Upstream's aggregate_reports() keys.
@@ -114,6 +118,7 @@ class CompetitionReport:
     data_dir: str | None = None  # the prepared data graded against (--data-dir, else the config's)
     recorded_data_dir: str | None = None  # the run's metadata.json data_dir when it differs (not used)
     agent_id: str | None = None  # the agent variant of the run (None: unknown; mlebench_hpc.attribution)
+    cost: Any = None  # the run's job as Slurm allocated or accounted it (mlebench_hpc.cost); None: unknown
 
     @property
     def medal(self) -> str | None:
@@ -165,6 +170,7 @@ def aggregate(
         group["grading_backend"] = backend.get("backend")
         group["grading_backend_version"] = backend.get("version")
     group["superseded_runs"] = list(superseded or [])
+    group["cost"] = group_cost(r.cost for r in reports)
     return group
 
 
@@ -205,4 +211,5 @@ def aggregate_agents(
         group["grading_backend"] = backend.get("backend")
         group["grading_backend_version"] = backend.get("version")
     group["superseded_runs"] = every
+    group["cost"] = group_cost(r.cost for r in reports)
     return group, own

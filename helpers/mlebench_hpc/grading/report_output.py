@@ -14,6 +14,7 @@ from typing import Any
 
 from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.attribution import label
+from mlebench_hpc.cost import format_group_cost
 from mlebench_hpc.grading.report import CompetitionReport, agents_in
 from mlebench_hpc.printable import printable
 
@@ -183,8 +184,14 @@ def format_table(reports: list[CompetitionReport], root: Path | None = None) -> 
 def format_totals(group: dict[str, Any]) -> str:
     """The totals line; a group of several agents: one line per agent, never their sum."""
     if "by_agent" in group:
-        return "\n".join(f"agent {printable(a)}: {_totals(t)}" for a, t in group["by_agent"].items())
-    return _totals(group)
+        agents = group["by_agent"].items()
+        lines = [f"agent {printable(a)}: {_totals(t)}" for a, t in agents]
+        lines += [f"agent {printable(a)} {format_group_cost(t['cost'])}" for a, t in agents if "cost" in t]
+    else:
+        lines = [_totals(group)]
+    if isinstance(group.get("cost"), dict):
+        lines.append(format_group_cost(group["cost"]))
+    return "\n".join(lines)
 
 
 def _totals(group: dict[str, Any]) -> str:
