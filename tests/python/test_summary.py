@@ -316,3 +316,19 @@ def test_one_agent_summary_names_it_and_keeps_its_shape(tmp_path: Path) -> None:
     csv = pd.read_csv(tmp_path / "summary.csv")
     assert list(csv["agent_id"]) == ["A"] * 4
     assert list(csv["competition_id"]) == ["a", "b", "OVERALL", "LEADERBOARD"]
+
+
+def test_leaderboard_rows_only_add_to_summary_csv(tmp_path: Path) -> None:
+    """The rows and columns summary.csv had before the leaderboard row keep their text exactly."""
+    from mlebench_hpc.grading.leaderboard import leaderboard_rows
+    from mlebench_hpc.grading.report import aggregate
+    from mlebench_hpc.grading.summary import to_csv
+
+    summaries = summarize_agents(REPORTS)
+    to_csv(summaries, tmp_path / "before.csv")
+    to_csv(summaries, tmp_path / "after.csv", leaderboard_rows(aggregate(REPORTS), {}))
+    before = pd.read_csv(tmp_path / "before.csv", dtype=str, keep_default_na=False)
+    after = pd.read_csv(tmp_path / "after.csv", dtype=str, keep_default_na=False)
+    assert list(after.columns[: len(before.columns)]) == list(before.columns)
+    assert after.iloc[: len(before)][list(before.columns)].equals(before)
+    assert list(after["row_type"].iloc[len(before) :]) == ["LEADERBOARD"]

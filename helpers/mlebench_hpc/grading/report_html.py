@@ -199,7 +199,8 @@ def _logs_href(run_dir: Any, out_dir: Path) -> str | None:
         return None
     if ".." in rel.parts:
         return None
-    return quote(f"{rel.as_posix()}/logs/" if rel.parts else "logs/", safe="/")
+    # "./" first: whatever the run's name, the link can never start with a scheme
+    return "./" + quote(f"{rel.as_posix()}/logs/" if rel.parts else "logs/", safe="/")
 
 
 def _medal(r: dict[str, Any]) -> str:

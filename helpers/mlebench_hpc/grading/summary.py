@@ -281,7 +281,9 @@ def to_csv(
     if leaderboard:
         lb = _leaderboard_csv_rows(leaderboard)
         lb["row_type"] = "LEADERBOARD"
-        out = pd.concat([out, lb], ignore_index=True)
+        # the rows below leave the count columns empty: nullable ints keep "6" from turning into "6.0"
+        ints = [c for c in out.columns if pd.api.types.is_integer_dtype(out[c])]
+        out = pd.concat([out.astype({c: "Int64" for c in ints}), lb], ignore_index=True)
     lb_cols = [c for c in out.columns if c.startswith("lb_")]
     # The text columns come from run metadata: no control character reaches a viewer of the file.
     for col in ("agent_id", "competition_id", "thresholds_source", "competition_set", *lb_cols):
