@@ -384,7 +384,7 @@ def test_chromium_shows_the_numbers_of_summary_csv(graded: Path, browser_dir: Pa
         scores = [float(row["score"]) for row in mine if row["score"] != "-"]
         assert statistics.fmean(scores) == pytest.approx(float(c["score_mean"]), rel=1e-4)
 
-    # sorted on load by the fragment: best score first, runs without a score last
+    # sorted on load by the fragment: highest score first, runs without a score last
     assert dom.sorted == "score:desc"
     shown = [row["score"] for row in runs]
     valued = [float(s) for s in shown if s != "-"]
