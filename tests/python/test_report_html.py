@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from mlebench_hpc.grading.leaderboard import leaderboard_rows
 from mlebench_hpc.grading.report import CompetitionReport
 from mlebench_hpc.grading.report_html import render_report_html
 from mlebench_hpc.grading.summary import write_summaries
@@ -184,16 +185,20 @@ def test_the_leaderboard_row_in_summary_csv_and_md(graded: Path) -> None:
 
 def test_an_old_report_without_aggregates_or_cost_says_n_a(graded: Path, tmp_path: Path) -> None:
     report = json.loads((graded / "grading_report.json").read_text())
-    for key in ("aggregates", "cost"):
-        report.pop(key)
+    report.pop("aggregates")
     for r in report["competition_reports"]:
         r.pop("cost")
+    # as the cost part writes it when no run's cost is known: not "0.00 GPU-hours"
+    report["cost"] = {"source": None, "elapsed_s": 0, "cpu_hours": 0, "gpu_hours": 0, "runs_with_cost": 0}
+    report["cost"] |= {"runs_without_cost": 6, "peak_mem_mb": None}
     reports = [CompetitionReport.from_dict(r) for r in report["competition_reports"]]
     write_summaries(reports, tmp_path, title="old", warn=pytest.fail, group=report)
     lb = _csv(tmp_path).iloc[-1]
     assert [lb[f"lb_{c}"] for c in ("low", "medium", "high", "all", "hardware", "gpu_hours")] == ["n/a"] * 6
     page = (tmp_path / "report.html").read_text()
     assert 'id="no-splits"' in page and 'id="runs"' in page
+    report["cost"] |= {"gpu_hours": 2.0, "runs_with_cost": 4, "runs_without_cost": 2}
+    assert leaderboard_rows(report, {})[0].gpu_hours == "2.00 (4 of 6 runs)"
 
 
 # ------------------------------------------------------------------------- escaping
@@ -213,8 +218,6 @@ def _planted(graded: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
 
 
 def test_agent_written_strings_are_escaped_in_the_page(graded: Path) -> None:
-    from mlebench_hpc.grading.leaderboard import leaderboard_rows
-
     report, meta = _planted(graded)
     page = render_report_html(graded, SCRIPT, report, meta, leaderboard_rows(report, meta), None)
     for raw in (SCRIPT, ATTR, IMG, "<img", 'onmouseover="', "\x1b", "\u202e", 'href="javascript'):
@@ -413,8 +416,6 @@ def test_clicking_a_header_sorts_in_chromium(graded: Path, browser_dir: Path) ->
 
 
 def test_planted_strings_do_not_run_in_chromium(graded: Path, browser_dir: Path) -> None:
-    from mlebench_hpc.grading.leaderboard import leaderboard_rows
-
     report, meta = _planted(graded)
     raw = browser_dir / "raw.html"  # the control: the same strings unescaped do run
     raw.write_text(f"<!DOCTYPE html><html><head><title>t</title></head><body><p>{SCRIPT}</p></body></html>")

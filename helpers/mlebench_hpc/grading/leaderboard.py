@@ -176,6 +176,12 @@ def leaderboard_row(
     )
     cost = report.get("cost") if isinstance(report.get("cost"), dict) else {}
     gpu_h = _num(cost.get("gpu_hours"))
+    with_cost, without = _num(cost.get("runs_with_cost")), _num(cost.get("runs_without_cost"))
+    if with_cost == 0:
+        gpu_h = None  # no run's cost is known: 0.00 would claim the sweep was free
+    gpu_text = NA if gpu_h is None else f"{gpu_h:.2f}"
+    if gpu_h is not None and without:
+        gpu_text += f" ({int(with_cost or 0)} of {int((with_cost or 0) + without)} runs)"
     starts = sorted(str(meta["start"])[:10] for meta in metas if isinstance(meta.get("start"), str))
     if starts:
         date = starts[0] if starts[0] == starts[-1] else f"{starts[0]} to {starts[-1]}"
@@ -188,7 +194,7 @@ def leaderboard_row(
         own_sets=own,
         time_limit=", ".join(duration_text(s) for s in limits) if limits else NA,
         hardware=hardware,
-        gpu_hours=NA if gpu_h is None else f"{gpu_h:.2f}",
+        gpu_hours=gpu_text,
         date=date,
     )
 
