@@ -2,7 +2,8 @@
 # tests/run_all.sh: the whole CI (`make test`; `make test-bats` = --bats-only).
 #
 # 1. installs the test tools when missing (as root via apt: bats, bats-support, bats-assert,
-#    bats-file, shellcheck; otherwise bats from npm into ~/.cache/mlebench-hpc/bats);
+#    bats-file, shellcheck, chromium for report.html's test; otherwise bats from npm into
+#    ~/.cache/mlebench-hpc/bats);
 # 2. as root brings up the local Slurm + Apptainer (scripts_hpc/provision/cluster_up.sh) and then
 #    requires the Slurm/Apptainer tests to run (MLEBENCH_REQUIRE_*=1: unavailable = failure);
 #    without root they run against a cluster that answers, or are skipped with the reason;
@@ -64,6 +65,9 @@ for lib in bats-support bats-assert bats-file; do
     [[ -f /usr/lib/bats/$lib/load.bash ]] || apt_missing+=("$lib")
 done
 ((bats_only)) || command -v shellcheck >/dev/null || apt_missing+=(shellcheck)
+# Headless Chromium opens report.html (tests/python/test_report_html.py); as root it must be there.
+((bats_only)) || command -v chromium >/dev/null || apt_missing+=(chromium)
+((bats_only)) || ! is_root || export MLEBENCH_REQUIRE_CHROMIUM=1
 BATS=bats
 if ((${#apt_missing[@]} > 0)) && is_root; then
     say "installing ${apt_missing[*]} (apt)"

@@ -82,7 +82,24 @@ class Agent:
             "agent_kwargs": {k: _text(v) for k, v in self.kwargs.items()},
             "agent_env_var_names": sorted([*self.env_vars, *self.secrets]),
             "agent_secret_names": sorted(set(self.secrets.values())),
+            "agent_models": self.models(),
         }
+
+    def models(self) -> list[str]:
+        """The model(s) the variant names, for the leaderboard row: its kwargs and plain env vars
+        whose key names a model (names_model)."""
+        named = [*self.kwargs.items(), *self.env_vars.items()]
+        return list(dict.fromkeys(_text(v) for k, v in named if names_model(k) and _text(v)))
+
+
+_MODEL_KEY = re.compile(r"model|llm[-_.]?name", re.IGNORECASE)
+
+
+def names_model(key: object) -> bool:
+    """Whether a kwarg or env var KEY names a model (`agent.code.model`, `MODEL`, `LLM_MODEL`,
+    `llm-name`), not where one lies (`LLM_MODEL_DIR`, `*_path`, `*_file`)."""
+    k = str(key).lower()
+    return bool(_MODEL_KEY.search(k)) and not k.endswith(("_dir", "_path", "_file", "-dir", "-path", "-file"))
 
 
 def _text(value: Any) -> str:

@@ -183,6 +183,8 @@ def start_cmd(
         "config": _env("MH_CONFIG"),
         "seed": _env("MH_SEED"),
         "time_limit_secs": int(budget["TIME_LIMIT_SECS"] or 0),
+        # the LLM endpoint's model when the run has one (the leaderboard row's model column)
+        "llm_model": _env("LLM_MODEL") if _env("LLM_BASE_URL") else "",
         "start": now(),
         "status": RunStatus.RUNNING.value,
         "slurm_cluster": _env("SLURM_CLUSTER_NAME"),

@@ -146,7 +146,8 @@ for d in Path(sys.argv[1]).glob("*/metadata.json"):
     status = json.loads(d.read_text()).get("status")
     assert status not in ("starting", "running", "requeued"), (str(d), status)
 PY
-    cmp "$group/summary.csv" "$ref/summary.csv"
+    # the leaderboard row is left out: its GPU-hours are what each sweep cost, faults included
+    diff <(grep -v ',LEADERBOARD,' "$group/summary.csv") <(grep -v ',LEADERBOARD,' "$ref/summary.csv")
     diff <(grep '^- \*\*' "$group/summary.md") <(grep '^- \*\*' "$ref/summary.md")
 }
 

@@ -184,6 +184,13 @@ def test_the_record_has_names_never_secret_values(agents_dir: Path) -> None:
     assert "secrets." not in str(rec)
 
 
+def test_the_record_names_the_models_of_the_variant(agents_dir: Path) -> None:
+    """What the leaderboard row's model column shows: kwargs and env vars naming a model."""
+    assert resolve("probe", agents_dir).record()["agent_models"] == ["gpt-4o-2024-08-06"]
+    assert resolve("probe/argparse", agents_dir).models() == ["gpt-4o"]
+    assert resolve("probe/dev", agents_dir).models() == []
+
+
 def test_our_own_agents_are_in_upstreams_format() -> None:
     ids = list_ids(REPO / "agents")
     assert "dummy" in ids

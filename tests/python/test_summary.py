@@ -166,9 +166,11 @@ def test_seedless_runs_are_numbered_per_competition_in_run_order() -> None:
 def test_written_files(tmp_path: Path) -> None:
     warnings: list[str] = []
     paths = write_summaries(REPORTS, tmp_path, title="hand-built", warn=warnings.append)
-    assert [p.name for p in paths] == ["summary.csv", "summary.md", "summary.png"] and not warnings
+    assert [p.name for p in paths] == ["summary.csv", "summary.md", "summary.png", "report.html"]
+    assert not warnings
     csv = pd.read_csv(tmp_path / "summary.csv")
-    assert list(csv["competition_id"]) == ["a", "b", "OVERALL"]
+    assert list(csv["competition_id"]) == ["a", "b", "OVERALL", "LEADERBOARD"]
+    assert list(csv["row_type"]) == ["COMPETITION", "COMPETITION", "OVERALL", "LEADERBOARD"]
     overall = csv.set_index("competition_id").loc["OVERALL"]
     assert overall["runs"] == 6 and overall["n_seeds"] == 3 and overall["n_competitions"] == 2
     assert overall["any_medal_pct_mean"] == pytest.approx(50.0)
@@ -198,7 +200,7 @@ def test_nothing_graded_still_writes_files(tmp_path: Path) -> None:
         thresholds_source=None,
     )
     paths = write_summaries([r], tmp_path, title="t", warn=pytest.fail)
-    assert len(paths) == 3
+    assert len(paths) == 4
     md = (tmp_path / "summary.md").read_text()
     assert "| c | 1 | 0 | 0 | 0 | 0 | 0 | 0 | - | - | - | - | - | - | ? | - |" in md
     assert "Leaderboard teams beaten" not in md  # no leaderboard: nothing to claim
@@ -211,7 +213,7 @@ def test_png_skipped_with_one_warning_without_matplotlib(
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
     warnings: list[str] = []
     paths = write_summaries(REPORTS, tmp_path, title="t", warn=warnings.append)
-    assert [p.name for p in paths] == ["summary.csv", "summary.md"]
+    assert [p.name for p in paths] == ["summary.csv", "summary.md", "report.html"]
     assert len(warnings) == 1 and "matplotlib" in warnings[0] and "summary.png skipped" in warnings[0]
     assert not (tmp_path / "summary.png").exists()
 
@@ -275,9 +277,12 @@ def test_files_of_two_agents(tmp_path: Path) -> None:
     paths = write_summaries(
         two_agents(), tmp_path, title="two", warn=pytest.fail, notes=["group note"], sets=sets
     )
-    assert [p.name for p in paths] == ["summary.csv", "summary.md", "summary.png"]
+    assert [p.name for p in paths] == ["summary.csv", "summary.md", "summary.png", "report.html"]
     csv = pd.read_csv(tmp_path / "summary.csv")
     assert list(csv.columns[:2]) == ["agent_id", "competition_id"]
+    lb = csv[csv["row_type"] == "LEADERBOARD"]
+    assert list(lb["agent_id"]) == ["A", "B"] and lb["lb_low"].isna().all()  # n/a: no aggregates
+    csv = csv[csv["row_type"] != "LEADERBOARD"]  # the rows before leaderboard rows were added
     assert list(zip(csv["agent_id"], csv["competition_id"], strict=True)) == [
         ("A", "a"),
         ("A", "b"),
@@ -309,4 +314,21 @@ def test_one_agent_summary_names_it_and_keeps_its_shape(tmp_path: Path) -> None:
     md = (tmp_path / "summary.md").read_text()
     assert "Agent: A." in md and "## Agent A" not in md and "## Overall (mean ± s.e. over seeds)" in md
     csv = pd.read_csv(tmp_path / "summary.csv")
-    assert list(csv["agent_id"]) == ["A"] * 3 and list(csv["competition_id"]) == ["a", "b", "OVERALL"]
+    assert list(csv["agent_id"]) == ["A"] * 4
+    assert list(csv["competition_id"]) == ["a", "b", "OVERALL", "LEADERBOARD"]
+
+
+def test_leaderboard_rows_only_add_to_summary_csv(tmp_path: Path) -> None:
+    """The rows and columns summary.csv had before the leaderboard row keep their text exactly."""
+    from mlebench_hpc.grading.leaderboard import leaderboard_rows
+    from mlebench_hpc.grading.report import aggregate
+    from mlebench_hpc.grading.summary import to_csv
+
+    summaries = summarize_agents(REPORTS)
+    to_csv(summaries, tmp_path / "before.csv")
+    to_csv(summaries, tmp_path / "after.csv", leaderboard_rows(aggregate(REPORTS), {}))
+    before = pd.read_csv(tmp_path / "before.csv", dtype=str, keep_default_na=False)
+    after = pd.read_csv(tmp_path / "after.csv", dtype=str, keep_default_na=False)
+    assert list(after.columns[: len(before.columns)]) == list(before.columns)
+    assert after.iloc[: len(before)][list(before.columns)].equals(before)
+    assert list(after["row_type"].iloc[len(before) :]) == ["LEADERBOARD"]

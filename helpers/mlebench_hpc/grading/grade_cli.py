@@ -105,7 +105,7 @@ def _import_plotting() -> None:
     "--summary/--no-summary",
     default=True,
     show_default=True,
-    help="Also write summary.csv, summary.md and summary.png.",
+    help="Also write summary.csv, summary.md, summary.png and report.html.",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @click.option("--strict", is_flag=True, help="Exit 1 when any run could not be graded (setup error).")

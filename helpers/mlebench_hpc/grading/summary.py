@@ -13,10 +13,16 @@ count as failures in every seed too (upstream's --split with --pad-missing).
 Several agents in one group (mlebench_hpc.attribution) are summarized apart, each over its own runs
 and its own set: summary.csv has an agent_id column (one OVERALL row per agent), summary.md a table
 comparing them and a section per agent, summary.png a row per agent and seed.
+
+The leaderboard row (leaderboard.py: upstream's leaderboard columns, from the group report's
+`aggregates` and `cost` and the runs' metadata) is a LEADERBOARD row per agent in summary.csv (its
+`row_type`; the other rows are COMPETITION and OVERALL) and a table in summary.md; report.html
+(report_html.py) shows it all on one page.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -27,7 +33,8 @@ import pandas as pd
 
 from mlebench_hpc.attribution import label as agent_label
 from mlebench_hpc.competition_sets import AskedSet
-from mlebench_hpc.grading.report import CompetitionReport, agents_in
+from mlebench_hpc.grading.leaderboard import LeaderboardRow, leaderboard_rows, markdown_table
+from mlebench_hpc.grading.report import CompetitionReport, agents_in, aggregate_agents
 from mlebench_hpc.grading.report_output import fmt_num, fmt_share, sort_key
 from mlebench_hpc.printable import markdown_cell, printable
 
@@ -255,13 +262,31 @@ def _csv_rows(summary: Summary) -> pd.DataFrame:
     return out
 
 
-def to_csv(summaries: Summary | list[Summary], path: Path) -> None:
+def _leaderboard_csv_rows(rows: list[LeaderboardRow]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"agent_id": r.agent, "competition_id": "LEADERBOARD", **r.csv_columns()} for r in rows]
+    )
+
+
+def to_csv(
+    summaries: Summary | list[Summary], path: Path, leaderboard: list[LeaderboardRow] | None = None
+) -> None:
     """One row per (agent, competition), then an OVERALL row per agent: counts summed, rates as
-    mean and s.e. (%) over that agent's seeds, and its competition set when known."""
+    mean and s.e. (%) over that agent's seeds, and its competition set when known; then a
+    LEADERBOARD row per agent (its lb_* columns). Column row_type tells the three apart."""
     parts = [summaries] if isinstance(summaries, Summary) else summaries
-    out = pd.concat([_csv_rows(s) for s in parts], ignore_index=True)
+    frames = [_csv_rows(s) for s in parts]
+    out = pd.concat(frames, ignore_index=True)
+    out["row_type"] = ["OVERALL" if c == "OVERALL" else "COMPETITION" for c in out["competition_id"]]
+    if leaderboard:
+        lb = _leaderboard_csv_rows(leaderboard)
+        lb["row_type"] = "LEADERBOARD"
+        # the rows below leave the count columns empty: nullable ints keep "6" from turning into "6.0"
+        ints = [c for c in out.columns if pd.api.types.is_integer_dtype(out[c])]
+        out = pd.concat([out.astype({c: "Int64" for c in ints}), lb], ignore_index=True)
+    lb_cols = [c for c in out.columns if c.startswith("lb_")]
     # The text columns come from run metadata: no control character reaches a viewer of the file.
-    for col in ("agent_id", "competition_id", "thresholds_source", "competition_set"):
+    for col in ("agent_id", "competition_id", "thresholds_source", "competition_set", *lb_cols):
         if col in out:
             out[col] = [
                 v if v is None or (isinstance(v, float) and math.isnan(v)) else printable(v) for v in out[col]
@@ -387,22 +412,43 @@ def _compared(summaries: list[Summary]) -> list[str]:
     return lines
 
 
+def _leaderboard_md(rows: list[LeaderboardRow] | None) -> list[str]:
+    if not rows:
+        return []
+    return [
+        "",
+        "## Leaderboard row",
+        "",
+        "Upstream's leaderboard columns: Any Medal % as mean ± SEM over seeds per split (All = split75; "
+        "n/a: the group does not cover it), the agent's time limit, its hardware per run as Slurm "
+        "allocated it, the group's GPU-hours.",
+        "",
+        *markdown_table(rows, markdown_cell),
+    ]
+
+
 def to_markdown(
-    summaries: Summary | list[Summary], title: str, backend: str | None, notes: list[str] | None = None
+    summaries: Summary | list[Summary],
+    title: str,
+    backend: str | None,
+    notes: list[str] | None = None,
+    leaderboard: list[LeaderboardRow] | None = None,
 ) -> str:
     """One agent: its summary, as before agents were told apart. Several: a table comparing them,
-    then a section per agent. NOTES concern the whole group (e.g. superseded attempts)."""
+    then a section per agent. NOTES concern the whole group (e.g. superseded attempts). The
+    LEADERBOARD rows come first after the introduction."""
     parts = [summaries] if isinstance(summaries, Summary) else summaries
     lines = [f"# Grading summary: {markdown_cell(title)}", ""]
     if len(parts) == 1:
         one = replace(parts[0], notes=[*parts[0].notes, *(notes or [])])
-        lines += _intro(one, backend) + _sections(one, "##")
+        lines += _intro(one, backend) + _leaderboard_md(leaderboard) + _sections(one, "##")
         return "\n".join(lines) + "\n"
     n_runs = sum(_n_runs(sm) for sm in parts)
     lines.append(
         f"{n_runs} runs of {len(parts)} agents" + (f"; graded by {backend}" if backend else "") + ". "
         "Each agent's numbers are over its own runs only: agents are never added up."
     )
+    lines += _leaderboard_md(leaderboard)
     lines += ["", "## Agents compared (mean ± s.e. over seeds)", ""] + _compared(parts)
     for sm in parts:
         lines += ["", f"## Agent {markdown_cell(agent_label(sm.agent_id))}", ""]
@@ -412,6 +458,19 @@ def to_markdown(
     return "\n".join(lines) + "\n"
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def run_metadata(reports: list[CompetitionReport]) -> dict[str, dict[str, Any]]:
+    """Each run's metadata.json (agent-written text in it is escaped wherever it is shown), by run_dir."""
+    return {str(r.run_dir): _read_json(Path(r.run_dir) / "metadata.json") for r in reports if r.run_dir}
+
+
 def write_summaries(
     reports: list[CompetitionReport],
     out_dir: Path,
@@ -419,32 +478,45 @@ def write_summaries(
     warn: Callable[[str], None],
     notes: list[str] | None = None,
     sets: dict[str | None, AskedSet | None] | None = None,
+    group: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """summary.csv, summary.md and (with matplotlib) summary.png in out_dir; returns the paths.
-    NOTES go to summary.md's notes (e.g. superseded attempts, which REPORTS no longer hold); SETS
-    are the competition sets each agent's sweeps asked for, when known."""
+    """summary.csv, summary.md, (with matplotlib) summary.png and report.html in out_dir; returns
+    the paths. NOTES go to summary.md's notes (e.g. superseded attempts, which REPORTS no longer
+    hold); SETS are the competition sets each agent's sweeps asked for, when known. GROUP is the
+    group report as grading_report.json holds it (its aggregates and cost feed the leaderboard
+    row); by default out_dir's grading_report.json (grade writes it first), else REPORTS' own."""
+    from mlebench_hpc.grading.report_html import write_report_html
+    from mlebench_hpc.grading.report_output import REPORT_NAME
+
     summaries = summarize_agents(reports, sets)
+    if group is None:
+        group = _read_json(out_dir / REPORT_NAME) or aggregate_agents(reports)[0]
+    metadata = run_metadata(reports)
+    own = {agent_label(sm.agent_id): sm.competition_set.names for sm in summaries if sm.competition_set}
+    leaderboard = leaderboard_rows(group, metadata, own)
     backend = next(
         (f"{r.grading_backend} ({r.grading_backend_version})" for r in reports if r.grading_backend),
         None,
     )
     written = []
     csv_path = out_dir / "summary.csv"
-    to_csv(summaries, csv_path)
+    to_csv(summaries, csv_path, leaderboard)
     written.append(csv_path)
     md_path = out_dir / "summary.md"
     tmp = md_path.with_name(".summary.md.tmp")
-    tmp.write_text(to_markdown(summaries, title, backend, notes))
+    tmp.write_text(to_markdown(summaries, title, backend, notes, leaderboard))
     tmp.replace(md_path)
     written.append(md_path)
-    png_path = out_dir / "summary.png"
+    png_path: Path | None = out_dir / "summary.png"
     try:
         import matplotlib  # noqa: F401 - optional (report extra)
     except ImportError:
         warn("matplotlib is not installed (pip install 'mlebench-hpc[report]'): summary.png skipped")
-        return written
-    plot_summary(reports, png_path, title=title)
-    written.append(png_path)
+        png_path = None
+    if png_path is not None:
+        plot_summary(reports, png_path, title=title)
+        written.append(png_path)
+    written.append(write_report_html(out_dir, title, group, metadata, leaderboard, png_path))
     return written
 
 
