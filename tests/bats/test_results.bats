@@ -47,7 +47,7 @@ setup_file() {
     # shellcheck disable=SC2034 # read by as_test_user
     local MH_USER_ENV=(MLEBENCH_HPC_CONFIG="$U/config.env")
     out=$(cd "$U" && as_test_user bash "$UDIR/scripts_hpc/submit_sweep.sh" --competitions "$U/demo.txt" \
-        --seeds 3 --max-parallel 2 --group "$G" -- --gres=none --cpus-per-task=1 --mem=1G --time=10 2>&1) \
+        --seeds 3 --max-parallel 2 --group "$G" -- --gres=gpu:1 --cpus-per-task=1 --mem=1G --time=10 2>&1) \
         || { echo "$out" >&2; return 1; }
     job=$(sed -n 's/^submitted array job \([0-9]*\).*/\1/p' <<<"$out")
     [[ -n $job ]] || { echo "no job id in: $out" >&2; return 1; }
@@ -121,6 +121,67 @@ PY
     assert_success
     printf '%s\n' "$output" >"$BATS_FILE_TMPDIR/grade-pad.txt"
     run same_as_upstream demo.txt "$BATS_TEST_DIRNAME/../conformance/aggregation/sweep/pad_missing.json" "$BATS_FILE_TMPDIR/grade-pad.txt"
+    echo "$output"
+    assert_success
+}
+
+@test "the same sweep: cost from Slurm (GPU-hours = GPUs x elapsed), the leaderboard row printed with hardware and GPU-hours, report.html in Chromium shows summary.csv's numbers" {
+    wait_sweep
+    run user_make_grade
+    assert_success
+    printf '%s\n' "$output" >"$BATS_FILE_TMPDIR/grade-lb.txt"
+    echo "$output" | sed -n '/^cost:/p;/^leaderboard row/,/^wrote/p'
+    # Chromium as the user, on the page make grade wrote (its sandbox on, no --no-sandbox)
+    run as_test_user "$UDIR/.venv/bin/python" "$UDIR/tests/python/report_page.py" "$U/runs/$G/report.html" \
+        --fragment '#sort=score:desc' --shot "$U/report.png"
+    assert_success
+    printf '%s\n' "$output" >"$BATS_FILE_TMPDIR/page.json"
+    cp "$U/report.png" "$BATS_FILE_TMPDIR/report.png"
+    echo "# screenshot: $BATS_FILE_TMPDIR/report.png" >&3
+    run python3 - "$U/runs/$G" "$BATS_FILE_TMPDIR/grade-lb.txt" "$BATS_FILE_TMPDIR/page.json" <<'PY'
+import csv, json, sys
+group, printed, page = sys.argv[1:]
+report = json.load(open(f"{group}/grading_report.json"))
+runs = report["competition_reports"]
+# cost: every run's job recorded, one GPU each (--gres=gpu:1), GPU-hours = 1 x elapsed
+cost = report["cost"]
+assert cost["runs_with_cost"] == 5 and cost["runs_without_cost"] == 0, cost
+for r in runs:
+    c = r["cost"]
+    assert c["hardware"]["gpus"] == 1, c
+    assert abs(c["gpu_hours"] - c["elapsed_s"] / 3600) < 1e-6, c
+assert abs(cost["gpu_hours"] - sum(r["cost"]["gpu_hours"] for r in runs)) < 1e-9, cost
+assert cost["gpu_hours"] > 0
+text = open(printed).read()
+assert f"GPU-hours {cost['gpu_hours']:.3f}" in text, "make grade's cost line"
+# the leaderboard row: summary.csv's, printed by make grade, shown by Chromium
+lb = next(r for r in csv.DictReader(open(f"{group}/summary.csv")) if r["row_type"] == "LEADERBOARD")
+any_medal = report["aggregates"]["demo.txt"]["metrics"]["any_medal_percentage"]
+assert lb["lb_own_set_any_medal"] == f"{any_medal['mean']:.2f}% ± {any_medal['standard_error']:.2f}%", lb
+assert lb["lb_hardware"].startswith("1 x "), lb
+assert float(lb["lb_gpu_hours"]) == round(cost["gpu_hours"], 3), lb
+lines = text.split("leaderboard row", 1)[1].splitlines()
+row = next(line for line in lines if line.startswith("probe/ols "))
+for key in ("lb_own_set_any_medal", "lb_hardware", "lb_gpu_hours", "lb_time_limit", "lb_date"):
+    assert lb[key] in row, (key, lb[key], row)
+dom = json.load(open(page))
+(shown,) = dom["tables"]["leaderboard"]
+for key, value in lb.items():
+    if key.startswith("lb_") and key in shown:
+        assert shown[key] == value, (key, shown[key], value)
+assert all(shown[k] == lb[k] for k in ("lb_own_set_any_medal", "lb_hardware", "lb_gpu_hours"))
+splits = {s["split"]: s for s in dom["tables"]["splits"]}
+assert splits["demo.txt"]["any_medal_percentage"] == lb["lb_own_set_any_medal"]
+# every run: the report's score and medal, highest score first (the fragment sorted it)
+assert dom["sorted"] == "score:desc" and len(dom["tables"]["runs"]) == len(runs) == 5
+by_run = {(r["competition_id"], str(r["seed"])): r for r in runs}
+for row in dom["tables"]["runs"]:
+    r = by_run[(row["competition"], row["seed"])]
+    assert abs(float(row["score"]) - r["score"]) < 1e-5, (row, r["score"])
+    medal = next((m for m in ("gold", "silver", "bronze") if r[f"{m}_medal"]), None)
+    assert row["medal"] == medal or (medal is None and row["medal"] in ("-", "> median")), row
+print(f"report.html in Chromium: {len(dom['tables']['runs'])} runs, leaderboard and splits as summary.csv")
+PY
     echo "$output"
     assert_success
 }

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from mlebench_hpc.grading.leaderboard import leaderboard_rows
 from mlebench_hpc.grading.report import CompetitionReport
 from mlebench_hpc.grading.report_html import render_report_html
 from mlebench_hpc.grading.summary import write_summaries
+from report_page import browse, parse, rows
 
 CLI = str(Path(sys.executable).parent / "mlebench-hpc")
 TEST_USER = os.environ.get("MH_TEST_AGENT_USER", "mhagent")
@@ -257,85 +257,9 @@ def browser_dir() -> Iterator[Path]:
 
 
 def _browse(page: Path, fragment: str, work: Path, shot: Path | None = None) -> str:
-    """The DOM after the page's scripts ran (and a screenshot into SHOT)."""
-    cmd = [_chromium(), "--headless", "--disable-gpu", "--no-first-run", f"--user-data-dir={work}/profile"]
-    cmd += ["--window-size=1400,2000", "--virtual-time-budget=2000"]
-    if os.geteuid() == 0:
-        cmd = ["runuser", "-u", TEST_USER, "--", *cmd]
-    url = page.as_uri() + fragment
-    env = {**os.environ, "HOME": str(work)}
-    if shot is not None:
-        out = work / "shot.png"
-        subprocess.run(
-            [*cmd, f"--screenshot={out}", url], capture_output=True, env=env, timeout=60, check=True
-        )
-        shutil.copyfile(out, shot)
-    proc = subprocess.run([*cmd, "--dump-dom", url], capture_output=True, text=True, env=env, timeout=60)
-    assert proc.returncode == 0 and "</html>" in proc.stdout, proc.stderr[-2000:]
-    return proc.stdout
-
-
-class Cells(HTMLParser):
-    """Per table id: its rows, each a list of (data-field, text) of its cells; <a> hrefs; every
-    attribute name seen; <script> count; the title."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tables: dict[str, list[list[tuple[str, str]]]] = {}
-        self.table: str | None = None
-        self.cell: tuple[str, list[str]] | None = None
-        self.hrefs: list[str] = []
-        self.attrs: set[str] = set()
-        self.scripts = 0
-        self.body_attrs: dict[str, str | None] = {}
-        self.in_title = False
-        self.title = ""
-        self.sorted: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        self.attrs |= set(a)
-        if tag == "table":
-            self.table = a.get("id") or ""
-            self.tables[self.table] = []
-            self.sorted = a.get("data-sorted") if self.table == "runs" else self.sorted
-        elif tag == "tr" and self.table is not None:
-            self.tables[self.table].append([])
-        elif tag == "td" and self.table is not None:
-            self.cell = (a.get("data-field") or "", [])
-        elif tag == "a":
-            self.hrefs.append(a.get("href") or "")
-        elif tag == "script":
-            self.scripts += 1
-        elif tag == "body":
-            self.body_attrs = a
-        elif tag == "title":
-            self.in_title = True
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "td" and self.cell is not None and self.table is not None:
-            self.tables[self.table][-1].append((self.cell[0], "".join(self.cell[1]).strip()))
-            self.cell = None
-        elif tag == "table":
-            self.table = None
-        elif tag == "title":
-            self.in_title = False
-
-    def handle_data(self, data: str) -> None:
-        if self.cell is not None:
-            self.cell[1].append(data)
-        if self.in_title:
-            self.title += data
-
-
-def _parse(dom: str) -> Cells:
-    c = Cells()
-    c.feed(dom)
-    return c
-
-
-def _rows(c: Cells, table: str) -> list[dict[str, str]]:
-    return [dict(r) for r in c.tables.get(table, []) if r]
+    """The DOM after the page's scripts ran, as the test user when we are root."""
+    _chromium()
+    return browse(page, fragment, work, shot, TEST_USER if os.geteuid() == 0 else None)
 
 
 def test_chromium_shows_the_numbers_of_summary_csv(graded: Path, browser_dir: Path, tmp_path: Path) -> None:
@@ -343,20 +267,20 @@ def test_chromium_shows_the_numbers_of_summary_csv(graded: Path, browser_dir: Pa
     shutil.copyfile(graded / "report.html", page)
     os.chmod(page, 0o644)
     shot = tmp_path / "report.png"
-    dom = _parse(_browse(page, "#sort=score:desc", browser_dir, shot))
+    dom = parse(_browse(page, "#sort=score:desc", browser_dir, shot))
     print(f"screenshot: {shot}")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
 
     csv = _csv(graded)
     lb_csv = csv[csv["row_type"] == "LEADERBOARD"].iloc[0]
-    (lb_dom,) = _rows(dom, "leaderboard")
+    (lb_dom,) = rows(dom, "leaderboard")
     for field in ("lb_agent", "lb_model", "lb_low", "lb_medium", "lb_high", "lb_all", "lb_own_set_any_medal"):
         assert lb_dom[field] == lb_csv[field], field
     for field in ("lb_time_limit", "lb_hardware", "lb_gpu_hours", "lb_date"):
         assert lb_dom[field] == lb_csv[field], field
 
     # each split's mean ± SEM: the leaderboard columns of summary.csv, and the report's aggregates
-    splits = {r["split"]: r for r in _rows(dom, "splits")}
+    splits = {r["split"]: r for r in rows(dom, "splits")}
     assert splits["low"]["any_medal_percentage"] == lb_csv["lb_low"]
     assert splits["demo"]["any_medal_percentage"] == lb_csv["lb_own_set_any_medal"]
     assert "any_medal_percentage" not in splits["high"]  # its error instead of figures
@@ -370,7 +294,7 @@ def test_chromium_shows_the_numbers_of_summary_csv(graded: Path, browser_dir: Pa
         assert splits[name]["num_seeds_averaged"] == "3"
 
     # each run's score and medal: the report's, and per competition summary.csv's counts and mean
-    runs = _rows(dom, "runs")
+    runs = rows(dom, "runs")
     report = json.loads((graded / "grading_report.json").read_text())["competition_reports"]
     assert len(runs) == len(report) == 6
     by_key = {(r["competition_id"], str(r["seed"])): r for r in report}
@@ -407,9 +331,9 @@ def test_clicking_a_header_sorts_in_chromium(graded: Path, browser_dir: Path) ->
     page = browser_dir / "clicked.html"
     page.write_text(text.replace("</body>", f"<script>{clicks}</script></body>"))
     os.chmod(page, 0o644)
-    dom = _parse(_browse(page, "", browser_dir))
+    dom = parse(_browse(page, "", browser_dir))
     assert dom.sorted == "seed:desc"  # first click ascending, second descending
-    seeds = [int(r["seed"]) for r in _rows(dom, "runs")]
+    seeds = [int(r["seed"]) for r in rows(dom, "runs")]
     assert seeds == sorted(seeds, reverse=True)
     # every header is a button: reachable with Tab, pressed with Enter or Space
     assert '<th data-col="seed" data-num><button type="button">' in text
@@ -420,16 +344,16 @@ def test_planted_strings_do_not_run_in_chromium(graded: Path, browser_dir: Path)
     raw = browser_dir / "raw.html"  # the control: the same strings unescaped do run
     raw.write_text(f"<!DOCTYPE html><html><head><title>t</title></head><body><p>{SCRIPT}</p></body></html>")
     os.chmod(raw, 0o644)
-    control = _parse(_browse(raw, "", browser_dir))
+    control = parse(_browse(raw, "", browser_dir))
     assert control.title == f"{PWNED}1" and control.body_attrs.get("id") == PWNED
 
     page = browser_dir / "planted.html"
     page.write_text(render_report_html(graded, "t", report, meta, leaderboard_rows(report, meta), None))
     os.chmod(page, 0o644)
-    dom = _parse(_browse(page, "#sort=competition:asc", browser_dir))
+    dom = parse(_browse(page, "#sort=competition:asc", browser_dir))
     assert PWNED not in dom.title and dom.body_attrs.get("id") != PWNED
     assert dom.scripts == 1 and not {a for a in dom.attrs if a.startswith("on")}
     assert not [h for h in dom.hrefs if h.lower().startswith("javascript")]
-    texts = [v for r in _rows(dom, "runs") for v in r.values()]
+    texts = [v for r in rows(dom, "runs") for v in r.values()]
     assert SCRIPT in texts and any(t.startswith(ATTR) for t in texts)  # shown as text, literally
     assert any("\\x1b[31mred" in t for t in texts) and not any("\x1b" in t for t in texts)

@@ -249,12 +249,19 @@ def grade_cmd(
         click.echo("")
         click.echo(format_superseded(superseded, root))
     if summary:
+        from mlebench_hpc.grading.leaderboard import text_table
         from mlebench_hpc.grading.summary import write_summaries
 
         notes = [superseded_note(len(superseded))] if superseded else []
         try:
             written += write_summaries(
-                reports, out_dir, title=(root or out_dir).resolve().name, warn=_warn, notes=notes, sets=sets
+                reports,
+                out_dir,
+                title=(root or out_dir).resolve().name,
+                warn=_warn,
+                notes=notes,
+                sets=sets,
+                show=lambda rows: click.echo("\n" + text_table(rows)) if rows else None,
             )
         except Exception as exc:  # the report is already written; a plotting problem must not hide it
             _warn(f"summaries not written ({type(exc).__name__}: {exc})")

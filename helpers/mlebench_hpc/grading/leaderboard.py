@@ -121,11 +121,16 @@ def hardware_text(hw: Any) -> str | None:
         parts.append("no GPU")
     cpus = _num(hw.get("cpus"))
     if cpus is not None:
-        parts.append(f"{int(cpus)} CPUs")
+        parts.append(f"{int(cpus)} CPU{'' if int(cpus) == 1 else 's'}")
     mem = _num(hw.get("mem_mb"))
     if mem is not None:
         parts.append(f"{mem / 1024:.0f} GiB" if mem >= 1024 else f"{mem:.0f} MiB")
     return ", ".join(parts) if len(parts) > 1 or gpus else None
+
+
+def hours_text(hours: float) -> str:
+    """GPU-hours to 2 decimals, 3 below one hour (a short sweep's 0.004 must not read 0.00)."""
+    return f"{hours:.2f}" if hours >= 1 else f"{hours:.3f}"
 
 
 def duration_text(secs: float) -> str:
@@ -179,7 +184,7 @@ def leaderboard_row(
     with_cost, without = _num(cost.get("runs_with_cost")), _num(cost.get("runs_without_cost"))
     if with_cost == 0:
         gpu_h = None  # no run's cost is known: 0.00 would claim the sweep was free
-    gpu_text = NA if gpu_h is None else f"{gpu_h:.2f}"
+    gpu_text = NA if gpu_h is None else hours_text(gpu_h)
     if gpu_h is not None and without:
         gpu_text += f" ({int(with_cost or 0)} of {int((with_cost or 0) + without)} runs)"
     starts = sorted(str(meta["start"])[:10] for meta in metas if isinstance(meta.get("start"), str))
@@ -213,15 +218,35 @@ def leaderboard_rows(
     ]
 
 
-def markdown_table(rows: list[LeaderboardRow], cell: Any) -> list[str]:
-    """summary.md's "Leaderboard row" table; CELL escapes each cell (markdown_cell)."""
+def table_cells(rows: list[LeaderboardRow]) -> tuple[list[str], list[list[str]]]:
+    """(the header, each row's cells): the columns of summary.md's table and make grade's."""
     own_names = list(dict.fromkeys(n for r in rows for n in r.own_sets))
     header = ["agent", "model(s)", *(c for c, _ in LEADERBOARD_SPLITS), *own_names]
     header += ["time limit", "hardware per run", "GPU-hours", "date"]
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |"]
-    lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|")
+    body = []
     for r in rows:
         cells = [r.agent, r.model_text(), *r.splits.values(), *(r.own_sets.get(n, NA) for n in own_names)]
-        cells += [r.time_limit, r.hardware, r.gpu_hours, r.date]
-        lines.append("| " + " | ".join(cell(c) for c in cells) + " |")
+        body.append(cells + [r.time_limit, r.hardware, r.gpu_hours, r.date])
+    return header, body
+
+
+def markdown_table(rows: list[LeaderboardRow], cell: Any) -> list[str]:
+    """summary.md's "Leaderboard row" table; CELL escapes each cell (markdown_cell)."""
+    header, body = table_cells(rows)
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |"]
+    lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|")
+    lines += ["| " + " | ".join(cell(c) for c in cells) + " |" for cells in body]
     return lines
+
+
+def text_table(rows: list[LeaderboardRow]) -> str:
+    """The rows for a terminal (make grade): the markdown table's columns, aligned, every cell
+    made printable (agent ids and models are the agent's words)."""
+    from mlebench_hpc.printable import printable
+
+    header, body = table_cells(rows)
+    table = [header, *([printable(c) for c in cells] for cells in body)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    out = ["leaderboard row (upstream's columns: Any Medal % mean ± SEM; All = split75):"]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    return "\n".join(out)

@@ -25,6 +25,7 @@ from mlebench_hpc.grading.leaderboard import (
     NA,
     LeaderboardRow,
     agent_reports,
+    hours_text,
     interval_text,
     split_text,
 )
@@ -271,9 +272,9 @@ def _runs_html(group: dict[str, Any], metadata: dict[str, dict[str, Any]], out_d
                 "beaten": _td(fmt_share(share) if share is not None else "-", share, "num", "beaten"),
                 "status": _td(_outcome(r, meta), _outcome(r, meta), field="status"),
                 "elapsed": _td(
-                    f"{elapsed / 3600:.2f}" if elapsed is not None else NA, elapsed, "num", "elapsed"
+                    hours_text(elapsed / 3600) if elapsed is not None else NA, elapsed, "num", "elapsed"
                 ),
-                "gpu_hours": _td(f"{gpu_h:.2f}" if gpu_h is not None else NA, gpu_h, "num", "gpu_hours"),
+                "gpu_hours": _td(hours_text(gpu_h) if gpu_h is not None else NA, gpu_h, "num", "gpu_hours"),
                 "logs": (
                     f'<td data-v="{_esc(href)}"><a href="{_esc(href)}">logs</a></td>'
                     if href

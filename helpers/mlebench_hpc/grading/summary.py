@@ -479,12 +479,14 @@ def write_summaries(
     notes: list[str] | None = None,
     sets: dict[str | None, AskedSet | None] | None = None,
     group: dict[str, Any] | None = None,
+    show: Callable[[list[LeaderboardRow]], None] | None = None,
 ) -> list[Path]:
     """summary.csv, summary.md, (with matplotlib) summary.png and report.html in out_dir; returns
     the paths. NOTES go to summary.md's notes (e.g. superseded attempts, which REPORTS no longer
     hold); SETS are the competition sets each agent's sweeps asked for, when known. GROUP is the
     group report as grading_report.json holds it (its aggregates and cost feed the leaderboard
-    row); by default out_dir's grading_report.json (grade writes it first), else REPORTS' own."""
+    row); by default out_dir's grading_report.json (grade writes it first), else REPORTS' own.
+    SHOW gets the leaderboard rows (make grade prints them)."""
     from mlebench_hpc.grading.report_html import write_report_html
     from mlebench_hpc.grading.report_output import REPORT_NAME
 
@@ -494,6 +496,8 @@ def write_summaries(
     metadata = run_metadata(reports)
     own = {agent_label(sm.agent_id): sm.competition_set.names for sm in summaries if sm.competition_set}
     leaderboard = leaderboard_rows(group, metadata, own)
+    if show is not None:
+        show(leaderboard)
     backend = next(
         (f"{r.grading_backend} ({r.grading_backend_version})" for r in reports if r.grading_backend),
         None,
