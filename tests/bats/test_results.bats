@@ -160,6 +160,9 @@ any_medal = report["aggregates"]["demo.txt"]["metrics"]["any_medal_percentage"]
 assert lb["lb_own_set_any_medal"] == f"{any_medal['mean']:.2f}% ± {any_medal['standard_error']:.2f}%", lb
 assert lb["lb_hardware"].startswith("1 x "), lb
 assert float(lb["lb_gpu_hours"]) == round(cost["gpu_hours"], 3), lb
+for key in ("elapsed_s", "cpu_hours", "gpu_hours", "peak_mem_mb", "runs_with_cost"):
+    assert lb[f"cost_{key}"] == str(cost[key]), (key, lb[f"cost_{key}"], cost[key])
+assert "Cost of probe/ols: cost: elapsed" in open(f"{group}/summary.md").read()
 lines = text.split("leaderboard row", 1)[1].splitlines()
 row = next(line for line in lines if line.startswith("probe/ols "))
 for key in ("lb_own_set_any_medal", "lb_hardware", "lb_gpu_hours", "lb_time_limit", "lb_date"):

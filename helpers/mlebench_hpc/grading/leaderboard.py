@@ -15,7 +15,7 @@ it (`cost.hardware`); several distinct values are all listed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlebench_hpc.agents import names_model
@@ -29,6 +29,16 @@ LEADERBOARD_SPLITS: tuple[tuple[str, str], ...] = (
     ("All", "split75"),
 )
 NA = "n/a"
+# the group cost's figures (cost.py) in summary.csv's LEADERBOARD rows, as cost_<key>
+COST_COLUMNS = (
+    "source",
+    "elapsed_s",
+    "cpu_hours",
+    "gpu_hours",
+    "peak_mem_mb",
+    "runs_with_cost",
+    "runs_without_cost",
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,7 @@ class LeaderboardRow:
     hardware: str
     gpu_hours: str
     date: str
+    cost: dict[str, Any] = field(default_factory=dict)  # the agent's group cost (report["cost"])
 
     def model_text(self) -> str:
         return ", ".join(self.models) if self.models else "unknown"
@@ -57,6 +68,9 @@ class LeaderboardRow:
             lb_gpu_hours=self.gpu_hours,
             lb_date=self.date,
         )
+        for key in COST_COLUMNS:
+            value = self.cost.get(key) if self.cost.get("runs_with_cost") else None
+            out[f"cost_{key}"] = "" if value is None else str(value)
         return out
 
 
@@ -201,6 +215,7 @@ def leaderboard_row(
         hardware=hardware,
         gpu_hours=gpu_text,
         date=date,
+        cost=dict(cost),
     )
 
 

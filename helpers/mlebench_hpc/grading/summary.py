@@ -33,6 +33,7 @@ import pandas as pd
 
 from mlebench_hpc.attribution import label as agent_label
 from mlebench_hpc.competition_sets import AskedSet
+from mlebench_hpc.cost import format_group_cost
 from mlebench_hpc.grading.leaderboard import LeaderboardRow, leaderboard_rows, markdown_table
 from mlebench_hpc.grading.report import CompetitionReport, agents_in, aggregate_agents
 from mlebench_hpc.grading.report_output import fmt_num, fmt_share, sort_key
@@ -424,6 +425,12 @@ def _leaderboard_md(rows: list[LeaderboardRow] | None) -> list[str]:
         "allocated it, the group's GPU-hours.",
         "",
         *markdown_table(rows, markdown_cell),
+        "",
+        *(
+            f"Cost of {markdown_cell(r.agent)}: {markdown_cell(format_group_cost(r.cost))}."
+            for r in rows
+            if r.cost.get("runs_with_cost")
+        ),
     ]
 
 
