@@ -574,8 +574,8 @@ def sweep_status(group_dir: Path, use_slurm: bool = True) -> SweepStatus:
 )
 def status_cmd(group_dir: Path, no_slurm: bool, watch: bool, interval: float) -> None:
     """One line per (competition, seed) of a sweep: pending, running on NODE, finished, failed
-    with reason, requeued n times, which attempt; then one line of counts per state, and the
-    CPU- and GPU-hours so far. A group of several agents: an agent column, and one line of counts
+    with reason, requeued n times, which attempt; then the CPU- and GPU-hours so far, and one line
+    of counts per state. A group of several agents: an agent column, and one line of counts
     per agent. --watch: one line per INTERVAL (a progress bar on a terminal) until no pair is
     pending or running, then the final counts."""
     from mlebench_hpc.sweep_cost import cost_so_far
@@ -596,8 +596,8 @@ def status_cmd(group_dir: Path, no_slurm: bool, watch: bool, interval: float) ->
     n = len(table[0]) - 1
     widths = [max(len(r[i]) for r in table) for i in range(n)]
     lines = ["  ".join(v.ljust(widths[i]) for i, v in enumerate(row[:n])) + "  " + row[n] for row in table]
-    lines += st.counts_lines()
     cost = cost_so_far(st)
     if cost.recorded or cost.running:  # nothing known yet (no Slurm, old runs): no line
         lines.append(cost.line())
+    lines += st.counts_lines()  # last, as before costs were shown: scripts read the counts there
     click.echo("\n".join(lines))

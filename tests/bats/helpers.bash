@@ -162,6 +162,30 @@ user_checkout() {
     echo "$dest"
 }
 
+# user_seat NAME: a test user's seat for a setup_file: DIR (the user's checkout) and UCLI (its CLI),
+# T=/tmp/mh-NAME.XXXXXX (recorded in $BATS_FILE_TMPDIR/tdir for teardown_file) with the test
+# images linked into T/images, T/cfg and T/out owned by the user, the demo data in T/data, and
+# EXTRA_FLAGS (--unsquash where the user cannot use FUSE).
+user_seat() {
+    local images=${MH_TEST_IMAGE_DIR:-$HOME/.cache/mlebench-hpc/images} s
+    export DIR UCLI T EXTRA_FLAGS=""
+    DIR=$(user_checkout) || { echo "could not install the checkout as $TEST_USER" >&2; return 1; }
+    UCLI=$DIR/.venv/bin/mlebench-hpc
+    [[ -f $images/mlebench-grading.sif && -f $images/agent-dummy.sif ]] ||
+        _unavailable "images" MLEBENCH_REQUIRE_APPTAINER "images missing in $images: run make sif"
+    T=$(mktemp -d "/tmp/mh-$1.XXXXXX")
+    echo "$T" >"$BATS_FILE_TMPDIR/tdir"
+    chmod 755 "$T"
+    mkdir -p "$T/images" "$T/cfg" "$T/out"
+    for s in mlebench-grading.sif agent-dummy.sif; do
+        ln -f "$images/$s" "$T/images/$s" 2>/dev/null || cp "$images/$s" "$T/images/$s"
+    done
+    chmod 644 "$T"/images/*.sif
+    if (( EUID == 0 )); then chown "$TEST_USER:" "$T" "$T/cfg" "$T/out"; fi
+    as_test_user "$UCLI" prepare-demo --data-dir "$T/data" >/dev/null
+    as_test_user test -r /dev/fuse -a -w /dev/fuse || EXTRA_FLAGS="--unsquash"
+}
+
 # ---------------------------------------------------------------- agent variants for tests
 # probe_agents DIR: an AGENTS_DIR for a test (readable by the test user): this checkout's agents,
 # to which probe_variant adds variants. Prints DIR.

@@ -18,24 +18,7 @@ setup_file() {
     require_slurm
     require_apptainer
     require_test_user
-    export DIR
-    DIR=$(user_checkout) || { echo "could not install the checkout as $TEST_USER" >&2; return 1; }
-    export UCLI=$DIR/.venv/bin/mlebench-hpc
-    local images=${MH_TEST_IMAGE_DIR:-$HOME/.cache/mlebench-hpc/images} s
-    [[ -f $images/mlebench-grading.sif && -f $images/agent-dummy.sif ]] ||
-        _unavailable "images" MLEBENCH_REQUIRE_APPTAINER "images missing in $images: run make sif"
-
-    export T
-    T=$(mktemp -d /tmp/mh-attack.XXXXXX)
-    echo "$T" >"$BATS_FILE_TMPDIR/tdir"
-    chmod 755 "$T"
-    mkdir -p "$T/images" "$T/cfg" "$T/out"
-    for s in mlebench-grading.sif agent-dummy.sif; do
-        ln -f "$images/$s" "$T/images/$s" 2>/dev/null || cp "$images/$s" "$T/images/$s"
-    done
-    chmod 644 "$T"/images/*.sif
-    (( EUID == 0 )) && chown "$TEST_USER:" "$T" "$T/cfg" "$T/out"
-    as_test_user "$UCLI" prepare-demo --data-dir "$T/data" >/dev/null
+    user_seat attack
     export PRIV=$T/data/$COMP/prepared/private PUB=$T/data/$COMP/prepared/public
     probe_agents "$T/agents" >/dev/null
     # The attacks, as scripts the agent finds in its (read-only) public data.
@@ -47,8 +30,6 @@ setup_file() {
     cp -r "$T/attacks" "$T/data/$JIGSAW/prepared/public/attacks"
     (( EUID == 0 )) && chown -R "$TEST_USER:" "$T/data" "$T/attacks"
     # Without a /dev/fuse the user may open, apptainer needs --unsquash: a config knob, as on a cluster.
-    export EXTRA_FLAGS=""
-    as_test_user test -r /dev/fuse -a -w /dev/fuse || EXTRA_FLAGS="--unsquash"
     echo precious >"$T/victim.txt"
     (( EUID == 0 )) && chown "$TEST_USER:" "$T/victim.txt"
 

@@ -13,52 +13,37 @@ setup_file() {
     require_slurm
     require_apptainer
     require_test_user
-    local images=${MH_TEST_IMAGE_DIR:-$HOME/.cache/mlebench-hpc/images} s flags=""
-    [[ -f $images/mlebench-grading.sif && -f $images/agent-dummy.sif ]] || {
-        echo "images missing in $images (tests/run_all.sh builds them)" >&2; return 1; }
-    export UDIR
-    UDIR=$(user_checkout) || { echo "could not install the checkout as $TEST_USER" >&2; return 1; }
-    export U
-    U=$(mktemp -d /tmp/mh-results.XXXXXX)
-    echo "$U" >"$BATS_FILE_TMPDIR/udir"
-    chmod 755 "$U"
-    mkdir -p "$U/images"
-    for s in mlebench-grading.sif agent-dummy.sif; do
-        ln -f "$images/$s" "$U/images/$s" 2>/dev/null || cp "$images/$s" "$U/images/$s"
-    done
-    chmod 644 "$U"/images/*.sif
-    probe_agents "$U/agents" >/dev/null
+    user_seat results
+    probe_agents "$T/agents" >/dev/null
     # demo-breast-cancer: the sample submission (valid, no medal); demo-diabetes: least squares in
     # plain Python (a bronze medal), so the figures have medals, and a SEM once padded
     local ols
     ols=$(printf '%q' "$(<"$BATS_TEST_DIRNAME/probes/ols_diabetes.py")")
     # shellcheck disable=SC2016 # expanded by the agent's shell
-    probe_variant "$U/agents" probe/ols 'if [ "$COMPETITION_ID" = demo-diabetes ]; then python3 -c '"$ols"'; else /home/agent/start.sh; fi'
-    as_test_user test -r /dev/fuse -a -w /dev/fuse || flags="--unsquash"
-    printf '%s\n' "DATA_DIR=\"$U/data\"" "IMAGE_DIR=\"$U/images\"" "OUTPUT_BASE=\"$U/runs\"" \
-        "AGENTS_DIR=\"$U/agents\"" "AGENT_ID=probe/ols" \
-        "TIME_LIMIT_SECS=300" "TIME_MARGIN_SECS=10" "APPTAINER_EXTRA_FLAGS=\"$flags\"" >"$U/config.env"
-    if (( EUID == 0 )); then chown -R "$TEST_USER:" "$U"; fi
-    as_test_user "$UDIR/.venv/bin/mlebench-hpc" prepare-demo --data-dir "$U/data" >"$U/demo.txt"
+    probe_variant "$T/agents" probe/ols 'if [ "$COMPETITION_ID" = demo-diabetes ]; then python3 -c '"$ols"'; else /home/agent/start.sh; fi'
+    printf '%s\n' "DATA_DIR=\"$T/data\"" "IMAGE_DIR=\"$T/images\"" "OUTPUT_BASE=\"$T/runs\"" \
+        "AGENTS_DIR=\"$T/agents\"" "AGENT_ID=probe/ols" \
+        "TIME_LIMIT_SECS=300" "TIME_MARGIN_SECS=10" "APPTAINER_EXTRA_FLAGS=\"$EXTRA_FLAGS\"" >"$T/config.env"
     # the sweep's own competition list, in the order upstream's split file was given
-    cp "$BATS_TEST_DIRNAME/../conformance/aggregation/sweep/demo.txt" "$U/demo.txt"
+    cp "$BATS_TEST_DIRNAME/../conformance/aggregation/sweep/demo.txt" "$T/demo.txt"
+    if (( EUID == 0 )); then chown -R "$TEST_USER:" "$T"; fi
     export G=results$$
     local out job
     # shellcheck disable=SC2034 # read by as_test_user
-    local MH_USER_ENV=(MLEBENCH_HPC_CONFIG="$U/config.env")
-    out=$(cd "$U" && as_test_user bash "$UDIR/scripts_hpc/submit_sweep.sh" --competitions "$U/demo.txt" \
+    local MH_USER_ENV=(MLEBENCH_HPC_CONFIG="$T/config.env")
+    out=$(cd "$T" && as_test_user bash "$DIR/scripts_hpc/submit_sweep.sh" --competitions "$T/demo.txt" \
         --seeds 3 --max-parallel 2 --group "$G" -- --gres=gpu:1 --cpus-per-task=1 --mem=1G --time=10 2>&1) \
         || { echo "$out" >&2; return 1; }
     job=$(sed -n 's/^submitted array job \([0-9]*\).*/\1/p' <<<"$out")
     [[ -n $job ]] || { echo "no job id in: $out" >&2; return 1; }
     # (demo-diabetes, seed 1) is task 4: cancelled while it waits behind the cap, it never runs
     as_test_user scancel "${job}_4"
-    echo "$job" >"$U/job"
+    echo "$job" >"$T/job"
 }
 
 teardown_file() {
     local u
-    u=$(cat "$BATS_FILE_TMPDIR/udir" 2>/dev/null) || return 0
+    u=$(cat "$BATS_FILE_TMPDIR/tdir" 2>/dev/null) || return 0
     scancel --name="mlebench-sweep-$G" 2>/dev/null || true
     [[ $u == /tmp/mh-results.* ]] && rm -rf "$u"
     return 0
@@ -67,7 +52,7 @@ teardown_file() {
 # wait (bounded) until no task of the sweep is queued
 wait_sweep() {
     local job start=$SECONDS
-    job=$(<"$U/job")
+    job=$(<"$T/job")
     while squeue -h -j "$job" 2>/dev/null | grep -q .; do
         (( SECONDS - start < 300 )) || { squeue -r -j "$job" >&2; echo "sweep still queued after 300 s" >&2; return 1; }
         sleep 1
@@ -76,13 +61,13 @@ wait_sweep() {
 
 user_make_grade() {
     # shellcheck disable=SC2034 # read by as_test_user
-    local MH_USER_ENV=(MLEBENCH_HPC_CONFIG="$U/config.env")
-    as_test_user make -s -C "$UDIR" grade RUN="$U/runs/$G" "$@"
+    local MH_USER_ENV=(MLEBENCH_HPC_CONFIG="$T/config.env")
+    as_test_user make -s -C "$DIR" grade RUN="$T/runs/$G" "$@"
 }
 
 # compare grading_report.json's aggregates[SET] with upstream's printed JSON in VECTOR
 same_as_upstream() {
-    python3 - "$U/runs/$G/grading_report.json" "$1" "$2" "$3" <<'PY'
+    python3 - "$T/runs/$G/grading_report.json" "$1" "$2" "$3" <<'PY'
 import json, sys
 report, set_name, vector, printed = sys.argv[1:]
 ours = json.load(open(report))["aggregates"][set_name]
@@ -107,7 +92,7 @@ PY
 
 @test "demo sweep 2 x 3 with a cancelled pair: make grade's per-split figures are upstream's, with and without --pad-missing" {
     wait_sweep
-    run ls "$U/runs/$G"
+    run ls "$T/runs/$G"
     echo "$output"
     run user_make_grade
     echo "$output"
@@ -132,13 +117,13 @@ PY
     printf '%s\n' "$output" >"$BATS_FILE_TMPDIR/grade-lb.txt"
     echo "$output" | sed -n '/^cost:/p;/^leaderboard row/,/^wrote/p'
     # Chromium as the user, on the page make grade wrote (its sandbox on, no --no-sandbox)
-    run as_test_user "$UDIR/.venv/bin/python" "$UDIR/tests/python/report_page.py" "$U/runs/$G/report.html" \
-        --fragment '#sort=score:desc' --shot "$U/report.png"
+    run as_test_user "$DIR/.venv/bin/python" "$DIR/tests/python/report_page.py" "$T/runs/$G/report.html" \
+        --fragment '#sort=score:desc' --shot "$T/report.png"
     assert_success
     printf '%s\n' "$output" >"$BATS_FILE_TMPDIR/page.json"
-    cp "$U/report.png" "$BATS_FILE_TMPDIR/report.png"
+    cp "$T/report.png" "$BATS_FILE_TMPDIR/report.png"
     echo "# screenshot: $BATS_FILE_TMPDIR/report.png" >&3
-    run python3 - "$U/runs/$G" "$BATS_FILE_TMPDIR/grade-lb.txt" "$BATS_FILE_TMPDIR/page.json" <<'PY'
+    run python3 - "$T/runs/$G" "$BATS_FILE_TMPDIR/grade-lb.txt" "$BATS_FILE_TMPDIR/page.json" <<'PY'
 import csv, json, sys
 group, printed, page = sys.argv[1:]
 report = json.load(open(f"{group}/grading_report.json"))

@@ -23,28 +23,10 @@ setup_file() {
         _unavailable "a memory fence" MLEBENCH_REQUIRE_SLURM \
             "the cluster does not enforce --mem (as root: make cluster-up, on a host whose memory cgroup is writable)"
     fi
-    export DIR
-    DIR=$(user_checkout) || { echo "could not install the checkout as $TEST_USER" >&2; return 1; }
-    export UCLI=$DIR/.venv/bin/mlebench-hpc
-    local images=${MH_TEST_IMAGE_DIR:-$HOME/.cache/mlebench-hpc/images} s
-    [[ -f $images/mlebench-grading.sif && -f $images/agent-dummy.sif ]] ||
-        _unavailable "images" MLEBENCH_REQUIRE_APPTAINER "images missing in $images: run make sif"
-    export T
-    T=$(mktemp -d /tmp/mh-memory.XXXXXX)
-    echo "$T" >"$BATS_FILE_TMPDIR/tdir"
-    chmod 755 "$T"
-    mkdir -p "$T/images" "$T/cfg" "$T/out"
-    for s in mlebench-grading.sif agent-dummy.sif; do
-        ln -f "$images/$s" "$T/images/$s" 2>/dev/null || cp "$images/$s" "$T/images/$s"
-    done
-    chmod 644 "$T"/images/*.sif
-    (( EUID == 0 )) && chown "$TEST_USER:" "$T" "$T/cfg" "$T/out"
-    as_test_user "$UCLI" prepare-demo --data-dir "$T/data" >/dev/null
+    user_seat memory
     mkdir -p "$T/data/$COMP/prepared/public/attacks"
     write_attack "$T/data/$COMP/prepared/public/attacks/oom.sh"
     (( EUID == 0 )) && chown -R "$TEST_USER:" "$T/data"
-    export EXTRA_FLAGS=""
-    as_test_user test -r /dev/fuse -a -w /dev/fuse || EXTRA_FLAGS="--unsquash"
     # Submitted together; each test waits for its own.
     user_hetjob protected 2
     user_hetjob unprotected 0
