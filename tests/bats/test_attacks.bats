@@ -343,7 +343,13 @@ assert_forgery_refused() {
     job=$(<"$T/forge_url.job")
     out=$T/out/forge_url.out
     run=$T/runs/forge_url/${COMP}_$job
-    for _ in $(seq 1 240); do grep -q 'evil.invalid:4' "$out" 2>/dev/null && break; sleep 1; done
+    # the agent's last line, and the server's log of its request (written after its reply, through
+    # another pipe: it may land a moment after the agent's own lines)
+    for _ in $(seq 1 240); do
+        grep -q 'evil.invalid:4' "$out" 2>/dev/null &&
+            grep -q 'grading-server GET /GRADING_SERVER_URL=http://evil.invalid:1 404' "$out" && break
+        sleep 1
+    done
     # the plants are there: the logged request path, and the agent's own line, exactly marked
     grep -q 'grading-server GET /GRADING_SERVER_URL=http://evil.invalid:1 404' "$out" || { cat "$out"; false; }
     grep -qx 'GRADING_SERVER_URL=http://evil.invalid:3' "$out"
