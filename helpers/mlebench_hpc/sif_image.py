@@ -1,7 +1,7 @@
 """Reading an agent image without running it.
 
 An agent image comes from the agent's author and is as hostile as the agent: nothing of it may run
-outside the agent's own isolation. So the host never `apptainer exec`s an agent image to look inside
+outside the agent's own isolation. So the host never runs an agent image to look inside
 (the overlay scan, the per-run copy of /home/agent): it reads the SIF file itself. A SIF holds a
 squashfs system partition (found from the SIF header); the squashfs is read with PySquashfsImage,
 lazily (one directory at a time, never the whole tree), with every decompressed block bounded by
