@@ -186,6 +186,29 @@ user_seat() {
     as_test_user test -r /dev/fuse -a -w /dev/fuse || EXTRA_FLAGS="--unsquash"
 }
 
+# user_seat_teardown: for teardown_file after user_seat: cancel the jobs listed in T/jobs, remove T.
+user_seat_teardown() {
+    local t
+    t=$(cat "$BATS_FILE_TMPDIR/tdir" 2>/dev/null) || return 0
+    [[ -f $t/jobs ]] && xargs -r scancel <"$t/jobs" 2>/dev/null
+    [[ $t == /tmp/mh-*.* ]] && rm -rf "$t"
+    return 0
+}
+
+# user_config NAME [LINE...]: the user's config T/cfg/NAME.env on the seat's data and images, run
+# group NAME, a 600 s budget, then each LINE (e.g. GRADING_VALIDATE_WORKERS=2), owned by the user.
+user_config() {
+    local name=$1
+    shift
+    {
+        printf '%s\n' "DATA_DIR=\"$T/data\"" "GRADING_SIF=\"$T/images/mlebench-grading.sif\"" \
+            "AGENT_SIF=\"$T/images/agent-dummy.sif\"" "OUTPUT_BASE=\"$T/runs\"" "RUN_GROUP=\"$name\"" \
+            "TIME_LIMIT_SECS=600" "TIME_MARGIN_SECS=10" "APPTAINER_EXTRA_FLAGS=\"$EXTRA_FLAGS\""
+        (($# == 0)) || printf '%s\n' "$@"
+    } >"$T/cfg/$name.env"
+    if (( EUID == 0 )); then chown "$TEST_USER:" "$T/cfg/$name.env"; fi
+}
+
 # ---------------------------------------------------------------- agent variants for tests
 # probe_agents DIR: an AGENTS_DIR for a test (readable by the test user): this checkout's agents,
 # to which probe_variant adds variants. Prints DIR.

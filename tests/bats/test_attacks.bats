@@ -49,13 +49,7 @@ setup_file() {
     user_sweep escapes "bash /home/data/attacks/escapes.sh" 1 "" "" "$COMP $JIGSAW"
 }
 
-teardown_file() {
-    local t
-    t=$(cat "$BATS_FILE_TMPDIR/tdir" 2>/dev/null) || return 0
-    [[ -f $t/jobs ]] && xargs -r scancel <"$t/jobs" 2>/dev/null
-    [[ $t == /tmp/mh-attack.* ]] && rm -rf "$t"
-    return 0
-}
+teardown_file() { user_seat_teardown; }
 
 # The attack scripts (run by bash inside the agent container).
 write_attacks() {

@@ -33,29 +33,12 @@ setup_file() {
     sed -n 's/^submitted array job \([0-9]*\).*/\1/p' <<<"$out" | tee "$T/sweep.job" >>"$T/jobs"
 }
 
-teardown_file() {
-    local t
-    t=$(cat "$BATS_FILE_TMPDIR/tdir" 2>/dev/null) || return 0
-    [[ -f $t/jobs ]] && xargs -r scancel <"$t/jobs" 2>/dev/null
-    [[ $t == /tmp/mh-cost.* ]] && rm -rf "$t"
-    return 0
-}
+teardown_file() { user_seat_teardown; }
 
 # config NAME CMD: the user's config for NAME (CMD: a probe variant of the dummy agent, or its own start)
 config() {
-    cat >"$T/cfg/$1.env" <<EOF
-DATA_DIR="$T/data"
-GRADING_SIF="$T/images/mlebench-grading.sif"
-AGENT_SIF="$T/images/agent-dummy.sif"
-OUTPUT_BASE="$T/runs"
-RUN_GROUP="$1"
-TIME_LIMIT_SECS=600
-TIME_MARGIN_SECS=10
-APPTAINER_EXTRA_FLAGS="$EXTRA_FLAGS"
-EOF
+    user_config "$1"
     [[ -z $2 ]] || probe_lines "$T/agents" "probe/$1" "$2" >>"$T/cfg/$1.env"
-    (( EUID == 0 )) && chown "$TEST_USER:" "$T/cfg/$1.env"
-    return 0
 }
 
 # user_hetjob NAME AGENT_GRES: sbatch slurm_hetjob.sh as the user; job id in $T/NAME.job

@@ -40,13 +40,7 @@ memory_fenced() {
     grep -Eq '^TaskPlugin += .*task/cgroup' <<<"$conf" && grep -Eq '^ConstrainRAMSpace += yes' <<<"$conf"
 }
 
-teardown_file() {
-    local t
-    t=$(cat "$BATS_FILE_TMPDIR/tdir" 2>/dev/null) || return 0
-    [[ -f $t/jobs ]] && xargs -r scancel <"$t/jobs" 2>/dev/null
-    [[ $t == /tmp/mh-memory.* ]] && rm -rf "$t"
-    return 0
-}
+teardown_file() { user_seat_teardown; }
 
 # The agent: a 210 MB CSV with the sample's header (14 million rows of text ids, about 1 GiB once
 # parsed), posted twice at once with its token; then the sample as its submission, validated last.
@@ -73,21 +67,9 @@ EOF
 
 # config NAME WORKERS: the user's config (validation workers: 2 = protected, 0 = in the server).
 config() {
-    cat >"$T/cfg/$1.env" <<EOF
-DATA_DIR="$T/data"
-GRADING_SIF="$T/images/mlebench-grading.sif"
-AGENT_SIF="$T/images/agent-dummy.sif"
-OUTPUT_BASE="$T/runs"
-RUN_GROUP="$1"
-TIME_LIMIT_SECS=600
-TIME_MARGIN_SECS=10
-APPTAINER_EXTRA_FLAGS="$EXTRA_FLAGS"
-GRADING_VALIDATE_WORKERS=$2
-EOF
+    user_config "$1" "GRADING_VALIDATE_WORKERS=$2"
     [[ -d $T/agents ]] || probe_agents "$T/agents" >/dev/null
     probe_lines "$T/agents" "probe/$1" "bash /home/data/attacks/oom.sh" >>"$T/cfg/$1.env"
-    (( EUID == 0 )) && chown "$TEST_USER:" "$T/cfg/$1.env"
-    return 0
 }
 
 # user_hetjob NAME WORKERS: sbatch slurm_hetjob.sh as the user, the grading component fenced at 1G.
