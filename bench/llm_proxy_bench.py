@@ -75,7 +75,7 @@ def pct(xs: list[float], p: float) -> float:
 @click.command()
 @click.option("--requests", "n", default=200, show_default=True, help="Requests of each kind per case.")
 def main(n: int) -> None:
-    from mlebench_hpc.llm_keys import read_api_key, register_run_key
+    from mlebench_hpc.llm.keys import read_api_key, register_run_key
 
     tmp = Path(tempfile.mkdtemp(prefix="mh-proxy-bench-"))
     subprocess.run(

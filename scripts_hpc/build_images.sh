@@ -32,7 +32,7 @@
 #              changed); docker save; apptainer build x.sif docker-archive://x.tar
 #   apptainer  apptainer build --fakeroot, no Docker at all: the grading image from its .def, the
 #              Dockerfiles of mlebench-env and the agent carried out in order by
-#              `mlebench-hpc dockerfile-def` (helpers/mlebench_hpc/dockerfile_def.py) on top of
+#              `mlebench-hpc dockerfile-def` (helpers/mlebench_hpc/images/dockerfile_def.py) on top of
 #              IMAGE_DIR/mlebench-env.sif (built first when missing) or --env-image
 #   auto       docker only when the daemon answers and can get the base (has it or pulls it);
 #              else apptainer. A local base is always built with apptainer under auto.
@@ -111,7 +111,7 @@ parse_args() {
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 human_size() { numfmt --to=iec-i --suffix=B "$(stat -c %s "$1")"; }
 is_root() { [[ $(id -u) == 0 ]]; }
-# The one line that names the three ways to a base (helpers/mlebench_hpc/base_image.py owns it).
+# The one line that names the three ways to a base (helpers/mlebench_hpc/images/base.py owns it).
 three_ways() { [[ -n ${MH_CLI:-} ]] || mh_init; "$MH_CLI" base-image ways; }
 
 # ------------------------------------------------------------------ the base
@@ -311,7 +311,7 @@ tree_lines() {
 
 # The Dockerfile translator's own code: a change to it rebuilds what it built.
 translator_id() {
-    cat "$ROOT"/helpers/mlebench_hpc/dockerfile_{syntax,context,def}.py | sha256sum | cut -c1-16
+    cat "$ROOT"/helpers/mlebench_hpc/images/dockerfile_{syntax,context,def}.py | sha256sum | cut -c1-16
 }
 
 # Hash of everything that goes into an image: the staged context (both recipes included) and

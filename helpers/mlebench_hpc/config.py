@@ -266,7 +266,7 @@ def resolve(path: Path | None) -> dict[str, str]:
         else:
             out[s.key] = _expand(s.default, out, f"default of {s.key}", first=True)
     if not out["AGENTS_DIR"]:
-        from mlebench_hpc.agents import default_agents_dir
+        from mlebench_hpc.agents.registry import default_agents_dir
 
         out["AGENTS_DIR"] = str(default_agents_dir(out["MLEBENCH_DIR"], checkout()))
     return out
@@ -283,7 +283,7 @@ def agent_sif(values: dict[str, str]) -> str:
     (IMAGE_DIR/agent-<name>.sif). Raises HelperError (one line) for an id that is not found."""
     if values.get("AGENT_SIF"):
         return values["AGENT_SIF"]
-    from mlebench_hpc.agents import resolve as resolve_agent
+    from mlebench_hpc.agents.registry import resolve as resolve_agent
 
     agent = resolve_agent(values["AGENT_ID"], Path(values["AGENTS_DIR"]))
     return str(Path(values["IMAGE_DIR"]) / f"agent-{agent.name}.sif")
@@ -313,8 +313,8 @@ UPSTREAM_DEFAULT_DATA_DIR = Path(_expand(SETTING["DATA_DIR"].default, {}, "defau
 
 def llm_problems(values: dict[str, str], path: Path) -> list[str]:
     """The LLM endpoint's keys, one line per problem (the endpoint itself is checked by llm-ready)."""
-    from mlebench_hpc.discovery import normalize_url  # lazily: no cycle, no cost for other keys
-    from mlebench_hpc.slurm_query import valid_job_id
+    from mlebench_hpc.net import normalize_url
+    from mlebench_hpc.slurm.query import valid_job_id
 
     problems: list[str] = []
     base, model = values.get("LLM_BASE_URL", ""), values.get("LLM_MODEL", "")
@@ -364,8 +364,8 @@ def llm_problems(values: dict[str, str], path: Path) -> list[str]:
 def agent_problems(values: dict[str, str]) -> list[str]:
     """AGENT_ID resolves under AGENTS_DIR, is not privileged, and AGENT_ENV_FILE holds every secret it
     names (checked before anything is submitted or started). Fills AGENT_SIF when it was empty."""
-    from mlebench_hpc.agents import env_lines
-    from mlebench_hpc.agents import resolve as resolve_agent
+    from mlebench_hpc.agents.registry import env_lines
+    from mlebench_hpc.agents.registry import resolve as resolve_agent
     from mlebench_hpc.errors import HelperError
 
     try:

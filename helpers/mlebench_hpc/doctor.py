@@ -18,12 +18,12 @@ from pathlib import Path
 
 import click
 
-from mlebench_hpc.base_image import THREE_WAYS, configured_base, probe
 from mlebench_hpc.config import ConfigError, find_config_path, resolve, scratch_problem
 from mlebench_hpc.git_lfs import is_lfs_pointer
+from mlebench_hpc.images.base import THREE_WAYS, configured_base, probe
 from mlebench_hpc.printable import printable
-from mlebench_hpc.run_metadata import sha256_file
-from mlebench_hpc.slurm_query import SlurmError, partitions
+from mlebench_hpc.run.store import sha256_file
+from mlebench_hpc.slurm.query import SlurmError, partitions
 
 PROBE_TIMEOUT = 20.0
 

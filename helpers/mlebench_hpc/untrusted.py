@@ -27,8 +27,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import click
-
 MIB = 1024 * 1024
 # Same bound as the grading server's default upload limit: a submission the agent could not even
 # validate is not graded either.
@@ -273,24 +271,3 @@ def collect_record(run_dir: Path, max_bytes: int = MAX_SUBMISSION_BYTES) -> dict
             "at": when,
         },
     }
-
-
-@click.command("collect-submission")
-@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option(
-    "--max-mb",
-    type=click.FloatRange(min=0, min_open=True),
-    default=MAX_SUBMISSION_BYTES / MIB,
-    show_default=True,
-    help="Largest submission accepted.",
-)
-def collect_submission_cmd(run_dir: Path, max_mb: float) -> None:
-    """Copy RUN_DIR/submission/submission.csv, never following links, to RUN_DIR/collected/ and
-    record its size and sha256 (or why it was refused) in RUN_DIR/metadata.json."""
-    from mlebench_hpc.run_metadata import update_metadata
-
-    record = collect_record(run_dir, int(max_mb * MIB))
-    update_metadata(run_dir, record)
-    sub = record["submission"]
-    assert isinstance(sub, dict)
-    click.echo(f"submission {sub['status']}: {sub.get('reason') or sub.get('sha256')}", err=True)

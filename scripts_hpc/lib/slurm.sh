@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Job ids, steps of a heterogeneous job, and the agent's time budget. Slurm state is read only
-# through the Python helpers (mlebench_hpc.slurm_query); the functions here are pure or act on steps.
+# through the Python helpers (mlebench_hpc.slurm.query); the functions here are pure or act on steps.
 
 # Job id of this run: Slurm's, else a local one (same code path without Slurm).
 mh_job_id() {

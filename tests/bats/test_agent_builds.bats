@@ -60,7 +60,7 @@ sif_listing() {
     "$REPO_ROOT/.venv/bin/python" - "$@" <<'EOF'
 import hashlib, sys
 from pathlib import Path
-from mlebench_hpc.sif_image import SifImage
+from mlebench_hpc.images.sif import SifImage
 
 with SifImage(Path(sys.argv[1])) as img:
     for top in sys.argv[2:]:
@@ -106,7 +106,7 @@ fingerprint() {
     grep -q ' /home/agent/Dockerfile ' "$T/listing"  # the listing is real
     run ! grep -E ' (/home/agent/notes\.secret|/home/agent/[^ ]*\.log|/opt/mlebench-hpc[^ ]*|[^ ]*entrypoint_hpc\.sh) ' "$T/listing"
     # the RUN after WORKDIR ran there, with the agent env
-    [[ $("$REPO_ROOT/.venv/bin/python" -c 'import sys; from pathlib import Path; from mlebench_hpc.sif_image import SifImage
+    [[ $("$REPO_ROOT/.venv/bin/python" -c 'import sys; from pathlib import Path; from mlebench_hpc.images.sif import SifImage
 with SifImage(Path(sys.argv[1])) as i: print(i.read("/home/agent/built_in.txt", 100).decode().strip(), i.read("/home/agent/built_with.txt", 100).decode().strip())' \
         "$UIMG/agent-$AGENT.sif") == "/home/agent/work /opt/conda/envs/agent" ]]
     # upstream's env has no /home/logs, /home/code, /home/agent before the agent's RUN mkdir (no -p)

@@ -86,7 +86,7 @@ teardown_file() {
 
 # The run's writable copy of the image's /home/agent, as `run start` makes it (read from the SIF).
 agent_copy() {
-    "$ROOT/.venv/bin/python" -c 'import sys; from pathlib import Path; from mlebench_hpc.agent_home import copy_agent_dir
+    "$ROOT/.venv/bin/python" -c 'import sys; from pathlib import Path; from mlebench_hpc.run.agent_home import copy_agent_dir
 copy_agent_dir(Path(sys.argv[1]), Path(sys.argv[2]))' "$AGENT" "$1"
 }
 
@@ -141,7 +141,7 @@ run_agent() {
     run apptainer exec --contain --cleanenv --no-home "$GRADING" python3 -c '
 import importlib.util, sys
 import pandas, numpy, click, requests, cheroot, werkzeug
-import mlebench_hpc, mlebench_hpc.server, mlebench_hpc.grading
+import mlebench_hpc, mlebench_hpc.server.app, mlebench_hpc.grading
 major, minor = (int(x) for x in pandas.__version__.split(".")[:2])
 assert (major, minor) >= (2, 2), pandas.__version__
 heavy = [m for m in ("sklearn", "torch", "tensorflow", "scipy") if importlib.util.find_spec(m)]
@@ -317,7 +317,7 @@ print(sys.version.split()[0], pandas.__version__)'
         cp -L "$lib" "$rootfs$lib"
     done
     echo "archive-ok" >"$rootfs/etc/marker"
-    run "$ROOT/.venv/bin/python" -m mlebench_hpc.docker_archive "$rootfs" "$BATS_TEST_TMPDIR/x.tar" \
+    run "$ROOT/.venv/bin/python" -m mlebench_hpc.images.docker_archive "$rootfs" "$BATS_TEST_TMPDIR/x.tar" \
         --tag local/bats:1 --env MARKER=from-image-config
     [ "$status" -eq 0 ]
     tar -tf "$BATS_TEST_TMPDIR/x.tar" | grep -qx manifest.json
@@ -422,7 +422,7 @@ img_fingerprint() {
     # the fingerprints are real: versions, the package's files, the entrypoint
     grep -qE '^pandas==[0-9]' "$T/mlebench-grading.docker.fp"
     grep -qE '^mlebench-hpc==' "$T/mlebench-grading.docker.fp"
-    grep -q '/mlebench_hpc/server.py$' "$T/mlebench-grading.docker.fp"
+    grep -q '/mlebench_hpc/server/app.py$' "$T/mlebench-grading.docker.fp"
     grep -qE '^[0-9a-f]{64}  /home/agent/start.sh$' "$T/agent-dummy.docker.fp"
     grep -qE '^755 f /opt/conda/bin/conda $' "$T/agent-dummy.docker.fp"
     grep -qE '^pip==' "$T/agent-dummy.docker.fp"

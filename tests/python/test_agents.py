@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlebench_hpc.agents import Agent, env_lines, list_ids, read_env_file, resolve, write_env_file
+from mlebench_hpc.agents.registry import Agent, env_lines, list_ids, read_env_file, resolve, write_env_file
 from mlebench_hpc.errors import HelperError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""Which attempt of a sweep pair counts (mlebench_hpc.attempts), on hand-built groups."""
+"""Which attempt of a sweep pair counts (mlebench_hpc.sweep.attempts), on hand-built groups."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mlebench_hpc.attempts import attempt_numbers, split_attempts, submission_order
-from mlebench_hpc.runs import Run, scan_runs
+from mlebench_hpc.run.record import RunRecord, scan_runs
+from mlebench_hpc.sweep.attempts import attempt_numbers, split_attempts, submission_order
 
 
 def run(group: Path, name: str, comp: str, seed: int, array: str, start: str, **extra: Any) -> None:
@@ -30,7 +30,7 @@ def sweep_json(group: Path, arrays: list[str]) -> None:
     (group / "sweep.json").write_text(json.dumps({"submissions": subs, "tasks": []}))
 
 
-def names(runs: list[Run]) -> list[str]:
+def names(runs: list[RunRecord]) -> list[str]:
     return sorted(r.path.name for r in runs)
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from mlebench_hpc.base_image import THREE_WAYS, is_loopback_host, parse_reference, probe
 from mlebench_hpc.doctor import check_base_image
+from mlebench_hpc.images.base import THREE_WAYS, is_loopback_host, parse_reference, probe
 
 SITE_BASE = "127.0.0.1:5000/mlebench-hpc/base:bookworm"
 

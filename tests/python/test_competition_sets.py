@@ -17,7 +17,7 @@ from mlebench_hpc.competition_sets import (
 )
 from mlebench_hpc.demo import prepare_demo
 from mlebench_hpc.errors import HelperError
-from mlebench_hpc.sweep import sweep_plan_cmd
+from mlebench_hpc.sweep.plan import sweep_plan_cmd
 
 
 @pytest.fixture()

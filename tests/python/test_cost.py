@@ -1,4 +1,4 @@
-"""A run's cost from Slurm (mlebench_hpc.cost): parsing scontrol's and sacct's records, the hours
+"""A run's cost from Slurm (mlebench_hpc.run.cost): parsing scontrol's and sacct's records, the hours
 and the group's sums, the cgroup peak, the cost in grading reports and `status --watch`. The job's
 own recording (`run cost` at its end) runs on the real cluster in tests/bats/test_cost.bats."""
 
@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from mlebench_hpc.cgroup_memory import job_cgroup_dirs, job_peak_mem_mb
-from mlebench_hpc.cost import (
+from mlebench_hpc.results.costs import accounted_cost, with_costs
+from mlebench_hpc.results.report import CompetitionReport, aggregate, now_utc
+from mlebench_hpc.results.report_output import format_totals
+from mlebench_hpc.run.cgroup_memory import job_cgroup_dirs, job_peak_mem_mb
+from mlebench_hpc.run.cost import (
     combine_attempts,
     component_names,
     components_from_sacct,
@@ -25,12 +28,9 @@ from mlebench_hpc.cost import (
     runtime_secs,
     valid_cost,
 )
-from mlebench_hpc.grading.costs import accounted_cost, with_costs
-from mlebench_hpc.grading.report import CompetitionReport, aggregate, now_utc
-from mlebench_hpc.grading.report_output import format_totals
-from mlebench_hpc.slurm_query import JobInfo, parse_sacct_parsable2, parse_scontrol_output
-from mlebench_hpc.status_watch import progress_bar, watch_sweep
-from mlebench_hpc.sweep import record_submission, status_cmd, write_tasks_file
+from mlebench_hpc.slurm.query import JobInfo, parse_sacct_parsable2, parse_scontrol_output
+from mlebench_hpc.sweep.plan import record_submission, write_tasks_file
+from mlebench_hpc.sweep.status_cli import progress_bar, status_cmd, watch_sweep
 
 # `scontrol show job -d -o` of a hetjob on the test cluster (cpus 1 + 2, 100M + 200M, gpu:1 on the
 # second component), 20 s into the job; only the fields this module reads are kept unchanged.
@@ -167,7 +167,7 @@ def report(run_dir: Path | None, cost: object = None) -> CompetitionReport:
 def test_grading_reads_the_cost_the_job_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # the recorded allocation, as on a site without accounting (where this cluster has it, its own
     # job 137 would answer for the fixture's)
-    monkeypatch.setattr("mlebench_hpc.slurm_query.accounting_enabled", lambda: False)
+    monkeypatch.setattr("mlebench_hpc.slurm.query.accounting_enabled", lambda: False)
     recorded = run_cost(components_from_scontrol(records(SCONTROL), "grading,agent", {}), "allocation", "137")
     good, forged, none = tmp_path / "good", tmp_path / "forged", tmp_path / "none"
     for d, meta in (
@@ -259,7 +259,7 @@ def test_the_records_of_the_job_itself() -> None:
 
 
 def test_run_cost_without_a_known_job_says_why_and_keeps_the_run(tmp_path: Path) -> None:
-    from mlebench_hpc.run_phases import run_cmd
+    from mlebench_hpc.run.phases import run_cmd
 
     (tmp_path / "metadata.json").write_text(json.dumps({"status": "finished"}))
     out = CliRunner().invoke(run_cmd, ["cost", str(tmp_path), "--job", "999999990"])

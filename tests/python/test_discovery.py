@@ -12,10 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from mlebench_hpc.discovery import SCAN_BYTES, find_url, normalize_url, server_url_in_file
-from mlebench_hpc.slurm_query import JobInfo, parse_scontrol_oneline
+from mlebench_hpc.net import normalize_url
+from mlebench_hpc.run.discovery import SCAN_BYTES, find_url, server_url_in_file
+from mlebench_hpc.slurm.query import JobInfo, parse_scontrol_oneline
 
-RUNNER = "from mlebench_hpc.discovery import discover_url_cmd as c; c(prog_name='mlebench-hpc discover-url')"
+RUNNER = (
+    "from mlebench_hpc.run.discovery import discover_url_cmd as c; c(prog_name='mlebench-hpc discover-url')"
+)
 
 
 def discover(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from mlebench_hpc.docker_archive import ImageSpec, docker_archive_cmd, write_docker_archive
+from mlebench_hpc.images.docker_archive import ImageSpec, docker_archive_cmd, write_docker_archive
 
 
 def _make_rootfs(root: Path) -> Path:

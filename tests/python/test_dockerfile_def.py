@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from mlebench_hpc.dockerfile_context import Ignore
-from mlebench_hpc.dockerfile_def import dockerfile_def_cmd, retarget_from, translate
-from mlebench_hpc.dockerfile_syntax import (
+from mlebench_hpc.images.dockerfile_context import Ignore
+from mlebench_hpc.images.dockerfile_def import dockerfile_def_cmd, retarget_from, translate
+from mlebench_hpc.images.dockerfile_syntax import (
     DockerfileError,
     UnknownVariable,
     expand,

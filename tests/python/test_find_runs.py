@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 import pytest
 from mlebench_hpc.config import scratch_problem
-from mlebench_hpc.grading.find_runs import DirResolver, find_run_dirs, run_dir_problem, specs_from_dir
-from mlebench_hpc.grading.grade_one import grade_run
+from mlebench_hpc.results.find_runs import DirResolver, find_run_dirs, run_dir_problem, specs_from_dir
+from mlebench_hpc.results.grade_one import grade_run
 
 COMP = "demo-diabetes"
 

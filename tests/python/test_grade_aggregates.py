@@ -240,7 +240,7 @@ def test_make_grade_passes_args(sweep: Path, demo_data: Path, tmp_path: Path, en
 def test_upstream_splits_a_group_covers_are_reported(tmp_path: Path, env: dict[str, str]) -> None:
     """A group with runs of every spaceship-titanic competition (one: it) reports that split with no
     --split; dev (7) is not covered and is left out."""
-    from mlebench_hpc.grading.aggregation import add_aggregates
+    from mlebench_hpc.results.aggregation import add_aggregates
 
     comps = [
         {

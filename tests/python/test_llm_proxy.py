@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from mlebench_hpc.llm_keys import read_api_key, register_run_key
+from mlebench_hpc.llm.keys import read_api_key, register_run_key
 
 REPO = Path(__file__).resolve().parents[2]
 STANDIN = REPO / "tests" / "llm_standin" / "server.py"

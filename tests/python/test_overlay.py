@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlebench_hpc.overlay import CURL_WITH_TOKEN
+from mlebench_hpc.run.overlay import CURL_WITH_TOKEN
 from test_server import VALID_MESSAGE, make_spaceship, start_server
 
 REPO = Path(__file__).resolve().parents[2]
-RUNNER = "from mlebench_hpc.overlay import overlay_cmd as c; c(prog_name='mlebench-hpc overlay')"
+RUNNER = "from mlebench_hpc.run.overlay import overlay_cmd as c; c(prog_name='mlebench-hpc overlay')"
 URL = "http://node7:43121"
 BLOB = b"\x00\x01\xff\xfe binary \x80\x81 http://localhost:5000/validate \x00 tail \xc3\x28\n"
 

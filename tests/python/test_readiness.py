@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
-RUNNER = "from mlebench_hpc.readiness import wait_ready_cmd as c; c(prog_name='mlebench-hpc wait-ready')"
+RUNNER = "from mlebench_hpc.run.readiness import wait_ready_cmd as c; c(prog_name='mlebench-hpc wait-ready')"
 
 
 def wait_ready(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlebench_hpc.config import UPSTREAM_DEFAULT_DATA_DIR
-from mlebench_hpc.grading.find_runs import (
+from mlebench_hpc.grading.messages import one_line
+from mlebench_hpc.results.find_runs import (
     DirResolver,
     RunSpec,
     RunSpecError,
@@ -22,11 +23,10 @@ from mlebench_hpc.grading.find_runs import (
     specs_from_dir,
     specs_from_jsonl,
 )
-from mlebench_hpc.grading.grade_one import grade_run
-from mlebench_hpc.grading.messages import one_line
-from mlebench_hpc.grading.pool import grade_runs
-from mlebench_hpc.grading.report import CompetitionReport, aggregate
-from mlebench_hpc.grading.report_output import format_table, write_json_atomic
+from mlebench_hpc.results.grade_one import grade_run
+from mlebench_hpc.results.pool import grade_runs
+from mlebench_hpc.results.report import CompetitionReport, aggregate
+from mlebench_hpc.results.report_output import format_table, write_json_atomic
 from upstream_keys import GROUP_KEYS, REPORT_FIELDS, UPSTREAM_REPORT_FIELDS
 
 BIN = Path(sys.executable).parent

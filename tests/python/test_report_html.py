@@ -26,10 +26,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from mlebench_hpc.grading.leaderboard import leaderboard_rows
-from mlebench_hpc.grading.report import CompetitionReport
-from mlebench_hpc.grading.report_html import render_report_html
-from mlebench_hpc.grading.summary import write_summaries
+from mlebench_hpc.results.leaderboard import leaderboard_rows
+from mlebench_hpc.results.report import CompetitionReport
+from mlebench_hpc.results.report_html import render_report_html
+from mlebench_hpc.results.summary import write_summaries
 from report_page import browse, parse, rows
 
 CLI = str(Path(sys.executable).parent / "mlebench-hpc")

@@ -9,9 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-RUNNER = (
-    "from mlebench_hpc.run_metadata import run_metadata_cmd as c; c(prog_name='mlebench-hpc run-metadata')"
-)
+RUNNER = "from mlebench_hpc.run.store import run_metadata_cmd as c; c(prog_name='mlebench-hpc run-metadata')"
 
 
 def meta(*args: str, cache: Path, **kw) -> subprocess.CompletedProcess:

@@ -178,7 +178,7 @@ def test_server_died_fails_a_running_run_once_and_leaves_a_cancelled_one(run: Pa
 
 
 def inflight_record(state: Path, in_flight: int, nbytes: int) -> None:
-    from mlebench_hpc.inflight import InFlightRecorder
+    from mlebench_hpc.server.inflight import InFlightRecorder
 
     recorder = InFlightRecorder(state / "inflight.json")
     for _ in range(in_flight):

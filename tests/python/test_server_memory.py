@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import requests
-from mlebench_hpc.inflight import InFlight, InFlightRecorder, read_inflight
-from mlebench_hpc.validation_pool import BUDGET_FLOOR, MIB, choose_budget
+from mlebench_hpc.server.inflight import InFlight, InFlightRecorder, read_inflight
+from mlebench_hpc.server.validation_pool import BUDGET_FLOOR, MIB, choose_budget
 from test_server import (  # noqa: F401 - fixtures answers, data_dir
     INVALID_PREFIX,
     VALID_MESSAGE,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from mlebench_hpc.errors import HelperError
-from mlebench_hpc.overlay import Found, container_path, scan_image, select, write_overlays
-from mlebench_hpc.sif_image import ImageError, SifImage, _Bounded, check_name, check_path
+from mlebench_hpc.images.sif import ImageError, SifImage, _Bounded, check_name, check_path
+from mlebench_hpc.run.overlay import Found, container_path, scan_image, select, write_overlays
 from PySquashfsImage.const import Compression
 
 NEEDS_APPTAINER = pytest.mark.skipif(
@@ -221,10 +221,10 @@ def test_the_scan_is_bounded_in_files(tmp_path: Path, monkeypatch: pytest.Monkey
     for i in range(300):
         (agent / f"f{i:03d}.txt").write_text("localhost:5000\n" if i % 100 == 0 else "x\n")
     sif = build_sif(root, tmp_path / "many.sif")
-    monkeypatch.setattr("mlebench_hpc.overlay.MAX_SCAN_FILES", 100)
+    monkeypatch.setattr("mlebench_hpc.run.overlay.MAX_SCAN_FILES", 100)
     found = scan_image(sif, ())
     assert {f.path for f in found} == {"/home/instructions.txt"}  # the walk stopped, said so, no crash
-    monkeypatch.setattr("mlebench_hpc.overlay.MAX_SCAN_FILES", 1000)
+    monkeypatch.setattr("mlebench_hpc.run.overlay.MAX_SCAN_FILES", 1000)
     assert len(scan_image(sif, ())) == 4
 
 

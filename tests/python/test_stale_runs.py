@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mlebench_hpc import stale_runs
-from mlebench_hpc.run_metadata import update_metadata
-from mlebench_hpc.runs import Run, read_run
-from mlebench_hpc.slurm_query import parse_squeue_format
-from mlebench_hpc.stale_runs import ids_to_ask, record_slurm_ends
+from mlebench_hpc.run.record import RunRecord, read_run
+from mlebench_hpc.run.store import update_metadata
+from mlebench_hpc.slurm.query import parse_squeue_format
+from mlebench_hpc.sweep import stale as stale_runs
+from mlebench_hpc.sweep.stale import ids_to_ask, record_slurm_ends
 
 # What `squeue -a -r -t all -j ... -O JobArrayID:0|,State:0|,...` printed on the test cluster after
 # `scancel` of task 0, `scontrol requeue` of task 1, a hetjob and a task still running.
@@ -28,7 +28,7 @@ JOBID|STATE|EXIT_CODE|END_TIME|RESTART_COUNT|NODELIST|CLUSTER|REASON
 """
 
 
-def sweep_run(group: Path, index: int, status: str, **extra: Any) -> Run:
+def sweep_run(group: Path, index: int, status: str, **extra: Any) -> RunRecord:
     run = group / f"c_116_{index}"
     meta = {
         "competition_id": "c",
@@ -136,7 +136,9 @@ def _reader(args: tuple[str, str]) -> tuple[str, str]:
     run_dir, name = args
     run = read_run(Path(run_dir))
     assert run is not None
-    snapshot = Run(run.path, {**run.meta, "status": "running"})  # every reader judged "running"
+    snapshot = RunRecord.from_json(
+        run.path, {**run.meta, "status": "running"}
+    )  # every reader judged "running"
     out = record_slurm_ends([snapshot], parse_squeue_format(SQUEUE), ["116"], reader=name)[0]
     end = out.meta["slurm_end"]
     return end["recorded_by"], end["recorded_at"]

@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 import pytest
 from mlebench_hpc.competition_sets import AskedSet
-from mlebench_hpc.grading.report import CompetitionReport
-from mlebench_hpc.grading.summary import (
+from mlebench_hpc.results.report import CompetitionReport
+from mlebench_hpc.results.summary import (
     mean_se,
     seed_keys,
     summarize,
@@ -320,9 +320,9 @@ def test_one_agent_summary_names_it_and_keeps_its_shape(tmp_path: Path) -> None:
 
 def test_leaderboard_rows_only_add_to_summary_csv(tmp_path: Path) -> None:
     """The rows and columns summary.csv had before the leaderboard row keep their text exactly."""
-    from mlebench_hpc.grading.leaderboard import leaderboard_rows
-    from mlebench_hpc.grading.report import aggregate
-    from mlebench_hpc.grading.summary import to_csv
+    from mlebench_hpc.results.leaderboard import leaderboard_rows
+    from mlebench_hpc.results.report import aggregate
+    from mlebench_hpc.results.summary import to_csv
 
     summaries = summarize_agents(REPORTS)
     to_csv(summaries, tmp_path / "before.csv")

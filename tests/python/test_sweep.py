@@ -8,24 +8,31 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from mlebench_hpc import sweep as sweep_module
-from mlebench_hpc.attribution import attribute
 from mlebench_hpc.demo import prepare_demo
-from mlebench_hpc.runs import Run, array_task_id, competition_of, read_run, run_dir_name, scan_runs
-from mlebench_hpc.slurm_query import JobRecord
-from mlebench_hpc.sweep import (
-    describe_task,
+from mlebench_hpc.run.record import (
+    RunRecord,
+    array_task_id,
+    competition_of,
+    read_run,
+    run_dir_name,
+    scan_runs,
+)
+from mlebench_hpc.slurm.query import JobRecord
+from mlebench_hpc.sweep import plan as sweep_plan_module
+from mlebench_hpc.sweep import status as sweep_status_module
+from mlebench_hpc.sweep.attribution import attribute
+from mlebench_hpc.sweep.plan import (
     latest_tasks,
     load_sweep,
     plan_pairs,
     read_competition_list,
     read_tasks_file,
     record_submission,
-    status_cmd,
     sweep_plan_cmd,
-    sweep_status,
     write_tasks_file,
 )
+from mlebench_hpc.sweep.status import describe_task, sweep_status
+from mlebench_hpc.sweep.status_cli import status_cmd
 
 
 def make_run(
@@ -246,7 +253,7 @@ def test_describe_task_against_slurm(tmp_path: Path) -> None:
     )
 
 
-def scan_runs_one(run_dir: Path) -> Run:
+def scan_runs_one(run_dir: Path) -> RunRecord:
     run = read_run(run_dir)
     assert run is not None
     return run
@@ -265,7 +272,7 @@ def test_status_counts_the_final_attempt_when_the_last_task_never_started(
     make_run(g, "a_10_0", "a", 0, "failed", 1, False, sweep_array_job_id="10", sweep_task_index="0")
     make_run(g, "a_10_1", "a", 1, "finished", 0, True, sweep_array_job_id="10", sweep_task_index="1")
     slurm = {"11_0": JobRecord("11_0", "CANCELLED"), "10_0": JobRecord("10_0", "FAILED")}
-    monkeypatch.setattr(sweep_module, "settle", lambda runs, reader, extra_ids=(): (runs, slurm))
+    monkeypatch.setattr(sweep_plan_module, "settle", lambda runs, reader, extra_ids=(): (runs, slurm))
     st = sweep_status(g)
     first = st.pairs[0]
     assert (first.job, first.state) == ("10_0", "failed")
@@ -274,7 +281,7 @@ def test_status_counts_the_final_attempt_when_the_last_task_never_started(
     assert st.counts_line() == "2 pairs: 1 finished, 1 failed"
     # while the resubmission is queued, the pair is pending
     slurm["11_0"] = JobRecord("11_0", "PENDING", reason="Priority")
-    assert sweep_status(g).pairs[0] == sweep_module.PairStatus(
+    assert sweep_status(g).pairs[0] == sweep_status_module.PairStatus(
         "a", 0, "11_0", "pending", "pending (Priority)", "A"
     )
 

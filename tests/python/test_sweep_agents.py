@@ -1,6 +1,6 @@
 """Several agents in one sweep group: pairs are (agent, competition, seed) in the resume rule, the
 task rows, sweep.json, the final-attempt rule and `status`; groups made before runs named their
-agent keep working (mlebench_hpc.attribution). The real two-agent sweep: tests/bats/test_sweep.bats."""
+agent keep working (mlebench_hpc.sweep.attribution). The real two-agent sweep: tests/bats/test_sweep.bats."""
 
 from __future__ import annotations
 
@@ -9,22 +9,22 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from mlebench_hpc.attempts import split_attempts
-from mlebench_hpc.attribution import LEGACY_KEY, attribute
 from mlebench_hpc.demo import prepare_demo
-from mlebench_hpc.runs import scan_runs
-from mlebench_hpc.slurm_query import JobRecord
-from mlebench_hpc.sweep import (
+from mlebench_hpc.run.record import scan_runs
+from mlebench_hpc.slurm.query import JobRecord
+from mlebench_hpc.sweep.attempts import split_attempts
+from mlebench_hpc.sweep.attribution import LEGACY_KEY, attribute
+from mlebench_hpc.sweep.plan import (
     latest_tasks,
     load_sweep,
     plan_pairs,
     read_tasks_file,
     record_submission,
-    status_cmd,
     sweep_plan_cmd,
-    sweep_status,
     write_tasks_file,
 )
+from mlebench_hpc.sweep.status import sweep_status
+from mlebench_hpc.sweep.status_cli import status_cmd
 
 
 def run(

@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlebench_hpc.grading import load_competition
-from mlebench_hpc.grading.find_runs import RunSpec, specs_from_dir
-from mlebench_hpc.grading.grade_one import grade_run
-from mlebench_hpc.grading.pool import grade_runs
+from mlebench_hpc.results.find_runs import RunSpec, specs_from_dir
+from mlebench_hpc.results.grade_one import grade_run
+from mlebench_hpc.results.pool import grade_runs
 from mlebench_hpc.untrusted import (
     COLLECTED_REL,
     UntrustedFileError,
@@ -50,7 +50,7 @@ def _spec(run: Path, data: Path) -> RunSpec:
 
 
 def _resolver(data: Path):  # noqa: ANN202 - the report's own class
-    from mlebench_hpc.grading.find_runs import DirResolver
+    from mlebench_hpc.results.find_runs import DirResolver
 
     return DirResolver(data_dir=data, config_lookup=lambda _key: None)
 
@@ -194,7 +194,7 @@ def test_grading_uses_the_collected_copy(demo_data: Path, tmp_path: Path) -> Non
     sample = demo_data / COMP / "prepared" / "public" / "sample_submission.csv"
     sub = run / "submission" / "submission.csv"
     sub.write_bytes(sample.read_bytes())
-    from mlebench_hpc.run_metadata import update_metadata
+    from mlebench_hpc.run.store import update_metadata
 
     update_metadata(run, collect_record(run))
     sub.unlink()
@@ -208,7 +208,7 @@ def test_grading_uses_the_collected_copy(demo_data: Path, tmp_path: Path) -> Non
 def test_a_refusal_recorded_at_collection_stands(demo_data: Path, tmp_path: Path) -> None:
     run = _run(tmp_path)
     (run / "submission" / "submission.csv").symlink_to(_answers(demo_data))
-    from mlebench_hpc.run_metadata import update_metadata
+    from mlebench_hpc.run.store import update_metadata
 
     update_metadata(run, collect_record(run))
     report = grade_run(_spec(run, demo_data)).report.to_dict()
@@ -239,7 +239,7 @@ def _quiet_crashes():  # noqa: ANN202
 
 
 def _kill_for(comp: str):  # noqa: ANN202
-    from mlebench_hpc.grading import grade_one
+    from mlebench_hpc.results import grade_one
 
     real = grade_one._load
 
@@ -254,7 +254,7 @@ def _kill_for(comp: str):  # noqa: ANN202
 def test_a_worker_that_dies_costs_only_its_run(
     demo_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlebench_hpc.grading import grade_one
+    from mlebench_hpc.results import grade_one
 
     sample = demo_data / COMP / "prepared" / "public" / "sample_submission.csv"
     specs = [RunSpec(COMP, sample, demo_data, seed=s) for s in (1, 2, 666, 3, 4)]

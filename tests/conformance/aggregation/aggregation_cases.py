@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mlebench_hpc.competition_sets import SHIPPED_SPLITS, read_competition_list
-from mlebench_hpc.grading.report import CompetitionReport, aggregate
+from mlebench_hpc.results.report import CompetitionReport, aggregate
 
 Run = tuple[str, int, str]
 OUTCOMES = ("gold", "silver", "bronze", "median", "valid", "invalid", "missing", "error")

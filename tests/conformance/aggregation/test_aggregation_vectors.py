@@ -12,8 +12,8 @@ import pytest
 from aggregation_cases import Case, cases, write_case
 from click.testing import CliRunner
 from mlebench_hpc.competition_sets import read_competition_list
-from mlebench_hpc.grading.aggregate_cli import aggregate_cmd
-from mlebench_hpc.grading.aggregation import AggregationError, aggregate, runs_of_files
+from mlebench_hpc.results.aggregate_cli import aggregate_cmd
+from mlebench_hpc.results.aggregation import AggregationError, aggregate, runs_of_files
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 CASES = {c.name: c for c in cases()}

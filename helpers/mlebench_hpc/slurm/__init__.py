@@ -1,0 +1,1 @@
+"""Slurm seen from the helpers: queries (scontrol, squeue, sacct) and the sbatch options."""

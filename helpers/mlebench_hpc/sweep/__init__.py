@@ -1,0 +1,1 @@
+"""Sweeps of (agent, competition, seed) pairs: planning, status, attempts, stale runs, cost so far."""
