@@ -1,21 +1,44 @@
 #!/usr/bin/env bash
-# How many times one local hetjob run starts Python, the grading server and the agent included
-# (issue 11's goal: at most 5). Runs `bash scripts_hpc/slurm_hetjob.sh <comp>` without Slurm under
-# `strace -f -e trace=execve` on the demo config (make demo first) and prints each start and the count.
+# How many times one agent run starts Python, the grading server and the agent included (goal: at
+# most 5, for a local hetjob and for a sweep task around it). Runs, without Slurm, under
+# `strace -f -e trace=execve` on the demo config (make demo first):
+#   hetjob      bash scripts_hpc/slurm_hetjob.sh <comp>
+#   sweep task  MH_TASK_INDEX=0 bash scripts_hpc/slurm_sweep_task.sh <tasks.tsv> <group>
+# and prints each start and the counts; exit 1 when a count is over the goal.
 # usage: bash bench/python_starts.sh [competition]     (needs strace; MLEBENCH_HPC_CONFIG to override)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 comp=${1:-demo-breast-cancer}
+goal=5
 command -v strace >/dev/null || { echo "python_starts: strace is not installed (apt-get install strace)" >&2; exit 2; }
 export MLEBENCH_HPC_CONFIG=${MLEBENCH_HPC_CONFIG:-$PWD/.demo/config.env}
 [[ -f $MLEBENCH_HPC_CONFIG ]] || { echo "python_starts: no config $MLEBENCH_HPC_CONFIG: run make demo first" >&2; exit 2; }
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-# Not a Slurm job: the same script runs its steps locally (SLURM_* from a calling job would change that).
-env -u SLURM_JOB_ID -u SLURM_HET_SIZE -u SLURM_STEP_ID \
-    strace -f -qq -e trace=execve -o "$work/trace" bash scripts_hpc/slurm_hetjob.sh "$comp" >"$work/out" 2>&1 \
-    || { tail -n 20 "$work/out" >&2; echo "python_starts: the hetjob failed (above)" >&2; exit 1; }
-# A start = a successful execve of a Python interpreter or of a Python entry point (mlebench-hpc).
-grep -v ENOENT "$work/trace" | grep -E 'execve\("[^"]*/(python3?(\.[0-9]+)?|mlebench-hpc)"' \
-    | sed -E 's/^[0-9]+ +//' | cut -c1-160 | tee "$work/starts"
-echo "python starts: $(wc -l <"$work/starts") (goal <= 5) for one local hetjob run of $comp"
+group=bench-python-starts-$$
+# the sweep task's run dir lands in the demo's OUTPUT_BASE: a bench leaves nothing behind
+out_base=$(.venv/bin/mlebench-hpc config --shell | sed -n "s/^export OUTPUT_BASE=//p" | tr -d "'")
+trap 'rm -rf "$work" "${out_base:?}/$group"' EXIT
+
+# count NAME CMD...: run CMD under strace, print its Python starts; sets n
+count() {
+    local name=$1
+    shift
+    # Not a Slurm job: the same scripts run their steps locally (SLURM_* from a calling job would change that).
+    env -u SLURM_JOB_ID -u SLURM_HET_SIZE -u SLURM_STEP_ID -u SLURM_ARRAY_JOB_ID -u SLURM_ARRAY_TASK_ID \
+        strace -f -qq -e trace=execve -o "$work/$name.trace" "$@" >"$work/$name.out" 2>&1 \
+        || { tail -n 20 "$work/$name.out" >&2; echo "python_starts: the $name failed (above)" >&2; exit 1; }
+    # A start = a successful execve of a Python interpreter or of a Python entry point (mlebench-hpc).
+    grep -v ENOENT "$work/$name.trace" | grep -E 'execve\("[^"]*/(python3?(\.[0-9]+)?|mlebench-hpc)"' \
+        | sed -E 's/^[0-9]+ +//' | cut -c1-160 >"$work/$name.starts" || true
+    echo "--- $name"
+    cat "$work/$name.starts"
+    n=$(wc -l <"$work/$name.starts")
+}
+
+count hetjob bash scripts_hpc/slurm_hetjob.sh "$comp"
+het=$n
+printf '0\t%s\t0\t\n' "$comp" >"$work/tasks.tsv"
+count sweep-task env MH_TASK_INDEX=0 bash scripts_hpc/slurm_sweep_task.sh "$work/tasks.tsv" "$group"
+task=$n
+echo "python starts: hetjob $het, sweep task $task (goal <= $goal each) for one local run of $comp"
+(( het <= goal && task <= goal ))

@@ -3,9 +3,9 @@
 # file per concern. Callers: set -euo pipefail; export MH_SCRIPTS=<dir of this file>; source it.
 #   lib/log.sh         mh_log, mh_die, the no-isolation warning, the outro of every agent job
 #   lib/config.sh      the CLI, the config (from the Python loader), the runtime
-#   lib/slurm.sh       job ids, hetjob steps, the agent's time budget (pure)
+#   lib/slurm.sh       job ids, hetjob steps, the job's cost
 #   lib/containers.sh  the apptainer command lines and the integrity check: flags live only here
-#   lib/state.sh       token, agent env file, URL file, run metadata (through `mlebench-hpc run`)
+#   lib/state.sh       token, agent env file, URL file (the run record: `mlebench-hpc run <phase>`)
 #   lib/process.sh     stopping processes and process groups
 #   lib/llm.sh         the agent's LLM endpoint and the LLM server (issue 10)
 # The files sit next to this one whoever sources it (a test may not set MH_SCRIPTS).

@@ -41,34 +41,35 @@ trap mh_llm_release EXIT
 MH_RUN_STATE=$MH_STATE_BASE/${comp}_$job
 mkdir -p "$MH_RUN_STATE"
 # The agent variant (AGENT_ID), the server, the run dir with a fresh /home/agent, the start record,
-# the overlays: one Python start (`run start`), its values as shell assignments.
+# the overlays and the agent's budget: one Python start (`run start`), its values as shell assignments.
 start_out=$("$MH_CLI" run start "$comp" "$spec" --job "$job" --runtime "$MH_RUNTIME" \
     --env-file "$MH_RUN_STATE/agent.env" \
     ${MH_GRADING_JOB:+--grading-job "$MH_GRADING_JOB"} ${MH_GRADING_PID:+--grading-pid "$MH_GRADING_PID"} \
-    ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}) || exit 2
+    ${MH_LLM_URL:+--llm-url "$MH_LLM_URL"} ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}) || exit 2
 eval "$start_out"
 run=$MH_RUN
 mh_log "run directory: $run (agent ${AGENT_ID}: ${MH_AGENT_ARGV[*]})"
-mh_llm_meta "$run"
 mh_agent_env_file "$MH_RUN_STATE/agent.env"
-# The variant's budget (its env_vars TIME_LIMIT_SECS and STEP_LIMIT, else the config's), cut below.
+# The variant's budget (its env_vars TIME_LIMIT_SECS and STEP_LIMIT, else the config's); MH_AGENT_SECS
+# is what is left of it for this attempt, ending TIME_MARGIN_SECS before Slurm's limit.
 TIME_LIMIT_SECS=$MH_TIME_LIMIT STEP_LIMIT=$MH_STEP_LIMIT
-
-mh_agent_budget "$MH_USED_BEFORE" "$MH_SLURM_LEFT"
+export MH_AGENT_SECS
 if (( MH_AGENT_SECS <= 0 )); then
     mh_log "the agent's budget of ${TIME_LIMIT_SECS}s is used up by earlier attempts: not starting it again"
-    "$MH_CLI" run stop "$run" --status timeout --exit-code 124 ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}
+    stop_out=$("$MH_CLI" run stop "$run" --because budget-used ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"})
+    eval "$stop_out"
     mh_print_outro "$run"
-    exit 124
+    exit "$MH_EXIT"
 fi
 mh_agent_cmd "$comp" "$run" "$MH_URL"
 
 # Before the agent starts: prove, from inside a container with exactly its flags, that no
 # private path, host variable or server process is reachable; the record goes into metadata.
 if ! mh_integrity_check "$comp" "$run" "$MH_URL"; then
-    "$MH_CLI" run stop "$run" --status integrity_failed --exit-code 3 ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}
+    stop_out=$("$MH_CLI" run stop "$run" --because integrity-failed ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"})
+    eval "$stop_out"
     mh_print_outro "$run"
-    exit 3
+    exit "$MH_EXIT"
 fi
 
 agent_pid=""
@@ -79,24 +80,24 @@ agent_used() { echo $(( MH_USED_BEFORE + SECONDS - agent_t0 )); }
 # The job's cost (alone), or this hetjob step's peak memory, is recorded at the end however it ends.
 on_exit() {
     mh_stop_pid "$agent_pid"; rm -f "$MH_RUN_STATE/agent.env"; mh_llm_release
-    mh_record_cost agent "$run" agent
+    mh_record_cost agent agent "$run"
 }
 # Stopped by a signal: record first (Slurm sends SIGKILL KillWait seconds after SIGTERM, and the
 # record must survive it), then stop the agent and collect what it wrote so far (upstream grades
-# what is there). Args: status exit_code why
+# what is there). Args: what stopped it (`run stop --because`), exit code, why in words
 on_stop() {
     trap '' TERM INT USR1
     mh_log "$3"
-    "$MH_CLI" run stop "$run" --status "$1" --exit-code "$2" --agent-secs-used "$(agent_used)" \
-        ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} || true
+    "$MH_CLI" run stop "$run" --because "$1" --agent-secs-used "$(agent_used)" \
+        ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} >/dev/null || true
     mh_print_outro "$run"
     mh_stop_pid "$agent_pid"
     mh_wait_exit 5 "${filters[@]}"
     "$MH_CLI" run finish "$run" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} || true
     exit "$2"
 }
-on_term() { on_stop cancelled 143 "stop requested (signal)"; }
-on_time_limit() { on_stop timeout 124 "Slurm time limit near (USR1)"; }
+on_term() { on_stop signal 143 "stop requested (signal)"; }
+on_time_limit() { on_stop time-limit 124 "Slurm time limit near (USR1)"; }
 trap on_exit EXIT
 trap on_term TERM INT
 trap on_time_limit USR1
@@ -122,15 +123,13 @@ agent_pid=""
 mh_llm_unwatch_server_job
 # the agent's last lines are out before ours (bounded: a leftover process may hold the pipe)
 mh_wait_exit 10 "${filters[@]}"
-status=finished
-(( rc == 0 )) || status=failed
-(( rc == 124 )) && status=timeout
-"$MH_CLI" run finish "$run" --status "$status" --exit-code "$rc" --agent-secs-used "$(agent_used)" \
-    ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}
-mh_log "agent exited with code $rc ($status)"
-if (( MH_LLM_SERVER_GONE )); then
-    mh_llm_record_death "$run" "" "the LLM server job $MH_LLM_SERVER_JOB ended before the agent did: the agent was stopped"
-    (( rc != 0 )) || rc=1
-fi
+# The status comes from the exit code (`run finish`); an LLM server job that ended under the agent
+# (LLM_BASE_URL=auto:) fails the attempt whatever the agent did.
+llm_gone=()
+(( ! MH_LLM_SERVER_GONE )) || llm_gone=(--llm-job-ended "$MH_LLM_SERVER_JOB")
+finish_out=$("$MH_CLI" run finish "$run" --exit-code "$rc" --agent-secs-used "$(agent_used)" "${llm_gone[@]}" \
+    ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"})
+eval "$finish_out"
+mh_log "agent exited with code $rc ($MH_STATUS)"
 mh_print_outro "$run"
-exit "$rc"
+exit "$MH_EXIT"

@@ -34,7 +34,6 @@ mh_setup "$comp" GRADING_SIF AGENT_SIF
 MH_JOB_ID=$(mh_job_id)
 export MH_JOB_ID
 state=$MH_STATE_BASE/${comp}_$MH_JOB_ID
-run=$OUTPUT_BASE/${MH_GROUP:-$RUN_GROUP}/${comp}_$MH_JOB_ID
 # This job's cost goes into the run's metadata at its end, unless a sweep task around it owns it.
 mh_cost_owner hetjob
 if mh_in_hetjob_batch; then cost_components=grading,agent; else cost_components='agent+grading'; fi
@@ -57,7 +56,7 @@ cleanup() {
     mh_llm_stop_job_server || true  # LLM_BASE_URL=job: the LLM server step (lib/llm.sh)
 }
 # The cost first: a signal's end may be cut short by Slurm's KILL while the servers stop.
-trap 'mh_record_cost hetjob "$run" "$cost_components"; cleanup' EXIT
+trap 'mh_record_cost hetjob "$cost_components" --competition "$comp"; cleanup' EXIT
 trap 'mh_log "stop requested"; exit 143' TERM INT
 # A requeued run has the same id: never read the URL its previous attempt left behind.
 rm -f "$state/url"
@@ -80,16 +79,21 @@ if ! kill -0 "$server_pid" 2>/dev/null; then
     wait "$server_pid" || server_rc=$?
     server_pid=""
     mh_log "ERROR: the grading server exited during the run with code $server_rc: see its lines above"
-    mh_record_server_death "$run" "$server_rc" "$state"
+    died=$("$MH_CLI" run died --competition "$comp" --which grading --exit-code "$server_rc" --state-dir "$state" \
+        ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}) || died=MH_SERVER_DEATH=none
+    eval "$died"
     # Killed by the agent's own uploads: the attempt stands as the agent left it, exit code included.
     [[ $MH_SERVER_DEATH == agent ]] || (( rc != 0 )) || rc=1
 fi
 if ! mh_llm_stop_job_server; then
-    mh_llm_record_death "$run" "$MH_LLM_DIED_RC"
+    code=()
+    [[ ! $MH_LLM_DIED_RC =~ ^[0-9]+$ ]] || code=(--exit-code "$MH_LLM_DIED_RC")
+    "$MH_CLI" run died --competition "$comp" --which llm "${code[@]}" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} \
+        >/dev/null || true
     (( rc != 0 )) || rc=1
 fi
 mh_log "agent exited with code $rc; stopping the grading server"
 cleanup
-# The job output ends with where the results are and how to grade them.
-mh_print_outro "$run"
+# The job output ends with where the results are and how to grade them (`run start` noted the run).
+[[ ! -s $state/run_dir ]] || mh_print_outro "$(head -n1 "$state/run_dir")"
 exit "$rc"

@@ -36,19 +36,23 @@ group=${2:-}
 [[ -f $tasks && -n $group ]] || mh_die "usage: sbatch --array=... scripts_hpc/slurm_sweep_task.sh <tasks.tsv> <group> (use submit_sweep.sh)"
 index=${SLURM_ARRAY_TASK_ID:-${MH_TASK_INDEX:-}}
 [[ $index =~ ^[0-9]+$ ]] || mh_die "no array index: run through sbatch --array or set MH_TASK_INDEX"
-IFS=$'\t' read -r _ comp seed agent < <(awk -F'\t' -v i="$index" '$1 == i { print; exit }' "$tasks") || true
-[[ -n ${comp:-} && -n ${seed:-} ]] || mh_die "task $index is not in $tasks"
-# Before the config is read: the environment's AGENT_ID wins over the file's, here and in the pair.
-[[ -n ${agent:-} ]] && export AGENT_ID=$agent
-mh_init
-mh_load_config
-MH_GROUP=$group
-MH_SEED=$seed
 # The same id (and so the same run dir) after a requeue: array job id + index, not the task's own id.
 if [[ -n ${SLURM_ARRAY_JOB_ID:-} ]]; then MH_JOB_ID=${SLURM_ARRAY_JOB_ID}_$index; else MH_JOB_ID=$(mh_job_id)_$index; fi
-# This attempt's number: once a later attempt owns the run dir, this one's writes are dropped (mh_meta).
+# This attempt's number: once a later attempt owns the run dir, this one's writes are dropped.
 MH_ATTEMPT=${SLURM_RESTART_COUNT:-0}
-export MH_GROUP MH_SEED MH_JOB_ID MH_ATTEMPT
+export MH_JOB_ID MH_ATTEMPT
+mh_init
+# The task's row, the config checked for its pair (the pair's steps inherit it), the run dir and the
+# record of this attempt's start: one Python start (`run prepare`), its values as shell assignments.
+prepared=$("$MH_CLI" run prepare "$tasks" "$group" --index "$index" --job-id "$MH_JOB_ID" \
+    --runtime "$(mh_runtime)" --attempt "$MH_ATTEMPT") || exit 2
+eval "$prepared"
+comp=$MH_COMP
+run=$MH_RUN
+if [[ -n $MH_SKIP ]]; then
+    mh_log "sweep task $index: $MH_SKIP"
+    exit 0
+fi
 # The task's allocation holds the server, the agent (and an LLM server of this job): its cost is the run's.
 mh_cost_owner sweep
 cost_components='agent+grading'
@@ -57,45 +61,17 @@ max_requeues=${MH_MAX_REQUEUES:-5}
 
 slurm_task=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_$index}
 slurm_task=${slurm_task:-${SLURM_JOB_ID:-}}
-
-run=$(mh_make_run_dir "$comp" "$MH_JOB_ID")
-# "with a submission" = the host collected one when the agent ended (never the agent's own dir)
-mh_run_read "$run" status submission_exists
-prev=${MH_META_status:-}
-if [[ $prev == finished || $prev == failed || $prev == timeout ]] && [[ ${MH_META_submission_exists:-} == true ]]; then
-    # requeued (e.g. preempted) after the agent had already finished: nothing left to do
-    mh_log "sweep task $index: $run already finished ($prev): not running it again"
-    exit 0
-fi
-# Written before the pair starts, so that a task that fails early still counts as a failed run of
-# its agent.
-# A requeued attempt starts a clean end: an earlier attempt's failure or Slurm end is not its own.
-mh_meta "$run" --set competition_id="$comp" --set seed="$seed" --set group="$group" --set agent_id="$AGENT_ID" \
-    --set sweep_array_job_id="${SLURM_ARRAY_JOB_ID:-}" --set sweep_task_index="$index" \
-    --set sweep_task_job_id="${SLURM_JOB_ID:-}" --set status=starting --set attempt_start="$(mh_now)" \
-    --set slurm_cluster="${SLURM_CLUSTER_NAME:-}" --set-json failure=null --set-json slurm_end=null \
-    --set-json slurm_restart_count="$MH_ATTEMPT"
-mh_log "sweep task $index: agent $AGENT_ID, $comp seed $seed, run directory $run (restart ${SLURM_RESTART_COUNT:-0})"
+mh_log "sweep task $index: agent $AGENT_ID, $comp seed $MH_SEED, run directory $run (restart $MH_ATTEMPT)"
 
 pair_pid=""
 requeueing=0
 stop_pair() { mh_stop_group "$pair_pid" 20; }
-record_cost() { mh_record_cost sweep "$run" "$cost_components"; }
-mark_requeued() {
-    local n status
-    mh_run_read "$run" status requeue_count
-    status=${MH_META_status:-}
-    # an agent that already exited keeps its verdict (a requeued rerun then skips it, below)
-    [[ $status == finished || $status == failed || $status == timeout ]] && return 0
-    n=${MH_META_requeue_count:-}
-    [[ $n =~ ^[0-9]+$ ]] || n=0
-    mh_meta "$run" --set status=requeued --set end="$(mh_now)" --set-json requeue_count="$((n + 1))"
-}
+record_cost() { mh_record_cost sweep "$cost_components" "$run"; }
+# an agent that already exited keeps its verdict (a requeued rerun then skips it: `run prepare`)
+mark_requeued() { "$MH_CLI" run requeued "$run" --attempt "$MH_ATTEMPT" || true; }
 on_usr1() {
-    local n
-    n=$(mh_sweep_requeue_count "$run")
-    if (( n >= max_requeues )); then
-        mh_log "time limit near, but this run was requeued $n times already (limit $max_requeues): letting it end"
+    if (( MH_REQUEUES >= max_requeues )); then
+        mh_log "time limit near, but this run was requeued $MH_REQUEUES times already (limit $max_requeues): letting it end"
         return 0
     fi
     mh_log "time limit near (USR1): stopping the agent and requeueing into $run"
@@ -139,10 +115,8 @@ while :; do
     kill -0 "$pair_pid" 2>/dev/null || break
 done
 pair_pid=""
-mh_run_read "$run" status
-if [[ ${MH_META_status:-} == starting ]]; then
-    # The pair failed before the agent started (server, discovery, readiness): a failed run.
-    mh_meta "$run" --set status=failed --set end="$(mh_now)" --set exit_code="$rc" --set submission_exists=false
-fi
-mh_log "sweep task $index ($comp seed $seed) ended with code $rc"
+# A pair that failed before its agent started (server, discovery, readiness) is a failed run; the
+# agent recorded its own end otherwise (and a pair that exited 0 had its agent finish).
+(( rc == 0 )) || "$MH_CLI" run ended "$run" --exit-code "$rc" --attempt "$MH_ATTEMPT" || true
+mh_log "sweep task $index ($comp seed $MH_SEED) ended with code $rc"
 exit "$rc"

@@ -22,7 +22,6 @@ COMMANDS: dict[str, str] = {
     "llm-watch": "mlebench_hpc.llm.endpoint:llm_watch_cmd",
     "llm-proxy": "mlebench_hpc.llm.proxy:llm_proxy_cmd",
     "check-config": "mlebench_hpc.config:check_config_cmd",
-    "run-metadata": "mlebench_hpc.run.store:run_metadata_cmd",
     "run": "mlebench_hpc.run.phases:run_cmd",
     "slurm-restarts": "mlebench_hpc.slurm.query:slurm_restarts_cmd",
     "slurm-step": "mlebench_hpc.slurm.query:slurm_step_cmd",

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # mlebench-hpc: the LLM endpoint of agents that use one (AIDE) and the LLM server (issue 10).
-# Sourced by scripts_hpc/lib.sh after the other lib/*.sh (uses mh_log, mh_die, mh_runtime, mh_meta,
+# Sourced by scripts_hpc/lib.sh after the other lib/*.sh (uses mh_log, mh_die, mh_runtime,
 # mh_stop_pid, mh_stop_step and mh_in_hetjob_batch). Config keys: LLM_BASE_URL (http(s)://host:port/v1, auto:<jobid>
 # of an LLM server job, or `job`: this job starts the server as a step), LLM_MODEL,
 # LLM_API_KEY_FILE, LLM_SIF, LLM_MODEL_DIR, LLM_CMD, LLM_READY_TIMEOUT.
@@ -78,13 +78,6 @@ mh_llm_release() {
     mh_stop_pid "${MH_LLM_SERVER_WATCH_PID:-}"
     MH_LLM_SERVER_WATCH_PID=""
     rm -f "${MH_LLM_KEY_FILE:-}" "${MH_LLM_ENV:-}"
-}
-
-# The endpoint in the run's metadata.json (never the key). Arg: run_dir
-mh_llm_meta() {
-    [[ -n ${MH_LLM_URL:-} ]] || return 0
-    mh_meta "$1" --set llm_base_url="$MH_LLM_URL" --set llm_model="$LLM_MODEL" \
-        --set llm_base_url_config="$LLM_BASE_URL"
 }
 
 # The agent's LLM lines of its 0600 env file (mh_agent_env_file): LLM_BASE_URL (resolved),
@@ -224,15 +217,4 @@ mh_llm_stop_job_server() {
         return 1
     fi
     mh_log "LLM server stopped"
-}
-
-# The LLM server died before the agent ended: the agent lost its model, so the attempt failed
-# whatever it wrote (as for a grading server that died). Args: run_dir server_exit_code [reason]
-mh_llm_record_death() {
-    local run=$1 code=$2 reason=${3:-}
-    [[ -f $run/metadata.json ]] || return 0
-    [[ $code =~ ^[0-9]+$ ]] || code=null
-    [[ -n $reason ]] || reason="the LLM server died (exit $code) before the agent ended: the agent lost its model"
-    mh_meta "$run" --set status=failed \
-        --set-json failure="{\"cause\": \"llm_server_died\", \"reason\": \"$reason\", \"server_exit_code\": $code}"
 }

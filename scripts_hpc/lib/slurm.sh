@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Job ids, steps of a heterogeneous job, and the agent's time budget. Slurm state is read only
-# through the Python helpers (mlebench_hpc.slurm.query); the functions here are pure or act on steps.
+# Job ids, steps of a heterogeneous job, and the job's cost. Slurm state is read only through the
+# Python helpers (mlebench_hpc.slurm.query, `run start` for the agent's budget); the functions here
+# are pure or act on steps.
 
 # Job id of this run: Slurm's, else a local one (same code path without Slurm).
 mh_job_id() {
@@ -57,38 +58,6 @@ mh_step_prefix() {
     if mh_in_hetjob_batch; then MH_STEP=(srun --het-group="$1" --ntasks=1 --kill-on-bad-exit=1); fi
 }
 
-# The agent's wall-clock budget: TIME_LIMIT_SECS, cut so that it ends TIME_MARGIN_SECS before
-# Slurm's own limit (time to copy logs and write metadata). Sets MH_AGENT_SECS.
-# A requeued run continues its budget: agent time used by earlier attempts (metadata
-# agent_secs_used, arg 1) is subtracted, so requeues never add up to more than upstream's limit.
-# Pure (no Slurm call): the job's time left comes as squeue prints it (arg 2, from `run start`).
-# Args: used_secs [slurm_time_left]
-mh_agent_budget() {
-    local used=${1:-0} left
-    MH_AGENT_SECS=$(( TIME_LIMIT_SECS - used ))
-    (( used == 0 )) || mh_log "earlier attempts used ${used}s of the ${TIME_LIMIT_SECS}s budget"
-    left=$(mh_slurm_secs "${2:-}")
-    if [[ -n $left ]] && (( left - TIME_MARGIN_SECS < MH_AGENT_SECS )); then
-        MH_AGENT_SECS=$(( left > TIME_MARGIN_SECS * 2 ? left - TIME_MARGIN_SECS : left / 2 ))
-        mh_log "agent budget cut to ${MH_AGENT_SECS}s to end ${TIME_MARGIN_SECS}s before the Slurm limit"
-    fi
-    export MH_AGENT_SECS
-}
-
-# Slurm time ([[D-]HH:]MM:SS) -> seconds; empty for UNLIMITED/unknown.
-mh_slurm_secs() {
-    local t=${1:-} d=0 h=0 m=0 s=0 p=()
-    [[ $t =~ ^([0-9]+-)?[0-9]+(:[0-9]+){0,2}$ ]] || return 0
-    if [[ $t == *-* ]]; then d=${t%%-*}; t=${t#*-}; fi
-    IFS=: read -r -a p <<<"$t"
-    case ${#p[@]} in
-        3) h=${p[0]}; m=${p[1]}; s=${p[2]} ;;
-        2) m=${p[0]}; s=${p[1]} ;;
-        1) s=${p[0]} ;;
-    esac
-    echo $(( 10#$d * 86400 + 10#$h * 3600 + 10#$m * 60 + 10#$s ))
-}
-
 # The cost of the allocation is recorded once, by the outermost script of the job (sweep task,
 # hetjob, or agent job alone): the first to call this owns it. Arg: owner name
 mh_cost_owner() {
@@ -96,21 +65,23 @@ mh_cost_owner() {
     export MH_COST_BY
 }
 
-# At the job's end (also from its signal traps): what the job's allocation cost, into RUN's
+# At the job's end (also from its signal traps): what the job's allocation cost, into the run's
 # metadata.json (`run cost`: scontrol's allocation, the job's cgroup peak on this node). Only the
-# owner's call records, and only under Slurm with a run record; a failure is a warning, never the
-# run's result. A step of a hetjob (OWNER is not the owner) records its own node's peak memory.
-# Args: owner run_dir components (grading,agent+llm: Slurm's order, '+' shares a component)
+# owner's call records, and only under Slurm (a run without a record gets none); a failure is a
+# warning, never the run's result. A step of a hetjob (OWNER is not the owner) records its own
+# node's peak memory. Args: owner components (grading,agent+llm: Slurm's order, '+' shares a
+# component) run... (the run directory, or --competition C for this job's run of C)
 mh_record_cost() {
-    local owner=$1 run=$2 components=$3 job
-    [[ -n ${SLURM_JOB_ID:-} && -f $run/metadata.json ]] || return 0
+    local owner=$1 components=$2 job
+    shift 2
+    [[ -n ${SLURM_JOB_ID:-} ]] || return 0
     # an array task by its array id (its own id is the whole array's for task 0's record)
     job=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID:-}}
     if [[ ${MH_COST_BY:-} == "$owner" ]]; then
-        "$MH_CLI" run cost "$run" --job "${job:-$SLURM_JOB_ID}" --components "$components" \
+        "$MH_CLI" run cost "$@" --job "${job:-$SLURM_JOB_ID}" --components "$components" \
             ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} || mh_log "WARNING: the job's cost was not recorded"
     elif [[ -n ${SLURM_STEP_ID:-} ]]; then
-        "$MH_CLI" run cost "$run" --job "$SLURM_JOB_ID" --peak-of "${components%%+*}" \
+        "$MH_CLI" run cost "$@" --job "$SLURM_JOB_ID" --peak-of "${components%%+*}" \
             ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} || true
     fi
     return 0

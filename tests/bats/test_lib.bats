@@ -21,7 +21,7 @@ setup() {
     STEP_LIMIT=500
     # an argparse variant's command, as `run start` prints it
     MH_AGENT_ARGV=(bash /home/agent/start.sh --max-steps 20 --model "local model")
-    SCRATCH_DIR="" TIME_LIMIT_SECS=86400 TIME_MARGIN_SECS=300 MH_ROOT=$REPO_ROOT
+    SCRATCH_DIR="" MH_ROOT=$REPO_ROOT
     unset MH_AGENT_ENV SLURM_JOB_GPUS SLURM_STEP_GPUS CUDA_VISIBLE_DEVICES MH_CONFIG_CHECKED
     unset SLURM_MEM_PER_NODE SLURM_MEM_PER_NODE_HET_GROUP_0 SLURM_MEM_PER_CPU SLURM_CPUS_ON_NODE
     # Argument handling only: an `apptainer` on PATH so that the runtime is apptainer; never run.
@@ -43,44 +43,6 @@ golden() {
     cat >"$got"
     if [[ ${MH_UPDATE_GOLDEN:-0} == 1 ]]; then cp "$got" "$GOLDEN/$name"; fi
     diff -u "$GOLDEN/$name" "$got"
-}
-
-@test "mh_slurm_secs: every squeue %L form, and nothing for what is not a time" {
-    [ "$(mh_slurm_secs 45)" = 45 ]
-    [ "$(mh_slurm_secs 05:07)" = 307 ]
-    [ "$(mh_slurm_secs 1:00:00)" = 3600 ]
-    [ "$(mh_slurm_secs 08:09:10)" = 29350 ]
-    [ "$(mh_slurm_secs 2-03:04:05)" = $((2 * 86400 + 3 * 3600 + 4 * 60 + 5)) ]
-    [ "$(mh_slurm_secs 1-00:00:00)" = 86400 ]
-    [ -z "$(mh_slurm_secs UNLIMITED)" ]
-    [ -z "$(mh_slurm_secs INVALID)" ]
-    [ -z "$(mh_slurm_secs '')" ]
-    [ -z "$(mh_slurm_secs 1:2:3:4)" ]
-    [ -z "$(mh_slurm_secs -5)" ]
-}
-
-@test "agent budget: the limit, minus earlier attempts, cut to end the margin before Slurm's limit" {
-    mh_agent_budget 0 "" 2>/dev/null
-    [ "$MH_AGENT_SECS" -eq 86400 ]
-    mh_agent_budget 0 UNLIMITED 2>/dev/null
-    [ "$MH_AGENT_SECS" -eq 86400 ]
-    # earlier attempts' agent time is subtracted
-    mh_agent_budget 3600 "" 2>/dev/null
-    [ "$MH_AGENT_SECS" -eq 82800 ]
-    # Slurm ends sooner: end TIME_MARGIN_SECS before it
-    mh_agent_budget 0 10:00:00 2>/dev/null
-    [ "$MH_AGENT_SECS" -eq $((36000 - 300)) ]
-    # Slurm's time is not the bound: the budget stands
-    mh_agent_budget 0 2-00:00:00 2>/dev/null
-    [ "$MH_AGENT_SECS" -eq 86400 ]
-    # less than two margins left: half of what is left, never a negative budget
-    mh_agent_budget 0 08:00 2>/dev/null
-    [ "$MH_AGENT_SECS" -eq 240 ]
-    # all used up: nothing (the job then does not start the agent)
-    mh_agent_budget 86400 "" 2>/dev/null
-    [ "$MH_AGENT_SECS" -eq 0 ]
-    run mh_agent_budget 0 10:00:00
-    [[ $output == *"budget cut to 35700s"* ]]
 }
 
 @test "the grading container command line matches its golden file" {

@@ -73,6 +73,8 @@ with open("/home/logs/llm_key.txt", "w") as f:
     f.write(key or "")
 PY
 env | sed -n 's/^\(LLM_[A-Z_]*\)=.*/\1/p' | sort >/home/logs/llm_env_names.txt
+# $3 = first: the dummy agent's valid submission first, then the sleep (a run that dies with one)
+if [[ ${3:-} == first ]]; then /home/agent/start.sh; sleep "${1:-0}"; exit 0; fi
 sleep "${1:-0}"
 exec /home/agent/start.sh
 AGENT
@@ -85,6 +87,7 @@ AGENT
     probe_variant "$AGENTS" llm/check12 "/opt/llm_agent.sh 4.321 12"
     probe_variant "$AGENTS" llm/chat3 "/opt/llm_agent.sh 0 3"
     probe_variant "$AGENTS" llm/sleep300 "/opt/llm_agent.sh 300"
+    probe_variant "$AGENTS" llm/submit-sleep300 "/opt/llm_agent.sh 300 0 first"
     cat >>"$AGENTS/aide/config.yaml" <<'YAML'
 
 "aide/llm-test":
@@ -330,6 +333,48 @@ SMALL=(--gres=gpu:0 --cpus-per-task=1 --mem=1G --time=15)
     run python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['failure']['cause'])" "$run_dir/metadata.json"
     assert_output llm_server_died
     grep -q 'grading server step ended (exit code 0)' "$T/het-$j.out"
+}
+
+@test "a sweep task whose LLM server dies after the agent submitted: a failed attempt in status, grade and the resume" {
+    local cfg out job g run
+    # the agent writes a valid submission, then waits for a model that dies 12 s after it started
+    cfg=$(config sweepdies "LLM_BASE_URL=job" "AGENT_ID=llm/submit-sleep300" \
+        "LLM_CMD='timeout 12 $STANDIN --model \"\$LLM_MODEL\" --host \"\$LLM_HOST\" --port \"\$LLM_PORT\"'")
+    echo "$COMP" >"$T/sweepdies.txt"
+    # shellcheck disable=SC2034 # read by as_test_user
+    local MH_USER_ENV=(MLEBENCH_HPC_CONFIG="$cfg" MLEBENCH_HPC_RUNTIME=apptainer)
+    sweep() {
+        (cd "$T" && as_test_user bash "$DIR/scripts_hpc/submit_sweep.sh" --competitions "$T/sweepdies.txt" \
+            --seeds 1 --group sweepdies "$@" -- --gres=gpu:1 --cpus-per-task=2 --mem=2G --time=10 --comment="$T")
+    }
+    out=$(sweep --max-parallel 1)
+    job=$(sed -n 's/^submitted array job \([0-9]*\).*/\1/p' <<<"$out")
+    [[ -n $job ]] || { echo "$out"; false; }
+    wait_job "$job" 240
+    g=$T/runs/sweepdies
+    run=$g/${COMP}_${job}_0
+    cat "$g/.sweep/logs/${job}_0.out"
+    grep -q 'ERROR: the LLM server exited during the run with code 124' "$g/.sweep/logs/${job}_0.out"
+    # the record: failed, for the LLM's death, with the submission the agent had made
+    run python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(m['status'], m['submission_exists'], m['failure']['cause'], type(m['seed']).__name__)" "$run/metadata.json"
+    assert_output "failed True llm_server_died int"
+    # status: failed, with why (before, a run with a submission counted as finished)
+    run as_test_user "$CLI" status "$g"
+    echo "$output"
+    assert_line --partial "${job}_0  failed (exit 143, submission present): the LLM server died (exit 124)"
+    assert_line "1 pairs: 1 failed"
+    # grade: a failed attempt, not scored (its submission is valid: the control)
+    run as_test_user "$CLI" grade "$g" --data-dir "$T/data" --no-progress
+    echo "$output"
+    assert_line --partial "$(basename "$run"): failed attempt, not graded: the LLM server died (exit 124)"
+    run python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['competition_reports'][0]; print(r['valid_submission'], r['submission_exists'])" "$g/grading_report.json"
+    assert_output "False True"
+    run as_test_user "$DIR/.venv/bin/python" -c "import sys; from pathlib import Path; from mlebench_hpc.grading import load_competition as load; print(load(sys.argv[1], Path(sys.argv[2])).score(Path(sys.argv[3])) is not None)" "$COMP" "$T/data" "$run/collected/submission.csv"
+    assert_output True
+    # the resume runs the pair again
+    run sweep --dry-run
+    echo "$output"
+    assert_line --regexp "^0	$COMP	0	llm/submit-sleep300$"
 }
 
 @test "llm-ready before the agent: a wrong model or a dead URL is one line, and the agent never starts" {

@@ -211,7 +211,7 @@ def test_registered_in_cli() -> None:
     exe = Path(sys.executable).with_name("mlebench-hpc")
     if not exe.exists():
         pytest.skip("mlebench-hpc entry point not installed in this environment")
-    for name in ("discover-url", "overlay", "wait-ready", "run-metadata"):
+    for name in ("discover-url", "overlay", "wait-ready", "run"):
         res = subprocess.run([str(exe), name, "--help"], capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr[-500:]
 

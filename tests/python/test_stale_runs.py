@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlebench_hpc.run import store
 from mlebench_hpc.run.record import RunRecord, read_run
-from mlebench_hpc.run.store import update_metadata
 from mlebench_hpc.slurm.query import parse_squeue_format
 from mlebench_hpc.sweep import stale as stale_runs
 from mlebench_hpc.sweep.stale import ids_to_ask, record_slurm_ends
@@ -32,15 +32,15 @@ def sweep_run(group: Path, index: int, status: str, **extra: Any) -> RunRecord:
     run = group / f"c_116_{index}"
     meta = {
         "competition_id": "c",
-        "seed": str(index),
+        "seed": index,
         "status": status,
         "sweep_array_job_id": "116",
-        "sweep_task_index": str(index),
+        "sweep_task_index": index,
         "slurm_restart_count": 0,
         "slurm_cluster": "mlebench",
         **extra,
     }
-    update_metadata(run, meta)
+    store.write(run, meta)
     got = read_run(run)
     assert got is not None
     return got
@@ -74,7 +74,7 @@ def test_ended_jobs_are_recorded_with_slurms_words(tmp_path: Path) -> None:
         sweep_run(tmp_path, 1, "running"),  # requeued by Slurm: pending again, not ended
         sweep_run(tmp_path, 2, "running"),  # running
         sweep_run(tmp_path, 3, "starting"),  # its node failed
-        sweep_run(tmp_path, 4, "finished", exit_code="0", submission_exists="true"),  # ended: its own record
+        sweep_run(tmp_path, 4, "finished", exit_code=0, submission_exists=True),  # ended: its own record
     ]
     assert ids_to_ask(runs) == ["116_0", "116_1", "116_2", "116_3"]
     out = record_slurm_ends(runs, records, ["116"], reader="status")
@@ -122,12 +122,12 @@ def test_a_record_that_moved_on_is_not_overwritten(tmp_path: Path) -> None:
     records = parse_squeue_format(SQUEUE)
     seen = sweep_run(tmp_path, 0, "running")  # what the reader read
     # ... then the job's own trap records its end before the reader writes
-    update_metadata(seen.path, {"status": "cancelled", "exit_code": 143})
+    store.write(seen.path, {"status": "cancelled", "exit_code": 143})
     out = record_slurm_ends([seen], records, ["116"], reader="status")[0]
     assert out.status_text == "cancelled" and "slurm_end" not in out.meta
     # ... or a later attempt (requeue) took the run directory over
     seen = sweep_run(tmp_path, 3, "running")
-    update_metadata(seen.path, {"status": "running", "slurm_restart_count": 1})
+    store.write(seen.path, {"status": "running", "slurm_restart_count": 1})
     out = record_slurm_ends([seen], records, ["116"], reader="status")[0]
     assert out.status_text == "running" and "slurm_end" not in out.meta
 
@@ -155,11 +155,9 @@ def test_concurrent_readers_record_once(tmp_path: Path) -> None:
 
 
 def test_hetjob_and_plain_runs(tmp_path: Path) -> None:
-    update_metadata(tmp_path / "het", {"competition_id": "c", "status": "running", "agent_job_id": "120"})
-    update_metadata(
-        tmp_path / "local", {"competition_id": "c", "status": "running", "agent_job_id": "local-1"}
-    )
-    update_metadata(tmp_path / "byhand", {"competition_id": "c", "agent_job_id": "121"})  # no status
+    store.write(tmp_path / "het", {"competition_id": "c", "status": "running", "agent_job_id": "120"})
+    store.write(tmp_path / "local", {"competition_id": "c", "status": "running", "agent_job_id": "local-1"})
+    store.write(tmp_path / "byhand", {"competition_id": "c", "agent_job_id": "121"})  # no status
     runs = [r for r in (read_run(tmp_path / n) for n in ("het", "local", "byhand")) if r is not None]
     assert ids_to_ask(runs) == ["120"]
     het, local, byhand = record_slurm_ends(runs, parse_squeue_format(SQUEUE), ["120"], reader="grade")

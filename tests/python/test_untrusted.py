@@ -194,9 +194,9 @@ def test_grading_uses_the_collected_copy(demo_data: Path, tmp_path: Path) -> Non
     sample = demo_data / COMP / "prepared" / "public" / "sample_submission.csv"
     sub = run / "submission" / "submission.csv"
     sub.write_bytes(sample.read_bytes())
-    from mlebench_hpc.run.store import update_metadata
+    from mlebench_hpc.run import store
 
-    update_metadata(run, collect_record(run))
+    store.write(run, collect_record(run))
     sub.unlink()
     sub.symlink_to(_answers(demo_data))  # changed after the run ended: ignored
     report = grade_run(_spec(run, demo_data)).report.to_dict()
@@ -208,9 +208,9 @@ def test_grading_uses_the_collected_copy(demo_data: Path, tmp_path: Path) -> Non
 def test_a_refusal_recorded_at_collection_stands(demo_data: Path, tmp_path: Path) -> None:
     run = _run(tmp_path)
     (run / "submission" / "submission.csv").symlink_to(_answers(demo_data))
-    from mlebench_hpc.run.store import update_metadata
+    from mlebench_hpc.run import store
 
-    update_metadata(run, collect_record(run))
+    store.write(run, collect_record(run))
     report = grade_run(_spec(run, demo_data)).report.to_dict()
     assert report["submission_exists"] and not report["valid_submission"]
     assert report["error"].startswith("submission refused:") and "symbolic link" in report["error"]

@@ -26,7 +26,7 @@ from mlebench_hpc.config import UPSTREAM_DEFAULT_DATA_DIR
 from mlebench_hpc.grading.messages import one_line
 from mlebench_hpc.printable import printable
 from mlebench_hpc.run.record import METADATA as METADATA_NAME
-from mlebench_hpc.run.record import array_task_id, run_dir_name
+from mlebench_hpc.run.record import RunRecord, array_task_id, run_dir_name
 from mlebench_hpc.untrusted import SUBMISSION_REL
 
 # Directories never holding runs: tools' own trees.
@@ -62,6 +62,8 @@ class RunSpec:
     collected: Any = None
     recorded_data_dir: str | None = None  # the run's metadata.json `data_dir`: reported, never used
     agent_id: str | None = None  # its agent (grade_cli attributes runs that name none)
+    # Why the infrastructure failed this attempt (its grading or LLM server died): not graded.
+    failed_attempt: str | None = None
 
 
 class DirResolver:
@@ -251,6 +253,7 @@ def specs_from_dir(root: Path, dirs: DirResolver, warn: Callable[[str], None]) -
             warn(str(exc))
             continue
         recorded = meta.get("data_dir")
+        record = RunRecord.from_json(run_dir, meta)
         specs.append(
             RunSpec(
                 competition_id=str(meta["competition_id"]).strip(),
@@ -263,6 +266,7 @@ def specs_from_dir(root: Path, dirs: DirResolver, warn: Callable[[str], None]) -
                 collected=meta.get("submission") if isinstance(meta.get("submission"), dict) else None,
                 recorded_data_dir=str(recorded) if recorded else None,
                 agent_id=str(meta.get("agent_id") or "") or None,
+                failed_attempt=record.infrastructure_failure or None,
             )
         )
     return specs

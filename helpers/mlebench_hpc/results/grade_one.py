@@ -183,7 +183,12 @@ def grade_run(spec: RunSpec) -> GradedRun:
         report = _with_thresholds(report, th)
 
         score: float | None = None
-        if not report.submission_exists:
+        if spec.failed_attempt:
+            report = replace(
+                report,
+                error=one_line(f"failed attempt, not graded: {spec.failed_attempt} (a resume runs it again)"),
+            )
+        elif not report.submission_exists:
             sub = spec.submission_path
             what = "is not a .csv file" if _present(sub) else "does not exist"
             report = replace(report, error=f"no submission: {sub} {what}")

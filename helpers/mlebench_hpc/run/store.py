@@ -1,14 +1,16 @@
-"""`mlebench-hpc run-metadata`: create or update RUN_DIR/metadata.json.
+"""The one writer of RUN/metadata.json (the run record: mlebench_hpc.run.record).
 
-Updates merge keys into the existing object under an exclusive lock (a hetjob's components
-may write at the same time) and land atomically (temporary file + os.replace), so a reader
-never sees half a file. `--sha256 key=path` hashes a file by streaming it; the digest is cached
-by (path, size, mtime, inode) under ~/.cache/mlebench-hpc/sha256 so that every job of a sweep
-does not re-read a multi-GB image.
+Every write takes the run directory's exclusive lock (a hetjob's components and a sweep task may
+write at the same time), checks the attempt fence, checks the types of the record's typed fields,
+stamps the schema version and lands atomically (temporary file + os.replace), so a reader never sees
+half a file and a decision made on what was read cannot be overtaken.
 
-`--attempt N` fences a requeued run: an attempt writes only while no later attempt (a higher Slurm
-restart count, `slurm_restart_count`) has taken the run directory over, so the processes of an
-attempt Slurm gave up on (a node that stopped answering) cannot overwrite the next attempt's record."""
+The attempt fence: an attempt (Slurm's restart count, `slurm_restart_count`) writes only while no
+later attempt has taken the run directory over, so the processes of an attempt Slurm gave up on (a
+node that stopped answering) cannot overwrite the next attempt's record.
+
+`sha256_file` hashes a file by streaming it; the digest is cached by (path, size, mtime, inode) under
+~/.cache/mlebench-hpc/sha256 so that every job of a sweep does not re-read a multi-GB image."""
 
 from __future__ import annotations
 
@@ -25,9 +27,11 @@ import click
 
 from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.errors import HelperError
+from mlebench_hpc.run.record import METADATA, SCHEMA_VERSION, FailureCause, RecordError, RunRecord, RunStatus
 
-METADATA = "metadata.json"
 HASH_CHUNK = 4 * 1024 * 1024
+
+Updates = dict[str, Any]
 
 
 def cache_dir() -> Path:
@@ -53,21 +57,54 @@ def sha256_file(path: Path, cache: Path | None = None) -> str:
             digest.update(chunk)
     value = digest.hexdigest()
     with contextlib.suppress(OSError):  # a read-only or full home must not fail the job
-        _atomic_write(entry, json.dumps({**key, "sha256": value}).encode())
+        write_atomic(entry, json.dumps({**key, "sha256": value}).encode(), 0o644)
     return value
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    write_atomic(path, data, 0o644)
+# ---------------------------------------------------------------- the typed fields of a write
+def _int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _split(item: str, option: str) -> tuple[str, str]:
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        raise HelperError(f"{option} {item!r}: expected key=value")
-    return key.strip(), value
+def _optional_int(v: object) -> bool:
+    return v is None or _int(v)
 
 
+def _status(v: object) -> bool:
+    return isinstance(v, str) and RunStatus.parse(v) is not None
+
+
+def _failure(v: object) -> bool:
+    return v is None or (
+        isinstance(v, dict)
+        and FailureCause.parse(v.get("cause")) is not None
+        and isinstance(v.get("reason"), str)
+    )
+
+
+FIELD_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "status": (_status, "a run status (" + ", ".join(s.value for s in RunStatus) + ")"),
+    "seed": (_optional_int, "an integer or null"),
+    "exit_code": (_optional_int, "an integer or null"),
+    "submission_exists": (lambda v: isinstance(v, bool), "true or false"),
+    "failure": (_failure, "null or {cause: a known cause, reason: text}"),
+    "requeue_count": (_int, "an integer"),
+    "slurm_restart_count": (_int, "an integer"),
+    "agent_secs_used": (_int, "an integer"),
+    "time_limit_secs": (_int, "an integer"),
+    "sweep_task_index": (_optional_int, "an integer or null"),
+}
+
+
+def check_updates(updates: Updates) -> None:
+    """The typed fields of a write hold their types: a writer that drifts fails here, not a reader."""
+    for key, value in updates.items():
+        check = FIELD_CHECKS.get(key)
+        if check is not None and not check[0](value):
+            raise HelperError(f"run record: {key}={value!r} is not {check[1]}")
+
+
+# ---------------------------------------------------------------- lock, fence, write
 @contextlib.contextmanager
 def _locked(run_dir: Path) -> Iterator[None]:
     """The run directory's exclusive lock (Linux flock works on directories: no lock file)."""
@@ -80,7 +117,8 @@ def _locked(run_dir: Path) -> Iterator[None]:
         os.close(dir_fd)
 
 
-def _read_current(target: Path) -> dict[str, Any]:
+def _read_current(run_dir: Path) -> Updates:
+    target = run_dir / METADATA
     if not target.is_file():
         return {}
     try:
@@ -89,119 +127,60 @@ def _read_current(target: Path) -> dict[str, Any]:
         raise HelperError(f"{target} is not valid JSON: fix or remove it") from None
     if not isinstance(current, dict):
         raise HelperError(f"{target} does not hold a JSON object: fix or remove it")
+    try:
+        RunRecord.from_json(run_dir, current)  # a newer layout is refused, never rewritten
+    except RecordError as exc:
+        raise HelperError(str(exc)) from None
     return current
 
 
-def update_metadata_if(
-    run_dir: Path,
-    make_updates: Callable[[dict[str, Any]], dict[str, Any] | None],
-) -> dict[str, Any] | None:
-    """Under the run directory's lock: read metadata.json, call make_updates(current), and merge
-    what it returns (None: write nothing). Returns the merged record, or None when nothing was
-    written. Every writer takes this lock, so a decision made on `current` cannot be overtaken."""
-    target = run_dir / METADATA
-    with _locked(run_dir):
-        current = _read_current(target)
-        updates = make_updates(current)
-        if updates is None:
-            return None
-        current.update(updates)
-        _atomic_write(target, (json.dumps(current, indent=2, sort_keys=True) + "\n").encode())
-        return current
-
-
-def update_metadata(run_dir: Path, updates: dict[str, Any]) -> Path:
-    update_metadata_if(run_dir, lambda _current: updates)
-    return run_dir / METADATA
-
-
-def superseded_attempt(current: dict[str, Any], attempt: int) -> int | None:
+def owning_attempt(current: Updates, attempt: int) -> int | None:
     """The restart count of a later attempt that owns the run, or None when ATTEMPT may write."""
-    try:
-        owner = int(current.get("slurm_restart_count", 0))
-    except (TypeError, ValueError):
+    owner = current.get("slurm_restart_count", 0)
+    if not _int(owner):
         return None
     return owner if owner > attempt else None
 
 
-def fenced_update(
-    run_dir: Path, updates: dict[str, Any], attempt: int | None = None, collect: bool = False
-) -> bool:
-    """Merge UPDATES into RUN_DIR/metadata.json (and, with COLLECT, copy and record the submission
-    under the same lock) unless a later attempt than ATTEMPT owns the run: then say so on stderr and
-    write nothing. False when the write was dropped."""
-
-    def merge(current: dict[str, Any]) -> dict[str, Any] | None:
-        owner = superseded_attempt(current, attempt) if attempt is not None else None
+def update(
+    run_dir: Path,
+    make_updates: Callable[[Updates], Updates | None],
+    attempt: int | None = None,
+) -> Updates | None:
+    """Under the run directory's lock: read the record, drop the write when a later attempt than
+    ATTEMPT owns the run (saying so on stderr), call make_updates(current) and merge what it returns
+    (None: write nothing). Returns the merged record, or None when nothing was written."""
+    with _locked(run_dir):
+        current = _read_current(run_dir)
+        owner = owning_attempt(current, attempt) if attempt is not None else None
         if owner is not None:
             click.echo(
-                f"run-metadata: {run_dir} belongs to a later attempt (restart {owner}) than this one "
+                f"run: {run_dir} belongs to a later attempt (restart {owner}) than this one "
                 f"(restart {attempt}): not recorded",
                 err=True,
             )
             return None
-        if collect:  # under the lock: a later attempt's collected copy is never replaced
+        updates = make_updates(current)
+        if updates is None:
+            return None
+        check_updates(updates)
+        current.update(updates)
+        current["schema_version"] = SCHEMA_VERSION
+        body = (json.dumps(current, indent=2, sort_keys=True) + "\n").encode()
+        write_atomic(run_dir / METADATA, body, 0o644)
+        return current
+
+
+def write(run_dir: Path, updates: Updates, attempt: int | None = None, collect: bool = False) -> bool:
+    """Merge UPDATES (and, with COLLECT, copy and record the submission under the same lock: a later
+    attempt's collected copy is never replaced) unless a later attempt owns the run. False when the
+    write was dropped."""
+
+    def merge(_current: Updates) -> Updates:
+        if collect:
             from mlebench_hpc.untrusted import collect_record
 
             return {**collect_record(run_dir), **updates}
         return updates
 
-    return update_metadata_if(run_dir, merge) is not None
-
-
-@click.command("run-metadata")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Store a string; repeatable.")
-@click.option(
-    "--set-json",
-    "set_jsons",
-    multiple=True,
-    metavar="KEY=JSON",
-    help="Store a JSON value (number, list, object, null); repeatable.",
-)
-@click.option(
-    "--sha256",
-    "hashes",
-    multiple=True,
-    metavar="KEY=PATH",
-    help="Store the sha256 of a file (cached by path, size and mtime); repeatable.",
-)
-@click.option(
-    "--collect-submission",
-    is_flag=True,
-    help="Also copy RUN_DIR/submission/submission.csv, never following links, to RUN_DIR/collected/ "
-    "and record it (submission_exists, submission: size, sha256 or why it was refused).",
-)
-@click.option(
-    "--attempt",
-    type=click.IntRange(min=0),
-    help="Write only while no later attempt (a higher slurm_restart_count) owns RUN_DIR; "
-    "else say so and write nothing (exit 0).",
-)
-def run_metadata_cmd(
-    run_dir: Path,
-    sets: tuple[str, ...],
-    set_jsons: tuple[str, ...],
-    hashes: tuple[str, ...],
-    collect_submission: bool,
-    attempt: int | None,
-) -> None:
-    """Create or update RUN_DIR/metadata.json, merging the given keys."""
-    updates: dict[str, Any] = {}
-    for item in sets:
-        key, value = _split(item, "--set")
-        updates[key] = value
-    for item in set_jsons:
-        key, raw = _split(item, "--set-json")
-        try:
-            updates[key] = json.loads(raw)
-        except ValueError as exc:
-            raise HelperError(f"--set-json {key}: not JSON ({exc.msg}); quote strings: '\"x\"'") from None
-    for item in hashes:
-        key, raw = _split(item, "--sha256")
-        path = Path(raw)
-        if not path.is_file():
-            raise HelperError(f"--sha256 {key}: {raw} is not a file")
-        updates[key] = sha256_file(path)
-
-    fenced_update(run_dir, updates, attempt, collect_submission)
+    return update(run_dir, merge, attempt) is not None

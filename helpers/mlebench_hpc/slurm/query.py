@@ -344,6 +344,23 @@ def time_left(job_id: str) -> str | None:
     return lines[0] if lines else None
 
 
+_SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+def slurm_secs(text: str | None) -> int | None:
+    """Slurm's `[[D-]HH:]MM:SS` (squeue %L, sbatch --time) in seconds; None for UNLIMITED, unknown,
+    or what is not such a time."""
+    m = _SLURM_TIME.match((text or "").strip())
+    if not m:
+        return None
+    days, *parts = m.groups()
+    nums = [int(p) for p in parts if p is not None]
+    if days is not None and len(nums) == 1:  # D-HH
+        nums = [nums[0], 0, 0]
+    h, mi, s = ([0, 0] + nums)[-3:] if len(nums) < 3 else nums
+    return int(days or 0) * 86400 + h * 3600 + mi * 60 + s
+
+
 def step_id(job_id: str, name: str) -> str | None:
     """The id (JOBID.STEP) of JOB_ID's first running step named NAME, or None (no such step, or
     Slurm cannot be asked)."""

@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
+from mlebench_hpc.run import store
 from mlebench_hpc.run.record import NOT_ENDED, RunRecord, RunStatus, read_run, status_after_slurm_end
-from mlebench_hpc.run.store import update_metadata_if
 from mlebench_hpc.slurm.query import JobRecord, cluster_name, job_records
 
 
@@ -119,7 +119,7 @@ def record_slurm_ends(
                 out.append(run)
                 continue
         updates = end_updates(run, rec, reader, job)
-        written = update_metadata_if(
+        written = store.update(
             run.path, lambda cur, r=run, u=updates: u if _still_as_judged(cur, r) else None
         )
         out.append(
