@@ -11,7 +11,7 @@ import click
 # name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
     "prepare-demo": "mlebench_hpc.demo:prepare_demo_cmd",
-    "serve": "mlebench_hpc.server.app:serve_cmd",
+    "serve": "mlebench_hpc.server.main:serve_cmd",
     "grade": "mlebench_hpc.results.grade_cli:grade_cmd",
     "aggregate": "mlebench_hpc.results.aggregate_cli:aggregate_cmd",
     "discover-url": "mlebench_hpc.run.discovery:discover_url_cmd",

@@ -193,7 +193,7 @@ mh_integrity_check() {
     local comp=$1 run=$2 url=$3 runtime
     runtime=$(mh_runtime)
     if [[ $runtime != apptainer ]]; then
-        "$MH_CLI" run check "$run" --no-container --budget-secs "$MH_AGENT_SECS" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}
+        "$MH_CLI" run check "$run" --no-container ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}
         return 0
     fi
     local checker ctr=/.mlebench-hpc-check/integrity-check noenv
@@ -233,7 +233,7 @@ mh_integrity_check() {
     env "$canary=leak" timeout 120 "${MH_SWAPPED[@]}" >"$outfile" 2>"$errfile" || rc=$?
     rmdir "$noenv" 2>/dev/null || true
     local verdict=0
-    "$MH_CLI" run check "$run" --budget-secs "$MH_AGENT_SECS" --output "$outfile" --stderr "$errfile" \
+    "$MH_CLI" run check "$run" --output "$outfile" --stderr "$errfile" \
         --checker "$checker" \
         --rc "$rc" --apptainer-version "$version" --url "$url" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} \
         "${MH_AGENT_FLAGS[@]/#/--flag=}" "${MH_BINDS[@]/#/--bind=}" || verdict=$?

@@ -60,13 +60,13 @@ def test_check_records_a_passed_integrity_check_with_flags_binds_and_budget(
     out.write_text('{"ok": true, "paths": []}\n')
     err.write_text("a warning\n")
     proc = cli(
-        "check", str(run), "--budget-secs", "3600", "--output", str(out), "--stderr", str(err),
+        "check", str(run), "--output", str(out), "--stderr", str(err),
         "--apptainer-version", "apptainer version 1.4.5", "--url", "http://n:1",
         "--flag=--contain", "--flag=--workdir", "--flag=/s", "--bind=/d:/home/data:ro",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     m = meta(run)
-    assert m["agent_budget_secs"] == 3600 and m["apptainer_flags"] == ["--contain", "--workdir", "/s"]
+    assert m["apptainer_flags"] == ["--contain", "--workdir", "/s"]
     rec = m["integrity"]
     assert (
         rec["ok"] is True
@@ -91,7 +91,7 @@ def test_check_records_a_passed_integrity_check_with_flags_binds_and_budget(
 def test_check_fails_on_a_failed_or_unreadable_check(run: Path, tmp_path: Path, output: str) -> None:
     out = tmp_path / "out"
     out.write_text(output)
-    proc = cli("check", str(run), "--budget-secs", "10", "--output", str(out), "--rc", "3")
+    proc = cli("check", str(run), "--output", str(out), "--rc", "3")
     assert proc.returncode == 1
     rec = meta(run)["integrity"]
     assert rec["ok"] is False
@@ -101,7 +101,7 @@ def test_check_fails_on_a_failed_or_unreadable_check(run: Path, tmp_path: Path, 
 
 
 def test_check_without_a_container_records_no_isolation(run: Path) -> None:
-    proc = cli("check", str(run), "--budget-secs", "10", "--no-container")
+    proc = cli("check", str(run), "--no-container")
     assert proc.returncode == 0, proc.stderr
     assert meta(run)["integrity"] == {"ok": False, "runtime": "none", "reason": "no container: no isolation"}
 
@@ -361,7 +361,7 @@ def test_start_finds_the_token_makes_the_run_records_and_overlays(
     assert (m["status"], m["competition_id"], m["agent_job_id"], m["grading_server_url"]) == (
         "running", "demo-diabetes", "99", url,
     )  # fmt: skip
-    assert m["time_limit_secs"] == 600 and m["runtime"] == "none"
+    assert m["time_limit_secs"] == 600 and m["agent_budget_secs"] == 600 and m["runtime"] == "none"
     assert m["agent_id"] == "dummy" and m["agent_argv"] == ["bash", "/home/agent/start.sh"]
     assert (run / ".agent-root/home/agent/start.sh").is_file()  # the agent's dir as its image holds it
     overlays = (run / "overlay" / "overlays.tsv").read_text()

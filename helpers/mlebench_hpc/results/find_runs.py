@@ -57,7 +57,7 @@ class RunSpec:
     data_dir: Path
     mlebench_dir: Path | None = None
     run_dir: Path | None = None
-    seed: Any = None
+    seed: int | str | None = None
     isolation: Any = None
     collected: Any = None
     recorded_data_dir: str | None = None  # the run's metadata.json `data_dir`: reported, never used
@@ -231,15 +231,17 @@ def _read_metadata(run_dir: Path) -> dict[str, Any]:
     return data
 
 
-def normalize_seed(seed: Any) -> Any:
-    """The scripts record seeds as strings ("" outside a sweep): "" -> None, "3" -> 3."""
-    if isinstance(seed, str):
-        seed = seed.strip()
-        if not seed:
-            return None
-        if seed.lstrip("-").isdigit():
-            return int(seed)
-    return seed
+def normalize_seed(seed: object) -> int | str | None:
+    """A submissions file's seed as the report holds it: "" or none -> None, "3" or 3 -> 3, any other
+    value as its text (upstream's file has no seed; a user's own labels are kept)."""
+    if seed is None or isinstance(seed, bool):
+        return None if seed is None else str(seed)
+    if isinstance(seed, int):
+        return seed
+    text = str(seed).strip()
+    if not text:
+        return None
+    return int(text) if text.lstrip("-").isdigit() else text
 
 
 def specs_from_dir(root: Path, dirs: DirResolver, warn: Callable[[str], None]) -> list[RunSpec]:
@@ -261,7 +263,7 @@ def specs_from_dir(root: Path, dirs: DirResolver, warn: Callable[[str], None]) -
                 data_dir=dirs.data_dir(),
                 mlebench_dir=dirs.mlebench_dir(),
                 run_dir=run_dir,
-                seed=normalize_seed(meta.get("seed")),
+                seed=record.seed,
                 isolation=meta.get("integrity"),
                 collected=meta.get("submission") if isinstance(meta.get("submission"), dict) else None,
                 recorded_data_dir=str(recorded) if recorded else None,

@@ -108,7 +108,7 @@ class CompetitionReport:
     grading_backend_version: str | None = None
     thresholds_source: str | None = None  # the leaderboard file, or "unknown"
     run_dir: str | None = None
-    seed: Any = None  # an int in a sweep; whatever a submissions file said otherwise
+    seed: int | str | None = None  # an int in a sweep; a submissions file's own label otherwise
     error: str | None = None  # one line: why there is no score, or what else went wrong
     isolation: Any = None  # the run's integrity record (metadata.json `integrity`)
     submission_sha256: str | None = None

@@ -218,6 +218,10 @@ def start_cmd(
         **agent.record(),
         "agent_argv": agent.argv(),
     }
+    used = used_before if isinstance(used_before, int) and used_before >= 0 else 0
+    left = slurm_query.time_left(env("SLURM_JOB_ID")) if env("SLURM_JOB_ID") else None
+    secs, notes = agent_budget(time_limit, used, slurm_query.slurm_secs(left), _int_env("TIME_MARGIN_SECS"))
+    started["agent_budget_secs"] = secs
     if llm_url:
         started.update(llm_base_url=llm_url, llm_base_url_config=env("LLM_BASE_URL"))
     if attempt is not None and store.owning_attempt(before, attempt) is not None:
@@ -244,9 +248,6 @@ def start_cmd(
         raise HelperError(f"{run} belongs to a later attempt of this task: this one stops")
     # beside the env file, in the job's host-only state dir: the hetjob's outro names the run
     write_atomic(env_file.parent / "run_dir", f"{run}\n".encode(), 0o600)
-    used = used_before if isinstance(used_before, int) and used_before >= 0 else 0
-    left = slurm_query.time_left(env("SLURM_JOB_ID")) if env("SLURM_JOB_ID") else None
-    secs, notes = agent_budget(time_limit, used, slurm_query.slurm_secs(left), _int_env("TIME_MARGIN_SECS"))
     for note in notes:
         click.echo(f"[mlebench-hpc {datetime.now().strftime('%H:%M:%S')}] {note}", err=True)
     sys.stdout.write(
@@ -267,7 +268,6 @@ def start_cmd(
 
 @run_cmd.command("check")
 @click.argument("run", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--budget-secs", type=int, required=True, help="The agent's budget for this attempt.")
 @click.option("--no-container", is_flag=True, help="No container: record that there is no isolation.")
 @click.option("--output", "output", type=click.Path(dir_okay=False, path_type=Path), help="Checker stdout.")
 @click.option("--stderr", "stderr", type=click.Path(dir_okay=False, path_type=Path), help="Checker stderr.")
@@ -287,7 +287,6 @@ def start_cmd(
 @click.option("--attempt", type=click.IntRange(min=0), default=None)
 def check_cmd(
     run: Path,
-    budget_secs: int,
     no_container: bool,
     output: Path | None,
     stderr: Path | None,
@@ -300,8 +299,8 @@ def check_cmd(
     attempt: int | None,
 ) -> None:
     """Record the integrity check the agent's container ran (the static checker's output) with the
-    agent's flags and budget in RUN/metadata.json. Exit 0 when it passed, 1 when it did not."""
-    updates: dict[str, Any] = {"agent_budget_secs": budget_secs, "apptainer_flags": list(flags)}
+    agent's flags in RUN/metadata.json. Exit 0 when it passed, 1 when it did not."""
+    updates: dict[str, Any] = {"apptainer_flags": list(flags)}
     if no_container:
         updates["integrity"] = {"ok": False, "runtime": "none", "reason": "no container: no isolation"}
         store.write(run, updates, attempt)
