@@ -182,8 +182,8 @@ mh_checker() {
 }
 
 # Run the integrity checker inside the agent container with exactly the agent's flags and binds just
-# before the agent starts, and store its JSON with the apptainer version, flags, binds and the
-# agent's budget in RUN/metadata.json as `integrity` (`mlebench-hpc run check`). No code of the agent
+# before the agent starts, and store its JSON with the apptainer version, flags and binds in
+# RUN/metadata.json as `integrity` (`mlebench-hpc run check`). No code of the agent
 # image runs: the checker is a static host binary bound read-only after every other bind, and the
 # image's environment scripts (/.singularity.d/env/*.sh, which apptainer runs before any command) are
 # masked by an empty directory, so the image can neither fake the record nor act before the agent.
