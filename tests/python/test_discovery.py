@@ -54,8 +54,8 @@ PLANTED = (
 )
 
 
-def old_rule(path: Path, mark: str = "GRADING_SERVER_URL=") -> str | None:
-    """The rule discovery had: the last URL after MARK anywhere in the file (the control)."""
+def naive_rule(path: Path, mark: str = "GRADING_SERVER_URL=") -> str | None:
+    """The control: the naive rule, the last URL after MARK anywhere in the file."""
     found = re.findall(re.escape(mark) + r"(https?://[^\s'\"<>]+)", path.read_text(errors="replace"))
     return found[-1] if found else None
 
@@ -63,7 +63,7 @@ def old_rule(path: Path, mark: str = "GRADING_SERVER_URL=") -> str | None:
 def test_the_servers_own_line_counts_not_what_clients_planted_after_it(tmp_path: Path) -> None:
     out = write(tmp_path / "job.out", "[mlebench-hpc 10:00:00] grading server for c\n" + REAL + PLANTED)
     assert server_url_in_file(out) == "http://node1:40001"
-    assert old_rule(out) == "http://evil:2"  # control: the old rule took the agent's line
+    assert naive_rule(out) == "http://evil:2"  # control: the naive rule takes the agent's line
 
 
 def test_only_a_whole_line_of_mark_and_url_counts(tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_llm_mark_the_jobs_echo_not_a_request_log(tmp_path: Path) -> None:
         "LLM_SERVER_URL=http://evil:2/v1\n",
     )
     assert server_url_in_file(out, "LLM_SERVER_URL=") == "http://gpu1:8000/v1"
-    assert old_rule(out, "LLM_SERVER_URL=") == "http://evil:2/v1"
+    assert naive_rule(out, "LLM_SERVER_URL=") == "http://evil:2/v1"
 
 
 def _job(tmp_path: Path, restarts: str = "0") -> JobInfo:
@@ -205,7 +205,7 @@ def test_real_server_log_holds_no_line_a_client_could_make_count(tmp_path: Path)
         errors="replace"
     )  # the paths were logged (cheroot refuses odd methods)
     assert server_url_in_file(log) == url
-    assert "evil" in (old_rule(log) or "")  # control: the old rule took a client's line
+    assert "evil" in (naive_rule(log) or "")  # control: the naive rule takes a client's line
     lines = text.split(b"\n")
     assert not [ln for ln in lines if ln.startswith(b"GRADING_SERVER_URL=") and b"evil" in ln]
     assert b"\r" not in text and b"\x1b" not in text  # nothing a client sent redraws the log
