@@ -175,7 +175,7 @@ class ServerJob:
     check: Callable[[str, JobInfo, list[str]], None]  # (id, job, its ids): HelperError, serves another
     url_instead: str  # what to pass instead of auto:JOBID where there is no Slurm
     start_one: str  # how to start one, for when it has ended
-    more_time: str  # what to do when it did not come up in time
+    more_time: str  # what to do when it did not come up in time ({job}: its id)
     caller: str  # prefix of the progress lines on stderr
     gone_hint: Callable[[str], str] = _no_hint  # why Slurm may have forgotten the job
 
@@ -235,14 +235,16 @@ def resolve_auto(job_id: str, server: ServerJob, timeout: float) -> str:
                 return url
             waiting = f"job {job_id} is {state} but has not published its URL yet (output {out})"
             if restarted(job):
+                file = server.url_file(job_id.split("+")[0])
                 waiting = (
-                    f"job {job_id} was restarted by Slurm and has not written its URL file yet (its "
-                    "output may hold an earlier start's URL, so only the file counts)"
+                    f"job {job_id} was restarted by Slurm and has no URL file{f' {file}' if file else ''} "
+                    "yet (its output may hold an earlier start's URL, so only the file counts)"
                 )
         now = time.monotonic()
         if now >= deadline:
             raise HelperError(
-                f"gave up after {timeout:.0f}s: {waiting}; {server.more_time} or look at squeue -j {job_id}"
+                f"gave up after {timeout:.0f}s: {waiting}; look at squeue -j {job_id}, and "
+                + server.more_time.format(job=job_id)
             )
         if now >= next_progress:
             click.echo(f"{server.caller}: waiting {now - start:.0f}s/{timeout:.0f}s: {waiting}", err=True)
@@ -280,8 +282,8 @@ def grading_server(competition: str, state_dir: Path | None) -> ServerJob:
         check=check,
         url_instead="the grading server's URL (http://host:port)",
         start_one=f"sbatch scripts_hpc/slurm_grading_server.sh {competition}",
-        more_time="submit the agent job with --dependency=after:<grading job id> so that it starts "
-        "once the grading job runs,",
+        more_time="submit the agent job with --dependency=after:{job}, so that it starts once the grading "
+        "job runs",
         caller="run start",
         gone_hint=gone_hint,
     )
