@@ -1,5 +1,5 @@
 """The one `mlebench-hpc` command. Sub-commands live in their own modules and are imported
-lazily, so `mlebench-hpc discover-url` in an sbatch script does not pay for pandas."""
+lazily, so `mlebench-hpc run start` in an sbatch script does not pay for pandas."""
 
 from __future__ import annotations
 
@@ -14,14 +14,11 @@ COMMANDS: dict[str, str] = {
     "serve": "mlebench_hpc.server.main:serve_cmd",
     "grade": "mlebench_hpc.results.grade_cli:grade_cmd",
     "aggregate": "mlebench_hpc.results.aggregate_cli:aggregate_cmd",
-    "discover-url": "mlebench_hpc.run.discovery:discover_url_cmd",
     "overlay": "mlebench_hpc.run.overlay:overlay_cmd",
-    "wait-ready": "mlebench_hpc.run.readiness:wait_ready_cmd",
-    "config": "mlebench_hpc.config:check_config_cmd",
+    "config": "mlebench_hpc.config:config_cmd",
     "llm-ready": "mlebench_hpc.llm.endpoint:llm_ready_cmd",
     "llm-watch": "mlebench_hpc.llm.endpoint:llm_watch_cmd",
     "llm-proxy": "mlebench_hpc.llm.proxy:llm_proxy_cmd",
-    "check-config": "mlebench_hpc.config:check_config_cmd",
     "run": "mlebench_hpc.run.phases:run_cmd",
     "slurm-restarts": "mlebench_hpc.slurm.query:slurm_restarts_cmd",
     "slurm-step": "mlebench_hpc.slurm.query:slurm_step_cmd",

@@ -441,7 +441,7 @@ def problems_with(
 @click.option("--shell", "as_shell", is_flag=True, help="Print every key as bash assignments (for eval).")
 @click.option("--print-path", is_flag=True, help="Print the config path in force and exit.")
 @click.option("--defaults-ok", is_flag=True, help="Without a config file, use the defaults (make sif).")
-def check_config_cmd(
+def config_cmd(
     config_path: str | None,
     competitions: tuple[str, ...],
     need: tuple[str, ...],

@@ -2,7 +2,7 @@
 
 One line per check, `PASS`, `WARN` or `FAIL`, and for every failure the fix on the same line.
 Exit status 1 when any check FAILs. Nothing here changes the machine: it reads files, asks
-`apptainer --version`/`buildcfg` and `sinfo`, and hashes the images (cached like run-metadata)."""
+`apptainer --version`/`buildcfg` and `sinfo`, and hashes the images (cached as the runs' are)."""
 
 from __future__ import annotations
 

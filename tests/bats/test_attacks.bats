@@ -331,6 +331,16 @@ assert_forgery_refused() {
     [[ $forged == "$perfect" ]]
 }
 
+# The grading server's URL for auto:JOB as `run start` finds it (resolve_spec), as the test user
+# with the user's checkout. Args: job state_dir
+user_resolve() {
+    local code='import sys
+from pathlib import Path
+from mlebench_hpc.run.discovery import resolve_spec
+print(resolve_spec(sys.argv[1], sys.argv[2], 60.0, Path(sys.argv[3])))'
+    as_test_user "$DIR/.venv/bin/python" -c "$code" "auto:$1" "$COMP" "$2"
+}
+
 # First: the forging job must still run when its test asks discovery about it.
 @test "a forged URL line in the job output: auto:JOBID finds the server's own line (control: the old last-line rule takes the agent's)" {
     local job out run url
@@ -356,11 +366,11 @@ assert_forgery_refused() {
     mkdir -p "$T/no-state"
     (( EUID == 0 )) && chown "$TEST_USER:" "$T/no-state"
     [[ $(job_state "$job") == RUNNING ]]
-    run as_test_user "$UCLI" discover-url "auto:$job" --competition "$COMP" --state-dir "$T/no-state" --timeout 60
+    run user_resolve "$job" "$T/no-state"
     assert_success
     assert_output "$url"
     # and from the URL file, the same
-    run as_test_user "$UCLI" discover-url "auto:$job" --competition "$COMP" --state-dir "$T/runs/.state" --timeout 60
+    run user_resolve "$job" "$T/runs/.state"
     assert_success
     assert_output "$url"
     scancel "$job"

@@ -1,4 +1,4 @@
-"""The one config file: where it is found, how it is parsed, what check-config refuses."""
+"""The one config file: where it is found, how it is parsed, what `mlebench-hpc config` refuses."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from mlebench_hpc.config import ConfigError, check_config_cmd, find_config_path, load_config
+from mlebench_hpc.config import ConfigError, config_cmd, find_config_path, load_config
 
 
 def test_found_via_env_then_cwd_then_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,17 +67,17 @@ def test_example_config_shows_every_key_with_its_one_default(tmp_path: Path) -> 
     assert set(load_config(uncommented)) == set(shown)
 
 
-def test_check_config_reports_each_problem_on_one_line(tmp_path: Path) -> None:
+def test_config_reports_each_problem_on_one_line(tmp_path: Path) -> None:
     data = tmp_path / "data"
     (data / "ready/prepared/public").mkdir(parents=True)
     (data / "ready/prepared/private").mkdir(parents=True)
     cfg = tmp_path / "c.env"
     cfg.write_text(f'DATA_DIR="{data}"\nGRADING_SIF="{tmp_path}/missing.sif"\n')
     runner = CliRunner()
-    ok = runner.invoke(check_config_cmd, ["--config", str(cfg), "--competition", "ready"])
+    ok = runner.invoke(config_cmd, ["--config", str(cfg), "--competition", "ready"])
     assert ok.exit_code == 0, ok.output
     bad = runner.invoke(
-        check_config_cmd,
+        config_cmd,
         ["--config", str(cfg), "--competition", "ready", "--competition", "nope", "--need", "GRADING_SIF"],
     )
     assert bad.exit_code == 2
@@ -87,10 +87,10 @@ def test_check_config_reports_each_problem_on_one_line(tmp_path: Path) -> None:
     assert any("nope is not prepared" in line for line in lines)
 
 
-def test_check_config_missing_data_dir(tmp_path: Path) -> None:
+def test_config_missing_data_dir(tmp_path: Path) -> None:
     cfg = tmp_path / "c.env"
     cfg.write_text(f'DATA_DIR="{tmp_path}/none"\n')
-    res = CliRunner().invoke(check_config_cmd, ["--config", str(cfg), "--competition", "a"])
+    res = CliRunner().invoke(config_cmd, ["--config", str(cfg), "--competition", "a"])
     assert res.exit_code == 2
     assert "does not exist" in res.output and len(res.output.strip().splitlines()) == 1
 
@@ -119,7 +119,7 @@ def _shell_value(cfg: Path, key: str, env: dict[str, str]) -> str:
     ],
 )
 def test_every_reader_sees_the_same_value(tmp_path: Path, line: str, want: str) -> None:
-    """check-config, the sbatch scripts (bash eval) and grade (resolve) agree, `~` included."""
+    """`config`, the sbatch scripts (bash eval) and grade (resolve) agree, `~` included."""
     import os
 
     home = tmp_path / "home"
@@ -153,7 +153,7 @@ def test_every_reader_sees_the_same_value(tmp_path: Path, line: str, want: str) 
 def test_what_bash_would_run_is_refused_with_one_line(tmp_path: Path, line: str, message: str) -> None:
     cfg = tmp_path / "c.env"
     cfg.write_text(line + "\n")
-    res = CliRunner().invoke(check_config_cmd, ["--config", str(cfg), "--shell"])
+    res = CliRunner().invoke(config_cmd, ["--config", str(cfg), "--shell"])
     assert res.exit_code == 2 and message in res.output
     assert len(res.output.strip().splitlines()) == 1 and "c.env:1" in res.output
 
@@ -180,7 +180,7 @@ def test_slurm_keys_are_not_exported(tmp_path: Path) -> None:
     """srun reads SLURM_PARTITION & co from its environment: a hetjob's steps must not inherit ours."""
     cfg = tmp_path / "c.env"
     cfg.write_text('SLURM_PARTITION="gpu"\nDATA_DIR=/d\n')
-    res = CliRunner().invoke(check_config_cmd, ["--config", str(cfg), "--shell"])
+    res = CliRunner().invoke(config_cmd, ["--config", str(cfg), "--shell"])
     assert res.exit_code == 0
     lines = res.output.splitlines()
     assert "SLURM_PARTITION=gpu" in lines and "export DATA_DIR=/d" in lines

@@ -1,4 +1,5 @@
-"""discover-url: real files, real processes; the Slurm cases submit real jobs to the local cluster."""
+"""URL discovery (`resolve_spec`, the code of `run start`): real files, real processes; the Slurm
+cases submit real jobs to the local cluster."""
 
 from __future__ import annotations
 
@@ -12,21 +13,32 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from mlebench_hpc.cli import main
+from mlebench_hpc.errors import HelperError
+from mlebench_hpc.llm.endpoint import llm_server
 from mlebench_hpc.net import normalize_url
-from mlebench_hpc.run.discovery import SCAN_BYTES, find_url, server_url_in_file
+from mlebench_hpc.run.discovery import (
+    SCAN_BYTES,
+    find_url,
+    grading_server,
+    resolve_auto,
+    resolve_spec,
+    server_url_in_file,
+)
 from mlebench_hpc.slurm.query import JobInfo, parse_scontrol_oneline
 
-RUNNER = (
-    "from mlebench_hpc.run.discovery import discover_url_cmd as c; c(prog_name='mlebench-hpc discover-url')"
-)
+
+def discover(spec: str, competition: str, timeout: float = 600.0, state_dir: Path | None = None) -> str:
+    return resolve_spec(spec, competition, timeout, state_dir)
 
 
-def discover(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", RUNNER, *args], capture_output=True, text=True, timeout=timeout, env=env
-    )
+def refused(spec: str, competition: str, timeout: float = 600.0, state_dir: Path | None = None) -> str:
+    """The one-line message resolve_spec refuses SPEC with."""
+    with pytest.raises(HelperError) as exc:
+        discover(spec, competition, timeout, state_dir)
+    assert exc.value.exit_code == 2 and "\n" not in exc.value.message
+    return exc.value.message
 
 
 def write(path: Path, text: str) -> Path:
@@ -44,8 +56,8 @@ PLANTED = (
 )
 
 
-def old_rule(path: Path, mark: str = "GRADING_SERVER_URL=") -> str | None:
-    """The rule discovery had: the last URL after MARK anywhere in the file (the control)."""
+def naive_rule(path: Path, mark: str = "GRADING_SERVER_URL=") -> str | None:
+    """The control: the naive rule, the last URL after MARK anywhere in the file."""
     found = re.findall(re.escape(mark) + r"(https?://[^\s'\"<>]+)", path.read_text(errors="replace"))
     return found[-1] if found else None
 
@@ -53,7 +65,7 @@ def old_rule(path: Path, mark: str = "GRADING_SERVER_URL=") -> str | None:
 def test_the_servers_own_line_counts_not_what_clients_planted_after_it(tmp_path: Path) -> None:
     out = write(tmp_path / "job.out", "[mlebench-hpc 10:00:00] grading server for c\n" + REAL + PLANTED)
     assert server_url_in_file(out) == "http://node1:40001"
-    assert old_rule(out) == "http://evil:2"  # control: the old rule took the agent's line
+    assert naive_rule(out) == "http://evil:2"  # control: the naive rule takes the agent's line
 
 
 def test_only_a_whole_line_of_mark_and_url_counts(tmp_path: Path) -> None:
@@ -101,7 +113,7 @@ def test_llm_mark_the_jobs_echo_not_a_request_log(tmp_path: Path) -> None:
         "LLM_SERVER_URL=http://evil:2/v1\n",
     )
     assert server_url_in_file(out, "LLM_SERVER_URL=") == "http://gpu1:8000/v1"
-    assert old_rule(out, "LLM_SERVER_URL=") == "http://evil:2/v1"
+    assert naive_rule(out, "LLM_SERVER_URL=") == "http://evil:2/v1"
 
 
 def _job(tmp_path: Path, restarts: str = "0") -> JobInfo:
@@ -113,11 +125,11 @@ def test_find_url_file_first_then_the_servers_line(tmp_path: Path) -> None:
     write(tmp_path / "job.out", REAL + PLANTED)
     state = tmp_path / "state"
     # the URL file cannot be read (missing): the server's own line, never the planted ones
-    assert find_url(_job(tmp_path), "77", "c", state) == "http://node1:40001"
-    assert find_url(_job(tmp_path), "77", "c", None) == "http://node1:40001"
+    assert find_url(_job(tmp_path), "77", grading_server("c", state)) == "http://node1:40001"
+    assert find_url(_job(tmp_path), "77", grading_server("c", None)) == "http://node1:40001"
     (state / "c_77").mkdir(parents=True)
     (state / "c_77" / "url").write_text("http://from-file:5555\n")
-    assert find_url(_job(tmp_path), "77", "c", state) == "http://from-file:5555"
+    assert find_url(_job(tmp_path), "77", grading_server("c", state)) == "http://from-file:5555"
 
 
 def test_restarted_job_only_the_url_file_counts(tmp_path: Path) -> None:
@@ -127,10 +139,30 @@ def test_restarted_job_only_the_url_file_counts(tmp_path: Path) -> None:
         "GRADING_SERVER_URL=http://nodeA:41000\nrequeued\nGRADING_SERVER_URL=http://nodeB:42000\n",
     )
     state = tmp_path / "state"
-    assert find_url(_job(tmp_path, "1"), "77", "c", state) is None
+    assert find_url(_job(tmp_path, "1"), "77", grading_server("c", state)) is None
     (state / "c_77").mkdir(parents=True)
     (state / "c_77" / "url").write_text("http://nodeB:42000\n")
-    assert find_url(_job(tmp_path, "1"), "77", "c", state) == "http://nodeB:42000"
+    assert find_url(_job(tmp_path, "1"), "77", grading_server("c", state)) == "http://nodeB:42000"
+
+
+def test_llm_server_url_file_then_its_own_line_never_an_earlier_starts(tmp_path: Path) -> None:
+    """The same rules for an LLM server job: its URL file (state/llm/<job>/url), else the first
+    LLM_SERVER_URL= line; a URL file older than the job's start is an earlier start's."""
+    write(tmp_path / "job.out", "LLM_SERVER_URL=http://gpu1:8000/v1\nLLM_SERVER_URL=http://evil:2/v1\n")
+    state = tmp_path / "state"
+    started = time.time() - 5
+    fields = {"JobState": "RUNNING", "StdOut": str(tmp_path / "job.out"), "Restarts": "0"}
+    fields["StartTime"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))
+    job = JobInfo("77", fields)
+    assert find_url(job, "77", llm_server(state)) == "http://gpu1:8000/v1"
+    url = state / "llm" / "77" / "url"
+    url.parent.mkdir(parents=True)
+    url.write_text("http://gpu2:8001/v1\n")
+    assert find_url(job, "77", llm_server(state)) == "http://gpu2:8001/v1"
+    os.utime(url, (started - 3600, started - 3600))  # written by an earlier start of the job
+    assert find_url(job, "77", llm_server(state)) == "http://gpu1:8000/v1"
+    # the grading server's rules do not read the LLM's file, nor its mark
+    assert find_url(job, "77", grading_server("c", state)) is None
 
 
 def test_real_server_log_holds_no_line_a_client_could_make_count(tmp_path: Path) -> None:
@@ -175,7 +207,7 @@ def test_real_server_log_holds_no_line_a_client_could_make_count(tmp_path: Path)
         errors="replace"
     )  # the paths were logged (cheroot refuses odd methods)
     assert server_url_in_file(log) == url
-    assert "evil" in (old_rule(log) or "")  # control: the old rule took a client's line
+    assert "evil" in (naive_rule(log) or "")  # control: the naive rule takes a client's line
     lines = text.split(b"\n")
     assert not [ln for ln in lines if ln.startswith(b"GRADING_SERVER_URL=") and b"evil" in ln]
     assert b"\r" not in text and b"\x1b" not in text  # nothing a client sent redraws the log
@@ -189,31 +221,25 @@ def test_normalize_url() -> None:
             normalize_url(bad)
 
 
-# --------------------------------------------------------------------------- CLI, no Slurm
-def test_cli_plain_url_is_validated() -> None:
-    ok = discover("http://node1:40001/", "--competition", "c")
-    assert ok.returncode == 0, ok.stderr
-    assert ok.stdout == "http://node1:40001\n"
-    bad = discover("node1:40001", "--competition", "c")
-    assert bad.returncode == 2
-    assert "auto:JOBID" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+# --------------------------------------------------------------------------- no Slurm
+def test_plain_url_is_validated() -> None:
+    assert discover("http://node1:40001/", "c") == "http://node1:40001"
+    assert "auto:JOBID" in refused("node1:40001", "c")
 
 
-def test_cli_auto_without_slurm_fails_in_one_line(tmp_path: Path) -> None:
-    env = {**os.environ, "PATH": str(tmp_path)}  # no scontrol on this PATH
-    res = discover("auto:123", "--competition", "c", env=env)
-    assert res.returncode == 2
-    assert res.stdout == ""
-    assert "scontrol" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+def test_auto_without_slurm_fails_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no scontrol on this PATH
+    assert "scontrol" in refused("auto:123", "c")
 
 
-def test_registered_in_cli() -> None:
-    exe = Path(sys.executable).with_name("mlebench-hpc")
-    if not exe.exists():
-        pytest.skip("mlebench-hpc entry point not installed in this environment")
-    for name in ("discover-url", "overlay", "wait-ready", "run"):
-        res = subprocess.run([str(exe), name, "--help"], capture_output=True, text=True, timeout=60)
-        assert res.returncode == 0, res.stderr[-500:]
+def test_dead_commands_are_gone() -> None:
+    """`run start` does discovery and readiness: no separate command for either."""
+    for name in ("discover-url", "wait-ready", "check-config"):
+        res = CliRunner().invoke(main, [name, "--help"])
+        assert res.exit_code == 2 and "No such command" in res.output, res.output
+    for name in ("run", "overlay", "config", "llm-ready"):  # control: live commands answer
+        res = CliRunner().invoke(main, [name, "--help"])
+        assert res.exit_code == 0, res.output
 
 
 def test_scontrol_line_parsing() -> None:
@@ -249,8 +275,8 @@ slurm = pytest.mark.skipif(not _cluster_up(), reason="no local Slurm cluster (ma
 def jobs():
     submitted: list[str] = []
 
-    def submit(script: str, *opts: str, cwd: Path) -> str:
-        path = cwd / f"job{len(submitted)}.sh"
+    def submit(script: str, *opts: str, cwd: Path, name: str = "") -> str:
+        path = cwd / (name or f"job{len(submitted)}.sh")
         path.write_text("#!/bin/bash\n" + script)
         res = subprocess.run(
             ["sbatch", "--parsable", *opts, str(path)],
@@ -299,11 +325,7 @@ def test_slurm_running_job_url_from_output(tmp_path: Path, jobs) -> None:
         "--output=%x-%j.out",
         cwd=tmp_path,
     )
-    res = discover(
-        f"auto:{job}", "--competition", "comp-a", "--timeout", "60", "--state-dir", str(tmp_path / "state")
-    )
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip().endswith(":4242")
+    assert discover(f"auto:{job}", "comp-a", 60, tmp_path / "state").endswith(":4242")
     assert (tmp_path / f"mlebench-grade-{job}.out").is_file()
 
 
@@ -315,32 +337,26 @@ def test_slurm_url_file_takes_precedence(tmp_path: Path, jobs) -> None:
     url_dir = tmp_path / "state" / f"comp-a_{job}"
     url_dir.mkdir(parents=True)
     (url_dir / "url").write_text("http://from-file:5555\n")
-    res = discover(f"auto:{job}", "--competition", "comp-a", "--state-dir", str(tmp_path / "state"))
-    assert res.returncode == 0, res.stderr
-    assert res.stdout == "http://from-file:5555\n"
+    assert discover(f"auto:{job}", "comp-a", state_dir=tmp_path / "state") == "http://from-file:5555"
 
 
 @pytest.mark.slurm
 @slurm
 def test_slurm_other_competition(tmp_path: Path, jobs) -> None:
     job = jobs(SERVER_LIKE, "--job-name=mlebench-grade", "--comment=competition=comp-b", cwd=tmp_path)
-    res = discover(f"auto:{job}", "--competition", "comp-a", "--state-dir", str(tmp_path / "state"))
-    assert res.returncode == 2
-    assert "comp-b" in res.stderr and "comp-a" in res.stderr
+    msg = refused(f"auto:{job}", "comp-a", state_dir=tmp_path / "state")
+    assert "comp-b" in msg and "comp-a" in msg
     # the state directory's name alone also tells (a job submitted without the comment)
     job2 = jobs(SERVER_LIKE, "--job-name=mlebench-grade", cwd=tmp_path)
     (tmp_path / "state" / f"comp-c_{job2}").mkdir(parents=True)
-    res = discover(f"auto:{job2}", "--competition", "comp-a", "--state-dir", str(tmp_path / "state"))
-    assert res.returncode == 2
-    assert "comp-c" in res.stderr
+    assert "comp-c" in refused(f"auto:{job2}", "comp-a", state_dir=tmp_path / "state")
 
 
 @pytest.mark.slurm
 @slurm
 def test_slurm_nonexistent_job() -> None:
-    res = discover("auto:987654321", "--competition", "comp-a")
-    assert res.returncode == 2
-    assert "not found" in res.stderr and "squeue" in res.stderr
+    msg = refused("auto:987654321", "comp-a")
+    assert "not found" in msg and "squeue" in msg
 
 
 @pytest.mark.slurm
@@ -349,10 +365,9 @@ def test_slurm_finished_job(tmp_path: Path, jobs) -> None:
     job = jobs("echo GRADING_SERVER_URL=http://gone:1\n", "--comment=competition=comp-a", cwd=tmp_path)
     _wait_state(job, {"COMPLETED"})
     t0 = time.monotonic()
-    res = discover(f"auto:{job}", "--competition", "comp-a", "--timeout", "60")
+    msg = refused(f"auto:{job}", "comp-a", 60)
     assert time.monotonic() - t0 < 20
-    assert res.returncode == 2
-    assert "COMPLETED" in res.stderr and "slurm_grading_server.sh comp-a" in res.stderr
+    assert "COMPLETED" in msg and "slurm_grading_server.sh comp-a" in msg
 
 
 @pytest.mark.slurm
@@ -360,12 +375,28 @@ def test_slurm_finished_job(tmp_path: Path, jobs) -> None:
 def test_slurm_pending_job_is_waited_for(tmp_path: Path, jobs) -> None:
     job = jobs(SERVER_LIKE, "--begin=now+4", "--comment=competition=comp-a", cwd=tmp_path)
     assert _wait_state(job, {"PENDING"}, timeout=10) == "PENDING"
-    res = discover(f"auto:{job}", "--competition", "comp-a", "--timeout", "90")
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip().endswith(":4242")
+    assert discover(f"auto:{job}", "comp-a", 90).endswith(":4242")
     # and a timeout shorter than the wait gives up with the state in the message
     job2 = jobs(SERVER_LIKE, "--begin=now+600", "--comment=competition=comp-a", cwd=tmp_path)
     t0 = time.monotonic()
-    res = discover(f"auto:{job2}", "--competition", "comp-a", "--timeout", "3")
+    msg = refused(f"auto:{job2}", "comp-a", 3)
     assert 2.5 < time.monotonic() - t0 < 20
-    assert res.returncode == 2 and "PENDING" in res.stderr
+    assert "PENDING" in msg and "gave up after 3s" in msg
+
+
+@pytest.mark.slurm
+@slurm
+def test_slurm_llm_server_job_by_the_same_loop(tmp_path: Path, jobs) -> None:
+    """resolve_auto for an LLM server job: its own line, not the planted ones; a grading server's job
+    id is refused at once (control: the same job is the grading kind's answer)."""
+    own, planted = "LLM_SERVER_URL=http://$(hostname -s):8000/v1", "LLM_SERVER_URL=http://evil:1/v1"
+    llm = jobs(f"echo {own}; echo {planted}; sleep 120\n", cwd=tmp_path)
+    assert resolve_auto(llm, llm_server(tmp_path / "state"), 60).endswith(":8000/v1")
+    grading_dir = tmp_path / "scripts_hpc"
+    grading_dir.mkdir()
+    job = jobs(
+        SERVER_LIKE, "--comment=competition=comp-a", cwd=tmp_path, name="scripts_hpc/slurm_grading_server.sh"
+    )
+    with pytest.raises(HelperError, match="is a grading server, not an LLM server"):
+        resolve_auto(job, llm_server(tmp_path / "state"), 60)
+    assert discover(f"auto:{job}", "comp-a", 60).endswith(":4242")

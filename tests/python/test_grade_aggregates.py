@@ -1,5 +1,5 @@
 """`mlebench-hpc grade` per split: a sweep of 2 demo competitions x 3 seeds with one pair cancelled
-(no run), graded as real processes; `aggregates` in grading_report.json as issue 19's contract,
+(no run), graded as real processes; `aggregates` in grading_report.json,
 --split NAME|FILE, --num-seeds, --pad-missing, the seed pairing note, refusals, and
 `mlebench-hpc aggregate` on the written report. The figures are upstream's rules worked by hand;
 tests/conformance/aggregation/ checks the module against upstream's own script."""

@@ -370,7 +370,7 @@ def test_sweep_group_counts_one_run_per_pair(
     assert (faulty / "summary.csv").read_text() == (clean / "summary.csv").read_text()
     assert "2 earlier attempts of sweep pairs superseded" in (faulty / "summary.md").read_text()
     assert "superseded (not counted): 2" in proc.stdout
-    # the same group seen as plain runs (no sweep task index) would count all 6, as before
+    # control: the same group seen as plain runs (no sweep task index) counts all 6
     for meta_path in faulty.glob("*/metadata.json"):
         meta = json.loads(meta_path.read_text())
         meta.pop("sweep_task_index")

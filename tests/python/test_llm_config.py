@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from mlebench_hpc.config import check_config_cmd
+from mlebench_hpc.config import config_cmd
 
 LLM_KEYS = ("LLM_BASE_URL", "LLM_MODEL", "LLM_API_KEY_FILE", "LLM_MODEL_DIR", "LLM_CMD")
 
@@ -22,7 +22,7 @@ def _no_llm_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def check(tmp_path: Path, *lines: str) -> tuple[int, list[str]]:
     cfg = tmp_path / "c.env"
     cfg.write_text(f'OUTPUT_BASE="{tmp_path}/runs"\n' + "".join(f"{line}\n" for line in lines))
-    res = CliRunner().invoke(check_config_cmd, ["--config", str(cfg)])
+    res = CliRunner().invoke(config_cmd, ["--config", str(cfg)])
     return res.exit_code, [line for line in res.output.splitlines() if line]
 
 

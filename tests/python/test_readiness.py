@@ -1,5 +1,6 @@
-"""wait-ready against real HTTP servers (a tiny one in a thread), closed ports and a server that
-never answers; the --job case submits real Slurm jobs when the local cluster is up."""
+"""Readiness (`wait_ready`, `check_token_file`: the code of `run start`) against real HTTP servers (a
+tiny one in a thread, the real grading server), closed ports and a server that never answers; the
+job case submits real Slurm jobs when the local cluster is up."""
 
 from __future__ import annotations
 
@@ -16,17 +17,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from mlebench_hpc.errors import HelperError
+from mlebench_hpc.run.readiness import check_token_file, wait_ready
 
 BIN = Path(sys.executable).parent
-RUNNER = "from mlebench_hpc.run.readiness import wait_ready_cmd as c; c(prog_name='mlebench-hpc wait-ready')"
 
 
-def wait_ready(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
+def ready(
+    url: str, competition: str, timeout: float, job: str | None = None, pid: int | None = None
+) -> tuple[str | None, float]:
+    """(None, seconds) when URL got ready in time, else (the one-line refusal, seconds)."""
     t0 = time.monotonic()
-    res = subprocess.run(
-        [sys.executable, "-c", RUNNER, *args], capture_output=True, text=True, timeout=timeout
-    )
-    return res, time.monotonic() - t0
+    try:
+        elapsed = wait_ready(url, competition, timeout, job, pid)
+    except HelperError as exc:
+        assert exc.exit_code == 2 and "\n" not in exc.message
+        return exc.message, time.monotonic() - t0
+    assert elapsed <= time.monotonic() - t0
+    return None, elapsed
 
 
 def free_port() -> int:
@@ -73,10 +81,8 @@ def health() -> Iterator[Health]:
 
 
 def test_ready_against_live_server(health: Health) -> None:
-    res, secs = wait_ready(health.url, "--competition", "comp-a", "--timeout", "10")
-    assert res.returncode == 0, res.stderr
-    assert "ready after" in res.stderr
-    assert res.stdout == ""
+    error, secs = ready(health.url, "comp-a", 10)
+    assert error is None and secs < 10
     assert health.hits >= 1
 
 
@@ -88,8 +94,8 @@ def test_server_that_starts_late_is_waited_for() -> None:
     )
     timer.start()
     try:
-        res, secs = wait_ready(f"http://127.0.0.1:{port}", "--competition", "comp-a", "--timeout", "20")
-        assert res.returncode == 0, res.stderr
+        error, secs = ready(f"http://127.0.0.1:{port}", "comp-a", 20)
+        assert error is None
         assert 1.4 < secs < 10
     finally:
         timer.join()
@@ -100,33 +106,30 @@ def test_server_that_starts_late_is_waited_for() -> None:
 def test_503_then_ready(health: Health) -> None:
     health.status = 503
     threading.Timer(1.0, lambda: setattr(health, "status", 200)).start()
-    res, secs = wait_ready(health.url, "--competition", "comp-a", "--timeout", "20")
-    assert res.returncode == 0, res.stderr
+    error, secs = ready(health.url, "comp-a", 20)
+    assert error is None
     assert health.hits >= 2
 
 
 def test_wrong_competition_fails_fast(health: Health) -> None:
-    res, secs = wait_ready(health.url, "--competition", "comp-b", "--timeout", "60")
-    assert res.returncode == 2
-    assert "comp-a" in res.stderr and "comp-b" in res.stderr
+    error, secs = ready(health.url, "comp-b", 60)
+    assert error and "comp-a" in error and "comp-b" in error
     assert secs < 10  # not the 60 s timeout
     assert health.hits == 1
 
 
 def test_not_a_grading_server_fails_fast(health: Health) -> None:
     health.body = {"status": "running"}  # upstream's Flask answer: no competition named
-    res, secs = wait_ready(health.url, "--competition", "comp-a", "--timeout", "60")
-    assert res.returncode == 2 and secs < 10
-    assert "competition" in res.stderr
+    error, secs = ready(health.url, "comp-a", 60)
+    assert error and secs < 10
+    assert "competition" in error
 
 
 def test_closed_port_is_bounded() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    res, secs = wait_ready(url, "--competition", "comp-a", "--timeout", "3")
-    assert res.returncode == 2
+    error, secs = ready(url, "comp-a", 3)
     assert 2.8 < secs < 8, secs
-    assert "not ready after 3s" in res.stderr and "ConnectionError" in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1
+    assert error and "not ready after 3s" in error and "ConnectionError" in error
 
 
 def test_server_that_never_answers_is_bounded() -> None:
@@ -135,24 +138,18 @@ def test_server_that_never_answers_is_bounded() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen(16)
         url = f"http://127.0.0.1:{s.getsockname()[1]}"
-        res, secs = wait_ready(url, "--competition", "comp-a", "--timeout", "2")
-    assert res.returncode == 2
+        error, secs = ready(url, "comp-a", 2)
     assert 1.8 < secs < 8, secs
-    assert "Timeout" in res.stderr
+    assert error and "Timeout" in error
 
 
 def test_dead_local_server_pid_fails_fast() -> None:
     proc = subprocess.Popen(["true"])
     proc.wait()
     url = f"http://127.0.0.1:{free_port()}"
-    res, secs = wait_ready(url, "--competition", "comp-a", "--timeout", "60", "--pid", str(proc.pid))
-    assert res.returncode == 2 and secs < 10
-    assert "exited" in res.stderr
-
-
-def test_bad_url() -> None:
-    res, _ = wait_ready("localhost:5000", "--competition", "comp-a")
-    assert res.returncode == 2 and "URL" in res.stderr
+    error, secs = ready(url, "comp-a", 60, pid=proc.pid)
+    assert error and secs < 10
+    assert "exited" in error
 
 
 # --------------------------------------------------------------------------- real Slurm
@@ -186,14 +183,14 @@ def test_ended_grading_job_fails_fast(tmp_path: Path, health: Health) -> None:
         assert time.monotonic() < deadline, "job never completed"
         time.sleep(0.3)
     url = f"http://127.0.0.1:{free_port()}"
-    res, secs = wait_ready(url, "--competition", "comp-a", "--timeout", "60", "--job", done)
-    assert res.returncode == 2 and secs < 15
-    assert f"grading job {done} ended (COMPLETED)" in res.stderr and f"{done}.out" in res.stderr
+    error, secs = ready(url, "comp-a", 60, job=done)
+    assert error and secs < 15
+    assert f"grading job {done} ended (COMPLETED)" in error and f"{done}.out" in error
 
     alive = submit("sleep 60")
     try:
-        res, _ = wait_ready(health.url, "--competition", "comp-a", "--timeout", "30", "--job", alive)
-        assert res.returncode == 0, res.stderr
+        error, _ = ready(health.url, "comp-a", 30, job=alive)
+        assert error is None, error
     finally:
         subprocess.run(["scancel", alive], capture_output=True, timeout=60)
 
@@ -221,12 +218,9 @@ def test_the_run_token_is_checked(token_server: str, tmp_path: Path) -> None:
     right, wrong = tmp_path / "right", tmp_path / "wrong"
     right.write_text("right-token\n")
     wrong.write_text("another-runs-token\n")
-    proc, _ = wait_ready(
-        token_server, "--competition", "demo-diabetes", "--token-file", str(right), timeout=60
-    )
-    assert proc.returncode == 0, proc.stderr
-    proc, _ = wait_ready(
-        token_server, "--competition", "demo-diabetes", "--token-file", str(wrong), timeout=60
-    )
-    assert proc.returncode == 2
-    assert "refuses this run's token" in proc.stderr and "another-runs-token" not in proc.stderr
+    error, _ = ready(token_server, "demo-diabetes", 60)
+    assert error is None, error
+    check_token_file(token_server, right)  # the server's own token: taken
+    with pytest.raises(HelperError) as exc:
+        check_token_file(token_server, wrong)
+    assert "refuses this run's token" in exc.value.message and "another-runs-token" not in exc.value.message

@@ -1,9 +1,9 @@
 """The leaderboard row and report.html, on a real graded group, checked in headless Chromium.
 
-The group is graded by the real CLI (demo data, 2 competitions x 3 seeds). `aggregates` (agg's
-part of issue 19) and `cost` (cost's part) are not written by this branch: the test adds the
-contract's keys (/work/briefs/i19.md contracts 1 and 2) to the group's grading_report.json, as
-those parts will write them, and writes the summaries again from the file.
+The group is graded by the real CLI (demo data, 2 competitions x 3 seeds). Then the test sets
+`aggregates` and `cost` in its grading_report.json to what a demo group graded without Slurm cannot
+have (an upstream split, a split with an error, sacct costs and hardware), worked by hand from the
+graded runs, and writes the summaries again from the file.
 
 Chromium (Debian's package) runs as the test user when the test runs as root (its sandbox on,
 no --no-sandbox), else as whoever runs the test. tests/run_all.sh installs it as the site admin
@@ -60,7 +60,7 @@ def _sem(values: list[float]) -> float:
 
 
 def _aggregate(runs: list[dict[str, Any]], ids: list[str]) -> dict[str, Any]:
-    """One split's entry as contract 1 has it, computed here by hand from the graded runs."""
+    """One split's `aggregates` entry, computed here by hand from the graded runs."""
     seeds = sorted({r["seed"] for r in runs})
     metrics = {}
     for key, field in (
@@ -97,7 +97,7 @@ def _aggregate(runs: list[dict[str, Any]], ids: list[str]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def graded(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """demo-breast-cancer x 3 seeds (perfect, invalid, missing) and demo-diabetes x 3 seeds,
-    graded by `mlebench-hpc grade`; then the contract keys added and the summaries rewritten."""
+    graded by `mlebench-hpc grade`; then `aggregates` and `cost` set and the summaries rewritten."""
     group = tmp_path_factory.mktemp("report") / "group"
     bc = pd.read_csv(demo_data / "demo-breast-cancer/prepared/private/test.csv")[["id", "target"]]
     db = pd.read_csv(demo_data / "demo-diabetes/prepared/private/test.csv")[["id", "target"]]

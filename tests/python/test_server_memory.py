@@ -1,7 +1,7 @@
 """The grading server's memory: every submission is parsed in a worker process with a memory budget,
 so an upload sized to exhaust it is answered "invalid" naming the budget, and the server lives.
 Real server process, real HTTP, real engine; the control runs the same upload in the server process
-(--validate-workers 0, as before the workers) and sees it take more than the budget."""
+(--validate-workers 0: no worker, no budget) and sees it take more than the budget."""
 
 from __future__ import annotations
 

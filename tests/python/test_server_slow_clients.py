@@ -1,7 +1,7 @@
 """Slow clients cannot hold the grading server's threads: deadlines for the headers and the body.
 
-Attack from issue 13: forty connections sending a byte every few seconds (slowloris) kept /validate
-from answering for as long as they stayed open. Real process, real sockets; each attack has its
+The attack: forty connections sending a byte every few seconds (slowloris) would keep /validate
+from answering for as long as they stay open. Real process, real sockets; each attack has its
 control (the same attack against a server whose deadline is too long to matter)."""
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def test_slowloris_cannot_hold_the_threads(data_dir: Path, tmp_path: Path, answe
 def test_slowloris_control_without_a_short_deadline(
     data_dir: Path, tmp_path: Path, answers: pd.DataFrame
 ) -> None:
-    # The same attack against a header deadline far away (the per-read timeout alone, as before):
+    # The same attack against a header deadline far away (the per-read timeout alone):
     # the honest client gets no verdict in the time the test above allows.
     srv = start_server(data_dir, tmp_path / "srv", "--header-timeout", "600")
     try:

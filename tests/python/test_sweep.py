@@ -301,7 +301,7 @@ def test_status_prints_no_control_character_of_the_agents(tmp_path: Path) -> Non
     (g / ".sweep" / "logs").mkdir()
     log = g / ".sweep" / "logs" / "10_1.out"
     log.write_bytes(f"agent says\nerror: {ESCAPES}\x1b[1A\x1b[2K\n".encode())
-    # control: the raw line is what the job output holds, and the old rule would print it as it is
+    # control: the raw line is what the job output holds, printed as it is, its escapes reach the terminal
     raw = [ln for ln in log.read_bytes().decode().split("\n") if "error:" in ln][-1]
     assert "\x1b[2K" in raw and "\x9b" in raw
     out = CliRunner().invoke(status_cmd, [str(g), "--no-slurm"])

@@ -234,7 +234,7 @@ def test_status_shows_agents_and_counts_per_agent(tmp_path: Path) -> None:
         ["B", "b", "0", "11_1"],
     ]
     assert lines[5:] == ["agent A: 2 pairs: 2 finished", "agent B: 2 pairs: 1 finished, 1 failed"]
-    # one agent: the table and the count line as before agents were told apart
+    # one agent: the table and the count line without an agent column or per-agent lines
     one = tmp_path / "one"
     submit(one, "20", [("A", "a", 0)], "A")
     run(one, "a", 0, "20", 0, agent="A")

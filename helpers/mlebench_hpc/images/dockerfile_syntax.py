@@ -1,6 +1,6 @@
 """Dockerfile syntax as Docker's classic builder (20.10) reads it: instructions, words, variables.
 
-Not dockerfile-parse (weighed for issue 16): version 2.0.1 ends an instruction at a comment or an
+Not dockerfile-parse: version 2.0.1 ends an instruction at a comment or an
 empty line inside a continuation, where Docker goes on (`RUN a \\`, `# note`, `  b` is one RUN), and
 drops a continuation at the end of the file; its arguments would need parsing here all the same
 (flags, JSON form, quotes, `${VAR:-word}`). spython's writer puts COPY into %files, ahead of every

@@ -27,16 +27,11 @@ import requests
 
 from mlebench_hpc.errors import HelperError
 from mlebench_hpc.llm.keys import check_plain, read_api_key, register_run_key, write_env_file
-from mlebench_hpc.run.discovery import (
-    default_state_dir,
-    expand_output_path,
-    normalize_url,
-    restarted,
-    server_url_in_file,
-)
+from mlebench_hpc.net import normalize_url
+from mlebench_hpc.run.discovery import ServerJob, default_state_dir, read_url_file, resolve_auto
 from mlebench_hpc.run.readiness import check_job_alive, check_pid_alive
 from mlebench_hpc.slurm import query as slurm_query
-from mlebench_hpc.slurm.query import SlurmError
+from mlebench_hpc.slurm.query import JobInfo, SlurmError
 
 URL_MARK = "LLM_SERVER_URL="
 STATE_SUBDIR = "llm"  # OUTPUT_BASE/.state/llm/<jobid>/url: apart from the grading servers' <comp>_<jobid>
@@ -63,58 +58,23 @@ def url_file(state_base: Path, job_id: str) -> Path:
     return state_base / STATE_SUBDIR / job_id / "url"
 
 
-def _read_url(path: Path) -> str | None:
-    try:
-        text = path.read_text(encoding="ascii", errors="replace").strip()
-        return normalize_url(text.splitlines()[0]) if text else None
-    except (OSError, ValueError, IndexError):
-        return None
+def llm_server(state_base: Path | None) -> ServerJob:
+    """An LLM server job of ours (slurm_llm_server.sh), its URL file in STATE_BASE/llm/<jobid>/url."""
 
-
-def resolve_auto(job_id: str, timeout: float, state_base: Path | None) -> tuple[str, float]:
-    """(URL, seconds left) of LLM server job JOB_ID, waiting while it is pending or starting."""
-    if not slurm_query.slurm_available():
-        raise HelperError(
-            f"auto:{job_id} needs Slurm (scontrol): pass the endpoint's URL (http://host:port/v1)"
-        )
-    if not slurm_query.valid_job_id(job_id):
-        raise HelperError(f"auto:{job_id}: {job_id!r} is not a Slurm job id (e.g. auto:12345)")
-    start = time.monotonic()
-    deadline, next_progress = start + timeout, start + PROGRESS_SECS
-    base = job_id.split("+")[0]
-    while True:
-        try:
-            job = slurm_query.main_record(job_id)
-        except SlurmError as exc:
-            raise HelperError(str(exc)) from None
-        if job is None:
-            raise HelperError(f"LLM server job {job_id} not found: check the id with squeue -u $USER")
+    def check(job_id: str, job: JobInfo, job_ids: list[str]) -> None:
         if "slurm_grading_server.sh" in job.get("Command"):
             raise HelperError(f"job {job_id} is a grading server, not an LLM server: pass the LLM job's id")
-        out = expand_output_path(job.get("StdOut"), job, job_id)
-        if job.state in slurm_query.ENDED_STATES:
-            raise HelperError(
-                f"LLM server job {job_id} is {job.state} (output {out}): start one with "
-                "sbatch scripts_hpc/slurm_llm_server.sh <model>"
-            )
-        if job.state in slurm_query.WAITING_STATES:
-            waiting = f"job {job_id} is {job.state} (reason: {job.get('Reason', 'none')})"
-        else:
-            found = _read_url(url_file(state_base, base)) if state_base else None
-            if not found and out and not restarted(job):
-                found = server_url_in_file(out, URL_MARK)
-            if found:
-                return found, deadline - time.monotonic()
-            waiting = f"job {job_id} is {job.state} but has not published its URL yet (output {out})"
-        now = time.monotonic()
-        if now >= deadline:
-            raise HelperError(
-                f"gave up after {timeout:.0f}s: {waiting}; raise --timeout or see squeue -j {job_id}"
-            )
-        if now >= next_progress:
-            click.echo(f"llm-ready: waiting {now - start:.0f}s/{timeout:.0f}s: {waiting}", err=True)
-            next_progress = now + PROGRESS_SECS
-        time.sleep(max(0.0, min(2.0, deadline - now)))
+
+    return ServerJob(
+        kind="LLM server job",
+        mark=URL_MARK,
+        url_file=lambda jid: url_file(state_base, jid) if state_base is not None else None,
+        check=check,
+        url_instead="the endpoint's URL (http://host:port/v1)",
+        start_one="sbatch scripts_hpc/slurm_llm_server.sh <model>",
+        more_time="raise LLM_READY_TIMEOUT (llm-ready --timeout)",
+        caller="llm-ready",
+    )
 
 
 def models_verdict(
@@ -227,7 +187,7 @@ def server_state_dir(state_base: Path, job_id: str) -> Path:
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Base of llm/<jobid>/ (default: as discover-url: OUTPUT_BASE/.state).",
+    help="Base of llm/<jobid>/ (default: $MLEBENCH_HPC_STATE_DIR, $MH_STATE_BASE, else OUTPUT_BASE/.state).",
 )
 @click.option(
     "--run-id",
@@ -273,8 +233,9 @@ def llm_ready_cmd(
     if spec.startswith("auto:"):
         job = server_job = job or spec[len("auto:") :].strip()
         base = state_dir or default_state_dir()
-        url, timeout = resolve_auto(job, timeout, base)
-        timeout = max(timeout, 1.0)
+        t0 = time.monotonic()
+        url = resolve_auto(job, llm_server(base), timeout)
+        timeout = max(timeout - (time.monotonic() - t0), 1.0)  # what is left of it for /models
         if server_state is None and base is not None:
             server_state = server_state_dir(base, job)
     url = normalize_llm_url(url)
@@ -340,10 +301,10 @@ def llm_ready_cmd(
 def llm_watch_cmd(job_id: str, url_file: Path, every: float, slurm_every: float) -> None:
     """Return (exit 0) once the LLM server job JOB_ID is gone: its URL file removed or changed (a
     requeued job), or Slurm says it ended. Its port may then be taken by anyone on its node."""
-    first = _read_url(url_file)
+    first = read_url_file(url_file)
     next_slurm = time.monotonic()
     while True:
-        now = _read_url(url_file)
+        now = read_url_file(url_file)
         if now is None or now != first:
             click.echo(f"llm-watch: LLM server job {job_id} withdrew its URL {first or ''}", err=True)
             return

@@ -1,27 +1,28 @@
-"""`mlebench-hpc discover-url`: turn `http://host:port` or `auto:JOBID` into the grading
-server's base URL.
+"""Turn `http://host:port` or `auto:JOBID` into a server's base URL (`run start` for the grading
+server, `llm-ready` for an LLM server: one wait loop, `resolve_auto`, for both).
 
-For `auto:JOBID` the grading job is looked up with `scontrol show job -o` (hetjob: component
-0). While it is pending we wait (bounded); once it runs, the URL comes from the server's URL
-file (STATE_DIR/<comp>_<jobid>/url, written atomically after the server listens, host-only) or
-else from the job's output file, where only the server's own line counts: the first line that is
-exactly `GRADING_SERVER_URL=<url>` (see server_url_in_file). A job Slurm restarted may have appended
-to its output, so its first line can be an earlier start's: for it only the URL file counts.
+For `auto:JOBID` the job is looked up with `scontrol show job -o` (hetjob: component 0). While it
+is pending we wait (bounded); once it runs, the URL comes from the server's URL file (written
+atomically after the server listens, host-only) or else from the job's output file, where only the
+server's own line counts: the first line that is exactly MARK<url> (see server_url_in_file). A job
+Slurm restarted may have appended to its output, so its first line can be an earlier start's: for it
+only the URL file counts.
 
-Which competition a job serves is checked from every source we have, and any one naming a
+Which competition a grading job serves is checked from every source we have, and any one naming a
 different competition is a hard error: the job's --comment (`competition=<C>`, set by
 slurm_grading_server.sh and slurm_hetjob.sh), the script arguments in its Command (the first
 argument of those two scripts is the competition), and the state directories named
 <comp>_<jobid>. When no source names a competition (a job submitted by hand) we go on: the
-final word is `wait-ready`, which requires /health to name the expected competition.
+final word is `wait_ready` (readiness.py), which requires /health to name the expected competition.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -155,33 +156,51 @@ def default_state_dir() -> Path | None:
     return Path(base) / ".state" if base else None
 
 
-def find_url(job: JobInfo, job_id: str, competition: str, state_dir: Path | None) -> str | None:
-    not_before = _start_epoch(job)
-    if state_dir is not None:
-        for jid in _job_ids(job, job_id):
-            url = read_url_file(state_dir / run_dir_name(competition, jid) / "url", not_before)
-            if url:
-                return url
-    if restarted(job):
-        return None  # its output may begin with an earlier start's line: only the URL file counts
-    out = expand_output_path(job.get("StdOut"), job, job_id)
-    return server_url_in_file(out) if out else None
-
-
 def restarted(job: JobInfo) -> bool:
     """Slurm restarted the job (requeue, preemption): its output may hold an earlier start's lines."""
     return job.get("Restarts", "0") not in ("0", "")
 
 
-def _progress(msg: str) -> None:
-    click.echo(f"discover-url: {msg}", err=True)
+def _no_hint(job_id: str) -> str:
+    return ""
 
 
-def resolve_auto(job_id: str, competition: str, timeout: float, state_dir: Path | None) -> str:
+@dataclass(frozen=True)
+class ServerJob:
+    """What differs between waiting for a grading server job and for an LLM server job."""
+
+    kind: str  # how messages name the job: "grading job", "LLM server job"
+    mark: str  # its own line in its output once it listens: MARK<url>
+    url_file: Callable[[str], Path | None]  # job id -> the URL file it writes (None: none known)
+    check: Callable[[str, JobInfo, list[str]], None]  # (id, job, its ids): HelperError, serves another
+    url_instead: str  # what to pass instead of auto:JOBID where there is no Slurm
+    start_one: str  # how to start one, for when it has ended
+    more_time: str  # what to do when it did not come up in time ({job}: its id)
+    caller: str  # prefix of the progress lines on stderr
+    gone_hint: Callable[[str], str] = _no_hint  # why Slurm may have forgotten the job
+
+
+def find_url(job: JobInfo, job_id: str, server: ServerJob) -> str | None:
+    """The running JOB's URL: its URL file (unless an earlier start's), else its own output line."""
+    not_before = _start_epoch(job)
+    for jid in _job_ids(job, job_id):
+        path = server.url_file(jid)
+        url = read_url_file(path, not_before) if path is not None else None
+        if url:
+            return url
+    if restarted(job):
+        return None  # its output may begin with an earlier start's line: only the URL file counts
+    out = expand_output_path(job.get("StdOut"), job, job_id)
+    return server_url_in_file(out, server.mark) if out else None
+
+
+def resolve_auto(job_id: str, server: ServerJob, timeout: float) -> str:
+    """The URL of SERVER's job JOB_ID, waiting at most TIMEOUT seconds while it is pending or
+    starting; HelperError (one line) when it cannot come: no Slurm, no such job, the wrong server,
+    ended, or the deadline."""
     if not slurm_query.slurm_available():
         raise HelperError(
-            f"auto:{job_id} needs Slurm, but scontrol is not on PATH: pass the grading "
-            "server's URL (http://host:port) instead"
+            f"auto:{job_id} needs Slurm, but scontrol is not on PATH: pass {server.url_instead} instead"
         )
     if not slurm_query.valid_job_id(job_id):
         raise HelperError(f"auto:{job_id}: {job_id!r} is not a Slurm job id (e.g. auto:12345)")
@@ -195,86 +214,86 @@ def resolve_auto(job_id: str, competition: str, timeout: float, state_dir: Path 
         except SlurmError as exc:
             raise HelperError(str(exc)) from None
         if job is None:
-            gone = state_dir_competitions(state_dir, [job_id.split("+")[0]])
-            hint = (
-                (
-                    f" (a state directory {next(iter(gone.values()))} exists, so it probably ended and "
-                    "Slurm has forgotten it)"
-                )
-                if gone
-                else ""
-            )
-            raise HelperError(f"job {job_id} not found{hint}: check the id with squeue -u $USER")
+            hint = server.gone_hint(job_id)
+            raise HelperError(f"{server.kind} {job_id} not found{hint}: check the id with squeue -u $USER")
         if not checked:
-            claims = competition_claims(job, state_dir_competitions(state_dir, _job_ids(job, job_id)))
-            for comp, where in claims:
-                if comp != competition:
-                    raise HelperError(
-                        f"grading job {job_id} serves competition {comp}, not {competition} "
-                        f"({where}): pass the job id of a {competition} grading server"
-                    )
+            server.check(job_id, job, _job_ids(job, job_id))
             checked = True
         state = job.state
         out = expand_output_path(job.get("StdOut"), job, job_id)
         if state in slurm_query.ENDED_STATES:
             ended = job.get("EndTime", "unknown time")
             raise HelperError(
-                f"grading job {job_id} is {state} (ended {ended}; output {out}): start a new one with "
-                f"sbatch scripts_hpc/slurm_grading_server.sh {competition}"
+                f"{server.kind} {job_id} is {state} (ended {ended}; output {out}): start a new one with "
+                f"{server.start_one}"
             )
         if state in slurm_query.WAITING_STATES:
             waiting = f"job {job_id} is {state} (reason: {job.get('Reason', 'none')})"
         else:  # RUNNING (or a state this version does not list): the URL may be there already
-            url = find_url(job, job_id, competition, state_dir)
+            url = find_url(job, job_id, server)
             if url:
                 return url
             waiting = f"job {job_id} is {state} but has not published its URL yet (output {out})"
             if restarted(job):
-                where = f" in {state_dir}" if state_dir else ""
+                file = server.url_file(job_id.split("+")[0])
                 waiting = (
-                    f"job {job_id} was restarted by Slurm and has no URL file{where} yet (its output "
-                    "may hold an earlier start's URL, so only the file counts)"
+                    f"job {job_id} was restarted by Slurm and has no URL file{f' {file}' if file else ''} "
+                    "yet (its output may hold an earlier start's URL, so only the file counts)"
                 )
         now = time.monotonic()
         if now >= deadline:
             raise HelperError(
-                f"gave up after {timeout:.0f}s: {waiting}; raise --timeout or look at squeue -j {job_id}"
+                f"gave up after {timeout:.0f}s: {waiting}; look at squeue -j {job_id}, and "
+                + server.more_time.format(job=job_id)
             )
         if now >= next_progress:
-            _progress(f"waiting {now - start:.0f}s/{timeout:.0f}s: {waiting}")
+            click.echo(f"{server.caller}: waiting {now - start:.0f}s/{timeout:.0f}s: {waiting}", err=True)
             next_progress = now + PROGRESS_SECS
         time.sleep(max(0.0, min(POLL_SECS, deadline - now)))
+
+
+def grading_server(competition: str, state_dir: Path | None) -> ServerJob:
+    """A grading server job for COMPETITION, its URL file in STATE_DIR/<comp>_<jobid>/url."""
+
+    def url_file(jid: str) -> Path | None:
+        return state_dir / run_dir_name(competition, jid) / "url" if state_dir is not None else None
+
+    def check(job_id: str, job: JobInfo, job_ids: list[str]) -> None:
+        for comp, where in competition_claims(job, state_dir_competitions(state_dir, job_ids)):
+            if comp != competition:
+                raise HelperError(
+                    f"grading job {job_id} serves competition {comp}, not {competition} "
+                    f"({where}): pass the job id of a {competition} grading server"
+                )
+
+    def gone_hint(job_id: str) -> str:
+        gone = state_dir_competitions(state_dir, [job_id.split("+")[0]])
+        if not gone:
+            return ""
+        return (
+            f" (a state directory {next(iter(gone.values()))} exists, so it probably ended and Slurm "
+            "has forgotten it)"
+        )
+
+    return ServerJob(
+        kind="grading job",
+        mark=URL_MARK,
+        url_file=url_file,
+        check=check,
+        url_instead="the grading server's URL (http://host:port)",
+        start_one=f"sbatch scripts_hpc/slurm_grading_server.sh {competition}",
+        more_time="submit the agent job with --dependency=after:{job}, so that it starts once the grading "
+        "job runs",
+        caller="run start",
+        gone_hint=gone_hint,
+    )
 
 
 def resolve_spec(spec: str, competition: str, timeout: float, state_dir: Path | None) -> str:
     """The grading server's base URL for SPEC: http://host:port, or auto:JOBID resolved."""
     if spec.startswith("auto:"):
-        return resolve_auto(spec[len("auto:") :].strip(), competition, timeout, state_dir)
+        return resolve_auto(spec[len("auto:") :].strip(), grading_server(competition, state_dir), timeout)
     try:
         return normalize_url(spec)
     except ValueError as exc:
         raise HelperError(f"{exc}: pass http://host:port or auto:JOBID") from None
-
-
-@click.command("discover-url")
-@click.argument("spec")
-@click.option("--competition", required=True, help="Competition the grading server must serve.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0),
-    default=600.0,
-    show_default=True,
-    help="Seconds to wait while the grading job is pending or starting.",
-)
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Directory holding <comp>_<jobid>/url (default: $MLEBENCH_HPC_STATE_DIR, "
-    "$MH_STATE_BASE, else OUTPUT_BASE/.state from the config).",
-)
-def discover_url_cmd(spec: str, competition: str, timeout: float, state_dir: Path | None) -> None:
-    """Print the grading server's base URL. SPEC: http://host:port or auto:JOBID."""
-    url = resolve_spec(spec, competition, timeout, state_dir or default_state_dir())
-    click.echo(url)
-    sys.stdout.flush()

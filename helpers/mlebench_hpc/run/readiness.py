@@ -1,9 +1,9 @@
-"""`mlebench-hpc wait-ready`: wait, bounded and with backoff, until the grading server's
-/health answers 200 and names the expected competition.
+"""Before the agent starts (`run start`): wait, bounded and with backoff, until the grading server's
+/health answers 200 and names the expected competition, then check that it takes the run's token.
 
-Fails at once (exit 2) when a server answers for another competition, when something that is
-not our grading server answers on that port, or when the grading job (--job) or local server
-process (--pid) is gone; fails at the deadline with the last error seen."""
+Fails at once (HelperError, exit 2) when a server answers for another competition, when something
+that is not our grading server answers on that port, or when the grading job (JOB) or local server
+process (PID) is gone; fails at the deadline with the last error seen."""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ import os
 import time
 from pathlib import Path
 
-import click
 import requests
 
 from mlebench_hpc.errors import HelperError
-from mlebench_hpc.net import normalize_url
 from mlebench_hpc.run.discovery import expand_output_path
 from mlebench_hpc.slurm import query as slurm_query
 from mlebench_hpc.slurm.query import SlurmError
@@ -131,39 +129,3 @@ def wait_ready(url: str, competition: str, timeout: float, job: str | None, pid:
                 )
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, MAX_DELAY)
-
-
-@click.command("wait-ready")
-@click.argument("url")
-@click.option("--competition", required=True, help="Competition /health must name.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0),
-    default=300.0,
-    show_default=True,
-    help="Give up after this many seconds.",
-)
-@click.option("--job", default=None, help="Grading job id: fail at once when it ends (needs scontrol).")
-@click.option("--pid", type=int, default=None, help="Local grading server PID: fail at once when it exits.")
-@click.option(
-    "--token-file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="The run's token (first line): also check that the server accepts it.",
-)
-def wait_ready_cmd(
-    url: str, competition: str, timeout: float, job: str | None, pid: int | None, token_file: Path | None
-) -> None:
-    """Wait until URL/health answers 200 for COMPETITION (backoff 0.2 s doubling to 5 s); with
-    --token-file, then check that /validate accepts the run's token."""
-    try:
-        url = normalize_url(url)
-    except ValueError as exc:
-        raise HelperError(str(exc)) from None
-    job = job or None
-    if job and not slurm_query.slurm_available():
-        raise HelperError(f"--job {job} needs Slurm's scontrol, which is not on PATH: drop --job")
-    elapsed = wait_ready(url, competition, timeout, job, pid)
-    if token_file is not None:
-        check_token_file(url, token_file)
-    click.echo(f"wait-ready: {url} serves {competition}, ready after {elapsed:.2f}s", err=True)

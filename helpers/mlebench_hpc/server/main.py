@@ -108,7 +108,7 @@ def _report_upload_room(upload_dir: Path, max_upload_mb: float) -> None:
 @dataclass(frozen=True)
 class Validation:
     """How /validate parses submissions: WORKERS pre-forked processes (0: in the server process,
-    unbounded, as before) with BUDGET_MB each (None: chosen from the answers and the job's memory,
+    without a budget) with BUDGET_MB each (None: chosen from the answers and the job's memory,
     MEMORY_LIMIT_MB when known)."""
 
     workers: int = 2
@@ -275,7 +275,7 @@ def serve(
 
 
 def _in_process(validate: Callable[[Path], tuple[bool, str]]) -> Callable[[Path], tuple[bool, str]]:
-    """--validate-workers 0: validation in the server process, unbounded, as before the pool."""
+    """--validate-workers 0: validation in the server process, without a budget (no pool)."""
 
     from mlebench_hpc.grading.messages import invalid_message
 

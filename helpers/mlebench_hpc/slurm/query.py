@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 import click
 
-from mlebench_hpc.errors import HelperError  # noqa: F401 - re-exported for older imports
-
 # States after which the job never runs its script again (COMPLETING: the script has ended).
 ENDED_STATES = frozenset(
     {
