@@ -1,4 +1,4 @@
-"""`status` and `grade` print the same bytes as before the run record was typed (issue 18): the
+"""`status` and `grade` print the same bytes as before the run record was typed: the
 goldens in golden/mixed_group/ were made by commit 01c7f09 (the last one before RunRecord) on the
 group mixed_group.py makes, with paths and today's date normalized. The LLM-death run is the one
 intended change: it is a failed attempt now (test_llm_death_counts_failed below)."""

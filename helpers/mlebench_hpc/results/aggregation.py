@@ -234,7 +234,7 @@ def aggregate(
     return Aggregate(seeds, per_seed, upstream, pairing_note(seeds))
 
 
-# ---- which splits a group reports, and its `aggregates` entries (contract 1 of issue 19)
+# ---- which splits a group reports, and its `aggregates` entries
 
 
 @dataclass(frozen=True)

@@ -190,8 +190,8 @@ def aggregate_agents(
     backend: dict[str, str] | None = None,
     superseded: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str | None, dict[str, Any]]]:
-    """(the group's report, each agent's own report). One agent: `aggregate`, exactly as before
-    agents were told apart, and no per-agent report. Several: upstream's keys per agent only."""
+    """(the group's report, each agent's own report). One agent: `aggregate` alone, and no per-agent
+    report. Several: upstream's keys per agent only."""
     from mlebench_hpc.sweep.attribution import label
 
     agents = agents_in(reports)

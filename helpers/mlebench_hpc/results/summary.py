@@ -441,7 +441,7 @@ def to_markdown(
     notes: list[str] | None = None,
     leaderboard: list[LeaderboardRow] | None = None,
 ) -> str:
-    """One agent: its summary, as before agents were told apart. Several: a table comparing them,
+    """One agent: its summary alone. Several: a table comparing them,
     then a section per agent. NOTES concern the whole group (e.g. superseded attempts). The
     LEADERBOARD rows come first after the introduction."""
     parts = [summaries] if isinstance(summaries, Summary) else summaries

@@ -211,7 +211,7 @@ def components_from_sacct(rows: list[dict[str, str]], spec: str) -> list[Compone
 
 
 def run_cost(components: list[Component], source: str, job_id: str = "") -> dict[str, Any] | None:
-    """The run's `cost` (contract 2): hours over every component, the agent's hardware."""
+    """The run's `cost`: hours over every component, the agent's hardware."""
     if not components:
         return None
     peaks = [c.peak_mem_mb for c in components if c.peak_mem_mb is not None]

@@ -187,7 +187,7 @@ def start_cmd(
     elapsed = wait_ready(url, competition, ready_timeout, grading_job or None, grading_pid)
     if token_file is not None:
         check_token_file(url, token_file)
-    click.echo(f"wait-ready: {url} serves {competition}, ready after {elapsed:.2f}s", err=True)
+    click.echo(f"run start: {url} serves {competition}, ready after {elapsed:.2f}s", err=True)
 
     token = token_file.read_text().splitlines()[0].strip() if token_file is not None else ""
     extra = {TOKEN_ENV: token} if token else {}

@@ -14,7 +14,7 @@ sweep.json does not list (its record failed, or sweep.json is gone) is newer tha
 and such arrays come in job id order; ties (and runs made without Slurm) by the attempt's start
 time, then by directory name. The last one is final, whatever its state: a resume submits a pair
 again only when no attempt is done, so a later attempt exists only because the earlier ones did not
-count. Runs not made by a sweep task each count, as before."""
+count. Runs not made by a sweep task each count on their own."""
 
 from __future__ import annotations
 

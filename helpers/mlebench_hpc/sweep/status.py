@@ -143,7 +143,7 @@ class SweepStatus:
         return line
 
     def counts_lines(self) -> list[str]:
-        """One line for a group of one agent (as before agents were told apart), else one per agent."""
+        """One line for a group of one agent (a group's usual case), else one per agent."""
         agents = self.agents
         if len(agents) < 2:
             return [self.counts_line()]

@@ -112,5 +112,5 @@ def status_cmd(group_dir: Path, no_slurm: bool, watch: bool, interval: float) ->
     cost = cost_so_far(st)
     if cost.recorded or cost.running:  # nothing known yet (no Slurm, old runs): no line
         lines.append(cost.line())
-    lines += st.counts_lines()  # last, as before costs were shown: scripts read the counts there
+    lines += st.counts_lines()  # last: scripts read the counts there
     click.echo("\n".join(lines))
