@@ -6,10 +6,10 @@
 # The agent's budget ends TIME_MARGIN_SECS (config) before this job's time limit: no --signal needed.
 #SBATCH --job-name=mlebench-agent
 #SBATCH --output=%x-%j.out
+#SBATCH --time=1-01:00:00
 #SBATCH --cpus-per-task=4
 #SBATCH --mem=32G
 #SBATCH --gres=gpu:1
-#SBATCH --time=1-01:00:00
 set -euo pipefail
 # sbatch runs a spool copy of this file: find the checkout's scripts_hpc/ (lib.sh) from Slurm's record.
 d=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -20,13 +20,14 @@ export MH_SCRIPTS=$d
 # shellcheck source=scripts_hpc/lib.sh
 source "$MH_SCRIPTS/lib.sh"
 
+mh_help "$@"
 comp=${1:-}
 spec=${2:-}
-[[ -n $comp && -n $spec ]] \
-    || mh_die "usage: sbatch scripts_hpc/slurm_agent.sh <competition> <http://host:port | auto:GRADING_JOBID>"
+[[ -n $comp && -n $spec ]] || mh_usage_error "give the competition and its grading server"
 
 # --- the run: shared by the standalone agent job and the hetjob's (and sweep's) agent step
 mh_setup "$comp" AGENT_SIF
+mh_check_slurm_site slurm_agent.sh gpu || exit 2
 mh_cost_owner agent  # a hetjob or sweep task around this run records the job's cost instead
 mh_require_prepared "$comp" public
 # The static integrity checker of this checkout (`make install`): missing or stale, say so before anything starts.

@@ -6,9 +6,9 @@
 # OUTPUT_BASE/.state/<competition>_<jobid>/url once it listens; agents find it with auto:<jobid>.
 #SBATCH --job-name=mlebench-grade
 #SBATCH --output=%x-%j.out
+#SBATCH --time=1-02:00:00
 #SBATCH --cpus-per-task=2
 #SBATCH --mem=8G
-#SBATCH --time=1-02:00:00
 set -euo pipefail
 # sbatch runs a spool copy of this file: find the checkout's scripts_hpc/ (lib.sh) from Slurm's record.
 d=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,9 +19,11 @@ export MH_SCRIPTS=$d
 # shellcheck source=scripts_hpc/lib.sh
 source "$MH_SCRIPTS/lib.sh"
 
+mh_help "$@"
 comp=${1:-}
-[[ -n $comp ]] || mh_die "usage: sbatch scripts_hpc/slurm_grading_server.sh <competition>"
+[[ -n $comp ]] || mh_usage_error "no competition given"
 mh_setup "$comp" GRADING_SIF
+mh_check_slurm_site slurm_grading_server.sh cpu || exit 2
 mh_require_prepared "$comp" private
 
 job=$(mh_job_id)

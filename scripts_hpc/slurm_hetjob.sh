@@ -25,9 +25,17 @@ export MH_SCRIPTS=$d
 # shellcheck source=scripts_hpc/lib.sh
 source "$MH_SCRIPTS/lib.sh"
 
+mh_help "$@"
 comp=${1:-}
-[[ -n $comp ]] || mh_die "usage: sbatch scripts_hpc/slurm_hetjob.sh <competition>"
+[[ -n $comp ]] || mh_usage_error "no competition given"
 mh_setup "$comp" GRADING_SIF AGENT_SIF
+# The config's partitions, account and QOS: the grading server's component on CPUs, the agent's on
+# a GPU; without components (a sweep task's one allocation) the whole job runs the agent.
+if mh_in_hetjob_batch; then
+    mh_check_slurm_site slurm_hetjob.sh cpu gpu || exit 2
+else
+    mh_check_slurm_site slurm_hetjob.sh gpu || exit 2
+fi
 # LLM_BASE_URL=job: this job runs the LLM server too; its config is checked before anything starts.
 [[ ${LLM_BASE_URL:-} != job ]] || mh_llm_server_checks "${LLM_MODEL:-}"
 # Both steps use this id for the state and run directories.
@@ -63,7 +71,7 @@ rm -f "$state/url"
 mh_step_prefix 0
 "${MH_STEP[@]}" bash "$MH_SCRIPTS/slurm_grading_server.sh" "$comp" &
 server_pid=$!
-url=$(mh_wait_url_file "$state/url" "$server_pid" 300)
+url=$(mh_wait_url_file "$state/url" "$server_pid" 300 "the grading server")
 mh_log "grading server is at $url"
 # The LLM server (LLM_BASE_URL=job) shares the agent's component: see README "AIDE on a local model".
 [[ ${LLM_BASE_URL:-} != job ]] || mh_llm_start_job_server

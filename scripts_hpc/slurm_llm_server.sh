@@ -12,10 +12,10 @@
 # when LLM_BASE_URL=job.
 #SBATCH --job-name=mlebench-llm
 #SBATCH --output=%x-%j.out
+#SBATCH --time=1-02:00:00
 #SBATCH --cpus-per-task=8
 #SBATCH --mem=64G
 #SBATCH --gres=gpu:1
-#SBATCH --time=1-02:00:00
 set -euo pipefail
 # sbatch runs a spool copy of this file: find the checkout's scripts_hpc/ (lib.sh) from Slurm's record.
 d=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,9 +26,11 @@ export MH_SCRIPTS=$d
 # shellcheck source=scripts_hpc/lib.sh
 source "$MH_SCRIPTS/lib.sh"
 
+mh_help "$@"
 [[ -n ${MH_CLI:-} ]] || mh_init
 MH_RUNTIME=$(mh_runtime)
 mh_load_config
+mh_check_slurm_site slurm_llm_server.sh gpu || exit 2
 model=${1:-${LLM_MODEL:-}}
 mh_llm_server_checks "$model"
 

@@ -2,7 +2,7 @@
 # One task of a sweep array (submitted by submit_sweep.sh, not by hand): runs the grading server
 # and the agent of one (agent, competition, seed) pair in this one allocation (the hetjob script in
 # its non-heterogeneous mode; Slurm cannot make arrays of heterogeneous jobs). The task row names the
-# agent variant (AGENT_ID); rows of task files written before they did use the config's.
+# agent variant (AGENT_ID); a row without one uses the config's.
 # usage: sbatch --array=0-N%K scripts_hpc/slurm_sweep_task.sh <tasks.tsv> <group>
 #        MH_TASK_INDEX=i bash scripts_hpc/slurm_sweep_task.sh <tasks.tsv> <group>   (no Slurm)
 # Run dir: OUTPUT_BASE/<group>/<competition>_<arrayjob>_<task>/ (the same after a requeue).
@@ -31,11 +31,12 @@ export MH_SCRIPTS=$d
 # shellcheck source=scripts_hpc/lib.sh
 source "$MH_SCRIPTS/lib.sh"
 
+mh_help "$@"
 tasks=${1:-}
 group=${2:-}
-[[ -f $tasks && -n $group ]] || mh_die "usage: sbatch --array=... scripts_hpc/slurm_sweep_task.sh <tasks.tsv> <group> (use submit_sweep.sh)"
+[[ -f $tasks && -n $group ]] || mh_usage_error "give the tasks file of submit_sweep.sh and the group"
 index=${SLURM_ARRAY_TASK_ID:-${MH_TASK_INDEX:-}}
-[[ $index =~ ^[0-9]+$ ]] || mh_die "no array index: run through sbatch --array or set MH_TASK_INDEX"
+[[ $index =~ ^[0-9]+$ ]] || mh_usage_error "no array index: run through sbatch --array or set MH_TASK_INDEX"
 # The same id (and so the same run dir) after a requeue: array job id + index, not the task's own id.
 if [[ -n ${SLURM_ARRAY_JOB_ID:-} ]]; then MH_JOB_ID=${SLURM_ARRAY_JOB_ID}_$index; else MH_JOB_ID=$(mh_job_id)_$index; fi
 # This attempt's number: once a later attempt owns the run dir, this one's writes are dropped.
@@ -52,6 +53,11 @@ run=$MH_RUN
 if [[ -n $MH_SKIP ]]; then
     mh_log "sweep task $index: $MH_SKIP"
     exit 0
+fi
+# submit_sweep.sh passed the config's partition, account and QOS; a config changed since fails the run.
+if ! mh_check_slurm_site slurm_sweep_task.sh gpu; then
+    "$MH_CLI" run ended "$run" --exit-code 2 --attempt "$MH_ATTEMPT" || true
+    exit 2
 fi
 # The task's allocation holds the server, the agent (and an LLM server of this job): its cost is the run's.
 mh_cost_owner sweep

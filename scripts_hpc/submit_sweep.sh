@@ -6,6 +6,8 @@
 # agents in one group: run it once per --agent-id with the same --group; their numbers never mix.
 # SET: a file of one competition id per line, or a split by name (split75, low, ...; `all` is
 # split75 where all.txt is gone): $MLEBENCH_DIR/experiments/splits/'s, else upstream's as shipped.
+# The config's SLURM_GPU_PARTITION (else SLURM_PARTITION), SLURM_ACCOUNT and SLURM_QOS go to sbatch;
+# options after -- go to sbatch too, and win.
 # usage: bash scripts_hpc/submit_sweep.sh --competitions SET --seeds N [--agent-id ID]
 #             [--max-parallel K] [--group NAME] [--max-requeues R] [--dry-run] [-- extra sbatch args]
 set -euo pipefail
@@ -14,24 +16,25 @@ MH_SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts_hpc/lib.sh
 source "$MH_SCRIPTS/lib.sh"
 
-usage="usage: bash scripts_hpc/submit_sweep.sh --competitions SET --seeds N [--agent-id ID] [--max-parallel K] [--group NAME] [--max-requeues R] [--dry-run] [-- sbatch args]"
 list="" seeds="" max_parallel=4 group="" dry_run=0 max_requeues=5 agent_id=""
 extra=()
+# An option's value: the next argument, which must be there. Args: option value-or-nothing...
+value_of() { (( $# >= 2 )) || mh_usage_error "$1 needs a value"; printf '%s' "$2"; }
 while (( $# )); do
     case $1 in
-        --competitions|--competition-set) list=${2:-}; shift 2 || mh_die "$usage" ;;
-        --seeds) seeds=${2:-}; shift 2 || mh_die "$usage" ;;
-        --agent-id) agent_id=${2:-}; shift 2 || mh_die "$usage"; [[ -n $agent_id ]] || mh_die "--agent-id needs an id; $usage" ;;
-        --max-parallel) max_parallel=${2:-}; shift 2 || mh_die "$usage" ;;
-        --group) group=${2:-}; shift 2 || mh_die "$usage" ;;
-        --max-requeues) max_requeues=${2:-}; shift 2 || mh_die "$usage" ;;
+        --competitions|--competition-set) list=$(value_of "$@"); shift 2 ;;
+        --seeds) seeds=$(value_of "$@"); shift 2 ;;
+        --agent-id) agent_id=$(value_of "$@"); shift 2; [[ -n $agent_id ]] || mh_usage_error "--agent-id needs an id" ;;
+        --max-parallel) max_parallel=$(value_of "$@"); shift 2 ;;
+        --group) group=$(value_of "$@"); shift 2 ;;
+        --max-requeues) max_requeues=$(value_of "$@"); shift 2 ;;
         --dry-run) dry_run=1; shift ;;
         --) shift; extra=("$@"); break ;;
-        -h|--help) echo "$usage"; exit 0 ;;
-        *) mh_die "unknown argument '$1'; $usage" ;;
+        -h|--help) mh_help --help ;;
+        *) mh_usage_error "unknown argument '$1'" ;;
     esac
 done
-[[ -n $list ]] || mh_die "--competitions SET is required (a file or a split name); $usage"
+[[ -n $list ]] || mh_usage_error "--competitions SET is required (a file or a split name)"
 [[ $seeds =~ ^[1-9][0-9]*$ ]] || mh_die "--seeds must be a positive integer, not '$seeds'"
 [[ $max_parallel =~ ^[1-9][0-9]*$ ]] || mh_die "--max-parallel must be a positive integer, not '$max_parallel'"
 [[ $max_requeues =~ ^[0-9]+$ ]] || mh_die "--max-requeues must be a non-negative integer, not '$max_requeues'"
@@ -82,16 +85,13 @@ if (( count == 0 )); then
     exit 0
 fi
 
+# The task's own #SBATCH lines hold the rest (resources, --requeue, --open-mode=append).
 cmd=(sbatch --parsable --array="0-$((count - 1))%$max_parallel" --job-name="mlebench-sweep-$group"
-    --output="$sdir/logs/%A_%a.out" --open-mode=append --requeue
-    --signal="B:USR1@$(( TIME_MARGIN_SECS + 60 ))"
+    --output="$sdir/logs/%A_%a.out" --signal="B:USR1@$(( TIME_MARGIN_SECS + 60 ))"
     --export="ALL,MH_MAX_REQUEUES=$max_requeues,MH_SWEEP_SCRIPTS=$MH_SCRIPTS")
-# Each task runs an agent: the GPU partition when the config names one, else SLURM_PARTITION.
-partition=${SLURM_GPU_PARTITION:-${SLURM_PARTITION:-}}
-[[ -n $partition ]] && cmd+=(-p "$partition")
-[[ -n ${SLURM_ACCOUNT:-} ]] && cmd+=(-A "$SLURM_ACCOUNT")
-[[ -n ${SLURM_QOS:-} ]] && cmd+=(-q "$SLURM_QOS")
-cmd+=("${extra[@]}" "$MH_SCRIPTS/slurm_sweep_task.sh" "$tasks" "$group")
+# Each task runs an agent: the config's GPU partition (else SLURM_PARTITION), account and QOS.
+mh_slurm_site_args gpu
+cmd+=("${MH_SLURM_ARGS[@]}" "${extra[@]}" "$MH_SCRIPTS/slurm_sweep_task.sh" "$tasks" "$group")
 
 if (( dry_run )); then
     echo "dry run: nothing submitted. Would run:"

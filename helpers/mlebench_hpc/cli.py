@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "run": "mlebench_hpc.run.phases:run_cmd",
     "slurm-restarts": "mlebench_hpc.slurm.query:slurm_restarts_cmd",
     "slurm-step": "mlebench_hpc.slurm.query:slurm_step_cmd",
+    "sbatch-headers": "mlebench_hpc.slurm.sbatch:sbatch_headers_cmd",
     "doctor": "mlebench_hpc.doctor:doctor_cmd",
     "status": "mlebench_hpc.sweep.status_cli:status_cmd",
     "sweep-plan": "mlebench_hpc.sweep.plan:sweep_plan_cmd",

@@ -90,10 +90,22 @@ SETTINGS: tuple[Setting, ...] = (
         "auto",
         "memory one validation may use, MiB; auto: from the answers' size, within the job's memory",
     ),
-    Setting("SLURM_PARTITION", "", "partition for jobs submitted by our tools (sweeps)", export=False),
-    Setting("SLURM_GPU_PARTITION", "", "partition for jobs that run an agent (sweep tasks)", export=False),
-    Setting("SLURM_ACCOUNT", "", "account for jobs submitted by our tools", export=False),
-    Setting("SLURM_QOS", "", "QOS for jobs submitted by our tools", export=False),
+    Setting(
+        "SLURM_PARTITION", "", "partition of the grading server's jobs (every job checks it)", export=False
+    ),
+    Setting(
+        "SLURM_GPU_PARTITION",
+        "",
+        "partition of jobs that run an agent or an LLM server; empty: SLURM_PARTITION",
+        export=False,
+    ),
+    Setting(
+        "SLURM_ACCOUNT",
+        "",
+        "account of every job (submit_sweep passes it, every job checks it)",
+        export=False,
+    ),
+    Setting("SLURM_QOS", "", "QOS of every job (submit_sweep passes it, every job checks it)", export=False),
     Setting(
         "LLM_BASE_URL",
         "",

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# mlebench-hpc: the LLM endpoint of agents that use one (AIDE) and the LLM server (issue 10).
+# mlebench-hpc: the LLM endpoint of agents that use one (AIDE) and the LLM server.
 # Sourced by scripts_hpc/lib.sh after the other lib/*.sh (uses mh_log, mh_die, mh_runtime,
 # mh_stop_pid, mh_stop_step and mh_in_hetjob_batch). Config keys: LLM_BASE_URL (http(s)://host:port/v1, auto:<jobid>
 # of an LLM server job, or `job`: this job starts the server as a step), LLM_MODEL,
@@ -30,7 +30,7 @@ mh_gpu_count() {
 # grading server with LLM_BASE_URL=job): one line and exit 2 for the first problem. Arg: model
 mh_llm_server_checks() {
     local model=$1
-    [[ -n $model ]] || mh_die "usage: sbatch scripts_hpc/slurm_llm_server.sh <model> (or set LLM_MODEL in $MH_CONFIG)"
+    [[ -n $model ]] || mh_die "no model for the LLM server: set LLM_MODEL in $MH_CONFIG, or give it: sbatch scripts_hpc/slurm_llm_server.sh <model>"
     [[ -n ${LLM_CMD:-} ]] || mh_die "LLM_CMD is empty in $MH_CONFIG: set the server command (see scripts_hpc/config.example.env)"
     if [[ $(mh_runtime) == apptainer && -n ${LLM_SIF:-} && ! -f $LLM_SIF ]]; then
         mh_die "LLM_SIF=$LLM_SIF does not exist: run 'make sif LLM=vllm', or set LLM_SIF=\"\" to run LLM_CMD on the host"
@@ -126,7 +126,7 @@ mh_llm_unwatch_server_job() {
 # (its step 0); without Slurm a background process. Waits (bounded) until it published its URL,
 # then exports MH_LLM_JOB_URL for the agent step. Sets MH_LLM_PID.
 mh_llm_start_job_server() {
-    local state=$MH_STATE_BASE/llm/$MH_JOB_ID waited=0 limit=$(( ${LLM_READY_TIMEOUT:-900} + 60 ))
+    local state=$MH_STATE_BASE/llm/$MH_JOB_ID limit=$(( ${LLM_READY_TIMEOUT:-900} + 60 ))
     mkdir -p "$state"
     rm -f "$state/url"  # a requeued job has the same id: never read the previous attempt's URL
     local step=()
@@ -136,14 +136,10 @@ mh_llm_start_job_server() {
     "${step[@]}" bash "$MH_SCRIPTS/slurm_llm_server.sh" "$LLM_MODEL" &
     MH_LLM_PID=$!
     mh_log "LLM server for $LLM_MODEL starting (LLM_BASE_URL=job)"
-    while [[ ! -s $state/url ]]; do
-        kill -0 "$MH_LLM_PID" 2>/dev/null || { MH_LLM_PID=""; mh_die "the LLM server exited before it was ready: see its lines above"; }
-        (( waited < limit * 2 )) || mh_die "the LLM server published no URL within ${limit}s: see its lines above"
-        sleep 0.5
-        waited=$((waited + 1))
-    done
-    # its proxy publishes the URL once the backend lists the model; the agent checks it with its key
-    MH_LLM_JOB_URL=$(head -n1 "$state/url")
+    # its proxy publishes the URL once the backend lists the model; the agent checks it with its key.
+    # A server that is gone needs no stopping at the job's end (and is no death during the run).
+    MH_LLM_JOB_URL=$(mh_wait_url_file "$state/url" "$MH_LLM_PID" "$limit" "the LLM server") \
+        || { kill -0 "$MH_LLM_PID" 2>/dev/null || MH_LLM_PID=""; exit 2; }
     export MH_LLM_JOB_URL
 }
 

@@ -1,10 +1,31 @@
 # shellcheck shell=bash
-# Logging: one line per event on stderr; mh_die says what is wrong and what to do, exit 2.
+# Logging: one line per event on stderr; mh_die says what is wrong and what to do, exit 2; each
+# entry script's usage is its own header comment (mh_help, mh_usage_error).
 
 mh_log() { printf '[mlebench-hpc %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # One line that says what is wrong and what to do; exit 2 (config/usage errors).
 mh_die() { printf 'mlebench-hpc: error: %s\n' "$*" >&2; exit 2; }
+
+# The comment block at the top of the entry script that is running (its documentation), without
+# '# ', #SBATCH and shellcheck lines. Under sbatch that script is Slurm's copy of it, same text.
+_mh_script_header() {
+    sed -n '2,/^[^#]/{/^#SBATCH/d;/^# shellcheck/d;/^#/!d;s/^# \{0,1\}//;p;}' "${BASH_SOURCE[-1]}"
+}
+
+# --help or -h as the first argument: print the script's header, exit 0. Args: the script's args
+mh_help() {
+    [[ ${1:-} == --help || ${1:-} == -h ]] || return 0
+    _mh_script_header
+    exit 0
+}
+
+# A usage error: what is wrong in one line, then the header's usage lines; exit 2.
+mh_usage_error() {
+    printf 'mlebench-hpc: error: %s\n' "$*" >&2
+    _mh_script_header | sed -n '/^usage:/,/^[^ ]/{/^usage:/p;/^ /p;}' >&2
+    exit 2
+}
 
 mh_warn_no_isolation() {
     mh_log "WARNING: ######################################################################"

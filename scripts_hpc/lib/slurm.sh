@@ -86,3 +86,63 @@ mh_record_cost() {
     fi
     return 0
 }
+
+# The site's options of the config for a job whose components are of these kinds (cpu: the grading
+# server, gpu: an agent or an LLM server, on SLURM_GPU_PARTITION else SLURM_PARTITION), as sbatch
+# arguments, components separated by ':' as sbatch's heterogeneous syntax wants; nothing when the
+# config names none. The one place that turns SLURM_PARTITION & co into options. Fills
+# MH_SLURM_ARGS. Args: kind...
+mh_slurm_site_args() {
+    local kind partition sep=()
+    MH_SLURM_ARGS=()
+    [[ -n ${SLURM_PARTITION:-}${SLURM_GPU_PARTITION:-}${SLURM_ACCOUNT:-}${SLURM_QOS:-} ]] || return 0
+    for kind in "$@"; do
+        partition=${SLURM_PARTITION:-}
+        [[ $kind != gpu ]] || partition=${SLURM_GPU_PARTITION:-$partition}
+        MH_SLURM_ARGS+=("${sep[@]}")
+        [[ -z $partition ]] || MH_SLURM_ARGS+=(--partition="$partition")
+        [[ -z ${SLURM_ACCOUNT:-} ]] || MH_SLURM_ARGS+=(--account="$SLURM_ACCOUNT")
+        [[ -z ${SLURM_QOS:-} ]] || MH_SLURM_ARGS+=(--qos="$SLURM_QOS")
+        sep=(:)
+    done
+}
+
+# Once per job, in its batch script (not in its steps or child scripts): the job runs under the
+# config's partition, account and QOS. A job submitted by hand never read the config, so a
+# mismatch is one line that says how to submit it, and a non-zero return before anything starts.
+# A value Slurm does not report (no accounting: no QOS) is not checked. Args: script kind...
+mh_check_slurm_site() {
+    local script=$1 kind i=0 suffix partition got want bad=()
+    shift
+    [[ -n ${SLURM_JOB_ID:-} && -z ${SLURM_STEP_ID:-} ]] || return 0
+    [[ ${MH_SLURM_SITE_CHECKED:-} != "$SLURM_JOB_ID" ]] || return 0
+    for kind in "$@"; do
+        suffix=""
+        (( $# == 1 )) || suffix=_HET_GROUP_$i
+        partition=${SLURM_PARTITION:-}
+        [[ $kind != gpu ]] || partition=${SLURM_GPU_PARTITION:-$partition}
+        for want in "partition=$partition" "account=${SLURM_ACCOUNT:-}" "qos=${SLURM_QOS:-}"; do
+            [[ -n ${want#*=} ]] || continue
+            case ${want%%=*} in
+                partition) got=SLURM_JOB_PARTITION$suffix ;;
+                account) got=SLURM_JOB_ACCOUNT$suffix ;;
+                qos) got=SLURM_JOB_QOS$suffix ;;
+            esac
+            got=${!got:-}
+            # a partition list (gpu,gpu-long) is met by any of its partitions
+            [[ -z $got || ,${want#*=}, == *",$got,"* ]] \
+                || bad+=("${want%%=*} $got (the config: ${want#*=})")
+        done
+        i=$((i + 1))
+    done
+    if (( ${#bad[@]} )); then
+        local what="" b
+        for b in "${bad[@]}"; do what+="${what:+, }$b"; done
+        mh_slurm_site_args "$@"
+        printf 'mlebench-hpc: error: job %s runs with %s, not as %s says: submit it with sbatch %s scripts_hpc/%s ..., or change the config\n' \
+            "$SLURM_JOB_ID" "$what" "${MH_CONFIG:-the config}" "${MH_SLURM_ARGS[*]}" "$script" >&2
+        return 2
+    fi
+    MH_SLURM_SITE_CHECKED=$SLURM_JOB_ID
+    export MH_SLURM_SITE_CHECKED
+}

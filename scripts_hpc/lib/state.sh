@@ -5,10 +5,12 @@
 # A fresh random token in FILE (mode 0600): the grading server accepts /validate only with it, so
 # another run's agent on the same node cannot use this run's server. Arg: file
 mh_new_token() {
-    local file=$1 token
+    local file=$1 token trace=${-//[^x]/}
+    { set +x; } 2>/dev/null  # MLEBENCH_HPC_DEBUG's trace would print the token into the job output
     token=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
     [[ ${#token} == 64 ]] || mh_die "could not read 32 random bytes from /dev/urandom"
     (umask 077 && printf '%s\n' "$token" >"$file.tmp" && mv -f "$file.tmp" "$file")
+    [[ -z $trace ]] || set -x
 }
 
 # The agent's env file for this run (mode 0600, host-only): `run start` wrote the variant's env vars,
@@ -22,13 +24,15 @@ mh_agent_env_file() {
     export MH_AGENT_ENV
 }
 
-# Wait (bounded) for the grading server's URL file while its process lives. Prints the URL.
+# Wait (bounded) for a server's URL file while its process lives: the grading server's, and the LLM
+# server's of LLM_BASE_URL=job. Prints the URL (the file's first line). Args: file pid timeout_secs
+# what (for the error: "the grading server")
 mh_wait_url_file() {
-    local file=$1 pid=$2 timeout=${3:-300} start=$SECONDS
+    local file=$1 pid=$2 timeout=$3 what=$4 start=$SECONDS
     while [[ ! -s $file ]]; do
-        kill -0 "$pid" 2>/dev/null || mh_die "the grading server exited before publishing its URL: see the lines above"
-        (( SECONDS - start < timeout )) || mh_die "the grading server published no URL within ${timeout}s: see the lines above"
+        kill -0 "$pid" 2>/dev/null || mh_die "$what exited before publishing its URL: see its lines above"
+        (( SECONDS - start < timeout )) || mh_die "$what published no URL within ${timeout}s: see its lines above"
         sleep 0.5
     done
-    cat "$file"
+    head -n1 "$file"
 }

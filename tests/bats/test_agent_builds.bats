@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# Agent directories in upstream MLE-bench's format, built for real (issue 16): the fixture
+# Agent directories in upstream MLE-bench's format, built for real: the fixture
 # tests/agents/upstream-style (what upstream's Dockerfiles use: the four ARG/ENV pairs, RUN mkdir,
 # conda run -n agent pip install -r, COPY ., WORKDIR) with BUILDER=apptainer as an ordinary user, on
 # a mlebench-env SIF built in the test from the site registry's base (what `make cluster-up`
@@ -275,20 +275,35 @@ user_sbatch() {
 
 run_dir_in() { sed -n 's/^MLEBENCH_RUN_DIR=//p' "$1" | tail -n1; }
 
-@test "the built agent runs through slurm_hetjob.sh as the user: its kwargs, env vars and secret as upstream passes them; upstream's validate_submission.sh; graded valid" {
-    require_slurm
-    local images=${MH_TEST_IMAGE_DIR:-$HOME/.cache/mlebench-hpc/images} comp=demo-breast-cancer
-    [[ -f $images/mlebench-grading.sif ]] || _unavailable "the grading image" MLEBENCH_REQUIRE_APPTAINER "no $images/mlebench-grading.sif"
-    mkdir -p "$T/user/run"
-    cp "$images/mlebench-grading.sif" "$T/user/run/"
-    # the docker-built image when the test before made one, else the user's
-    local docker_sif=$T/user/run/agent-docker.sif
-    if [[ -f $DIMG/agent-$AGENT.sif ]]; then cp "$DIMG/agent-$AGENT.sif" "$docker_sif"; else cp "$UIMG/agent-$AGENT.sif" "$docker_sif"; fi
-    chmod 644 "$T/user/run/"*.sif
-    [[ $EUID != 0 ]] || chown -R "$TEST_USER:" "$T/user/run"
+# run_seat: the user's run directory for the tests below (once): the grading image, the agent
+# images the builds above made, the demo data. Fails (never skips) when a build above left no image.
+run_seat() {
+    local images=${MH_TEST_IMAGE_DIR:-$HOME/.cache/mlebench-hpc/images}
     export EXTRA_FLAGS=""
     as_test_user test -r /dev/fuse -a -w /dev/fuse || EXTRA_FLAGS="--unsquash"
+    [[ ! -f $T/user/run/.ready ]] || return 0
+    [[ -f $images/mlebench-grading.sif ]] || _unavailable "the grading image" MLEBENCH_REQUIRE_APPTAINER "no $images/mlebench-grading.sif"
+    [[ -f $UIMG/agent-$AGENT.sif ]] || { echo "the apptainer build above left no $UIMG/agent-$AGENT.sif" >&2; return 1; }
+    mkdir -p "$T/user/run"
+    cp "$images/mlebench-grading.sif" "$T/user/run/"
+    # the docker-built image as root (the docker build above made it); a user without Docker has none
+    if (( EUID == 0 )); then
+        [[ -f $DIMG/agent-$AGENT.sif ]] || { echo "the docker build above left no $DIMG/agent-$AGENT.sif" >&2; return 1; }
+        cp "$DIMG/agent-$AGENT.sif" "$T/user/run/agent-docker.sif"
+    else
+        echo "# not root: the argparse variant runs the apptainer-built image" >&3
+        cp "$UIMG/agent-$AGENT.sif" "$T/user/run/agent-docker.sif"
+    fi
+    chmod 644 "$T/user/run/"*.sif
+    [[ $EUID != 0 ]] || chown -R "$TEST_USER:" "$T/user/run"
     as_test_user "$DIR/.venv/bin/mlebench-hpc" prepare-demo --data-dir "$T/user/run/data" >/dev/null
+    touch "$T/user/run/.ready"
+}
+
+@test "the built agent runs through slurm_hetjob.sh as the user: its kwargs, env vars and secret as upstream passes them; upstream's validate_submission.sh; graded valid" {
+    require_slurm
+    local comp=demo-breast-cancer docker_sif=$T/user/run/agent-docker.sif
+    run_seat
     local secret=sk-test-$RANDOM$RANDOM$RANDOM
     as_test_user bash -c "umask 077; printf 'TEST_API_KEY=%s\n' '$secret' >'$T/user/run/secrets.env'"
     local sb=(--time=10 --mem=1G --cpus-per-task=1 : --time=10 --gres=none --cpus-per-task=1 --mem=1G)
@@ -340,7 +355,7 @@ run_dir_in() { sed -n 's/^MLEBENCH_RUN_DIR=//p' "$1" | tail -n1; }
 
 @test "a sweep of a variant with 2 seeds: each run has its own /home/agent; a missing secret and privileged: refused before anything starts" {
     require_slurm
-    [[ -f $T/user/run/mlebench-grading.sif ]] || skip "needs the run test before"
+    run_seat
     local cfg out
     cfg=$(run_config sweep "$AGENT/argparse" "$UIMG/agent-$AGENT.sif")
     echo demo-diabetes >"$T/user/run/one.txt"

@@ -5,7 +5,7 @@
 # requeue, another run's server, shared scratch, and an honest 100 MiB upload; a forged URL line in
 # the job output, escape sequences for the user's terminal, and planted run directories. Each must
 # fail safely (or, for the honest upload, succeed); each has a control that shows it WOULD work
-# without its protection (the link followed, the old discovery rule, the raw bytes, the plant graded).
+# without its protection (the link followed, a last-line URL rule, the raw bytes, the plant graded).
 # shellcheck disable=SC2030,SC2031 # each @test's exports stay in it, by design
 
 bats_require_minimum_version 1.5.0
@@ -143,8 +143,9 @@ for where, job in (("/tmp/runs", "9001"), ("/home/code", "9002"), ("/home/logs/x
         json.dump(meta, f)
 PY
 EOF
-    # Where discovery used to look: the server logs each request path, and in a hetjob the agent's
-    # own output lands in the same job output. Then stay alive while the test resolves this job.
+    # Plants where a looser discovery rule would look: the server logs each request path, and in a
+    # hetjob the agent's own output lands in the same job output. Then stay alive while the test
+    # resolves this job.
     cat >"$d/forge_url.sh" <<'EOF'
 curl -s -o /dev/null "$GRADING_SERVER/GRADING_SERVER_URL=http://evil.invalid:1"
 curl -s -o /dev/null "$GRADING_SERVER/%0AGRADING_SERVER_URL=http://evil.invalid:2"
@@ -342,7 +343,7 @@ print(resolve_spec(sys.argv[1], sys.argv[2], 60.0, Path(sys.argv[3])))'
 }
 
 # First: the forging job must still run when its test asks discovery about it.
-@test "a forged URL line in the job output: auto:JOBID finds the server's own line (control: the old last-line rule takes the agent's)" {
+@test "a forged URL line in the job output: auto:JOBID finds the server's own line (control: a last-line rule takes the agent's)" {
     local job out run url
     job=$(<"$T/forge_url.job")
     out=$T/out/forge_url.out
@@ -359,7 +360,7 @@ print(resolve_spec(sys.argv[1], sys.argv[2], 60.0, Path(sys.argv[3])))'
     grep -qx 'GRADING_SERVER_URL=http://evil.invalid:3' "$out"
     url=$(meta "$run" "m['grading_server_url']")
     [[ $url == http://*:* && $url != *evil* ]]
-    # control: the rule discovery had (the last line carrying the mark, anywhere) takes the agent's URL
+    # control: a last-line rule (the last line carrying the mark, anywhere) takes the agent's URL
     run bash -c "grep -o 'GRADING_SERVER_URL=http[^ ]*' '$out' | tail -n1"
     [[ $output == *evil.invalid* ]]
     # the URL file cannot be read (a state dir without it): the server's own line, the real URL

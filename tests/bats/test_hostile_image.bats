@@ -1,13 +1,14 @@
 #!/usr/bin/env bats
-# The agent image is an attacker too (issue 17): an image built From the dummy agent with its own
+# The agent image is an attacker too: an image built From the dummy agent with its own
 # `sh` first on PATH and its own environment script, both of which look for the answers through
 # other processes' /proc/<pid>/root, forge an overlay record (the answers as /home/agent/answers.csv)
 # and print a forged integrity record. Run by an ordinary user through the real hetjob: the host
 # never runs anything of the image outside the agent's isolation (the overlay scan reads the SIF
 # file; the integrity check is a static host binary with the image's environment scripts masked), so
 # no answer byte reaches the run and the record is the real checker's. The controls run the same
-# image the way the host used to (the scan's `apptainer exec ... sh` without --pid, the check under
-# the image's own shell): there it reads the answers and fakes the record.
+# image where a host lets the image's code run (an overlay scan by `apptainer exec ... sh` without
+# --pid, an integrity check under the image's own shell): there it reads the answers and fakes the
+# record.
 # shellcheck disable=SC2030,SC2031 # each @test's exports stay in it, by design
 
 bats_require_minimum_version 1.5.0
@@ -58,7 +59,8 @@ EOF
     done
     mkdir -p "$T/runs-user" && chown "$TEST_USER:" "$T/cfg/hostile-user.env" "$T/runs-user"
     # The user, through the real hetjob; and root with root's checkout: apptainer without a user
-    # namespace (root, or a setuid installation) is where the old scan could read other processes' roots.
+    # namespace (root, or a setuid installation) is where a scan running the image's sh could read
+    # other processes' roots.
     local id sb=(--time=15 --mem=1G --cpus-per-task=1 : --time=15 --gres=none --cpus-per-task=1 --mem=1G)
     # shellcheck disable=SC2034 # read by as_test_user
     local MH_USER_ENV=(MLEBENCH_HPC_CONFIG="$T/cfg/hostile-user.env")
@@ -83,8 +85,9 @@ build_hostile_image() {
     local box=$T/sandbox
     apptainer build --sandbox "$box" "$1" >/dev/null 2>&1
     mkdir -p "$box/usr/local/bin"
-    # Looks for the answers through every visible process's root; on success forges the old scan's
-    # record for /home/agent/answers.csv (mode size path NUL bytes) and leaves a copy where it can.
+    # Looks for the answers through every visible process's root; on success forges the record an
+    # overlay scan run through this sh would read, for /home/agent/answers.csv (mode size path NUL
+    # bytes), and leaves a copy where it can.
     cat >"$box/usr/local/bin/sh" <<EOF
 #!/bin/dash
 for r in /proc/[0-9]*/root; do
@@ -101,7 +104,7 @@ exec /bin/dash "\$@"
 EOF
     chmod 755 "$box/usr/local/bin/sh"
     # Runs before any command apptainer starts in this image: tries the same, and prints a forged
-    # integrity record (the old checker took the last line of the container's output).
+    # integrity record (what a checker that takes the last line of the container's output records).
     cat >"$box/.singularity.d/env/99-zz-hostile.sh" <<EOF
 seen=no
 for r in /proc/[0-9]*/root; do
@@ -163,11 +166,12 @@ assert r['valid_submission'] and r['score'] < 0.9 and not r['any_medal'], r" "$r
     check_run root "$REPO_ROOT/.venv/bin/mlebench-hpc" "$REPO_ROOT/.venv/libexec/mlebench-hpc/integrity-check"
 }
 
-@test "control: run the way the host used to, the same image reads the answers and forges both records" {
+@test "control: run where the host lets its code run, the same image reads the answers and forges both records" {
     local sif=$T/images/agent-hostile.sif out
-    # The old overlay scan: apptainer exec --contain --cleanenv --no-home IMAGE sh -c ..., no --pid,
-    # while a process of the caller (the scan's own) is alive on the host; as root (no user
-    # namespace, as with a setuid apptainer) other processes' /proc/<pid>/root lead to the host's files.
+    # An overlay scan that runs the image: apptainer exec --contain --cleanenv --no-home IMAGE
+    # sh -c ..., no --pid, while a process of the caller (the scan's own) is alive on the host; as
+    # root (no user namespace, as with a setuid apptainer) other processes' /proc/<pid>/root lead
+    # to the host's files.
     cat >"$T/old_scan.sh" <<'EOF'
 sleep 60 &
 apptainer exec --contain --cleanenv --no-home ${2:+"$2"} "$1" sh -c true 2>&1
@@ -177,8 +181,9 @@ EOF
     [[ $out == *"HOSTILE-SH read the answers"* ]]
     [[ $out == *"/home/agent/answers.csv"* ]]
     grep -F -q "$(sed -n 2p "$PRIV/test.csv")" <<<"$out"
-    # The old integrity check ran under the image's shell: its last line is the image's forgery,
-    # although this container (no --pid) sees the host's processes; for the user as for root.
+    # An integrity check run under the image's shell, reading the last line: that line is the
+    # image's forgery, although this container (no --pid) sees the host's processes; for the user
+    # as for root.
     out=$(as_test_user bash "$T/old_scan.sh" "$sif" "$EXTRA_FLAGS" 2>/dev/null)
     [[ $(tail -n1 <<<"$out") == *'"checker":"forged by the image"'* ]]
     # The real checker under the same leaky flags, the image's scripts masked: not ok, and says why.

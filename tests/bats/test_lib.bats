@@ -9,19 +9,31 @@ load helpers
 
 GOLDEN=$BATS_TEST_DIRNAME/golden
 
+# The config every test starts from, made once by the real loader (`mlebench-hpc config --shell`,
+# the CLI the library itself finds) from a file that sets only the paths the golden files name:
+# every other key is config.py's default. Only PATH, HOME and MH_ROOT reach the loader, so a
+# variable of the caller's environment named like a key (STEP_LIMIT=...) cannot change a golden.
+setup_file() {
+    export MH_SCRIPTS=$REPO_ROOT/scripts_hpc
+    # shellcheck source=scripts_hpc/lib.sh
+    source "$MH_SCRIPTS/lib.sh"
+    mh_init
+    printf '%s\n' DATA_DIR=/data OUTPUT_BASE=/out GRADING_SIF=/img/grading.sif AGENT_SIF=/img/agent.sif \
+        >"$BATS_FILE_TMPDIR/config.env"
+    env -i PATH="$PATH" HOME="$HOME" MH_ROOT="$MH_ROOT" \
+        "$MH_CLI" config --config "$BATS_FILE_TMPDIR/config.env" --shell >"$BATS_FILE_TMPDIR/config.sh"
+}
+
 setup() {
     T=$(mktemp -d "$BATS_TMPDIR/lib.XXXXXX")
     export MH_SCRIPTS=$REPO_ROOT/scripts_hpc
     # shellcheck source=scripts_hpc/lib.sh
     source "$MH_SCRIPTS/lib.sh"
-    # A fixed config, as `mlebench-hpc config --shell` would give it.
-    DATA_DIR=/data OUTPUT_BASE=/out MH_STATE_BASE=/out/.state MLEBENCH_DIR=""
-    GRADING_SIF=/img/grading.sif AGENT_SIF=/img/agent.sif APPTAINER_EXTRA_FLAGS=""
-    GRADING_IDLE_TIMEOUT=0 UPLOAD_LIMIT_MB=1024 GRADING_VALIDATE_WORKERS=2 GRADING_VALIDATE_BUDGET_MB=auto
-    STEP_LIMIT=500
+    # shellcheck source=/dev/null # made by setup_file
+    source "$BATS_FILE_TMPDIR/config.sh"
     # an argparse variant's command, as `run start` prints it
     MH_AGENT_ARGV=(bash /home/agent/start.sh --max-steps 20 --model "local model")
-    SCRATCH_DIR="" MH_ROOT=$REPO_ROOT
+    MH_ROOT=$REPO_ROOT
     unset MH_AGENT_ENV SLURM_JOB_GPUS SLURM_STEP_GPUS CUDA_VISIBLE_DEVICES MH_CONFIG_CHECKED
     unset SLURM_MEM_PER_NODE SLURM_MEM_PER_NODE_HET_GROUP_0 SLURM_MEM_PER_CPU SLURM_CPUS_ON_NODE
     # Argument handling only: an `apptainer` on PATH so that the runtime is apptainer; never run.

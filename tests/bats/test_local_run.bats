@@ -44,7 +44,8 @@ local_run() {
 
 @test "hetjob script without Slurm, with Apptainer: valid submission, no leftovers" {
     require_apptainer
-    [[ -f $HOME/.cache/mlebench-hpc/images/agent-dummy.sif ]] || skip "images not built (make sif)"
+    [[ -f $HOME/.cache/mlebench-hpc/images/agent-dummy.sif ]] \
+        || _unavailable "the images" MLEBENCH_REQUIRE_APPTAINER "images not built (make sif)"
     local_run apptainer
 }
 

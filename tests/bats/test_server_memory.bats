@@ -5,7 +5,7 @@
 # Protected (the default: validation in workers, each with a memory budget): the server lives, the
 # big validations answer "invalid" naming the budget, the run has no failure and grades as normal.
 # Control, the same uploads against a server that validates in its own process
-# (GRADING_VALIDATE_WORKERS=0, as before the workers): the server is killed, the run records the
+# (GRADING_VALIDATE_WORKERS=0: no workers, no budget): the server is killed, the run records the
 # death attributed to the agent's own requests (not an infrastructure failure), it grades as a
 # normal attempt, and a sweep's resume does not run it again.
 # shellcheck disable=SC2030,SC2031 # each @test's exports stay in it, by design

@@ -288,7 +288,7 @@ PY
 
 @test "two agents in one group, as a user: status, grade and resume each count only their own runs" {
     [[ $MLEBENCH_HPC_RUNTIME == apptainer ]] || require_apptainer
-    [[ -n ${U:-} ]] || skip "images missing: the two-agent sweep was not submitted"
+    [[ -n ${U:-} ]] || { echo "setup_file did not submit the two-agent sweep" >&2; false; }
     local gdir=$U/runs/$UG valid half a
     valid=$(job_of "$(<"$U/submit-valid.txt")") half=$(job_of "$(<"$U/submit-half.txt")")
     [[ -n $valid && -n $half && $valid != "$half" ]] || { cat "$U"/submit-*.txt; false; }

@@ -254,7 +254,7 @@ def run_server_job(cfg: Path, *args: str, timeout: float = 60) -> subprocess.Com
     [
         ("LLM_CMD=''", "LLM_CMD is empty"),
         ("LLM_MODEL_DIR=/nonexistent/weights", "LLM_MODEL_DIR=/nonexistent/weights is not a directory"),
-        ("LLM_MODEL=''", "usage: sbatch scripts_hpc/slurm_llm_server.sh <model>"),
+        ("LLM_MODEL=''", "no model for the LLM server: set LLM_MODEL in"),
         ("LLM_CMD='exit 3'", "LLM server process"),
     ],
 )
