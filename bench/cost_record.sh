@@ -4,6 +4,9 @@
 # two-component hetjob on the cluster in force, N times; prints each and the mean.
 # usage: bash bench/cost_record.sh [N]     (a Slurm cluster: make cluster-up; make install)
 set -euo pipefail
+# shellcheck source=scripts_hpc/lib/log.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts_hpc/lib/log.sh"  # mh_help, mh_usage_error, MLEBENCH_HPC_DEBUG
+mh_help "$@"
 cd "$(dirname "$0")/.."
 n=${1:-5}
 command -v sbatch >/dev/null || { echo "cost_record: sbatch is not on PATH: is Slurm installed here?" >&2; exit 2; }

@@ -7,6 +7,9 @@
 # and prints each start and the counts; exit 1 when a count is over the goal.
 # usage: bash bench/python_starts.sh [competition]     (needs strace; MLEBENCH_HPC_CONFIG to override)
 set -euo pipefail
+# shellcheck source=scripts_hpc/lib/log.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts_hpc/lib/log.sh"  # mh_help, mh_usage_error, MLEBENCH_HPC_DEBUG
+mh_help "$@"
 cd "$(dirname "$0")/.."
 comp=${1:-demo-breast-cancer}
 goal=5

@@ -9,6 +9,9 @@
 # missing; its first build takes about a minute). Writes FILE.source: the sha256 of the source it was
 # built from, which every job compares with its checkout's before it trusts the binary.
 set -euo pipefail
+# shellcheck source=scripts_hpc/lib/log.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/log.sh"  # mh_help, mh_usage_error, MLEBENCH_HPC_DEBUG
+mh_help "$@"
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=$root/.venv/libexec/mlebench-hpc/integrity-check
@@ -17,8 +20,7 @@ while (($#)); do
     case $1 in
         --out) out=${2:?--out needs a file}; shift 2 ;;
         --python) py=${2:?--python needs an interpreter}; shift 2 ;;
-        -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
-        *) echo "build_checker.sh: unknown option '$1' (--out FILE, --python PY)" >&2; exit 2 ;;
+        *) mh_usage_error "unknown option '$1'" ;;
     esac
 done
 src=$root/environment/integrity_check.c

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # build_images.sh: build the grading image, mlebench-env and one agent image as SIF files (`make sif`).
 #
-#   build_images.sh [--agent NAME] [--agents-dir DIR] [--env light|upstream] [--env-image IMAGE]
-#                   [--llm vllm] [--builder auto|docker|apptainer] [--base auto|local|registry]
-#                   [--image-dir DIR] [--force] [--agent-only] [--base-only]
+# usage: build_images.sh [--agent NAME] [--agents-dir DIR] [--env light|upstream] [--env-image IMAGE]
+#                      [--llm vllm] [--builder auto|docker|apptainer] [--base auto|local|registry]
+#                      [--image-dir DIR] [--force] [--agent-only] [--base-only]
 #
 # Base (what the grading image and the light mlebench-env start from): BASE_IMAGE (environment, else
 # the config in force), one of
@@ -79,7 +79,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 
 parse_args() {
     while (($#)); do
@@ -95,8 +94,8 @@ parse_args() {
             --force) FORCE=1; shift ;;
             --base-only) BASE_ONLY=1; shift ;;
             --agent-only) AGENT_ONLY=1; shift ;;
-            -h | --help) usage; exit 0 ;;
-            *) mh_die "unknown argument '$1': see $0 --help" ;;
+            -h | --help) mh_help --help ;;
+            *) mh_usage_error "unknown argument '$1'" ;;
         esac
     done
     [[ $AGENT =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || mh_die "--agent '$AGENT': give an agent directory's name"

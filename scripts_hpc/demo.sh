@@ -9,6 +9,7 @@ export MH_SCRIPTS
 MH_SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts_hpc/lib.sh
 source "$MH_SCRIPTS/lib.sh"
+mh_help "$@"
 mh_init
 cd "$MH_ROOT"
 

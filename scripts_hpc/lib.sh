@@ -8,12 +8,6 @@
 #   lib/state.sh       token, agent env file, URL file (the run record: `mlebench-hpc run <phase>`)
 #   lib/process.sh     stopping processes and process groups
 #   lib/llm.sh         the agent's LLM endpoint and the LLM server
-# MLEBENCH_HPC_DEBUG=1 (exported, so a job's steps and child scripts trace too): every command from
-# here on is printed with its file and line. The token never is (mh_new_token turns the trace off).
-if [[ ${MLEBENCH_HPC_DEBUG:-} == 1 ]]; then
-    export PS4='+ ${BASH_SOURCE[0]##*/}:${LINENO}: '
-    set -x
-fi
 # The files sit next to this one whoever sources it (a test may not set MH_SCRIPTS).
 MH_SCRIPTS=${MH_SCRIPTS:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 # shellcheck source=scripts_hpc/lib/log.sh

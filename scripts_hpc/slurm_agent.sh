@@ -35,11 +35,11 @@ if [[ $MH_RUNTIME == apptainer ]]; then mh_checker >/dev/null || exit 2; fi
 job=$(mh_job_id)
 # The agent's LLM endpoint, when it has one: /v1/models lists LLM_MODEL with this run's own key, or
 # one line and exit 2 (lib/llm.sh). The key is withdrawn when the run ends, however it ends.
-mh_llm_check_endpoint "${comp}_$job" "$MH_STATE_BASE/${comp}_$job/llm.env"
+MH_RUN_STATE=$(mh_run_state "$comp" "$job")
+mh_llm_check_endpoint "${MH_RUN_STATE##*/}" "$MH_RUN_STATE/llm.env"
 trap mh_llm_release EXIT
 # Host-only: the state dir of this run holds the agent's env file (its variant's env vars and
 # secrets, the token, the LLM endpoint).
-MH_RUN_STATE=$MH_STATE_BASE/${comp}_$job
 mkdir -p "$MH_RUN_STATE"
 # The agent variant (AGENT_ID), the server, the run dir with a fresh /home/agent, the start record,
 # the overlays and the agent's budget: one Python start (`run start`), its values as shell assignments.
@@ -78,27 +78,34 @@ filters=()  # the host filters of the agent's output (below)
 agent_t0=$SECONDS
 # Agent seconds used by this run so far: earlier attempts plus this one.
 agent_used() { echo $(( MH_USED_BEFORE + SECONDS - agent_t0 )); }
-# The job's cost (alone), or this hetjob step's peak memory, is recorded at the end however it ends.
+# The job's cost (alone), or this hetjob step's peak memory, is recorded at the end however it ends
+# (the step's peak with `run finish` when that ran: peak_done).
+mh_cost_peak_args agent agent
+peak_done=0
 on_exit() {
     mh_stop_pid "$agent_pid"; rm -f "$MH_RUN_STATE/agent.env"; mh_llm_release
-    mh_record_cost agent agent "$run"
+    (( peak_done )) || mh_record_cost agent agent "$run"
 }
 # Stopped by a signal: record first (Slurm sends SIGKILL KillWait seconds after SIGTERM, and the
 # record must survive it), then stop the agent and collect what it wrote so far (upstream grades
-# what is there). Args: what stopped it (`run stop --because`), exit code, why in words
+# what is there). The job's exit code is the one `run stop` gives (1 when even that failed).
+# Args: what stopped it (`run stop --because`), why in words
 on_stop() {
     trap '' TERM INT USR1
-    mh_log "$3"
-    "$MH_CLI" run stop "$run" --because "$1" --agent-secs-used "$(agent_used)" \
-        ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} >/dev/null || true
+    mh_log "$2"
+    local stop_out
+    stop_out=$("$MH_CLI" run stop "$run" --because "$1" --agent-secs-used "$(agent_used)" \
+        ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"}) || stop_out=MH_EXIT=1
+    eval "$stop_out"
     mh_print_outro "$run"
     mh_stop_pid "$agent_pid"
     mh_wait_exit 5 "${filters[@]}"
-    "$MH_CLI" run finish "$run" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} || true
-    exit "$2"
+    "$MH_CLI" run finish "$run" "${MH_COST_PEAK[@]}" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"} \
+        && peak_done=${#MH_COST_PEAK[@]}
+    exit "$MH_EXIT"
 }
-on_term() { on_stop signal 143 "stop requested (signal)"; }
-on_time_limit() { on_stop time-limit 124 "Slurm time limit near (USR1)"; }
+on_term() { on_stop signal "stop requested (signal)"; }
+on_time_limit() { on_stop time-limit "Slurm time limit near (USR1)"; }
 trap on_exit EXIT
 trap on_term TERM INT
 trap on_time_limit USR1
@@ -129,7 +136,8 @@ mh_wait_exit 10 "${filters[@]}"
 llm_gone=()
 (( ! MH_LLM_SERVER_GONE )) || llm_gone=(--llm-job-ended "$MH_LLM_SERVER_JOB")
 finish_out=$("$MH_CLI" run finish "$run" --exit-code "$rc" --agent-secs-used "$(agent_used)" "${llm_gone[@]}" \
-    ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"})
+    "${MH_COST_PEAK[@]}" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"})
+peak_done=${#MH_COST_PEAK[@]}
 eval "$finish_out"
 mh_log "agent exited with code $rc ($MH_STATUS)"
 mh_print_outro "$run"

@@ -27,7 +27,7 @@ mh_check_slurm_site slurm_grading_server.sh cpu || exit 2
 mh_require_prepared "$comp" private
 
 job=$(mh_job_id)
-state=$MH_STATE_BASE/${comp}_$job
+state=$(mh_run_state "$comp" "$job")
 mkdir -p "$state"
 # A requeued run has the same state dir: none of the last server's files may speak for this one.
 rm -f "$state/url" "$state/inflight.json" "$state/exit_code"

@@ -41,7 +41,7 @@ fi
 # Both steps use this id for the state and run directories.
 MH_JOB_ID=$(mh_job_id)
 export MH_JOB_ID
-state=$MH_STATE_BASE/${comp}_$MH_JOB_ID
+state=$(mh_run_state "$comp" "$MH_JOB_ID")
 # This job's cost goes into the run's metadata at its end, unless a sweep task around it owns it.
 mh_cost_owner hetjob
 if mh_in_hetjob_batch; then cost_components=grading,agent; else cost_components='agent+grading'; fi

@@ -35,7 +35,7 @@ model=${1:-${LLM_MODEL:-}}
 mh_llm_server_checks "$model"
 
 job=$(mh_job_id)
-state=$MH_STATE_BASE/llm/$job
+state=$(mh_llm_state "$job")
 scratch=${SCRATCH_DIR:-${TMPDIR:-/tmp}}/mlebench-llm-$job
 mkdir -p "$state" "$scratch/tmp"
 rm -f "$state/url"  # a requeued job has the same id: never serve the previous attempt's URL

@@ -451,14 +451,12 @@ def problems_with(
 @click.option("--competition", "competitions", multiple=True, help="Competition that must be prepared.")
 @click.option("--need", multiple=True, help="Key whose file or directory must exist (e.g. GRADING_SIF).")
 @click.option("--shell", "as_shell", is_flag=True, help="Print every key as bash assignments (for eval).")
-@click.option("--print-path", is_flag=True, help="Print the config path in force and exit.")
 @click.option("--defaults-ok", is_flag=True, help="Without a config file, use the defaults (make sif).")
 def config_cmd(
     config_path: str | None,
     competitions: tuple[str, ...],
     need: tuple[str, ...],
     as_shell: bool,
-    print_path: bool,
     defaults_ok: bool,
 ) -> None:
     """Validate the config (unknown keys, bad syntax, missing images, unprepared competitions: one
@@ -471,9 +469,6 @@ def config_cmd(
             err=True,
         )
         sys.exit(2)
-    if print_path:
-        click.echo(str(path.resolve()) if path else "")
-        return
     try:
         values = resolve(path)
     except ConfigError as exc:

@@ -61,7 +61,7 @@ mh_llm_check_endpoint() {
     if [[ $spec == job ]]; then
         [[ -n ${MH_LLM_JOB_URL:-} ]] || mh_die "LLM_BASE_URL=job starts an LLM server only in scripts_hpc/slurm_hetjob.sh: submit that, or run 'sbatch scripts_hpc/slurm_llm_server.sh' and set LLM_BASE_URL=auto:<its job id>"
         spec=$MH_LLM_JOB_URL
-        args+=(--server-state "$MH_STATE_BASE/llm/$MH_JOB_ID")
+        args+=(--server-state "$(mh_llm_state "$MH_JOB_ID")")
     elif [[ $spec != auto:* && -n ${LLM_API_KEY_FILE:-} ]]; then
         args+=(--api-key-file "$LLM_API_KEY_FILE")  # your own server: your key
     fi
@@ -126,7 +126,8 @@ mh_llm_unwatch_server_job() {
 # (its step 0); without Slurm a background process. Waits (bounded) until it published its URL,
 # then exports MH_LLM_JOB_URL for the agent step. Sets MH_LLM_PID.
 mh_llm_start_job_server() {
-    local state=$MH_STATE_BASE/llm/$MH_JOB_ID limit=$(( ${LLM_READY_TIMEOUT:-900} + 60 ))
+    local state limit=$(( ${LLM_READY_TIMEOUT:-900} + 60 ))
+    state=$(mh_llm_state "$MH_JOB_ID")
     mkdir -p "$state"
     rm -f "$state/url"  # a requeued job has the same id: never read the previous attempt's URL
     local step=()

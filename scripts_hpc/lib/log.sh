@@ -1,6 +1,14 @@
 # shellcheck shell=bash
 # Logging: one line per event on stderr; mh_die says what is wrong and what to do, exit 2; each
-# entry script's usage is its own header comment (mh_help, mh_usage_error).
+# script's usage is its own header comment (mh_help, mh_usage_error). Every script of the project
+# sources this file (through lib.sh, or alone: build_checker.sh, provision/, bench/).
+
+# MLEBENCH_HPC_DEBUG=1 (exported, so a job's steps and child scripts trace too): every command from
+# here on is printed with its file and line. The token never is (mh_new_token turns the trace off).
+if [[ ${MLEBENCH_HPC_DEBUG:-} == 1 ]]; then
+    export PS4='+ ${BASH_SOURCE[0]##*/}:${LINENO}: '
+    set -x
+fi
 
 mh_log() { printf '[mlebench-hpc %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 

@@ -65,6 +65,15 @@ mh_cost_owner() {
     export MH_COST_BY
 }
 
+# A step of a hetjob (OWNER is not the owner) records its own node's peak memory with its last phase
+# (`run finish --peak-of COMPONENT`): no Python start of its own. Fills MH_COST_PEAK (empty
+# otherwise). Args: owner component
+mh_cost_peak_args() {
+    MH_COST_PEAK=()
+    # shellcheck disable=SC2034 # read by the caller
+    [[ -z ${SLURM_JOB_ID:-} || -z ${SLURM_STEP_ID:-} || ${MH_COST_BY:-} == "$1" ]] || MH_COST_PEAK=(--peak-of "$2")
+}
+
 # At the job's end (also from its signal traps): what the job's allocation cost, into the run's
 # metadata.json (`run cost`: scontrol's allocation, the job's cgroup peak on this node). Only the
 # owner's call records, and only under Slurm (a run without a record gets none); a failure is a

@@ -24,6 +24,12 @@ mh_agent_env_file() {
     export MH_AGENT_ENV
 }
 
+# The host-only state dirs below MH_STATE_BASE: a run's (token, URL file, env files: COMP_JOB) and an
+# LLM server job's (llm/JOB). Python finds them by the same names (run/discovery.py, llm/endpoint.py).
+# Args: comp job | job
+mh_run_state() { printf '%s/%s_%s' "$MH_STATE_BASE" "$1" "$2"; }
+mh_llm_state() { printf '%s/llm/%s' "$MH_STATE_BASE" "$1"; }
+
 # Wait (bounded) for a server's URL file while its process lives: the grading server's, and the LLM
 # server's of LLM_BASE_URL=job. Prints the URL (the file's first line). Args: file pid timeout_secs
 # what (for the error: "the grading server")

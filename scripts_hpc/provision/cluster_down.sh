@@ -4,6 +4,9 @@
 # its jobs, removes the /etc/slurm links that point at it), then the Docker daemon and the
 # registry (registry_down.sh). Apptainer stays installed (it runs no daemon).
 set -euo pipefail
+# shellcheck source=scripts_hpc/lib/log.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/log.sh"  # mh_help, mh_usage_error, MLEBENCH_HPC_DEBUG
+mh_help "$@"
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 readonly HERE

@@ -12,6 +12,9 @@
 # Knobs: MLEBENCH_SLURM_* (see slurm_start.sh), MLEBENCH_SKIP_APPTAINER=1 (Slurm only),
 # MLEBENCH_SKIP_DOCKER=1 and the others of registry_up.sh.
 set -euo pipefail
+# shellcheck source=scripts_hpc/lib/log.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/log.sh"  # mh_help, mh_usage_error, MLEBENCH_HPC_DEBUG
+mh_help "$@"
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 readonly HERE

@@ -6,6 +6,9 @@
 # SUITE itself (not SUITE-security or SUITE-updates). No mirror name is written in the project:
 # the build host's own configuration decides. Exit 2 with one line when there is none.
 set -euo pipefail
+# shellcheck source=scripts_hpc/lib/log.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/log.sh"  # mh_help, mh_usage_error, MLEBENCH_HPC_DEBUG
+mh_help "$@"
 
 suite=${1:-bookworm}
 if [[ -n ${DEBIAN_MIRROR:-} ]]; then

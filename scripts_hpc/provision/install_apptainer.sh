@@ -20,6 +20,9 @@
 #   APPTAINER_FIX_FUSE=1    chmod 0666 /dev/fuse when root-only (non-root users mount SIFs with squashfuse)
 #   APPTAINER_FORCE=0       1 = download and reinstall
 set -euo pipefail
+# shellcheck source=scripts_hpc/lib/log.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/log.sh"  # mh_help, mh_usage_error, MLEBENCH_HPC_DEBUG
+mh_help "$@"
 
 readonly PREFIX=${APPTAINER_PREFIX:-/opt/apptainer}
 readonly CACHE=${APPTAINER_CACHE:-${PREFIX%/}.cache}

@@ -5,6 +5,9 @@
 # registry's storage stays, so the next `make cluster-up` need not push the base again.
 # Knobs: MLEBENCH_SITE_BASE, MLEBENCH_DOCKER_SOCKET (as registry_up.sh).
 set -euo pipefail
+# shellcheck source=scripts_hpc/lib/log.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/log.sh"  # mh_help, mh_usage_error, MLEBENCH_HPC_DEBUG
+mh_help "$@"
 
 readonly SITE=${MLEBENCH_SITE_BASE:-/var/lib/mlebench-hpc-site}
 readonly SOCK=${MLEBENCH_DOCKER_SOCKET:-/var/run/docker.sock}

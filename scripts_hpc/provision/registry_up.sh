@@ -18,6 +18,9 @@
 #   MLEBENCH_SKIP_DOCKER=1   do nothing
 #   MLEBENCH_APT_UPDATED=1   `apt-get update` already ran
 set -euo pipefail
+# shellcheck source=scripts_hpc/lib/log.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/log.sh"  # mh_help, mh_usage_error, MLEBENCH_HPC_DEBUG
+mh_help "$@"
 
 readonly SITE=${MLEBENCH_SITE_BASE:-/var/lib/mlebench-hpc-site}
 readonly SOCK=${MLEBENCH_DOCKER_SOCKET:-/var/run/docker.sock}

@@ -5,6 +5,9 @@
 # usage: bash slurm_accounting.sh start|stop     (root; slurm_start.sh and slurm_stop.sh call it)
 # MLEBENCH_SLURM_ACCOUNTING=0 (slurm_start.sh) leaves accounting out: AccountingStorageType=none.
 set -euo pipefail
+# shellcheck source=scripts_hpc/lib/log.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/log.sh"  # mh_help, mh_usage_error, MLEBENCH_HPC_DEBUG
+mh_help "$@"
 
 readonly BASE=${MLEBENCH_SLURM_BASE:-/tmp/mlebench-hpc-slurm}
 readonly CTLD_PORT=${MLEBENCH_SLURM_PORT:-6817}

@@ -27,6 +27,9 @@
 #   MLEBENCH_SLURM_LINK_ETC   1 = symlink /etc/slurm/*.conf to ours so plain sbatch works (1)
 #   MLEBENCH_APT_UPDATED      1 = `apt-get update` already ran (tests/run_all.sh sets it)
 set -euo pipefail
+# shellcheck source=scripts_hpc/lib/log.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/log.sh"  # mh_help, mh_usage_error, MLEBENCH_HPC_DEBUG
+mh_help "$@"
 
 readonly BASE=${MLEBENCH_SLURM_BASE:-/tmp/mlebench-hpc-slurm}
 SHORT_HOST=$(hostname -s)

@@ -11,6 +11,9 @@
 # Options: --keep-etc-links  leave /etc/slurm links in place (slurm_start.sh restarting).
 # Knobs: MLEBENCH_SLURM_BASE (/tmp/mlebench-hpc-slurm), as for slurm_start.sh.
 set -euo pipefail
+# shellcheck source=scripts_hpc/lib/log.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/log.sh"  # mh_help, mh_usage_error, MLEBENCH_HPC_DEBUG
+mh_help "$@"
 
 readonly BASE=${MLEBENCH_SLURM_BASE:-/tmp/mlebench-hpc-slurm}
 readonly CONF=$BASE/etc/slurm.conf

@@ -31,6 +31,20 @@ usage_line() { sed -n 's/^# \(usage: .*\)/\1/p' "$REPO_ROOT/scripts_hpc/$1" | he
     done
 }
 
+@test "every script of scripts_hpc/, provision/ and bench/: --help from its header, and MLEBENCH_HPC_DEBUG=1 traces it with its file and line" {
+    local s n count=0
+    for s in "$REPO_ROOT"/scripts_hpc/*.sh "$REPO_ROOT"/scripts_hpc/provision/*.sh "$REPO_ROOT"/bench/*.sh; do
+        [[ $s != */lib.sh ]] || continue
+        n=${s##*/}
+        run --separate-stderr env -u SLURM_JOB_ID MLEBENCH_HPC_DEBUG=1 timeout 30 bash "$s" --help
+        [ "$status" -eq 0 ] || { echo "$n: exit $status: $stderr"; false; }
+        [[ ${lines[0]} == "$(sed -n '2s/^# //p' "$s")" ]] || { echo "$n: ${lines[0]}"; false; }
+        grep -q "^+* $n:[0-9]*: " <<<"$stderr" || { echo "$n: no trace: $stderr"; false; }
+        count=$((count + 1))
+    done
+    (( count >= 19 ))
+}
+
 @test "a usage error: one error line, then the header's usage lines, exit 2" {
     local s
     for s in slurm_grading_server.sh slurm_agent.sh slurm_hetjob.sh slurm_sweep_task.sh submit_sweep.sh; do

@@ -1,9 +1,10 @@
 #!/usr/bin/env bats
-# The bash library without Slurm and without containers: Slurm time parsing, the agent's budget,
-# the config inheritance of job steps, and golden files of the grading, agent and LLM server
-# container command lines, so that a changed or dropped flag fails here in a second instead of only in the
-# leak tests. After a deliberate change: MH_UPDATE_GOLDEN=1 bats tests/bats/test_lib.bats, and
-# review the diff of tests/bats/golden/ like code.
+# The bash library without Slurm and without containers: golden files of the grading, agent and LLM
+# server container command lines (so that a changed or dropped flag fails here in a second instead of
+# only in the leak tests), the grading server's memory from Slurm's variables, the agent's --nv,
+# scratch and extra flags, the config inheritance of job steps, and mh_printable_stream. After a
+# deliberate change: MH_UPDATE_GOLDEN=1 bats tests/bats/test_lib.bats, and review the diff of
+# tests/bats/golden/ like code.
 
 load helpers
 

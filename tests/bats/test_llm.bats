@@ -358,7 +358,7 @@ SMALL=(--gres=gpu:0 --cpus-per-task=1 --mem=1G --time=15)
     # the record: failed, for the LLM's death, with the submission the agent had made
     run python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(m['status'], m['submission_exists'], m['failure']['cause'], type(m['seed']).__name__)" "$run/metadata.json"
     assert_output "failed True llm_server_died int"
-    # status: failed, with why (before, a run with a submission counted as finished)
+    # status: failed, with why, although the run has a submission (the LLM's death fails the attempt)
     run as_test_user "$CLI" status "$g"
     echo "$output"
     assert_line --partial "${job}_0  failed (exit 143, submission present): the LLM server died (exit 124)"

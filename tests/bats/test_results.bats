@@ -1,11 +1,11 @@
 #!/usr/bin/env bats
-# Issue 19's whole path on the real cluster, as an ordinary user: a demo sweep of 2 competitions x
-# 3 seeds with one pair cancelled before it ran, graded by `make grade` with and without
-# --pad-missing. The per-split figures must equal what upstream's experiments/aggregate_grading_
-# reports.py printed for the same outcomes (tests/conformance/aggregation/sweep/: made once from a
-# report of this very sweep; the test first checks that this run's outcomes are those upstream
-# read), with the leaderboard row, the cost in GPU-hours, and report.html rendered by Chromium
-# showing summary.csv's numbers.
+# Upstream's per-split figures end to end on the real cluster, as an ordinary user: a demo sweep
+# of 2 competitions x 3 seeds with one pair cancelled before it ran, graded by `make grade` with
+# and without --pad-missing. The per-split figures must equal what upstream's
+# experiments/aggregate_grading_reports.py printed for the same outcomes
+# (tests/conformance/aggregation/sweep/: made once from a report of this very sweep; the test first
+# checks that this run's outcomes are those upstream read), with the leaderboard row, the cost in
+# GPU-hours, and report.html rendered by Chromium showing summary.csv's numbers.
 
 load helpers
 

@@ -118,7 +118,8 @@ wait_url() {
     probe_lines "$T/agents" probe/dies 'sleep 20' >>"$T/dies.env"
     j=$(MLEBENCH_HPC_CONFIG=$T/dies.env submit "$T/het-%j.out" --export=ALL,MLEBENCH_HPC_CONFIG="$T/dies.env" scripts_hpc/slurm_hetjob.sh "$COMP")
     wait_url "$COMP" "$j" >/dev/null
-    # once the agent runs (before, its readiness wait would wait out its bound for a dead server)
+    # kill it once the agent runs: a server dead before that is readiness's case (it waits out its
+    # bound), not a death during the run
     local t=$SECONDS
     until grep -q 'starting the agent' "$T/het-$j.out" 2>/dev/null; do
         (( SECONDS - t < 120 )) || { cat "$T/het-$j.out"; false; }

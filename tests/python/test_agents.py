@@ -1,5 +1,6 @@
-"""agents.py: variant ids resolved as upstream's registry resolves them (config.yaml with anchors and
-merge keys), the command line in upstream's form and order, secrets only from the 0600 env file."""
+"""agents/registry.py and agents/cli.py (`mlebench-hpc agent show/env-file`): variant ids resolved as
+upstream's registry resolves them (config.yaml with anchors and merge keys), the command line in
+upstream's form and order, secrets only from the 0600 env file."""
 
 from __future__ import annotations
 

@@ -1,13 +1,12 @@
-"""`status` and `grade` print the same bytes as before the run record was typed: the
-goldens in golden/mixed_group/ were made by commit 01c7f09 (the last one before RunRecord) on the
-group mixed_group.py makes, with paths and today's date normalized. The LLM-death run is the one
-intended change: it is a failed attempt now (test_llm_death_counts_failed below)."""
+"""`status` and `grade` print, byte for byte, what commit 01c7f09 (the last one before RunRecord)
+printed: the goldens in golden/mixed_group/ are its output on the group mixed_group.py makes, with
+paths and today's date normalized. A run whose LLM server died is the one deliberate difference: it
+is a failed attempt (test_llm_death_counts_failed below)."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from mixed_group import make_group, write_run  # noqa: E402
+from mixed_group import make_group  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden" / "mixed_group"
 CLI = str(Path(sys.executable).parent / "mlebench-hpc")
@@ -125,11 +124,10 @@ def list_file(group: Path) -> Path:
     return f
 
 
-if os.environ.get("MH_WRITE_MIXED_GOLDENS"):  # pragma: no cover - run once, by hand, on the old commit
+# The goldens' generator: this file and mixed_group.py, run by hand on 01c7f09 with MH_WRITE_MIXED_GOLDENS=1.
+if os.environ.get("MH_WRITE_MIXED_GOLDENS"):  # pragma: no cover
 
     def test_write_goldens(group: Path, demo_data: Path, clean_env: dict[str, str]) -> None:
         GOLDEN.mkdir(parents=True, exist_ok=True)
         for name, text in outputs(group, demo_data, clean_env).items():
             (GOLDEN / name).write_text(text)
-        re.compile("")  # keep the import used
-        write_run  # noqa: B018

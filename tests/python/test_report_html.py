@@ -102,7 +102,7 @@ def graded(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     bc = pd.read_csv(demo_data / "demo-breast-cancer/prepared/private/test.csv")[["id", "target"]]
     db = pd.read_csv(demo_data / "demo-diabetes/prepared/private/test.csv")[["id", "target"]]
     base = {"agent_id": "aide/dev", "agent_kwargs": {"agent.code.model": "gpt-4o"}, "time_limit_secs": 86400}
-    base |= {"start": "2026-12-01T10:00:00+00:00", "status": "succeeded"}
+    base |= {"start": "2026-12-01T10:00:00+00:00", "status": "finished"}
     subs = {
         "demo-breast-cancer": [bc.assign(target=bc["target"].astype(float)), bc.iloc[:-5], None],
         "demo-diabetes": [db, db.assign(target=150.0), db.assign(target=db["target"] + 1.0)],

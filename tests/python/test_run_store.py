@@ -14,6 +14,7 @@ import pytest
 from mlebench_hpc.errors import HelperError
 from mlebench_hpc.run import store
 from mlebench_hpc.run.record import (
+    FIELDS,
     SCHEMA_VERSION,
     FailureCause,
     RecordError,
@@ -48,8 +49,15 @@ def test_the_schema_round_trips_a_real_record(tmp_path: Path) -> None:
     assert meta(run) == golden
     assert read_run(run) == RunRecord.from_json(run, golden)
     # every typed field but the sweep's and the failure's is in a local run's record
-    sweep_only = {"failure", "requeue_count", "sweep_task_index", "slurm_restart_count"}
-    assert set(store.FIELD_CHECKS) - sweep_only <= set(golden)
+    sweep_only = {
+        "failure",
+        "requeue_count",
+        "sweep_task_index",
+        "slurm_restart_count",
+        "sweep_array_job_id",
+        "slurm_end",
+    }
+    assert set(FIELDS) - sweep_only <= set(golden)
 
 
 def test_older_layouts_read_as_the_same_typed_values(tmp_path: Path) -> None:
@@ -101,7 +109,8 @@ def test_failure_causes(tmp_path: Path, cause: str, infrastructure: bool) -> Non
     ],
 )
 def test_a_writer_that_drifts_from_the_types_is_refused(tmp_path: Path, updates: dict) -> None:
-    with pytest.raises(HelperError, match="run record: "):
+    key = next(iter(updates))
+    with pytest.raises(RecordError, match=f"metadata.json: not written: {key}="):
         store.write(tmp_path / "run", updates)
     assert not (tmp_path / "run" / "metadata.json").exists()
 
@@ -184,3 +193,74 @@ def test_unwritable_cache_still_hashes(tmp_path: Path) -> None:
     blocker = tmp_path / "cache-is-a-file"
     blocker.write_text("")
     assert store.sha256_file(sif, blocker) == hashlib.sha256(b"abc").hexdigest()
+
+
+def test_an_update_on_a_legacy_record_writes_every_field_typed(tmp_path: Path) -> None:
+    """A record an earlier version wrote (strings for seed, flags, exit code, index): any write,
+    even of an unrelated key, stamps the schema version and leaves typed values only."""
+    run = tmp_path / "run"
+    run.mkdir()
+    legacy = {
+        "seed": "3",
+        "submission_exists": "true",
+        "exit_code": "0",
+        "sweep_task_index": "2",
+        "time_limit_secs": "600",
+        "status": "finished",
+        "note": "kept",
+    }
+    (run / "metadata.json").write_text(json.dumps(legacy))
+    written = store.update(run, lambda current: {"cost": {"cpu_hours": 1.0}})
+    on_disk = meta(run)
+    assert on_disk == written
+    assert on_disk == {
+        "seed": 3,
+        "submission_exists": True,
+        "exit_code": 0,
+        "sweep_task_index": 2,
+        "time_limit_secs": 600,
+        "status": "finished",
+        "note": "kept",
+        "cost": {"cpu_hours": 1.0},
+        "schema_version": SCHEMA_VERSION,
+    }
+    # and what the writer was given to decide on was typed too
+    seen: list[dict] = []
+    store.update(run, lambda current: seen.append(dict(current)) or None)
+    assert seen[0]["seed"] == 3 and seen[0]["submission_exists"] is True
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        {"seed": "abc"},
+        {"status": 5},
+        {"submission_exists": "yes"},
+        {"failure": "died"},
+        {"slurm_restart_count": "1"},
+        {"schema_version": "1"},
+    ],
+)
+def test_an_update_on_a_garbage_record_is_refused_and_the_file_left_alone(
+    tmp_path: Path, garbage: dict
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    body = json.dumps({"status": "running", "competition_id": "c", **garbage}).encode()
+    (run / "metadata.json").write_bytes(body)
+    before = (run / "metadata.json").stat()
+    key = next(iter(garbage))
+    with pytest.raises(RecordError, match=f"metadata.json: {key}="):
+        store.write(run, {"status": "failed"})
+    with pytest.raises(RecordError, match=f"{key}="):
+        store.update(run, lambda current: {"note": "x"})
+    assert (run / "metadata.json").read_bytes() == body
+    assert (run / "metadata.json").stat().st_mtime_ns == before.st_mtime_ns
+    assert sorted(p.name for p in run.iterdir()) == ["metadata.json"]  # no temporary file left
+
+
+def test_a_write_whose_merged_record_would_be_newer_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(RecordError, match="newer than this checkout"):
+        store.write(run, {"schema_version": SCHEMA_VERSION + 1})
+    assert not (run / "metadata.json").exists()

@@ -1,4 +1,4 @@
-"""sif_image: agent images read as files, never run. Real SIFs built by apptainer from directories
+"""images/sif.py: agent images read as files, never run. Real SIFs built by apptainer from directories
 holding what a hostile image author could put there (links out of the tree, names that are control
 sequences, huge and sparse files, floods of files), damaged SIFs, and the bounds on decompression."""
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
-from .errors import GradingSetupError, InvalidSubmission
+from .errors import InvalidSubmission
 from .sklearn_checks import MetricInputError, as_float, classification_targets, unique_labels
 
 SUM_TOLERANCE = 1e-6  # upstream's atol for rows of class probabilities (np.isclose, rtol 1e-5 too)
@@ -559,11 +559,6 @@ def header_verdict(spec: Spec, procedure: str, columns: list[str]) -> str | None
     if spec.column_rule == "four_columns_by_position" and len(columns) != len(spec.targets) + 1:
         return f"Submission must have {len(spec.targets) + 1} columns; it has {len(columns)}."
     return None
-
-
-def check_setup(competition_id: str, procedure: str) -> None:
-    if procedure not in PROCEDURES:
-        raise GradingSetupError(f"competition {competition_id}: unknown procedure {procedure}")
 
 
 __all__ = ["PROCEDURES", "Answers", "MetricInputError", "Spec", "header_verdict"]

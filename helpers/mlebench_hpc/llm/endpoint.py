@@ -6,7 +6,7 @@ ours (slurm_llm_server.sh): its URL comes from OUTPUT_BASE/.state/llm/<jobid>/ur
 job's own line in its output (the first that is exactly `LLM_SERVER_URL=<url>`, printed before any
 client knew the URL; never after a restart); while the job is pending we wait.
 With --run-id and a server of ours (auto:JOBID, or --server-state for LLM_BASE_URL=job) the run
-registers its own random key with the server's proxy (llm_keys.py) and checks with that key; the
+registers its own random key with the server's proxy (keys.py) and checks with that key; the
 agent gets only that key (--env-file). A server you run yourself gets LLM_API_KEY_FILE's key.
 Then GET <url>/models must answer and list the model: we wait (bounded, backoff 0.5 s doubling to
 5 s) while nothing answers or the server says it is still loading (5xx), and fail at once, with one

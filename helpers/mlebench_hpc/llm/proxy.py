@@ -12,7 +12,7 @@ LLM_CMD) on 127.0.0.1 only, and this proxy in front of it:
 * every connection to the backend is checked before a byte of the request goes out: the server side
   of the connection must be held by the backend's own process tree (socket_owner.py); a connection
   accepted by anyone else is closed unsent, logged as an ERROR, and another one opened;
-* a request is forwarded only with a key registered by a run (llm_keys.KeyRing: 401 otherwise),
+* a request is forwarded only with a key registered by a run (keys.KeyRing: 401 otherwise),
   and goes out with the server's own key instead, which only the backend and this proxy know;
 * only GET and POST under /v1/ pass, bodies are bounded, responses are streamed as they come.
 

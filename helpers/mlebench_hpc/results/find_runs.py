@@ -17,7 +17,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,18 +25,20 @@ from typing import Any
 from mlebench_hpc.config import UPSTREAM_DEFAULT_DATA_DIR
 from mlebench_hpc.grading.messages import one_line
 from mlebench_hpc.printable import printable
+from mlebench_hpc.run.layout import RUN_SUBDIRS
 from mlebench_hpc.run.record import METADATA as METADATA_NAME
-from mlebench_hpc.run.record import RunRecord, array_task_id, run_dir_name
+from mlebench_hpc.run.record import RecordError, RunRecord, array_task_id, run_dir_name
 from mlebench_hpc.untrusted import SUBMISSION_REL
 
 # Directories never holding runs: tools' own trees.
 _SKIP_DIRS = {"__pycache__", "node_modules"}
-# A run directory's agent-writable subdirectories (bound into the agent container).
-_AGENT_DIRS = {"submission", "logs", "code"}
+# A run directory's agent-writable subdirectories (bound into the agent container): the ones every
+# run directory has from its first moment (run/layout.py) but the host's overlays.
+_AGENT_DIRS = frozenset(RUN_SUBDIRS) - {"overlay"}
 # What Apptainer's --workdir makes in an agent's scratch (its /tmp and /var/tmp).
 _SCRATCH_LAYOUT = {"tmp", "var_tmp"}
-# The subdirectories every run directory has from its first moment (mh_make_run_dir, `run start`).
-_RUN_LAYOUT = ("submission", "logs")
+# Of those, what a directory must have to be graded as a run (runs made by hand may lack the rest).
+_RUN_LAYOUT = tuple(d for d in RUN_SUBDIRS if d in ("submission", "logs"))
 _COMPETITION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -185,17 +187,18 @@ def find_run_dirs(
     return sorted(found)
 
 
-def run_dir_problem(run_dir: Path, meta: dict[str, Any]) -> str | None:
-    """Why RUN_DIR is not a run directory the host made, or None. META is its metadata.json."""
-    comp = str(meta.get("competition_id") or "").strip()
+def run_dir_problem(run_dir: Path, meta: RunRecord | Mapping[str, Any]) -> str | None:
+    """Why RUN_DIR is not a run directory the host made, or None. META is its record (or its
+    metadata.json, read as one: RecordError when it cannot be)."""
+    record = meta if isinstance(meta, RunRecord) else RunRecord.from_json(run_dir, meta)
+    comp = record.competition.strip()
     if not _COMPETITION_ID.fullmatch(comp):
         return "its competition_id is not a competition id"
-    job = str(meta.get("agent_job_id") or "")
-    if job:
-        expected = run_dir_name(comp, job)
-    elif str(meta.get("sweep_task_index", "")) != "":
+    if record.agent_job_id:
+        expected = run_dir_name(comp, record.agent_job_id)
+    elif record.sweep_task_index is not None:
         # a sweep task that failed before its agent started: named after the array task
-        array, index = str(meta.get("sweep_array_job_id") or ""), str(meta["sweep_task_index"])
+        array, index = record.array_job_id, record.sweep_task_index
         expected = run_dir_name(comp, array_task_id(array, index)) if array else ""
         if not array and run_dir.name.startswith(f"{comp}_") and run_dir.name.endswith(f"_{index}"):
             expected = run_dir.name  # a sweep without Slurm: <comp>_<local id>_<index>
@@ -213,7 +216,9 @@ def run_dir_problem(run_dir: Path, meta: dict[str, Any]) -> str | None:
     return None
 
 
-def _read_metadata(run_dir: Path) -> dict[str, Any]:
+def _read_record(run_dir: Path) -> RunRecord:
+    """RUN_DIR's record, when RUN_DIR is a run directory the host made; RunSpecError (one line,
+    saying why it is skipped) otherwise, a record that cannot be read as one included."""
     path = run_dir / METADATA_NAME
     try:
         if not stat.S_ISREG(os.lstat(path).st_mode):
@@ -225,10 +230,16 @@ def _read_metadata(run_dir: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict) or not str(data.get("competition_id") or "").strip():
         raise RunSpecError(f"{printable(path)}: has no competition_id; not a run directory, skipped")
-    problem = run_dir_problem(run_dir, data)
+    try:
+        record = RunRecord.from_json(run_dir, data)
+    except RecordError as exc:
+        raise RunSpecError(
+            f"skipped {printable(run_dir)}: unreadable metadata.json ({printable(exc.reason)}); not graded"
+        ) from None
+    problem = run_dir_problem(run_dir, record)
     if problem:
         raise RunSpecError(f"skipped {printable(run_dir)}: {problem}; not graded")
-    return data
+    return record
 
 
 def normalize_seed(seed: object) -> int | str | None:
@@ -250,15 +261,15 @@ def specs_from_dir(root: Path, dirs: DirResolver, warn: Callable[[str], None]) -
     specs: list[RunSpec] = []
     for run_dir in find_run_dirs(root, dirs.scratch_dir(), warn):
         try:
-            meta = _read_metadata(run_dir)
+            record = _read_record(run_dir)
         except RunSpecError as exc:
             warn(str(exc))
             continue
+        meta = record.meta
         recorded = meta.get("data_dir")
-        record = RunRecord.from_json(run_dir, meta)
         specs.append(
             RunSpec(
-                competition_id=str(meta["competition_id"]).strip(),
+                competition_id=record.competition.strip(),
                 submission_path=run_dir / SUBMISSION_REL,
                 data_dir=dirs.data_dir(),
                 mlebench_dir=dirs.mlebench_dir(),
@@ -267,7 +278,7 @@ def specs_from_dir(root: Path, dirs: DirResolver, warn: Callable[[str], None]) -
                 isolation=meta.get("integrity"),
                 collected=meta.get("submission") if isinstance(meta.get("submission"), dict) else None,
                 recorded_data_dir=str(recorded) if recorded else None,
-                agent_id=str(meta.get("agent_id") or "") or None,
+                agent_id=record.agent_id or None,
                 failed_attempt=record.infrastructure_failure or None,
             )
         )

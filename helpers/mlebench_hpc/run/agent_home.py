@@ -2,7 +2,7 @@
 
 Upstream's start scripts write into /home/agent (`cd $AGENT_DIR`, full_instructions.txt,
 workspaces/), which is read-only in a SIF. So each attempt of a run gets its own copy, made by the
-host from the image file itself (sif_image.py: nothing of the image runs) into RUN/agent/, and
+host from the image file itself (images/sif.py: nothing of the image runs) into RUN/agent/, and
 bound read-write at /home/agent; never shared between runs or attempts (an earlier attempt's copy
 is removed first). What the image holds is data: names are checked, links are recreated as links
 (never followed: nothing on the host reads this directory afterwards), special files are skipped,

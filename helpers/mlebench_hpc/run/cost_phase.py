@@ -48,12 +48,11 @@ def cost_cmd(
     run = resolve_run(run, competition, job_id)
     if not (run / METADATA).is_file():
         return  # no run record (the job failed before it made one): nothing to add the cost to
+    if peak_of is not None:
+        record_peak(run, peak_of, attempt)
+        return
     key = str(attempt or 0)
     peak = job_peak_mem_mb()
-    if peak_of is not None:
-        if peak is not None:
-            _record_cost(run, attempt, lambda cur: _with_peak(cur, key, peak_of, peak))
-        return
     why = ""
     try:
         shown = slurm_query.show_job(job, detail=True) if slurm_query.valid_job_id(job) else None
@@ -81,6 +80,15 @@ def cost_cmd(
         return {"cost": costs.combine_attempts(ordered), "cost_attempts": attempts, "cost_unknown": None}
 
     _record_cost(run, attempt, merge)
+
+
+def record_peak(run: Path, component: str, attempt: int | None) -> None:
+    """This node's peak memory (the job's cgroup), for COMPONENT of this attempt: a hetjob's step
+    records its own node's, the batch script the rest at the job's end."""
+    peak = job_peak_mem_mb()
+    if peak is not None:
+        key = str(attempt or 0)
+        _record_cost(run, attempt, lambda cur: _with_peak(cur, key, component, peak))
 
 
 def _with_peak(current: dict[str, Any], key: str, name: str, peak: float) -> dict[str, Any]:

@@ -34,15 +34,20 @@ def group_name() -> str:
     return env("MH_GROUP") or env("RUN_GROUP")
 
 
-def run_path(competition: str, job_id: str, group: str | None = None) -> Path:
+def run_path(competition: str, job_id: str, group: str | None = None, base: str | None = None) -> Path:
     """OUTPUT_BASE/<group>/<competition>_<jobid>: the run of JOB_ID (a sweep task's id is
-    <array>_<index>, the same after a requeue)."""
-    base = env("OUTPUT_BASE")
+    <array>_<index>, the same after a requeue). BASE: OUTPUT_BASE when the caller has the config's."""
+    base = base or env("OUTPUT_BASE")
     if not base:
         raise HelperError(
             "OUTPUT_BASE is not set: run this through the scripts_hpc/ jobs (they load the config)"
         )
-    return Path(base) / (group if group is not None else group_name()) / run_dir_name(competition, job_id)
+    return run_in_group(Path(base) / (group if group is not None else group_name()), competition, job_id)
+
+
+def run_in_group(group_dir: Path, competition: str, job_id: str) -> Path:
+    """GROUP_DIR/<competition>_<jobid>: the run of JOB_ID in a group directory."""
+    return group_dir / run_dir_name(competition, job_id)
 
 
 def make_run_dir(run: Path) -> Path:

@@ -1,7 +1,7 @@
 """`mlebench-hpc overlay`: rewritten copies of the agent image's files that hard-code the
 upstream grading server (`http://localhost:5000`), to bind read-only over the originals.
 
-Files are found in the image by reading the SIF file itself (sif_image.py: nothing of the image
+Files are found in the image by reading the SIF file itself (images/sif.py: nothing of the image
 runs, on the host or anywhere else), or, with --from-dir, in a host directory laid out like the
 image's root: the known upstream paths plus /home/*.txt, /home/*.sh and everything below
 /home/agent. What the image holds is data: every path is checked (absolute, normalized, printable,
@@ -142,7 +142,7 @@ def scan_dir(root: Path, extra: tuple[str, ...]) -> list[Found]:
 
 def scan_image(image: Path, extra: tuple[str, ...]) -> list[Found]:
     """Find the files in the agent SIF by the same rules as scan_dir, read from the image file itself
-    (sif_image.py), never by running anything of the image; bounded in files and bytes."""
+    (images/sif.py), never by running anything of the image; bounded in files and bytes."""
     found: dict[str, Found] = {}
     notes: list[str] = []
     with SifImage(image) as img:
@@ -183,7 +183,7 @@ def scan_image(image: Path, extra: tuple[str, ...]) -> list[Found]:
 
 
 def container_path(path: str, roots: tuple[str, ...]) -> str:
-    """PATH if it is a plain absolute path (sif_image.check_path) at or below one of ROOTS; else
+    """PATH if it is a plain absolute path (images.sif.check_path) at or below one of ROOTS; else
     HelperError. What an image holds decides where an overlay is written and bound: never trusted."""
     check_path(path)
     if not any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots):

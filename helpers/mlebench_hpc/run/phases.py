@@ -25,7 +25,7 @@ from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.errors import HelperError
 from mlebench_hpc.run import store
 from mlebench_hpc.run.layout import env, group_name, make_run_dir, now, run_path, shell
-from mlebench_hpc.run.record import RunStatus, run_dir_name
+from mlebench_hpc.run.record import METADATA, RunStatus, run_dir_name
 from mlebench_hpc.server.tokens import TOKEN_ENV
 from mlebench_hpc.slurm import query as slurm_query
 
@@ -35,11 +35,10 @@ STDERR_TAIL_BYTES = 4096
 
 
 def read_metadata(run: Path) -> dict[str, Any]:
-    try:
-        value = json.loads((run / "metadata.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+    """RUN's record as the store reads it: typed, {} when RUN has none yet. A record this checkout
+    cannot read (not JSON, a field of the wrong type, a newer schema) raises RecordError, one line:
+    `run start` reads it before it makes anything of the attempt."""
+    return store.read(run)
 
 
 def token_file_for(url: str, grading_job: str, comp: str, state_base: Path) -> Path | None:
@@ -189,14 +188,16 @@ def start_cmd(
         check_token_file(url, token_file)
     click.echo(f"run start: {url} serves {competition}, ready after {elapsed:.2f}s", err=True)
 
+    # The record first: one this checkout cannot read (a newer schema, a field of the wrong type)
+    # stops the attempt before anything of it is made (env file, run directory, overlays).
+    group = group_name()
+    run = run_path(competition, job, group)
+    before = read_metadata(run)
+
     token = token_file.read_text().splitlines()[0].strip() if token_file is not None else ""
     extra = {TOKEN_ENV: token} if token else {}
     write_env_file(env_file, env_lines(agent, Path(user_env) if user_env else None, extra))
 
-    group = group_name()
-    run = make_run_dir(run_path(competition, job, group))
-    before = read_metadata(run)
-    used_before = before.get("agent_secs_used", 0)
     started: dict[str, Any] = {
         "competition_id": competition,
         "group": group,
@@ -218,14 +219,16 @@ def start_cmd(
         **agent.record(),
         "agent_argv": agent.argv(),
     }
-    used = used_before if isinstance(used_before, int) and used_before >= 0 else 0
+    used = before.get("agent_secs_used", 0)  # an integer >= 0: read_metadata checked it
     left = slurm_query.time_left(env("SLURM_JOB_ID")) if env("SLURM_JOB_ID") else None
     secs, notes = agent_budget(time_limit, used, slurm_query.slurm_secs(left), _int_env("TIME_MARGIN_SECS"))
     started["agent_budget_secs"] = secs
     if llm_url:
         started.update(llm_base_url=llm_url, llm_base_url_config=env("LLM_BASE_URL"))
+    store.check_updates(started, run / METADATA)  # a value of the wrong type: refused before the overlays
     if attempt is not None and store.owning_attempt(before, attempt) is not None:
         raise HelperError(f"{run} belongs to a later attempt of this task: this one stops")
+    make_run_dir(run)
     if runtime == "apptainer":
         from mlebench_hpc.run.agent_home import copy_agent_dir
 
@@ -386,12 +389,27 @@ def stop_cmd(run: Path, because: str, agent_secs_used: int | None, attempt: int 
     metavar="JOBID",
     help="The LLM server job the agent used (auto:) ended before it did: the attempt failed.",
 )
+@click.option(
+    "--peak-of",
+    default=None,
+    metavar="COMPONENT",
+    help="A hetjob's agent step: record this node's peak memory for COMPONENT too (as `run cost --peak-of`).",
+)
 @_attempt_option
 def finish_cmd(
-    run: Path, exit_code: int | None, agent_secs_used: int | None, llm_job_ended: str, attempt: int | None
+    run: Path,
+    exit_code: int | None,
+    agent_secs_used: int | None,
+    llm_job_ended: str,
+    peak_of: str | None,
+    attempt: int | None,
 ) -> None:
     """Record the run's end (status from the agent's exit code) and collect its submission, never
     following the agent's links. Prints MH_STATUS and MH_EXIT (non-zero when the LLM job ended)."""
+    if peak_of is not None:
+        from mlebench_hpc.run.cost_phase import record_peak
+
+        record_peak(run, peak_of, attempt)
     updates: dict[str, Any] = {}
     status = None
     if exit_code is not None:

@@ -1,8 +1,12 @@
 """The run record: RUN/metadata.json, the file only the host writes, as one typed, frozen value.
 
-`RunRecord.load` validates what it reads (types of the fields every reader relies on, the schema
-version); `mlebench_hpc.run.store` is the one writer (lock, attempt fence, atomic write). Run
-statuses and failure causes are the enums below: no other module spells them.
+`RunRecord.from_json` (and `read_run`, `scan_runs` over it) validates what it reads: every field a
+reader decides on (FIELDS) holds its type, or a form an earlier version of this project wrote (a
+seed as "3", submission_exists as "true"), and is read in its typed form; anything else, and a
+record of a newer schema version, is refused with RecordError (one line: the file, the field, the
+value). `mlebench_hpc.run.store` is the one writer (lock, attempt fence, the whole record checked
+and written in its typed form, atomic write). Run statuses and failure causes are the enums below:
+no other module spells them.
 
 Nothing here looks at what the agent wrote (submission/, logs/, code/): whether a run has a
 submission is what the host recorded when it collected one (mlebench_hpc.untrusted)."""
@@ -10,13 +14,15 @@ submission is what the host recorded when it collected one (mlebench_hpc.untrust
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from mlebench_hpc.errors import HelperError
+from mlebench_hpc.printable import printable
 
 # The record's layout; a record from a newer layout is refused, never misread. Version 1 is the first
 # written with the number (records without it are read as version 1: the same fields).
@@ -112,91 +118,230 @@ def array_task_id(array_job_id: object, index: object) -> str:
     return f"{array_job_id}_{index}"
 
 
-def _as_int(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return int(str(value))
-    except (TypeError, ValueError):
-        return None
-
-
-def _as_bool(value: object) -> bool:
-    """Records written before the store typed it hold "true"/"false" strings."""
-    return value is True or (isinstance(value, str) and value.lower() == "true")
-
-
 class RecordError(HelperError):
-    """A run record that cannot be read as one (a newer layout, a field of the wrong type)."""
+    """A run record that cannot be read as one: not a JSON object, a newer layout, a field holding
+    neither its type nor a form an earlier version wrote. One line: the file (when known), then why."""
+
+    def __init__(self, reason: str, file: Path | None = None) -> None:
+        self.reason = reason
+        self.file = file
+        super().__init__(printable(f"{file}: {reason}" if file is not None else f"run record: {reason}"))
+
+
+# ---------------------------------------------------------------- the typed fields
+class _Bad(ValueError):
+    """A field's value is none of its forms."""
+
+
+_DECIMAL = re.compile(r"[0-9]+")
+_SIGNED_DECIMAL = re.compile(r"-?[0-9]+")
+_VALUE_CHARS = 60
+
+
+def _short(value: object) -> str:
+    """VALUE as the one-line message quotes it: its repr, cut."""
+    text = repr(value)
+    return text if len(text) <= _VALUE_CHARS else text[: _VALUE_CHARS - 3] + "..."
+
+
+def _text(value: object, legacy: bool) -> str:
+    if isinstance(value, str):
+        return value
+    raise _Bad
+
+
+def _count(value: object, legacy: bool) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise _Bad
+
+
+def _count_or_text(value: object, legacy: bool) -> int:
+    """A count the first versions wrote as text (`--set time_limit_secs=600`: "600")."""
+    if legacy and isinstance(value, str) and _DECIMAL.fullmatch(value):
+        return int(value)
+    return _count(value, legacy)
+
+
+def _optional_count(value: object, legacy: bool) -> int | None:
+    """sweep_task_index: versions before the Python phases wrote the array index as text ("3")."""
+    return None if value is None else _count_or_text(value, legacy)
+
+
+def _seed(value: object, legacy: bool) -> int | None:
+    """Earlier versions wrote `--set seed="${MH_SEED:-}"`: "3" in a sweep, "" outside one."""
+    if legacy and value == "":
+        return None
+    return _optional_count(value, legacy)
+
+
+def _exit_code(value: object, legacy: bool) -> int | None:
+    """Earlier versions wrote `--set exit_code="$rc"`: "0", "124"."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if legacy and isinstance(value, str) and _SIGNED_DECIMAL.fullmatch(value):
+        return int(value)
+    raise _Bad
+
+
+def _flag(value: object, legacy: bool) -> bool:
+    """Earlier versions wrote `--set submission_exists=false` (and "true"): text, in any case."""
+    if isinstance(value, bool):
+        return value
+    if legacy and isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise _Bad
+
+
+def _status(value: object, legacy: bool) -> str:
+    status = RunStatus.parse(value) if isinstance(value, str) else None
+    if status is None:
+        raise _Bad
+    return status.value
+
+
+def _failure(value: object, legacy: bool) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, dict)
+        and isinstance(value.get("cause"), str)
+        and FailureCause.parse(value["cause"]) is not None
+        and isinstance(value.get("reason"), str)
+    ):
+        return dict(value)
+    raise _Bad
+
+
+def _object_or_null(value: object, legacy: bool) -> dict[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    raise _Bad
+
+
+_Parse = Callable[[object, bool], Any]
+
+# Every field a reader decides on: how it is read (legacy: the forms earlier versions wrote too) and
+# what it must be. A field may be absent (records older than it): RunRecord gives its default.
+FIELDS: dict[str, tuple[_Parse, str]] = {
+    "competition_id": (_text, "text"),
+    "agent_id": (_text, "text"),
+    "agent_job_id": (_text, "text"),
+    "sweep_array_job_id": (_text, "text"),
+    "sweep_task_index": (_optional_count, "an integer >= 0 or null"),
+    "seed": (_seed, "an integer >= 0 or null"),
+    "status": (_status, "a run status (" + ", ".join(s.value for s in RunStatus) + ")"),
+    "exit_code": (_exit_code, "an integer or null"),
+    "submission_exists": (_flag, "true or false"),
+    "failure": (_failure, "null or {cause: " + "|".join(c.value for c in FailureCause) + ", reason: text}"),
+    "requeue_count": (_count, "an integer >= 0"),
+    "slurm_restart_count": (_count, "an integer >= 0"),
+    "agent_secs_used": (_count, "an integer >= 0"),
+    "time_limit_secs": (_count_or_text, "an integer >= 0"),
+    "slurm_end": (_object_or_null, "null or an object"),
+}
+
+
+def _schema_version(value: object, file: Path | None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise RecordError(f"schema_version={_short(value)} is not an integer >= 1", file)
+    if value > SCHEMA_VERSION:
+        raise RecordError(
+            f"schema_version {value!r} is newer than this checkout's {SCHEMA_VERSION}: "
+            "update mlebench-hpc (git pull, make install)",
+            file,
+        )
+
+
+def typed_fields(values: Mapping[str, Any], file: Path | None = None, legacy: bool = True) -> dict[str, Any]:
+    """A copy of VALUES (a record, or a writer's updates to one) with every field of FIELDS in its
+    typed form; other keys as they are. LEGACY: the forms earlier versions wrote are read too (a
+    record on disk); without it only the typed form is (what a writer writes). Anything else, and a
+    newer schema_version, raise RecordError naming the field, its value and FILE."""
+    if "schema_version" in values:
+        _schema_version(values["schema_version"], file)
+    out = dict(values)
+    for key, (parse, expected) in FIELDS.items():
+        if key in out:
+            try:
+                out[key] = parse(out[key], legacy)
+            except _Bad:
+                what = "" if legacy else "not written: "
+                raise RecordError(f"{what}{key}={_short(out[key])} is not {expected}", file) from None
+    return out
 
 
 @dataclass(frozen=True)
 class Failure:
     """metadata.json `failure`: the host's word on why the attempt failed (or did not)."""
 
-    cause: FailureCause | None  # None: a cause this version does not know (kept in `details`)
+    cause: FailureCause
     reason: str
-    details: Mapping[str, Any] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)  # every key, cause and reason included
 
     @property
     def infrastructure(self) -> bool:
         return self.cause in INFRASTRUCTURE_CAUSES
 
     @classmethod
-    def parse(cls, value: object) -> Failure | None:
-        if not isinstance(value, dict):
-            return None
-        cause = FailureCause.parse(value.get("cause"))
-        return cls(cause, str(value.get("reason") or value.get("cause") or ""), dict(value))
+    def of(cls, value: Mapping[str, Any]) -> Failure:
+        """The failure of a record's `failure` as typed_fields() checked it."""
+        return cls(FailureCause(value["cause"]), value["reason"], dict(value))
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            **self.details,
-            "cause": self.cause.value if self.cause else self.details.get("cause"),
-            "reason": self.reason,
-        }
+        return {**self.details, "cause": self.cause.value, "reason": self.reason}
 
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One run's metadata.json, typed where readers decide something (`meta` keeps every key)."""
+    """One run's metadata.json, typed where readers decide something (`meta` keeps every key, the
+    fields of FIELDS in their typed form)."""
 
     path: Path
     meta: Mapping[str, Any]
     competition: str = ""
-    seed: int | None = None
+    seed: int | None = None  # None: a run made outside a sweep
     agent_id: str = ""  # '' in runs made before sweeps recorded it (sweep/attribution.py)
+    # None: the record has no status. Every job records one when it makes the run, but a record
+    # written by other means (by hand, a writer of a single key) has none, and nobody judges it.
     status: RunStatus | None = None
-    status_text: str = ""
     exit_code: int | None = None
     submission_exists: bool = False
     failure: Failure | None = None
     requeue_count: int = 0
     restart_count: int = 0  # Slurm's restart count of the attempt that last wrote this record
+    agent_job_id: str = ""  # the agent job's id ('' in a sweep task that failed before its agent)
+    array_job_id: str = ""  # a sweep task's array job ('' outside a sweep, or a sweep without Slurm)
+    sweep_task_index: int | None = None  # a sweep task's index in its array; None outside a sweep
 
     @classmethod
     def from_json(cls, path: Path, meta: Mapping[str, Any]) -> RunRecord:
-        """The record of META (a JSON object). A newer schema is refused: RecordError."""
-        version = meta.get("schema_version", 1)
-        if not isinstance(version, int) or isinstance(version, bool) or version > SCHEMA_VERSION:
-            raise RecordError(
-                f"{path / METADATA} has schema_version {version!r}, newer than this checkout's "
-                f"{SCHEMA_VERSION}: update mlebench-hpc (git pull, make install)"
-            )
+        """The record of META (a JSON object) of the run in PATH. A field that holds neither its
+        type nor a form an earlier version wrote, or a newer schema, is refused: RecordError."""
+        typed = typed_fields(meta, path / METADATA)
+        failure = typed.get("failure")
+        status = typed.get("status")
         return cls(
             path=path,
-            meta=meta,
-            competition=str(meta.get("competition_id") or ""),
-            seed=_as_int(meta.get("seed")),
-            agent_id=str(meta.get("agent_id") or ""),
-            status=RunStatus.parse(meta.get("status", "")),
-            status_text=str(meta.get("status") or ""),
-            exit_code=_as_int(meta.get("exit_code")),
-            submission_exists=_as_bool(meta.get("submission_exists")),
-            failure=Failure.parse(meta.get("failure")),
-            requeue_count=_as_int(meta.get("requeue_count", 0)) or 0,
-            restart_count=_as_int(meta.get("slurm_restart_count", 0)) or 0,
+            meta=typed,
+            competition=typed.get("competition_id", ""),
+            seed=typed.get("seed"),
+            agent_id=typed.get("agent_id", ""),
+            status=RunStatus(status) if status is not None else None,
+            exit_code=typed.get("exit_code"),
+            submission_exists=typed.get("submission_exists", False),
+            failure=Failure.of(failure) if failure is not None else None,
+            requeue_count=typed.get("requeue_count", 0),
+            restart_count=typed.get("slurm_restart_count", 0),
+            agent_job_id=typed.get("agent_job_id", ""),
+            array_job_id=typed.get("sweep_array_job_id", ""),
+            sweep_task_index=typed.get("sweep_task_index"),
         )
+
+    @property
+    def status_text(self) -> str:
+        """The recorded status word, '' when there is none."""
+        return self.status.value if self.status is not None else ""
 
     @property
     def has_submission(self) -> bool:
@@ -207,22 +352,15 @@ class RunRecord:
     # ---- sweep bookkeeping (slurm_sweep_task.sh, through `run prepare`)
     @property
     def from_sweep(self) -> bool:
-        return str(self.meta.get("sweep_task_index", "")) != ""
-
-    @property
-    def array_job_id(self) -> str:
-        return str(self.meta.get("sweep_array_job_id") or "")
+        return self.sweep_task_index is not None
 
     @property
     def slurm_job_id(self) -> str:
         """The id Slurm knows this run's job by: `<array>_<index>` for a sweep task, else the agent
         job's (a hetjob's id names its components); '' for a run made without Slurm."""
-        if self.from_sweep:
-            return (
-                array_task_id(self.array_job_id, self.meta["sweep_task_index"]) if self.array_job_id else ""
-            )
-        job = str(self.meta.get("agent_job_id") or "")
-        return "" if job.startswith("local-") else job
+        if self.sweep_task_index is not None:
+            return array_task_id(self.array_job_id, self.sweep_task_index) if self.array_job_id else ""
+        return "" if self.agent_job_id.startswith("local-") else self.agent_job_id
 
     @property
     def attempt_start(self) -> str:
@@ -290,8 +428,9 @@ class RunRecord:
 
 
 def read_run(run_dir: Path) -> RunRecord | None:
-    """The run in RUN_DIR, or None when its metadata is missing, being written or broken; a record
-    of a newer schema raises RecordError (one line: update the checkout)."""
+    """The run in RUN_DIR, or None when its metadata.json is missing, not JSON or not a JSON object;
+    a record that cannot be read as one (a field of the wrong type, a newer schema) raises
+    RecordError."""
     try:
         meta = json.loads((run_dir / METADATA).read_text())
     except (OSError, ValueError):
@@ -300,7 +439,9 @@ def read_run(run_dir: Path) -> RunRecord | None:
 
 
 def scan_runs(group_dir: Path) -> list[RunRecord]:
-    """Every run directly below a group directory (hidden directories are not runs)."""
+    """Every run directly below a group directory (hidden directories are not runs). A record that
+    cannot be read as one raises RecordError: a reader of the group (status, sweep-plan) stops with
+    its one line rather than judge the group without it."""
     runs: list[RunRecord] = []
     for meta_path in sorted(group_dir.glob(f"*/{METADATA}")):
         if meta_path.parent.name.startswith("."):

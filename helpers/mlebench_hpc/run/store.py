@@ -1,9 +1,13 @@
 """The one writer of RUN/metadata.json (the run record: mlebench_hpc.run.record).
 
 Every write takes the run directory's exclusive lock (a hetjob's components and a sweep task may
-write at the same time), checks the attempt fence, checks the types of the record's typed fields,
-stamps the schema version and lands atomically (temporary file + os.replace), so a reader never sees
-half a file and a decision made on what was read cannot be overtaken.
+write at the same time), reads the record through the record's own loader (record.typed_fields: a
+record it cannot read, a newer schema or a field of the wrong type, is refused, never rewritten),
+checks the attempt fence, checks that the writer's updates hold their types, checks the whole merged
+record again, stamps the schema version and lands atomically (temporary file + os.replace). A field
+an earlier version wrote in another form (a seed as "3") is written in its typed form (3), so a file
+stamped with the schema version holds typed values only. A reader never sees half a file, and a
+decision made on what was read cannot be overtaken.
 
 The attempt fence: an attempt (Slurm's restart count, `slurm_restart_count`) writes only while no
 later attempt has taken the run directory over, so the processes of an attempt Slurm gave up on (a
@@ -26,8 +30,7 @@ from typing import Any
 import click
 
 from mlebench_hpc.atomic import write_atomic
-from mlebench_hpc.errors import HelperError
-from mlebench_hpc.run.record import METADATA, SCHEMA_VERSION, FailureCause, RecordError, RunRecord, RunStatus
+from mlebench_hpc.run.record import METADATA, SCHEMA_VERSION, RecordError, typed_fields
 
 HASH_CHUNK = 4 * 1024 * 1024
 
@@ -62,46 +65,10 @@ def sha256_file(path: Path, cache: Path | None = None) -> str:
 
 
 # ---------------------------------------------------------------- the typed fields of a write
-def _int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _optional_int(v: object) -> bool:
-    return v is None or _int(v)
-
-
-def _status(v: object) -> bool:
-    return isinstance(v, str) and RunStatus.parse(v) is not None
-
-
-def _failure(v: object) -> bool:
-    return v is None or (
-        isinstance(v, dict)
-        and FailureCause.parse(v.get("cause")) is not None
-        and isinstance(v.get("reason"), str)
-    )
-
-
-FIELD_CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
-    "status": (_status, "a run status (" + ", ".join(s.value for s in RunStatus) + ")"),
-    "seed": (_optional_int, "an integer or null"),
-    "exit_code": (_optional_int, "an integer or null"),
-    "submission_exists": (lambda v: isinstance(v, bool), "true or false"),
-    "failure": (_failure, "null or {cause: a known cause, reason: text}"),
-    "requeue_count": (_int, "an integer"),
-    "slurm_restart_count": (_int, "an integer"),
-    "agent_secs_used": (_int, "an integer"),
-    "time_limit_secs": (_int, "an integer"),
-    "sweep_task_index": (_optional_int, "an integer or null"),
-}
-
-
-def check_updates(updates: Updates) -> None:
-    """The typed fields of a write hold their types: a writer that drifts fails here, not a reader."""
-    for key, value in updates.items():
-        check = FIELD_CHECKS.get(key)
-        if check is not None and not check[0](value):
-            raise HelperError(f"run record: {key}={value!r} is not {check[1]}")
+def check_updates(updates: Updates, file: Path | None = None) -> None:
+    """The typed fields of a write hold their typed form (record.FIELDS; no form an earlier version
+    wrote): a writer that drifts fails here, not a reader. RecordError."""
+    typed_fields(updates, file, legacy=False)
 
 
 # ---------------------------------------------------------------- lock, fence, write
@@ -117,29 +84,28 @@ def _locked(run_dir: Path) -> Iterator[None]:
         os.close(dir_fd)
 
 
-def _read_current(run_dir: Path) -> Updates:
+def read(run_dir: Path) -> Updates:
+    """RUN_DIR's record as a write merges into it: every field in its typed form ({} when there is
+    no record yet). A record that cannot be read as one (not a JSON object, a field holding neither
+    its type nor a form an earlier version wrote, a newer schema) raises RecordError, one line."""
     target = run_dir / METADATA
     if not target.is_file():
         return {}
     try:
         current = json.loads(target.read_text() or "{}")
     except ValueError:
-        raise HelperError(f"{target} is not valid JSON: fix or remove it") from None
+        raise RecordError("not valid JSON: fix or remove it", target) from None
+    except OSError as exc:
+        raise RecordError(f"cannot be read ({exc.strerror})", target) from None
     if not isinstance(current, dict):
-        raise HelperError(f"{target} does not hold a JSON object: fix or remove it")
-    try:
-        RunRecord.from_json(run_dir, current)  # a newer layout is refused, never rewritten
-    except RecordError as exc:
-        raise HelperError(str(exc)) from None
-    return current
+        raise RecordError("does not hold a JSON object: fix or remove it", target)
+    return typed_fields(current, target)
 
 
 def owning_attempt(current: Updates, attempt: int) -> int | None:
     """The restart count of a later attempt that owns the run, or None when ATTEMPT may write."""
-    owner = current.get("slurm_restart_count", 0)
-    if not _int(owner):
-        return None
-    return owner if owner > attempt else None
+    owner = current.get("slurm_restart_count", 0)  # an integer >= 0 in a record read by `read`
+    return owner if isinstance(owner, int) and not isinstance(owner, bool) and owner > attempt else None
 
 
 def update(
@@ -147,11 +113,14 @@ def update(
     make_updates: Callable[[Updates], Updates | None],
     attempt: int | None = None,
 ) -> Updates | None:
-    """Under the run directory's lock: read the record, drop the write when a later attempt than
-    ATTEMPT owns the run (saying so on stderr), call make_updates(current) and merge what it returns
-    (None: write nothing). Returns the merged record, or None when nothing was written."""
+    """Under the run directory's lock: read the record (typed: `read`), drop the write when a later
+    attempt than ATTEMPT owns the run (saying so on stderr), call make_updates(current) and merge
+    what it returns (None: write nothing). Returns the merged record as written, or None when nothing
+    was written. A record that cannot be read, or updates of the wrong type, raise RecordError and
+    leave the file as it was."""
+    target = run_dir / METADATA
     with _locked(run_dir):
-        current = _read_current(run_dir)
+        current = read(run_dir)
         owner = owning_attempt(current, attempt) if attempt is not None else None
         if owner is not None:
             click.echo(
@@ -163,12 +132,12 @@ def update(
         updates = make_updates(current)
         if updates is None:
             return None
-        check_updates(updates)
-        current.update(updates)
-        current["schema_version"] = SCHEMA_VERSION
-        body = (json.dumps(current, indent=2, sort_keys=True) + "\n").encode()
-        write_atomic(run_dir / METADATA, body, 0o644)
-        return current
+        check_updates(updates, target)
+        # the whole record, as it will be stamped: typed values only (refused otherwise, unwritten)
+        merged = typed_fields({**current, **updates, "schema_version": SCHEMA_VERSION}, target, legacy=False)
+        body = (json.dumps(merged, indent=2, sort_keys=True) + "\n").encode()
+        write_atomic(target, body, 0o644)
+        return merged
 
 
 def write(run_dir: Path, updates: Updates, attempt: int | None = None, collect: bool = False) -> bool:

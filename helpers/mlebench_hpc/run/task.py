@@ -17,8 +17,8 @@ import click
 from mlebench_hpc import config
 from mlebench_hpc.errors import HelperError
 from mlebench_hpc.run import store
-from mlebench_hpc.run.layout import env, make_run_dir, now, shell
-from mlebench_hpc.run.record import EXITED, RunStatus, read_run, run_dir_name
+from mlebench_hpc.run.layout import env, make_run_dir, now, run_path, shell
+from mlebench_hpc.run.record import EXITED, RunStatus, read_run
 
 # The images a pair needs (the hetjob's grading server and agent), checked once by `prepare`.
 PAIR_IMAGES = ("GRADING_SIF", "AGENT_SIF")
@@ -74,7 +74,7 @@ def prepare_cmd(tasks: Path, group: str, index: int, job_id: str, runtime: str, 
     except config.ConfigError as exc:
         _config_error(str(exc))
         sys.exit(2)
-    run = make_run_dir(Path(values["OUTPUT_BASE"]) / group / run_dir_name(comp, job_id))
+    run = make_run_dir(run_path(comp, job_id, group, base=values["OUTPUT_BASE"]))
     before = read_run(run)
     skip = ""
     if before is not None and before.status in EXITED and before.has_submission:

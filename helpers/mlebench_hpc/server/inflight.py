@@ -2,9 +2,9 @@
 
 The server rewrites STATE/inflight.json (atomically) whenever an authenticated `/validate` request
 starts, knows its upload's size, or ends. When the server dies during a run, the host reads it
-(`mlebench-hpc run server-died`): a server that died while validating uploads was killed by the
-agent's own requests (only this run's agent has the run's token), which is the agent's doing,
-not an infrastructure failure. The agent never sees this directory, so it cannot forge the record.
+(`mlebench-hpc run died --which grading`): a server that died while validating uploads was killed
+by the agent's own requests (only this run's agent has the run's token), which is the agent's
+doing, not an infrastructure failure. The agent never sees this directory, so it cannot forge the record.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 sbatch reads a script's own `#SBATCH` lines, so each entry script under scripts_hpc/ must carry its
 block; this table is where they are decided. `mlebench-hpc sbatch-headers --write` writes the blocks
-into the scripts, `--check` (and tests/python/test_sbatch_headers.py) fails when one differs. Only
-the keys in VALID_KEYS may appear, and the time limits keep their order: a job that runs an agent
-leaves room for the agent's default budget and margin, a server outlives the agents that use it.
+into the scripts; without --write it fails when one differs, as tests/python/test_sbatch_headers.py
+does. Only the keys in VALID_KEYS may appear, and the time limits keep their order: a job that runs
+an agent leaves room for the agent's default budget and margin, a server outlives its agents.
+A submission may still override a default for its own reasons: submit_sweep.sh names the array after
+its group, writes its logs into the group and signals the margin of the config.
 
 The site's options (SLURM_PARTITION, SLURM_GPU_PARTITION, SLURM_ACCOUNT, SLURM_QOS of the config)
 are not defaults but rules: jobs our tools submit get them as sbatch arguments and every job checks

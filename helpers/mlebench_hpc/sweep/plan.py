@@ -29,7 +29,8 @@ import click
 from mlebench_hpc.atomic import write_atomic
 from mlebench_hpc.competition_sets import competition_set, read_competition_list, resolve_competition_set
 from mlebench_hpc.errors import HelperError
-from mlebench_hpc.run.record import RunRecord, RunStatus, array_task_id, run_dir_name, scan_runs
+from mlebench_hpc.run.layout import run_in_group
+from mlebench_hpc.run.record import RunRecord, RunStatus, array_task_id, scan_runs
 from mlebench_hpc.slurm.query import WAITING_STATES, JobRecord
 from mlebench_hpc.sweep.attribution import LEGACY_KEY, Attribution, attribute, unnamed
 from mlebench_hpc.sweep.stale import settle
@@ -259,7 +260,7 @@ def record_submission(
                 "array_index": index,
                 "job_id": array_task_id(array_job_id, index),
                 "submission": n,
-                "run_dir": str(group_dir.resolve() / run_dir_name(comp, array_task_id(array_job_id, index))),
+                "run_dir": str(run_in_group(group_dir.resolve(), comp, array_task_id(array_job_id, index))),
             }
         )
     save_sweep(group_dir, data)

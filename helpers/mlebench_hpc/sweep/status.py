@@ -127,7 +127,7 @@ def _counts(pairs: list[PairStatus]) -> str:
 class SweepStatus:
     pairs: list[PairStatus]
     superseded: int  # earlier attempts of the pairs, not counted
-    runs: list[RunRecord] = field(default_factory=list)  # every run directory of the group (sweep_cost.py)
+    runs: list[RunRecord] = field(default_factory=list)  # every run directory of the group (sweep/cost.py)
     running: list[str] = field(default_factory=list)  # the tasks Slurm runs now (job ids)
     slurm_answered: bool = False
 
