@@ -74,8 +74,9 @@ def prepare_cmd(tasks: Path, group: str, index: int, job_id: str, runtime: str, 
     except config.ConfigError as exc:
         _config_error(str(exc))
         sys.exit(2)
-    run = make_run_dir(run_path(comp, job_id, group, base=values["OUTPUT_BASE"]))
-    before = read_run(run)
+    run = run_path(comp, job_id, group, base=values["OUTPUT_BASE"])
+    before = read_run(run)  # a record that cannot be read is refused before anything is made
+    make_run_dir(run)
     skip = ""
     if before is not None and before.status in EXITED and before.has_submission:
         # requeued (e.g. preempted) after the agent had already finished: nothing left to do
