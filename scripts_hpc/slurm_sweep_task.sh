@@ -65,7 +65,8 @@ cost_components='agent+grading'
 [[ ${LLM_BASE_URL:-} != job ]] || cost_components+=+llm
 max_requeues=${MH_MAX_REQUEUES:-5}
 
-slurm_task=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_$index}
+# Slurm's name for this task (MH_JOB_ID is it in an array), for its restart count
+slurm_task=${SLURM_ARRAY_JOB_ID:+$MH_JOB_ID}
 slurm_task=${slurm_task:-${SLURM_JOB_ID:-}}
 mh_log "sweep task $index: agent $AGENT_ID, $comp seed $MH_SEED, run directory $run (restart $MH_ATTEMPT)"
 
