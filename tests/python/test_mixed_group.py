@@ -1,12 +1,18 @@
 """`status` and `grade` print, byte for byte, what commit 01c7f09 (the last one before RunRecord)
 printed: the goldens in golden/mixed_group/ are its output on the group mixed_group.py makes, with
-paths and today's date normalized. A run whose LLM server died is the one deliberate difference: it
-is a failed attempt (test_llm_death_counts_failed below)."""
+paths and today's date normalized, and with no Slurm on PATH (01c7f09 could not settle a stale run
+either, so both read the records as they are). The deliberate differences, each tested below on a
+copy of the group: a run whose LLM server died is a failed attempt (test_llm_death_counts_failed);
+grade does not score a final attempt whose grading server died, which 01c7f09 did while its status
+and resume already called it failed (test_grading_server_death_not_graded); a status word no job
+writes, which 01c7f09's `run-metadata --set status=...` let a hand write, is refused
+(test_unknown_status_refused)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -42,9 +48,13 @@ def outputs(group: Path, data: Path, env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture
 def clean_env(tmp_path: Path) -> dict[str, str]:
-    """No config in force and a private HOME: only the arguments decide."""
+    """No config in force, a private HOME and no Slurm (a PATH without scontrol, squeue, sacct,
+    whatever this machine has): only the arguments and the records decide."""
     env = {k: v for k, v in os.environ.items() if k not in ("MLEBENCH_HPC_CONFIG", "MLEBENCH_DIR")}
     env["HOME"] = str(tmp_path / "home")
+    no_slurm = tmp_path / "bin"
+    no_slurm.mkdir()
+    env["PATH"] = str(no_slurm)
     return env
 
 
@@ -124,7 +134,59 @@ def list_file(group: Path) -> Path:
     return f
 
 
-# The goldens' generator: this file and mixed_group.py, run by hand on 01c7f09 with MH_WRITE_MIXED_GOLDENS=1.
+def test_grading_server_death_not_graded(group: Path, demo_data: Path, clean_env: dict[str, str]) -> None:
+    """Without its resume, the attempt whose grading server died (a perfect submission) is the pair's
+    final one: status says failed as 01c7f09 did, and grade counts it as a failed attempt (01c7f09
+    scored it: yes, 0, gold, and valid 3, medals 3 for agent A)."""
+    shutil.rmtree(group / "demo-diabetes_300_2")
+    got = outputs(group, demo_data, clean_env)
+    died = (
+        "the grading server died (exit 137, killed by SIGKILL) with no request in flight before the "
+        "agent ended: the agent could not validate"
+    )
+    line = next(x for x in got["status.txt"].splitlines() if " 100_2 " in x)
+    assert line.endswith(
+        f"failed (exit 1, submission present): {died}; then 300_2: unknown: no run directory and Slurm "
+        "was not asked"
+    ), line
+    row = next(x for x in got["grade.txt"].splitlines() if " demo-diabetes_100_2 " in x)
+    assert row.split()[4:7] == ["no", "-", "-"], row
+    assert (
+        f"demo-diabetes demo-diabetes_100_2: failed attempt, not graded: {died} (a resume runs it again)"
+        in got["grade.txt"]
+    )
+    assert "agent A: runs 4, with submission 4, valid 2, medals 2" in got["grade.txt"]
+
+
+def test_unknown_status_refused(group: Path, demo_data: Path, clean_env: dict[str, str]) -> None:
+    """A status no job writes (`run-metadata RUN --set status=preempted` by hand, which 01c7f09 took
+    and read as no status): status stops with one line naming the file and the field; grade skips
+    that run with a warning and grades the others as before."""
+    meta = group / "demo-diabetes_801" / "metadata.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "status": "preempted"}))
+    got = outputs(group, demo_data, clean_env)
+    statuses = "starting, running, requeued, finished, failed, timeout, cancelled, integrity_failed, lost"
+    assert got["status.txt"] == (
+        f"Error: <GROUP>/demo-diabetes_801/metadata.json: status='preempted' is not a run status "
+        f"({statuses})\nrc=2\n"
+    )
+    grade = got["grade.txt"]
+    assert (
+        f"warning: skipped <GROUP>/demo-diabetes_801: unreadable metadata.json (status='preempted' is "
+        f"not a run status ({statuses})); not graded\n"
+    ) in grade
+    assert grade.endswith("rc=0\n")
+    assert "agent E: runs 4, with submission 2, valid 2, medals 1 (gold 1," in grade
+    before = (GOLDEN / "grade.txt").read_text().split("\n\n")[0].splitlines()
+    assert grade.split("\n\n")[0].splitlines() == [x for x in before if "_801 " not in x]
+
+
+# The goldens' generator: this file and mixed_group.py, run by hand on 01c7f09 with MH_WRITE_MIXED_GOLDENS=1:
+#   git worktree add --detach /work/tmp/old 01c7f09
+#   cp tests/python/mixed_group.py tests/python/test_mixed_group.py /work/tmp/old/tests/python/
+#   cd /work/tmp/old && MH_WRITE_MIXED_GOLDENS=1 PYTHONPATH=$PWD/helpers /work/main/.venv/bin/python \
+#       -m pytest -q -p no:cacheprovider tests/python/test_mixed_group.py -k write_goldens
+#   cp tests/python/golden/mixed_group/* /work/main/tests/python/golden/mixed_group/
 if os.environ.get("MH_WRITE_MIXED_GOLDENS"):  # pragma: no cover
 
     def test_write_goldens(group: Path, demo_data: Path, clean_env: dict[str, str]) -> None:
