@@ -135,6 +135,8 @@ mh_wait_exit 10 "${filters[@]}"
 # (LLM_BASE_URL=auto:) fails the attempt whatever the agent did.
 llm_gone=()
 (( ! MH_LLM_SERVER_GONE )) || llm_gone=(--llm-job-ended "$MH_LLM_SERVER_JOB")
+# The agent has ended: a signal from here on must not turn its recorded end into a stop.
+trap '' TERM INT USR1
 finish_out=$("$MH_CLI" run finish "$run" --exit-code "$rc" --agent-secs-used "$(agent_used)" "${llm_gone[@]}" \
     "${MH_COST_PEAK[@]}" ${MH_ATTEMPT:+--attempt "$MH_ATTEMPT"})
 peak_done=${#MH_COST_PEAK[@]}

@@ -35,6 +35,13 @@ while (( $# )); do
     esac
 done
 [[ -n $list ]] || mh_usage_error "--competitions SET is required (a file or a split name)"
+# The site's options come from the config only: every task checks it runs under them.
+for a in "${extra[@]}"; do
+    case $a in
+        -p|-p*|--partition|--partition=*|-A|-A*|--account|--account=*|-q|-q*|--qos|--qos=*)
+            mh_die "'$a' after --: set SLURM_GPU_PARTITION (or SLURM_PARTITION), SLURM_ACCOUNT and SLURM_QOS in ${MLEBENCH_HPC_CONFIG:-your config} instead: every task checks it runs under them" ;;
+    esac
+done
 [[ $seeds =~ ^[1-9][0-9]*$ ]] || mh_die "--seeds must be a positive integer, not '$seeds'"
 [[ $max_parallel =~ ^[1-9][0-9]*$ ]] || mh_die "--max-parallel must be a positive integer, not '$max_parallel'"
 [[ $max_requeues =~ ^[0-9]+$ ]] || mh_die "--max-requeues must be a non-negative integer, not '$max_requeues'"
@@ -85,9 +92,10 @@ if (( count == 0 )); then
     exit 0
 fi
 
-# The task's own #SBATCH lines hold the rest (resources, --requeue, --open-mode=append).
+# The task's own #SBATCH lines hold its resources; --requeue and --open-mode here too, so that a
+# submitter's SBATCH_NO_REQUEUE or SBATCH_OPEN_MODE (which beat #SBATCH lines) cannot undo them.
 cmd=(sbatch --parsable --array="0-$((count - 1))%$max_parallel" --job-name="mlebench-sweep-$group"
-    --output="$sdir/logs/%A_%a.out" --signal="B:USR1@$(( TIME_MARGIN_SECS + 60 ))"
+    --output="$sdir/logs/%A_%a.out" --open-mode=append --requeue --signal="B:USR1@$(( TIME_MARGIN_SECS + 60 ))"
     --export="ALL,MH_MAX_REQUEUES=$max_requeues,MH_SWEEP_SCRIPTS=$MH_SCRIPTS")
 # Each task runs an agent: the config's GPU partition (else SLURM_PARTITION), account and QOS.
 mh_slurm_site_args gpu

@@ -271,7 +271,8 @@ def resolve(path: Path | None) -> dict[str, str]:
             out[s.key] = os.environ[s.key]
         elif s.key in file_values:
             out[s.key] = file_values[s.key]
-        elif s.key in os.environ:
+        elif s.key in os.environ and s.export:
+            # not the SLURM_* keys: those names are srun's own input variables in a user's shell
             out[s.key] = os.environ[s.key]
         elif s.literal:
             out[s.key] = s.default

@@ -6,7 +6,7 @@
 # MLEBENCH_HPC_DEBUG=1 (exported, so a job's steps and child scripts trace too): every command from
 # here on is printed with its file and line. The token never is (mh_new_token turns the trace off).
 if [[ ${MLEBENCH_HPC_DEBUG:-} == 1 ]]; then
-    export PS4='+ ${BASH_SOURCE[0]##*/}:${LINENO}: '
+    export PS4='+ ${BASH_SOURCE[0]+${BASH_SOURCE[0]##*/}}:${LINENO}: '  # set -u safe: no source from stdin
     set -x
 fi
 

@@ -116,11 +116,24 @@ mh_slurm_site_args() {
     done
 }
 
+# True when Slurm's value GOT of KEY meets the config's WANT. Slurm lower-cases accounts and
+# matches QOS names in any case; a partition list (gpu,gpu-long) is met by any of its partitions,
+# and a hetjob component reports its whole list, the one it runs in first. Args: key got want
+_mh_site_ok() {
+    local key=$1 got=$2 want=$3 p
+    if [[ $key != partition ]]; then [[ ${got,,} == "${want,,}" ]]; return; fi
+    for p in ${got//,/ }; do [[ ,$want, == *",$p,"* ]] || return 1; done
+}
+
 # Once per job, in its batch script (not in its steps or child scripts): the job runs under the
 # config's partition, account and QOS. A job submitted by hand never read the config, so a
 # mismatch is one line that says how to submit it, and a non-zero return before anything starts.
-# A value Slurm does not report (no accounting: no QOS) is not checked. Args: script kind...
+# With --warn (a job our tools submitted with the config's options: the site, or a config edited
+# since, decided otherwise) the line is a warning and the job goes on. A value Slurm does not report
+# (no accounting: no QOS) is not checked. Args: [--warn] script kind...
 mh_check_slurm_site() {
+    local warn=0
+    [[ $1 != --warn ]] || { warn=1; shift; }
     local script=$1 kind i=0 suffix partition got want bad=()
     shift
     [[ -n ${SLURM_JOB_ID:-} && -z ${SLURM_STEP_ID:-} ]] || return 0
@@ -138,8 +151,7 @@ mh_check_slurm_site() {
                 qos) got=SLURM_JOB_QOS$suffix ;;
             esac
             got=${!got:-}
-            # a partition list (gpu,gpu-long) is met by any of its partitions
-            [[ -z $got || ,${want#*=}, == *",$got,"* ]] \
+            [[ -z $got ]] || _mh_site_ok "${want%%=*}" "$got" "${want#*=}" \
                 || bad+=("${want%%=*} $got (the config: ${want#*=})")
         done
         i=$((i + 1))
@@ -147,10 +159,14 @@ mh_check_slurm_site() {
     if (( ${#bad[@]} )); then
         local what="" b
         for b in "${bad[@]}"; do what+="${what:+, }$b"; done
-        mh_slurm_site_args "$@"
-        printf 'mlebench-hpc: error: job %s runs with %s, not as %s says: submit it with sbatch %s scripts_hpc/%s ..., or change the config\n' \
-            "$SLURM_JOB_ID" "$what" "${MH_CONFIG:-the config}" "${MH_SLURM_ARGS[*]}" "$script" >&2
-        return 2
+        if (( warn )); then
+            mh_log "WARNING: job $SLURM_JOB_ID runs with $what, not as ${MH_CONFIG:-the config} says (it was submitted with the config's options: the site or a later config changed them); going on"
+        else
+            mh_slurm_site_args "$@"
+            printf 'mlebench-hpc: error: job %s runs with %s, not as %s says: submit it with sbatch %s scripts_hpc/%s ..., or change the config\n' \
+                "$SLURM_JOB_ID" "$what" "${MH_CONFIG:-the config}" "${MH_SLURM_ARGS[*]}" "$script" >&2
+            return 2
+        fi
     fi
     MH_SLURM_SITE_CHECKED=$SLURM_JOB_ID
     export MH_SLURM_SITE_CHECKED

@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# shellcheck disable=SC2154 # stderr: set by bats' run --separate-stderr
+# shellcheck disable=SC2154,SC2016 # stderr: set by bats' run --separate-stderr; bash -c scripts expand inside
 # What every entry script shares: its usage is its own header comment (--help, and after a usage
 # error), MLEBENCH_HPC_DEBUG=1 traces it with file and line (never the token), and the config's
 # SLURM_PARTITION, SLURM_GPU_PARTITION, SLURM_ACCOUNT and SLURM_QOS hold for every job: passed by
@@ -100,6 +100,9 @@ seat() {
     export T DIR EXTRA_FLAGS
 }
 
+# in_t CMD...: CMD as the user, in T
+in_t() { (cd "$T" && as_test_user "$@"); }
+
 # submit NAME CONFIG-LINES... -- SBATCH-ARGS... SCRIPT ARGS...: sbatch as the user with config NAME;
 # prints the job id
 submit() {
@@ -153,37 +156,67 @@ submit() {
     [[ ! -e $T/runs/part ]]
 }
 
-@test "submit_sweep.sh: the config's account and QOS reach every task; a task under other options fails its run in one line" {
+@test "the check's rules without a cluster: accounts and QOS in any case, a hetjob component's partition list, a value Slurm does not report" {
+    # the rules alone (the real jobs are the tests around this one): Slurm's variables as a job has them
+    check() {
+        env -i PATH="$PATH" bash -c 'source "$1/scripts_hpc/lib.sh"; shift; export "$@"
+            SLURM_PARTITION=${SP:-} SLURM_GPU_PARTITION=${SGP:-} SLURM_ACCOUNT=${SA:-} SLURM_QOS=${SQ:-}
+            if [[ -n ${SLURM_HET_SIZE:-} ]]; then mh_check_slurm_site x.sh cpu gpu; else mh_check_slurm_site x.sh gpu; fi' \
+            _ "$REPO_ROOT" SLURM_JOB_ID=7 "$@"
+    }
+    run check SA=ProjA SLURM_JOB_ACCOUNT=proja SQ=High SLURM_JOB_QOS=high
+    assert_success
+    run check SA=proja SLURM_JOB_ACCOUNT=projb
+    [ "$status" -eq 2 ]
+    assert_output --partial "account projb (the config: proja)"
+    # a hetjob component reports its whole list, the partition it runs in first
+    run check SLURM_HET_SIZE=2 SP=cpu SGP=gpu,gpu-long SLURM_JOB_PARTITION_HET_GROUP_0=cpu \
+        SLURM_JOB_PARTITION_HET_GROUP_1=gpu-long,gpu
+    assert_success
+    run check SLURM_HET_SIZE=2 SP=cpu SGP=gpu,gpu-long SLURM_JOB_PARTITION_HET_GROUP_0=cpu \
+        SLURM_JOB_PARTITION_HET_GROUP_1=debug
+    [ "$status" -eq 2 ]
+    assert_output --partial "submit it with sbatch --partition=cpu : --partition=gpu,gpu-long scripts_hpc/x.sh ..."
+    # no QOS reported (no accounting): not checked; a step is never checked; --warn goes on
+    run check SQ=high
+    assert_success
+    run check SA=a SLURM_JOB_ACCOUNT=b SLURM_STEP_ID=0
+    assert_success
+    run env -i PATH="$PATH" SLURM_JOB_ID=7 SLURM_JOB_ACCOUNT=b bash -c 'source "$1/scripts_hpc/lib.sh"; SLURM_ACCOUNT=a
+        mh_check_slurm_site --warn x.sh gpu && echo "went on"' _ "$REPO_ROOT"
+    assert_success
+    assert_output --partial "WARNING: job 7 runs with account b (the config: a)"
+    assert_line "went on"
+}
+
+@test "submit_sweep.sh: the config's account and QOS reach every task; site options after -- are refused; a config changed since only warns" {
     seat
-    local out job bad
+    local out job
     printf '%s\n' "$COMP" >"$T/cfg/site.list"
     user_config sweep_site SLURM_ACCOUNT=mh-sweep-acct SLURM_QOS=normal
     # shellcheck disable=SC2034 # read by as_test_user
     local MH_USER_ENV=(MLEBENCH_HPC_CONFIG="$T/cfg/sweep_site.env")
+    # the site's options belong to the config: after -- they are refused before anything is made
+    run --separate-stderr in_t bash "$DIR/scripts_hpc/submit_sweep.sh" --competitions "$T/cfg/site.list" \
+        --seeds 1 --group site -- --account=mh-other
+    [ "$status" -eq 2 ]
+    [[ $stderr == "mlebench-hpc: error: '--account=mh-other' after --: set SLURM_GPU_PARTITION"* ]]
+    [[ ! -e $T/runs/site ]]
+    # submitted as it should be, starting in 10 s: meanwhile the config names another account
     out=$(cd "$T" && as_test_user bash "$DIR/scripts_hpc/submit_sweep.sh" --competitions "$T/cfg/site.list" \
-        --seeds 1 --group site -- --gres=none --cpus-per-task=1 --mem=1G --time=15)
+        --seeds 1 --group site -- --begin=now+10 --gres=none --cpus-per-task=1 --mem=1G --time=15)
     echo "$out"
     grep -qF -- "--account=mh-sweep-acct --qos=normal" "$T/runs/site/sweep.json"
     job=$(sed -n 's/^submitted array job \([0-9]*\).*/\1/p' <<<"$out")
     echo "$job" >>"$BATS_TEST_TMPDIR/.slurm_jobs"
-    # the same set, but the task submitted under another account (sbatch arguments after -- win)
-    out=$(cd "$T" && as_test_user bash "$DIR/scripts_hpc/submit_sweep.sh" --competitions "$T/cfg/site.list" \
-        --seeds 1 --group site-other -- --account=mh-other --gres=none --cpus-per-task=1 --mem=1G --time=15)
-    bad=$(sed -n 's/^submitted array job \([0-9]*\).*/\1/p' <<<"$out")
-    echo "$bad" >>"$BATS_TEST_TMPDIR/.slurm_jobs"
+    sed -i 's/^SLURM_ACCOUNT=.*/SLURM_ACCOUNT=mh-changed/' "$T/cfg/sweep_site.env"
     wait_job "$job" 240
-    wait_job "$bad" 240
     [[ $(slurm_job_field "${job}_0" Account) == mh-sweep-acct ]]
     [[ $(slurm_job_field "${job}_0" QOS) == normal ]]
+    cat "$T/runs/site/.sweep/logs/${job}_0.out"
+    grep -qF "WARNING: job ${job}_0" "$T/runs/site/.sweep/logs/${job}_0.out" || grep -qF "runs with account mh-sweep-acct (the config: mh-changed)" "$T/runs/site/.sweep/logs/${job}_0.out"
+    refute grep -q "mlebench-hpc: error" "$T/runs/site/.sweep/logs/${job}_0.out"
     run as_test_user "$DIR/.venv/bin/mlebench-hpc" status "$T/runs/site"
     echo "$output"
     assert_output --partial "finished (exit 0, submission present)"
-    # the other: one error line in its log, the run failed (a resume submits it again)
-    cat "$T/runs/site-other/.sweep/logs/${bad}_0.out"
-    [[ $(grep -c 'mlebench-hpc: error:' "$T/runs/site-other/.sweep/logs/${bad}_0.out") == 1 ]]
-    grep -qF "runs with account mh-other (the config: mh-sweep-acct)" "$T/runs/site-other/.sweep/logs/${bad}_0.out"
-    run as_test_user "$DIR/.venv/bin/mlebench-hpc" status "$T/runs/site-other"
-    echo "$output"
-    assert_output --partial "failed"
-    refute_output --partial "finished"
 }

@@ -193,10 +193,9 @@ def start_cmd(
     group = group_name()
     run = run_path(competition, job, group)
     before = read_metadata(run)
-
-    token = token_file.read_text().splitlines()[0].strip() if token_file is not None else ""
-    extra = {TOKEN_ENV: token} if token else {}
-    write_env_file(env_file, env_lines(agent, Path(user_env) if user_env else None, extra))
+    # A later attempt owns the run (the state dir, env file included, is every attempt's): stop first.
+    if attempt is not None and store.owning_attempt(before, attempt) is not None:
+        raise HelperError(f"{run} belongs to a later attempt of this task: this one stops")
 
     started: dict[str, Any] = {
         "competition_id": competition,
@@ -225,9 +224,10 @@ def start_cmd(
     started["agent_budget_secs"] = secs
     if llm_url:
         started.update(llm_base_url=llm_url, llm_base_url_config=env("LLM_BASE_URL"))
-    store.check_updates(started, run / METADATA)  # a value of the wrong type: refused before the overlays
-    if attempt is not None and store.owning_attempt(before, attempt) is not None:
-        raise HelperError(f"{run} belongs to a later attempt of this task: this one stops")
+    store.check_updates(started, run / METADATA)  # a value of the wrong type: refused before anything is made
+    token = token_file.read_text().splitlines()[0].strip() if token_file is not None else ""
+    extra = {TOKEN_ENV: token} if token else {}
+    write_env_file(env_file, env_lines(agent, Path(user_env) if user_env else None, extra))
     make_run_dir(run)
     if runtime == "apptainer":
         from mlebench_hpc.run.agent_home import copy_agent_dir
