@@ -185,3 +185,18 @@ def test_slurm_keys_are_not_exported(tmp_path: Path) -> None:
     lines = res.output.splitlines()
     assert "SLURM_PARTITION=gpu" in lines and "export DATA_DIR=/d" in lines
     assert any(line.startswith("export MH_STATE_BASE=") for line in lines)
+
+
+def test_slurm_keys_never_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLURM_ACCOUNT in a user's shell is srun's input variable, not the config's: a job would check
+    itself against an account nobody asked for."""
+    from mlebench_hpc.config import resolve
+
+    cfg = tmp_path / "c.env"
+    cfg.write_text("DATA_DIR=/d\n")
+    monkeypatch.setenv("SLURM_ACCOUNT", "from-srun")
+    monkeypatch.setenv("RUN_GROUP", "from-env")  # control: an ordinary key does fall back
+    values = resolve(cfg)
+    assert values["SLURM_ACCOUNT"] == "" and values["RUN_GROUP"] == "from-env"
+    cfg.write_text('DATA_DIR=/d\nSLURM_ACCOUNT="proj"\n')
+    assert resolve(cfg)["SLURM_ACCOUNT"] == "proj"
