@@ -16,7 +16,8 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,31 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ).stdout.split()
     assert {"demo-breast-cancer", "demo-diabetes"} <= set(out)
     return data
+
+
+@pytest.fixture
+def server(demo_data: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The real grading server with a token and a state dir, as slurm_grading_server.sh makes them."""
+    state = tmp_path / "runs" / ".state" / "demo-diabetes_7"
+    state.mkdir(parents=True)
+    (state / "token").write_text("tok-7\n")
+    (state / "token").chmod(0o600)
+    cmd = [
+        str(Path(sys.executable).parent / "mlebench-hpc"),
+        "serve",
+        "--competition-id",
+        "demo-diabetes",
+        "--data-dir",
+        str(demo_data),
+    ]
+    cmd += ["--url-file", str(state / "url"), "--token-file", str(state / "token")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (state / "url").is_file() and time.monotonic() < deadline:
+            assert proc.poll() is None, "grading server exited"
+            time.sleep(0.1)
+        yield (state / "url").read_text().strip(), state
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -7,8 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -291,34 +289,6 @@ def test_server_died_with_nothing_in_flight_or_a_record_it_cannot_trust_is_infra
     (run / "metadata.json").write_text(json.dumps({"status": "finished"}))
     cli("died", str(run), "--which", "grading", "--exit-code", "137", "--state-dir", str(state))
     assert meta(run)["failure"]["cause"] == "grading_server_died"
-
-
-@pytest.fixture
-def server(demo_data: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """The real grading server with a token and a state dir, as slurm_grading_server.sh makes them."""
-    state = tmp_path / "runs" / ".state" / "demo-diabetes_7"
-    state.mkdir(parents=True)
-    (state / "token").write_text("tok-7\n")
-    (state / "token").chmod(0o600)
-    cmd = [
-        str(BIN / "mlebench-hpc"),
-        "serve",
-        "--competition-id",
-        "demo-diabetes",
-        "--data-dir",
-        str(demo_data),
-    ]
-    cmd += ["--url-file", str(state / "url"), "--token-file", str(state / "token")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while not (state / "url").is_file() and time.monotonic() < deadline:
-            assert proc.poll() is None, "grading server exited"
-            time.sleep(0.1)
-        yield (state / "url").read_text().strip(), state
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_start_finds_the_token_makes_the_run_records_and_overlays(

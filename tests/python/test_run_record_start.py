@@ -8,8 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,34 +15,6 @@ from mlebench_hpc.run.phases import read_metadata
 from mlebench_hpc.run.record import SCHEMA_VERSION, RecordError
 
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture
-def server(demo_data: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """The real grading server with a token and a state dir, as slurm_grading_server.sh makes them."""
-    state = tmp_path / "runs" / ".state" / "demo-diabetes_7"
-    state.mkdir(parents=True)
-    (state / "token").write_text("tok-7\n")
-    (state / "token").chmod(0o600)
-    cmd = [
-        str(BIN / "mlebench-hpc"),
-        "serve",
-        "--competition-id",
-        "demo-diabetes",
-        "--data-dir",
-        str(demo_data),
-    ]
-    cmd += ["--url-file", str(state / "url"), "--token-file", str(state / "token")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while not (state / "url").is_file() and time.monotonic() < deadline:
-            assert proc.poll() is None, "grading server exited"
-            time.sleep(0.1)
-        yield (state / "url").read_text().strip(), state
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_read_metadata_reads_typed_and_refuses_what_it_cannot_read(tmp_path: Path) -> None:
