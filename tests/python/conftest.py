@@ -163,3 +163,24 @@ def server(demo_data: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def start_env(server: tuple[str, Path], tmp_path: Path, repo_root: Path, demo_data: Path) -> dict[str, str]:
+    """The config's values as a job's environment gives them to `run start`, against `server`."""
+    _, state = server
+    return {
+        "MH_STATE_BASE": str(state.parent),
+        "OUTPUT_BASE": str(tmp_path / "runs"),
+        "RUN_GROUP": "grp",
+        "MH_GROUP": "",
+        "DATA_DIR": str(demo_data),
+        "TIME_LIMIT_SECS": "600",
+        "MH_ROOT": str(repo_root),
+        "SLURM_JOB_ID": "",
+        "MH_GRADING_TOKEN_FILE": "",
+        "AGENT_ID": "dummy",
+        "AGENTS_DIR": str(repo_root / "agents"),
+        "AGENT_ENV_FILE": "",
+        "TIME_MARGIN_SECS": "300",
+    }

@@ -292,25 +292,10 @@ def test_server_died_with_nothing_in_flight_or_a_record_it_cannot_trust_is_infra
 
 
 def test_start_finds_the_token_makes_the_run_records_and_overlays(
-    server: tuple[str, Path], tmp_path: Path, repo_root: Path, demo_data: Path
+    server: tuple[str, Path], start_env: dict[str, str], tmp_path: Path, repo_root: Path, demo_data: Path
 ) -> None:
     url, state = server
-    env = {
-        "MH_STATE_BASE": str(state.parent),
-        "OUTPUT_BASE": str(tmp_path / "runs"),
-        "RUN_GROUP": "grp",
-        "MH_GROUP": "",
-        "DATA_DIR": str(demo_data),
-        "TIME_LIMIT_SECS": "600",
-        "MH_ROOT": str(repo_root),
-        "SLURM_JOB_ID": "",
-        "MH_GRADING_TOKEN_FILE": "",
-        "AGENT_ID": "dummy",
-        "AGENTS_DIR": str(repo_root / "agents"),
-        "AGENT_ENV_FILE": "",
-        "STEP_LIMIT": "7",
-        "TIME_MARGIN_SECS": "300",
-    }
+    env = {**start_env, "STEP_LIMIT": "7"}
     env_file = tmp_path / "state" / "agent.env"
     start = ("start", "demo-diabetes", url, "--job", "99", "--runtime", "none", "--env-file", str(env_file))
     proc = cli(*start, env=env)

@@ -43,25 +43,10 @@ def test_read_metadata_reads_typed_and_refuses_what_it_cannot_read(tmp_path: Pat
     ],
 )
 def test_start_refuses_a_record_it_cannot_read_before_making_anything(
-    server: tuple[str, Path], tmp_path: Path, repo_root: Path, demo_data: Path, record: dict, said: str
+    server: tuple[str, Path], start_env: dict[str, str], tmp_path: Path, record: dict, said: str
 ) -> None:
-    url, state = server
-    env = {
-        **os.environ,
-        "MH_STATE_BASE": str(state.parent),
-        "OUTPUT_BASE": str(tmp_path / "runs"),
-        "RUN_GROUP": "grp",
-        "MH_GROUP": "",
-        "DATA_DIR": str(demo_data),
-        "TIME_LIMIT_SECS": "600",
-        "MH_ROOT": str(repo_root),
-        "SLURM_JOB_ID": "",
-        "MH_GRADING_TOKEN_FILE": "",
-        "AGENT_ID": "dummy",
-        "AGENTS_DIR": str(repo_root / "agents"),
-        "AGENT_ENV_FILE": "",
-        "TIME_MARGIN_SECS": "300",
-    }
+    url, _ = server
+    env = {**os.environ, **start_env}
     run = tmp_path / "runs" / "grp" / "demo-diabetes_99"
     run.mkdir(parents=True)
     body = json.dumps(record).encode()
