@@ -10,6 +10,10 @@ if [[ ${MLEBENCH_HPC_DEBUG:-} == 1 ]]; then
     set -x
 fi
 
+# Around a secret in bash: MLEBENCH_HPC_DEBUG's trace would print it into the job output.
+mh_trace_pause() { _MH_TRACED=${-//[^x]/}; set +x; }
+mh_trace_resume() { [[ -z ${_MH_TRACED:-} ]] || set -x; }
+
 mh_log() { printf '[mlebench-hpc %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # One line that says what is wrong and what to do; exit 2 (config/usage errors).

@@ -96,6 +96,11 @@ mh_record_cost() {
     return 0
 }
 
+# The config's partition for a component of KIND (cpu, gpu). Arg: kind
+_mh_site_partition() {
+    if [[ $1 == gpu ]]; then echo "${SLURM_GPU_PARTITION:-${SLURM_PARTITION:-}}"; else echo "${SLURM_PARTITION:-}"; fi
+}
+
 # The site's options of the config for a job whose components are of these kinds (cpu: the grading
 # server, gpu: an agent or an LLM server, on SLURM_GPU_PARTITION else SLURM_PARTITION), as sbatch
 # arguments, components separated by ':' as sbatch's heterogeneous syntax wants; nothing when the
@@ -106,8 +111,7 @@ mh_slurm_site_args() {
     MH_SLURM_ARGS=()
     [[ -n ${SLURM_PARTITION:-}${SLURM_GPU_PARTITION:-}${SLURM_ACCOUNT:-}${SLURM_QOS:-} ]] || return 0
     for kind in "$@"; do
-        partition=${SLURM_PARTITION:-}
-        [[ $kind != gpu ]] || partition=${SLURM_GPU_PARTITION:-$partition}
+        partition=$(_mh_site_partition "$kind")
         MH_SLURM_ARGS+=("${sep[@]}")
         [[ -z $partition ]] || MH_SLURM_ARGS+=(--partition="$partition")
         [[ -z ${SLURM_ACCOUNT:-} ]] || MH_SLURM_ARGS+=(--account="$SLURM_ACCOUNT")
@@ -141,15 +145,11 @@ mh_check_slurm_site() {
     for kind in "$@"; do
         suffix=""
         (( $# == 1 )) || suffix=_HET_GROUP_$i
-        partition=${SLURM_PARTITION:-}
-        [[ $kind != gpu ]] || partition=${SLURM_GPU_PARTITION:-$partition}
+        partition=$(_mh_site_partition "$kind")
         for want in "partition=$partition" "account=${SLURM_ACCOUNT:-}" "qos=${SLURM_QOS:-}"; do
             [[ -n ${want#*=} ]] || continue
-            case ${want%%=*} in
-                partition) got=SLURM_JOB_PARTITION$suffix ;;
-                account) got=SLURM_JOB_ACCOUNT$suffix ;;
-                qos) got=SLURM_JOB_QOS$suffix ;;
-            esac
+            got=SLURM_JOB_${want%%=*}$suffix  # Slurm's own: SLURM_JOB_PARTITION[_HET_GROUP_<i>] & co
+            got=${got^^}
             got=${!got:-}
             [[ -z $got ]] || _mh_site_ok "${want%%=*}" "$got" "${want#*=}" \
                 || bad+=("${want%%=*} $got (the config: ${want#*=})")

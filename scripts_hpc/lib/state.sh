@@ -5,12 +5,12 @@
 # A fresh random token in FILE (mode 0600): the grading server accepts /validate only with it, so
 # another run's agent on the same node cannot use this run's server. Arg: file
 mh_new_token() {
-    local file=$1 token trace=${-//[^x]/}
-    { set +x; } 2>/dev/null  # MLEBENCH_HPC_DEBUG's trace would print the token into the job output
+    local file=$1 token
+    mh_trace_pause
     token=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
     [[ ${#token} == 64 ]] || mh_die "could not read 32 random bytes from /dev/urandom"
     (umask 077 && printf '%s\n' "$token" >"$file.tmp" && mv -f "$file.tmp" "$file")
-    [[ -z $trace ]] || set -x
+    mh_trace_resume
 }
 
 # The agent's env file for this run (mode 0600, host-only): `run start` wrote the variant's env vars,

@@ -90,8 +90,8 @@ start() {
         --log-error="$BASE/log/mariadb.log" </dev/null >/dev/null 2>&1 9>&- &
     wait_for "mariadb on 127.0.0.1:$DB_PORT" 60 test -S "$DB/run/mysqld.sock" ||
         die "mariadbd did not start: $(tail -n 1 "$BASE/log/mariadb.log" 2>/dev/null)"
-    local pass trace=${-//[^x]/}
-    { set +x; } 2>/dev/null  # MLEBENCH_HPC_DEBUG's trace would print the database password
+    local pass
+    mh_trace_pause  # the database password below
     pass=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
     mariadb --socket="$DB/run/mysqld.sock" -e "CREATE DATABASE slurm_acct_db;
         CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$pass';
@@ -114,7 +114,7 @@ StoragePass=$pass
 StorageLoc=slurm_acct_db
 EOF
     )
-    [[ -z $trace ]] || set -x
+    mh_trace_resume
     /usr/sbin/slurmdbd 9>&- || die "slurmdbd did not start: $(tail -n 1 "$BASE/log/slurmdbd.log" 2>/dev/null)"
     wait_for "slurmdbd on 127.0.0.1:$DBD_PORT" 60 port_open "$DBD_PORT" ||
         die "slurmdbd does not answer on $DBD_PORT: $(tail -n 1 "$BASE/log/slurmdbd.log" 2>/dev/null)"
